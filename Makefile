@@ -1,0 +1,38 @@
+# On a fresh clone `make run` and `make test` are all a person needs: both create the virtual
+# environment first when it is missing (or when pyproject.toml changed).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-e2e bench dev lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# Keep a torch that is already there (a GPU user's CUDA build); otherwise take the CPU wheel.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## materialize the graph on params.yaml
+	$(BIN)/synthfactory run
+
+test: $(STAMP)  ## the fast, offline suite (CI runs this)
+	$(BIN)/python -m pytest -q
+
+test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
+	$(BIN)/python -m pytest -q -m e2e
+
+bench: $(STAMP)  ## speed benchmarks; each prints JSON
+	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/import_time.py
+
+dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the same definitions
+	$(BIN)/dagster dev -m synthfactory.definitions -h 127.0.0.1 -p 3000
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf data reports

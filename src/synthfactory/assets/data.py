@@ -1,0 +1,83 @@
+"""The inputs of the graph: the real images and the prompt records."""
+
+
+import dagster as dg
+
+from synthfactory.ops.prompts import PROMPTS_FILE, expand_prompts, write_prompts
+from synthfactory.ops.real_data import (list_classes, load_digits, load_imagefolder,
+                                        stratified_split, write_real_images)
+from synthfactory.params import Params
+from synthfactory.resources.runtime import TorchRuntime
+from synthfactory.resources.store import ArtifactStore
+
+
+@dg.asset(group_name="data", kinds={"webdataset"}, code_version="1")
+def real_images(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+                runtime: TorchRuntime) -> dg.MaterializeResult:
+    """The real dataset, split train/test (stratified, seeded) and written as WebDataset shards.
+
+    Source `digits` is scikit-learn's bundled 8×8 digits; `imagefolder` reads
+    `<root>/<class_name>/*` at any size and mode, resized to the configured resolution. Unreadable
+    files are skipped and counted. Writes shards, `classes.json` and `manifest.json`.
+    """
+    config = params.real_images
+    channels = config.effective_channels()
+    if config.source == "digits":
+        dataset = load_digits(config.resolution, channels)
+    else:
+        dataset = load_imagefolder(str(config.root), config.resolution, channels)
+    for reason, count in dataset.skipped.items():
+        context.log.warning(f"real_images: skipped {count} file(s): {reason}")
+    train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
+    info = {"source": config.source, "root": config.root, "resolution": config.resolution,
+            "channels": channels, "test_fraction": config.test_fraction, "seed": runtime.seed,
+            "params_digest": params.digest("real_images")}
+    with store.publish_dir("real_images") as directory:
+        manifest = write_real_images(directory, dataset, train, test, config.shard_size, info)
+    counts = manifest["counts"]
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.path("real_images"))),
+            "n_train": len(train), "n_test": len(test), "n_classes": len(dataset.class_names),
+            "skipped": dict(manifest["skipped"]),
+            "per_class": dg.MetadataValue.md(_counts_table(counts)),
+            "shards": len(manifest["shards"]),
+        },
+        data_version=dg.DataVersion(manifest["digest"][:16]),
+    )
+
+
+@dg.asset(group_name="data", kinds={"json"}, code_version="1")
+def prompts(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+            runtime: TorchRuntime) -> dg.MaterializeResult:
+    """One record per image to generate: class, template, text, negative text, seed, guidance.
+
+    Classes are interleaved so that every shard of `synthetic_shards` is class-balanced; each
+    record's seed derives from (global seed, index), so one image can be regenerated alone.
+    """
+    config = params.prompts
+    class_names = list_classes(params.real_images.source, params.real_images.root)
+    records = expand_prompts(class_names, config.images_per_class, config.templates,
+                             config.guidance, config.negative_prompt, runtime.seed)
+    with store.publish_file("prompts", PROMPTS_FILE) as temp:
+        write_prompts(temp, records)
+    digest = params.digest("prompts", "real_images")
+    context.log.info(f"prompts: {len(records)} records for {len(class_names)} classes")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.path("prompts", PROMPTS_FILE))),
+            "n_records": len(records), "n_classes": len(class_names),
+            "example": records[0].text,
+            "params_digest": digest,
+        },
+        data_version=dg.DataVersion(f"{digest}-{runtime.seed}"),
+    )
+
+
+def _counts_table(counts: dict[str, dict[str, int]]) -> str:
+    """A markdown table of images per class and split."""
+    splits = list(counts)
+    rows = ["| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for name in next(iter(counts.values())):
+        rows.append(f"| {name} | " + " | ".join(str(counts[s][name]) for s in splits) + " |")
+    return "\n".join(rows)

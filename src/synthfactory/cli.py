@@ -1,0 +1,115 @@
+"""The `synthfactory` command: materialize the graph in-process on a params file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for bad input, with a one-line message)."""
+    parser = argparse.ArgumentParser(prog="synthfactory", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="materialize assets in-process and print a summary")
+    run.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    run.add_argument("--select", default="*",
+                     help="Dagster asset selection, e.g. 'real_images+' or 'key:prompts' "
+                          "(default: everything)")
+    run.add_argument("--partitions", default=None,
+                     help="shard range FIRST...LAST for synthetic_shards (default: all shards)")
+    args = parser.parse_args(argv)
+    try:
+        return run_command(Path(args.params), args.select, args.partitions)
+    except (ValueError, FileNotFoundError) as error:
+        if args.debug:
+            raise
+        print(f"synthfactory: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def run_command(params_path: Path, select: str, partitions: str | None) -> int:
+    """Materialize the selection; print what ran, how long it took and where outputs are."""
+    import dagster as dg
+
+    from synthfactory.definitions import PARAMS_ENV, build_definitions
+    from synthfactory.params import load_params
+
+    config = load_params(params_path)
+    # Child processes (and `dagster dev` started from here) must load the same params file.
+    os.environ[PARAMS_ENV] = str(params_path.resolve())
+    defs = build_definitions(config)
+    graph = defs.resolve_asset_graph()
+    selection = dg.AssetSelection.from_string(select) if select != "*" else dg.AssetSelection.all()
+    keys = selection.resolve(graph)
+    if not keys:
+        raise ValueError(f"--select {select!r} matches no asset; assets are "
+                         f"{sorted(k.to_user_string() for k in graph.get_all_asset_keys())}")
+    tags = {}
+    shards_key = dg.AssetKey("synthetic_shards")
+    if shards_key in keys:
+        all_shards = graph.get(shards_key).partitions_def.get_partition_keys()
+        first, last = _partition_range(partitions, all_shards)
+        tags = {"dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last}
+    started = time.perf_counter()
+    with _instance() as instance:
+        result = dg.materialize(list(defs.assets), selection=list(keys), resources=defs.resources,
+                                instance=instance, tags=tags, raise_on_error=False,
+                                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    seconds = time.perf_counter() - started
+    _print_summary(result, seconds, config.store.root)
+    return 0 if result.success else 1
+
+
+def _partition_range(spec: str | None, all_shards: Sequence[str]) -> tuple[str, str]:
+    if spec is None:
+        return all_shards[0], all_shards[-1]
+    first, _, last = spec.partition("...")
+    last = last or first
+    for key in (first, last):
+        if key not in all_shards:
+            raise ValueError(f"--partitions {spec!r}: shard {key!r} does not exist; shards are "
+                             f"{all_shards[0]}...{all_shards[-1]}")
+    return first, last
+
+
+def _instance():  # noqa: ANN202 - a context manager yielding a DagsterInstance
+    """The persistent instance under DAGSTER_HOME when set (runs show in the UI), else ephemeral."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _print_summary(result, seconds: float, store_root: str) -> None:  # noqa: ANN001
+    durations: dict[str, float] = {}
+    for event in result.all_events:
+        if event.event_type_value == "STEP_SUCCESS":
+            durations[event.step_key] = event.event_specific_data.duration_ms / 1000
+    materialized: dict[str, list[str]] = {}
+    for event in result.get_asset_materialization_events():
+        name = event.asset_key.to_user_string()
+        materialized.setdefault(name, [])
+        if event.partition:
+            materialized[name].append(event.partition)
+    print(f"\n{'asset':<20} {'seconds':>8}  output")
+    for name, partition_keys in materialized.items():
+        where = str(Path(store_root) / name)
+        if partition_keys:
+            where += f"  ({len(partition_keys)} shards)"
+        print(f"{name:<20} {durations.get(name, float('nan')):>8.1f}  {where}")
+    failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    status = "succeeded" if result.success else f"FAILED in {failed}"
+    print(f"\nrun {status} in {seconds:.1f}s; outputs under {store_root}/")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

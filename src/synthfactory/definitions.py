@@ -1,0 +1,41 @@
+"""The Dagster code location: `dagster dev -m synthfactory.definitions` loads `defs`.
+
+The params file is `params.yaml` in the working directory, or the file named by the environment
+variable SYNTHFACTORY_PARAMS (the CLI sets it for `--params`). Loading is cheap: torch and
+diffusers are imported by the steps that use them, not here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from synthfactory.assets.data import prompts, real_images
+from synthfactory.assets.generation import build_synthetic_shards, generator
+from synthfactory.ops.prompts import shard_count, shard_key
+from synthfactory.ops.real_data import list_classes
+from synthfactory.params import ProjectConfig, load_params
+
+PARAMS_ENV = "SYNTHFACTORY_PARAMS"
+
+
+def shard_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
+    """One partition per shard of the configured prompts: classes × images per class / shard size."""
+    params = config.params
+    n_classes = len(list_classes(params.real_images.source, params.real_images.root))
+    n_records = n_classes * params.prompts.images_per_class
+    count = shard_count(n_records, params.synthetic_shards.shard_size)
+    return dg.StaticPartitionsDefinition([shard_key(index) for index in range(count)])
+
+
+def build_definitions(config: ProjectConfig) -> dg.Definitions:
+    """Assets, jobs and resources for one params file."""
+    assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config))]
+    return dg.Definitions(
+        assets=assets,
+        resources={"params": config.params, "store": config.store, "runtime": config.runtime},
+    )
+
+
+defs = build_definitions(load_params(os.environ.get(PARAMS_ENV, "params.yaml")))

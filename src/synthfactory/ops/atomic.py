@@ -1,0 +1,94 @@
+"""Atomic publication of files and directories: write a temporary sibling, then rename.
+
+A crashed run leaves at most a `.tmp-*` sibling behind, never something under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+TEMP_PREFIX = ".tmp-"
+
+
+def temp_sibling(final: Path) -> Path:
+    """A unique temporary path in the same directory as `final` (so the rename is atomic)."""
+    return final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}")
+
+
+@contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success fsync it and rename it onto `final`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_sibling(final)
+    try:
+        yield temp
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory to fill; on success it replaces `final` as a whole.
+
+    The previous `final` (if any) stays in place until the new one is complete.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_sibling(final)
+    temp.mkdir()
+    try:
+        yield temp
+        if final.exists():
+            retired = temp_sibling(final)
+            os.replace(final, retired)
+            os.replace(temp, final)
+            shutil.rmtree(retired)
+        else:
+            os.replace(temp, final)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write `value` as indented, key-sorted JSON, atomically."""
+    with atomic_file(path) as temp:
+        temp.write_text(dumps_json(value))
+
+
+def dumps_json(value: Any) -> str:
+    """The project's one JSON text format: indented, keys sorted, trailing newline."""
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_tree(directory: Path) -> str:
+    """Hex sha256 over every file of a directory: relative paths and contents, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def digest_of_digests(parts: list[str]) -> str:
+    """sha256 of a list of digests, in order: the digest of a set of shards."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Dagster resources: frozen config plus private runtime state."""

@@ -1,0 +1,71 @@
+"""The torch runtime: device, dtype, seed and threads as explicit config."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import dagster as dg
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TorchRuntime(dg.ConfigurableResource):
+    """Where and how tensors are computed.
+
+    `device` is `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:<index>`; `threads`
+    caps torch's CPU threads (null keeps torch's default). torch is imported only when a step
+    starts, never when the definitions load.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, gt=0)
+
+    _device: str | None = PrivateAttr(default=None)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        base, _, index = device.partition(":")
+        if base not in {"auto", "cpu", "cuda"} or (index and (base != "cuda" or not index.isdigit())):
+            raise ValueError(f"runtime.device {device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        return device
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Resolve `auto`, check that the device exists, and apply the thread cap."""
+        self._device = resolve_device(self.device)
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The resolved device."""
+        import torch
+
+        return torch.device(self._device or resolve_device(self.device))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The configured dtype as a torch dtype."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → `cuda` when available else `cpu`; an unavailable CUDA device is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device {device!r} was asked for but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); use device: auto or cpu")
+    return device
