@@ -22,6 +22,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from synthfactory.ops.atomic import dumps_json, sha256_tree
 from synthfactory.ops.seeds import derive_seed
+from synthfactory.ops.tensors import to_model_space, to_uint8
 
 SAMPLERS: dict[str, type] = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 GENERATOR_JSON = "generator.json"
@@ -37,17 +38,6 @@ def build_unet(resolution: int, channels: int, n_classes: int, widths: Sequence[
         sample_size=resolution, in_channels=channels, out_channels=channels, layers_per_block=1,
         block_out_channels=tuple(widths), down_block_types=("DownBlock2D",) * levels,
         up_block_types=("UpBlock2D",) * levels, num_class_embeds=n_classes + 1, norm_num_groups=8)
-
-
-def to_model_space(images: np.ndarray) -> torch.Tensor:
-    """uint8 N×H×W×C → float N×C×H×W in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_uint8(samples: torch.Tensor) -> np.ndarray:
-    """float N×C×H×W in [-1, 1] → uint8 N×H×W×C (rounded, clipped)."""
-    scaled = samples.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass

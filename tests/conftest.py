@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny, fast configuration of the whole graph in a temporary store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from synthfactory.params import ProjectConfig, parse_params
+
+TINY_PARAMS: dict[str, Any] = {
+    "seed": 0,
+    "runtime": {"device": "cpu", "threads": 2},
+    "prompts": {"images_per_class": 6, "guidance": [1.0, 2.0]},
+    "generator": {"ddpm": {"widths": [16, 32], "train_steps": 30, "batch_size": 32}},
+    "synthetic_shards": {"shard_size": 25, "steps": 4, "batch_size": 16},
+}
+
+
+def tiny_params(root: Path, **overrides: Any) -> dict[str, Any]:
+    """TINY_PARAMS with the store under `root`, sections updated by `overrides`."""
+    raw = {key: (dict(value) if isinstance(value, dict) else value)
+           for key, value in TINY_PARAMS.items()}
+    raw["store"] = {"root": str(root / "data")}
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw[section] = {**raw.get(section, {}), **values}
+        else:
+            raw[section] = values
+    return raw
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> ProjectConfig:
+    """The tiny configuration, validated, with its store in `tmp_path/data`."""
+    return parse_params(tiny_params(tmp_path))
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path: Path) -> Path:
+    """The tiny configuration written as a params file."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(tmp_path)))
+    return path
