@@ -49,6 +49,7 @@ class RealImagesParams(Section):
     channels: int | None = None
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
     shard_size: int = Field(default=1000, gt=0)
+    few_shot: int | None = Field(default=None, gt=0)
 
     @field_validator("channels")
     @classmethod
@@ -135,6 +136,56 @@ class SyntheticShardsParams(Section):
     batch_size: int = Field(default=250, gt=0)
 
 
+class JudgeParams(Section):
+    """The embedded judge: the ConvNet trained on real images that scores synthetic ones."""
+
+    epochs: int = Field(default=30, gt=0)
+    width: int = Field(default=128, gt=0)
+
+
+class FilteredSetParams(Section):
+    """Which filters run, and their thresholds. A switched-off filter rejects nothing."""
+
+    confidence: bool = True
+    threshold: float | None = Field(default=0.5, ge=0.0, le=1.0)
+    top_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    dedup: bool = True
+    dedup_threshold: float = Field(default=0.98, gt=0.0, le=1.0)
+    quality: bool = True
+    min_pass_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class DistilledSetParams(Section):
+    """How the filtered set is reduced to `ipc` images per class."""
+
+    method: Literal["random", "herding", "kcenter", "dm"] = "dm"
+    ipc: int = Field(default=10, gt=0)
+    labels: Literal["hard", "soft"] = "hard"
+    iterations: int = Field(default=1000, gt=0)
+    learning_rate: float = Field(default=1.0, gt=0.0)
+    batch_real: int = Field(default=256, gt=0)
+
+
+class ClassifiersParams(Section):
+    """Training of the evaluation classifiers: one architecture, every arm, `n_seeds` seeds."""
+
+    n_seeds: int = Field(default=3, gt=0)
+    epochs: int = Field(default=30, gt=0)
+    min_steps: int = Field(default=300, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    learning_rate: float = Field(default=0.01, gt=0.0)
+    width: int = Field(default=128, gt=0)
+    augmentation: bool = True
+    flip: bool = False
+
+
+class EvalReportParams(Section):
+    """Where the report goes (relative to the working directory) and how big its grids are."""
+
+    output_dir: str = "reports/eval"
+    grid_per_class: int = Field(default=8, gt=0)
+
+
 class Params(dg.ConfigurableResource):
     """The asset sections of `params.yaml`, as the `params` resource the assets read."""
 
@@ -144,6 +195,11 @@ class Params(dg.ConfigurableResource):
     prompts: PromptsParams = PromptsParams()
     generator: GeneratorParams = GeneratorParams()
     synthetic_shards: SyntheticShardsParams = SyntheticShardsParams()
+    judge: JudgeParams = JudgeParams()
+    filtered_set: FilteredSetParams = FilteredSetParams()
+    distilled_set: DistilledSetParams = DistilledSetParams()
+    classifiers: ClassifiersParams = ClassifiersParams()
+    eval_report: EvalReportParams = EvalReportParams()
 
     def digest(self, *sections: str) -> str:
         """sha256 (16 hex digits) of the named sections: the config part of a data version."""

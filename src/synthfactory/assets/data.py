@@ -4,8 +4,8 @@
 import dagster as dg
 
 from synthfactory.ops.prompts import PROMPTS_FILE, expand_prompts, write_prompts
-from synthfactory.ops.real_data import (list_classes, load_digits, load_imagefolder,
-                                        stratified_split, write_real_images)
+from synthfactory.ops.real_data import (few_shot_subset, list_classes, load_digits,
+                                        load_imagefolder, stratified_split, write_real_images)
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -18,7 +18,9 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
 
     Source `digits` is scikit-learn's bundled 8×8 digits; `imagefolder` reads
     `<root>/<class_name>/*` at any size and mode, resized to the configured resolution. Unreadable
-    files are skipped and counted. Writes shards, `classes.json` and `manifest.json`.
+    files are skipped and counted. With `few_shot: K`, K seeded train images per class form the
+    subset that the generator, the judge and the real classifier learn from. Writes shards,
+    `classes.json` and `manifest.json`.
     """
     config = params.real_images
     channels = config.effective_channels()
@@ -29,11 +31,14 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
     for reason, count in dataset.skipped.items():
         context.log.warning(f"real_images: skipped {count} file(s): {reason}")
     train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
+    few_shot = (None if config.few_shot is None
+                else few_shot_subset(dataset.labels, train, config.few_shot, runtime.seed))
     info = {"source": config.source, "root": config.root, "resolution": config.resolution,
             "channels": channels, "test_fraction": config.test_fraction, "seed": runtime.seed,
             "params_digest": params.digest("real_images")}
     with store.publish_dir("real_images") as directory:
-        manifest = write_real_images(directory, dataset, train, test, config.shard_size, info)
+        manifest = write_real_images(directory, dataset, train, test, config.shard_size, info,
+                                     few_shot)
     counts = manifest["counts"]
     return dg.MaterializeResult(
         metadata={
@@ -42,6 +47,7 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "skipped": dict(manifest["skipped"]),
             "per_class": dg.MetadataValue.md(_counts_table(counts)),
             "shards": len(manifest["shards"]),
+            "n_few_shot": 0 if few_shot is None else len(few_shot),
         },
         data_version=dg.DataVersion(manifest["digest"][:16]),
     )

@@ -2,11 +2,12 @@
 
 
 import time
+import warnings
 
 import dagster as dg
 
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
-from synthfactory.ops.real_data import read_classes, read_split
+from synthfactory.ops.real_data import read_classes, read_training_images
 from synthfactory.ops.shards import write_shard
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
@@ -21,13 +22,13 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
 
     Backend `ddpm` (the embedded default) trains a small class-conditional DDPM — a diffusers
     `UNet2DModel` with a class embedding and classifier-free-guidance dropout — on the real
-    train split; `generator.json` records backend, settings and a content digest of the weights.
+    train split (or its few-shot subset); `generator.json` records backend, settings and a content digest of the weights.
     """
     from synthfactory.ops.ddpm import save_generator, train_ddpm  # torch: imported per step
 
     config = params.generator
     real_dir = store.require("real_images")
-    images, labels, _ = read_split(real_dir, "train")
+    images, labels, _ = read_training_images(real_dir)
     class_names = read_classes(real_dir)
     unet, scheduler, log = train_ddpm(
         images, labels, len(class_names), **config.ddpm.model_dump(), seed=runtime.seed,
@@ -52,7 +53,14 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
 
 def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """The `synthetic_shards` asset over the shard partitions implied by the params."""
+    # BackfillPolicy is marked beta, but it is how a partition-range backfill runs as one step
+    # that loads the model once; the warning would print on every load of the code location.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _synthetic_shards_asset(partitions)
 
+
+def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="synthetic_shards", group_name="generation", kinds={"diffusers", "webdataset"},
               code_version="1", pool="gpu", deps=["prompts", "generator"],
               partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run())

@@ -141,12 +141,24 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
     return np.asarray(sorted(train), dtype=np.int64), np.asarray(sorted(test), dtype=np.int64)
 
 
+def few_shot_subset(labels: np.ndarray, train: np.ndarray, per_class: int,
+                    seed: int) -> np.ndarray:
+    """`per_class` seeded train indices of each class (all of a class that has fewer)."""
+    chosen = []
+    for label in np.unique(labels[train]):
+        members = train[labels[train] == label]
+        order = rng(seed, "real_images", "few_shot", int(label)).permutation(len(members))
+        chosen.extend(members[order[:per_class]].tolist())
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
 def write_real_images(directory: Path, dataset: RealDataset, train: np.ndarray, test: np.ndarray,
-                      shard_size: int, info: dict[str, Any]) -> dict[str, Any]:
+                      shard_size: int, info: dict[str, Any],
+                      few_shot: np.ndarray | None = None) -> dict[str, Any]:
     """Write the train/test splits as shards, `classes.json`, and `manifest.json` last.
 
     Returns the manifest: counts per split and class, the sha256 of every shard, skipped files,
-    and a digest over all shards.
+    the keys of the few-shot subset of train (when one is asked for), and a digest over all shards.
     """
     shards = []
     counts: dict[str, dict[str, int]] = {}
@@ -155,7 +167,7 @@ def write_real_images(directory: Path, dataset: RealDataset, train: np.ndarray, 
                          for label, name in enumerate(dataset.class_names)}
         for number, start in enumerate(range(0, max(len(indices), 1), shard_size)):
             chunk = indices[start:start + shard_size]
-            samples = (Sample(key=f"{split}{index:07d}", image=dataset.images[index],
+            samples = (Sample(key=_key(split, index), image=dataset.images[index],
                               label=int(dataset.labels[index]),
                               meta={"split": split, "class_name": dataset.class_names[
                                   dataset.labels[index]], "source": dataset.sources[index]})
@@ -171,10 +183,26 @@ def write_real_images(directory: Path, dataset: RealDataset, train: np.ndarray, 
         "counts": counts,
         "shards": shards,
         "skipped": dict(sorted(dataset.skipped.items())),
+        "few_shot_keys": None if few_shot is None else [_key("train", i) for i in few_shot],
         "digest": digest_of_digests([shard["sha256"] for shard in shards]),
     }
     (directory / MANIFEST_JSON).write_text(dumps_json(manifest))
     return manifest
+
+
+def _key(split: str, index: int) -> str:
+    return f"{split}{index:07d}"
+
+
+def read_training_images(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The real images models may learn from: the train split, or its few-shot subset if any."""
+    images, labels, keys = read_split(directory, "train")
+    few_shot = json.loads((directory / MANIFEST_JSON).read_text()).get("few_shot_keys")
+    if few_shot is None:
+        return images, labels, keys
+    wanted = set(few_shot)
+    mask = np.array([key in wanted for key in keys])
+    return images[mask], labels[mask], [key for key in keys if key in wanted]
 
 
 def read_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
