@@ -16,6 +16,12 @@ TINY_PARAMS: dict[str, Any] = {
     "prompts": {"images_per_class": 6, "guidance": [1.0, 2.0]},
     "generator": {"ddpm": {"widths": [16, 32], "train_steps": 30, "batch_size": 32}},
     "synthetic_shards": {"shard_size": 25, "steps": 4, "batch_size": 16},
+    "judge": {"epochs": 2, "width": 16},
+    # An undertrained generator makes poor digits: keep the top half of each class so every
+    # class has enough samples for the distilled set.
+    "filtered_set": {"threshold": None, "top_fraction": 0.5, "dedup_threshold": 0.999},
+    "distilled_set": {"method": "dm", "ipc": 2, "iterations": 10, "batch_real": 16},
+    "classifiers": {"n_seeds": 2, "epochs": 1, "min_steps": 10, "width": 16},
 }
 
 
@@ -24,6 +30,7 @@ def tiny_params(root: Path, **overrides: Any) -> dict[str, Any]:
     raw = {key: (dict(value) if isinstance(value, dict) else value)
            for key, value in TINY_PARAMS.items()}
     raw["store"] = {"root": str(root / "data")}
+    raw["eval_report"] = {"output_dir": str(root / "reports" / "eval")}
     for section, values in overrides.items():
         if isinstance(values, dict):
             raw[section] = {**raw.get(section, {}), **values}

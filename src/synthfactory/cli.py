@@ -46,11 +46,15 @@ def run_command(params_path: Path, select: str, partitions: str | None) -> int:
     os.environ[PARAMS_ENV] = str(params_path.resolve())
     defs = build_definitions(config)
     graph = defs.resolve_asset_graph()
-    selection = dg.AssetSelection.from_string(select) if select != "*" else dg.AssetSelection.all()
-    keys = selection.resolve(graph)
+    names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+    try:
+        selection = (dg.AssetSelection.from_string(select) if select != "*"
+                     else dg.AssetSelection.all())
+        keys = selection.resolve(graph)
+    except dg.DagsterError as error:  # a typo in the selection is bad input, not a crash
+        raise ValueError(f"--select {select!r}: {error}; assets are {names}") from None
     if not keys:
-        raise ValueError(f"--select {select!r} matches no asset; assets are "
-                         f"{sorted(k.to_user_string() for k in graph.get_all_asset_keys())}")
+        raise ValueError(f"--select {select!r} matches no asset; assets are {names}")
     tags = {}
     shards_key = dg.AssetKey("synthetic_shards")
     if shards_key in keys:
@@ -65,6 +69,9 @@ def run_command(params_path: Path, select: str, partitions: str | None) -> int:
                                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     seconds = time.perf_counter() - started
     _print_summary(result, seconds, config.store.root)
+    report_dir = Path(config.params.eval_report.output_dir)
+    if result.success and dg.AssetKey("eval_report") in keys:
+        _print_arm_table(report_dir / "metrics.json")
     return 0 if result.success else 1
 
 
@@ -109,6 +116,18 @@ def _print_summary(result, seconds: float, store_root: str) -> None:  # noqa: AN
     failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     status = "succeeded" if result.success else f"FAILED in {failed}"
     print(f"\nrun {status} in {seconds:.1f}s; outputs under {store_root}/")
+
+
+def _print_arm_table(metrics_path: Path) -> None:
+    import json
+
+    metrics = json.loads(metrics_path.read_text())
+    print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")
+    print(f"{'arm':<10} {'n_train':>8}  {'accuracy':>16}  seeds")
+    for arm, row in metrics["arms"].items():
+        spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
+        print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")
+    print(f"report: {metrics_path.parent / 'report.html'}")
 
 
 if __name__ == "__main__":
