@@ -161,7 +161,7 @@ class DistilledSetParams(Section):
     method: Literal["random", "herding", "kcenter", "dm"] = "dm"
     ipc: int = Field(default=10, gt=0)
     labels: Literal["hard", "soft"] = "hard"
-    iterations: int = Field(default=1000, gt=0)
+    iterations: int = Field(default=500, gt=0)
     learning_rate: float = Field(default=1.0, gt=0.0)
     batch_real: int = Field(default=256, gt=0)
 

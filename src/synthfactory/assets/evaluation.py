@@ -1,0 +1,184 @@
+"""The answer: classifiers trained on each arm, evaluated on real held-out images."""
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from synthfactory.ops.arms import (SUMMARY_JSON, TrainingData, distilled_arm, filtered_arm,
+                                   read_filter_records, real_arm, synthetic_arm)
+from synthfactory.ops.atomic import atomic_dir, dumps_json, sha256_file
+from synthfactory.ops.real_data import MANIFEST_JSON, read_classes, read_split
+from synthfactory.ops.seeds import derive_seed
+from synthfactory.params import Params
+from synthfactory.resources.runtime import TorchRuntime
+from synthfactory.resources.store import ArtifactStore
+
+HISTORY_JSON = "history.json"
+
+# Each arm: the upstream asset its data comes from, and how to read that data from the store.
+ARMS: dict[str, tuple[str, Callable[[ArtifactStore], TrainingData]]] = {
+    "real": ("real_images", lambda store: real_arm(store.require("real_images"))),
+    "synthetic": ("synthetic_shards",
+                  lambda store: synthetic_arm(store.require("synthetic_shards"))),
+    "filtered": ("filtered_set", lambda store: filtered_arm(store.require("synthetic_shards"),
+                                                            store.require("filtered_set"))),
+    "distilled": ("distilled_set", lambda store: distilled_arm(store.require("distilled_set"))),
+}
+
+
+def build_classifier(arm: str) -> dg.AssetsDefinition:
+    """The `classifier_<arm>` asset: `n_seeds` ConvNets trained from scratch on one arm."""
+    upstream, load = ARMS[arm]
+
+    @dg.asset(name=f"classifier_{arm}", group_name="evaluation",
+              kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
+              deps=[upstream, "real_images"],
+              description=f"ConvNets trained from scratch on the {arm} arm ({upstream}), one per "
+                          "seed, with standard augmentation: `seed-<k>.safetensors` and "
+                          "`history.json`. All arms share one architecture and recipe, so "
+                          "their accuracies on the real test split compare the data alone.")
+    def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+                   runtime: TorchRuntime) -> dg.MaterializeResult:
+        from synthfactory.ops.train import save_classifier, train_classifier
+
+        config = params.classifiers
+        data = load(store)
+        n_classes = len(read_classes(store.require("real_images")))
+        histories = []
+        with store.publish_dir(f"classifier_{arm}") as directory:
+            for seed_index in range(config.n_seeds):
+                model, history = train_classifier(
+                    data.images, data.targets, n_classes,
+                    seed=derive_seed(runtime.seed, "classifiers", seed_index),
+                    device=runtime.torch_device, epochs=config.epochs,
+                    min_steps=config.min_steps, batch_size=config.batch_size,
+                    learning_rate=config.learning_rate, width=config.width,
+                    augmentation=config.augmentation, flip=config.flip)
+                save_classifier(directory / f"seed-{seed_index}.safetensors", model)
+                histories.append({"seed_index": seed_index, **history})
+                context.log.info(f"classifier_{arm} seed {seed_index}: {history['steps']} steps, "
+                                 f"train accuracy {history['train_accuracy']:.3f}")
+            (directory / HISTORY_JSON).write_text(dumps_json({
+                "arm": arm, "n_train": len(data.images), "sources": data.sources,
+                "soft_labels": data.targets.ndim == 2, "seeds": histories}))
+        return dg.MaterializeResult(metadata={
+            "path": dg.MetadataValue.path(str(store.path(f"classifier_{arm}"))),
+            "n_train": len(data.images), "seeds": config.n_seeds,
+            "sources": len(data.sources),
+            "train_seconds": round(sum(h["seconds"] for h in histories), 1),
+        })
+
+    return classifier
+
+
+@dg.asset(group_name="evaluation", kinds={"html", "json"}, code_version="1",
+          deps=[f"classifier_{arm}" for arm in ARMS] + ["filtered_set", "distilled_set",
+                                                         "generator", "real_images", "judge"])
+def eval_report(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+                runtime: TorchRuntime) -> dg.MaterializeResult:
+    """The answer: accuracy of every arm on the real test split, mean ± std over seeds.
+
+    Writes `metrics.json`, `report.md` and a self-contained `report.html` (arm table, per-class
+    accuracy, confusion matrices, image grids of real / synthetic / kept / rejected / distilled
+    images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
+    digest and shard digests.
+    """
+    from synthfactory.ops.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
+    from synthfactory.ops.report import accuracy_plot, arm_table_markdown, image_grid, write_report
+    from synthfactory.ops.train import load_classifier, predict_proba
+
+    started = time.perf_counter()
+    real_dir = store.require("real_images")
+    class_names = read_classes(real_dir)
+    n_classes = len(class_names)
+    test_images, test_labels, _ = read_split(real_dir, "test")
+    arms = {}
+    for arm in ARMS:
+        directory = store.require(f"classifier_{arm}")
+        history = json.loads((directory / HISTORY_JSON).read_text())
+        accuracies, per_class, confusion = [], [], np.zeros((n_classes, n_classes), np.int64)
+        for checkpoint in sorted(directory.glob("seed-*.safetensors")):
+            model = load_classifier(checkpoint, runtime.torch_device)
+            predicted = predict_proba(model, test_images, device=runtime.torch_device).argmax(1)
+            accuracies.append(accuracy(predicted, test_labels))
+            per_class.append(per_class_accuracy(predicted, test_labels, n_classes))
+            confusion += confusion_matrix(predicted, test_labels, n_classes)
+        mean, std = mean_std(accuracies)
+        arms[arm] = {"n_train": history["n_train"], "accuracy_mean": mean, "accuracy_std": std,
+                     "seeds": len(accuracies), "accuracies": accuracies,
+                     "per_class_accuracy": np.mean(per_class, axis=0).tolist(),
+                     "confusion": confusion.tolist()}
+
+    filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
+    distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
+    generator_info = json.loads((store.require("generator") / "generator.json").read_text())
+    judge_info = json.loads((store.require("judge") / "judge.json").read_text())
+    real_manifest = json.loads((real_dir / MANIFEST_JSON).read_text())
+    metrics = {
+        "dataset": real_manifest["source"],
+        "classes": class_names,
+        "n_test": len(test_labels),
+        "arms": arms,
+        "filter": {key: value for key, value in filter_summary.items()
+                   if key not in {"shard_digests"}},
+        "distillation": {key: value for key, value in distill_summary.items()
+                         if key != "history"} | {
+            "matching_loss": {k: distill_summary["history"].get(k)
+                              for k in ("initial_loss", "final_loss")}
+            if distill_summary["history"] else None},
+        "judge": {"test_accuracy": judge_info["test_accuracy"]},
+        "lineage": {
+            "params_digest": params.digest(*Params.model_fields),
+            "seed": runtime.seed,
+            "real_images_digest": real_manifest["digest"],
+            "generator_digest": generator_info["digest"],
+            "shard_digests": filter_summary["shard_digests"],
+            "judge_sha256": judge_info["sha256"],
+            "distilled_sha256": distill_summary["sha256"],
+        },
+    }
+    grids = _grids(store, class_names, params.eval_report.grid_per_class, image_grid)
+    output = Path(params.eval_report.output_dir)
+    with atomic_dir(output) as directory:
+        write_report(directory, metrics, grids)
+    plot = accuracy_plot(metrics)
+    table = arm_table_markdown(metrics)
+    context.log.info("eval_report:\n" + table)
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.path(str(output / "report.html")),
+            "arms": dg.MetadataValue.md(table),
+            "accuracy_plot": dg.MetadataValue.md(
+                f"![accuracy per arm](data:image/png;base64,{base64.b64encode(plot).decode()})"),
+            **{f"accuracy_{arm}": dg.MetadataValue.float(round(row["accuracy_mean"], 4))
+               for arm, row in arms.items()},
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        data_version=dg.DataVersion(sha256_file(output / "metrics.json")[:16]),
+    )
+
+
+def _grids(store: ArtifactStore, class_names: list[str], per_class: int,
+           image_grid: Callable[..., np.ndarray]) -> dict[str, np.ndarray]:
+    """Image grids of each set, per class: real, synthetic, kept, rejected, distilled."""
+    real_images, real_labels, _ = read_split(store.require("real_images"), "test")
+    synthetic = synthetic_arm(store.require("synthetic_shards"))
+    records = {r["key"]: r for r in read_filter_records(store.require("filtered_set"))}
+    kept = np.array([records[key]["keep"] for key in synthetic.keys])
+    distilled = distilled_arm(store.require("distilled_set"))
+
+    def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return image_grid(images, labels, class_names, per_class=per_class)
+
+    return {
+        "real": grid(real_images, real_labels),
+        "synthetic": grid(synthetic.images, synthetic.labels),
+        "kept": grid(synthetic.images[kept], synthetic.labels[kept]),
+        "rejected": grid(synthetic.images[~kept], synthetic.labels[~kept]),
+        "distilled": grid(distilled.images, distilled.labels),
+    }

@@ -1,0 +1,174 @@
+"""The filters of the filtered set: quality flags, judge confidence, near-duplicates.
+
+Each filter can be switched off; a switched-off filter rejects nothing. They apply in order —
+quality, then confidence, then de-duplication among the samples still kept — so a rejected
+sample is never chosen as the representative of a duplicate group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+# A uint8 image whose pixel standard deviation is below one grey level carries no content.
+CONSTANT_STD = 1.0
+# A "blank" image has almost no ink: fewer than this fraction of pixels differ from its most
+# common value by more than a quarter of the range (a digit's stroke covers far more).
+BLANK_INK_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Switches and thresholds of the filters (mirrors `params.yaml: filtered_set`)."""
+
+    confidence: bool = True
+    threshold: float | None = 0.5
+    top_fraction: float | None = None
+    dedup: bool = True
+    dedup_threshold: float = 0.98
+    quality: bool = True
+
+
+def quality_flags(images: np.ndarray) -> list[list[str]]:
+    """Per image: `constant` (no variation) and/or `blank` (almost no ink).
+
+    Images are uint8, so NaN cannot occur here; non-finite generator outputs are caught where
+    images are generated.
+    """
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    flags: list[list[str]] = []
+    for pixels in flat:
+        found = []
+        if pixels.std() < CONSTANT_STD:
+            found.append("constant")
+        else:
+            values, counts = np.unique(pixels, return_counts=True)
+            background = values[counts.argmax()]
+            ink = np.mean(np.abs(pixels - background) > 64)
+            if ink < BLANK_INK_FRACTION:
+                found.append("blank")
+        flags.append(found)
+    return flags
+
+
+def confidence_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The judge's probability of each sample's prompt class."""
+    return probs[np.arange(len(labels)), labels]
+
+
+def margin_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Probability of the prompt class minus the best other class (negative: judged otherwise)."""
+    own = confidence_scores(probs, labels)
+    others = probs.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    return own - others.max(axis=1)
+
+
+def confidence_keep(scores: np.ndarray, labels: np.ndarray, *, threshold: float | None,
+                    top_fraction: float | None, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Keep score ≥ threshold and/or the top fraction of each class (at least one per class).
+
+    `eligible` restricts the top fraction to samples still in the running.
+    """
+    eligible = np.ones(len(scores), bool) if eligible is None else eligible
+    keep = eligible.copy()
+    if threshold is not None:
+        keep &= scores >= threshold
+    if top_fraction is not None:
+        in_top = np.zeros(len(scores), bool)
+        for label in np.unique(labels):
+            members = np.flatnonzero((labels == label) & eligible)
+            if len(members) == 0:
+                continue
+            count = max(1, int(round(len(members) * top_fraction)))
+            # Stable sort on -score: ties keep generation order, so the result is deterministic.
+            best = members[np.argsort(-scores[members], kind="stable")[:count]]
+            in_top[best] = True
+        keep &= in_top
+    return keep
+
+
+def near_duplicates(features: np.ndarray, labels: np.ndarray, order: np.ndarray, *,
+                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy de-duplication within each class by cosine similarity.
+
+    Walking samples in `order`, a sample at cosine similarity ≥ `threshold` to an earlier kept
+    sample of its class is a duplicate of it. Returns (is_duplicate, group), where group is the
+    index of the representative (a representative's group is itself). Samples not in `order`
+    are neither duplicates nor representatives (group −1).
+    """
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit = features / np.maximum(norms, 1e-12)
+    is_duplicate = np.zeros(len(features), bool)
+    group = np.full(len(features), -1, dtype=np.int64)
+    order = np.asarray(order, dtype=np.int64)
+    for label in np.unique(labels[order]):
+        members = order[labels[order] == label]
+        similarity = unit[members] @ unit[members].T
+        representatives: list[int] = []
+        for position, index in enumerate(members):
+            if representatives:
+                best = int(np.argmax(similarity[position, representatives]))
+                if similarity[position, representatives[best]] >= threshold:
+                    is_duplicate[index] = True
+                    group[index] = members[representatives[best]]
+                    continue
+            representatives.append(position)
+            group[index] = index
+    return is_duplicate, group
+
+
+def filter_samples(keys: list[str], labels: np.ndarray, probs: np.ndarray, features: np.ndarray,
+                   images: np.ndarray, settings: FilterSettings,
+                   class_names: list[str]) -> tuple[list[dict], dict]:
+    """Score every sample, decide keep/reject with reasons, and summarise per class."""
+    n = len(keys)
+    confidence = confidence_scores(probs, labels)
+    margin = margin_scores(probs, labels)
+    flags = quality_flags(images) if settings.quality else [[] for _ in range(n)]
+    reasons: list[list[str]] = [[f"quality:{flag}" for flag in found] for found in flags]
+    alive = np.array([not r for r in reasons])
+    if settings.confidence:
+        passed = confidence_keep(confidence, labels, threshold=settings.threshold,
+                                 top_fraction=settings.top_fraction, eligible=alive)
+        for index in np.flatnonzero(alive & ~passed):
+            reasons[index].append("low_confidence")
+        alive &= passed
+    duplicate_of: list[str | None] = [None] * n
+    if settings.dedup:
+        # Most confident first: the representative of a group is its best sample.
+        order = np.flatnonzero(alive)[np.argsort(-confidence[alive], kind="stable")]
+        is_duplicate, group = near_duplicates(features, labels, order,
+                                              threshold=settings.dedup_threshold)
+        for index in np.flatnonzero(is_duplicate):
+            reasons[index].append("duplicate")
+            duplicate_of[index] = keys[group[index]]
+    records = [{"key": keys[i], "label": int(labels[i]), "class_name": class_names[labels[i]],
+                "confidence": round(float(confidence[i]), 6),
+                "margin": round(float(margin[i]), 6), "predicted": int(probs[i].argmax()),
+                "duplicate_of": duplicate_of[i], "quality_flags": flags[i],
+                "keep": not reasons[i], "reasons": reasons[i]} for i in range(n)]
+    return records, summarise(records, class_names, settings)
+
+
+def summarise(records: list[dict], class_names: list[str], settings: FilterSettings) -> dict:
+    """Kept/total overall and per class, pass rates, mean confidence, and reason counts."""
+    reason_counts: dict[str, int] = {}
+    for record in records:
+        for reason in record["reasons"]:
+            reason_counts[reason] = reason_counts.get(reason, 0) + 1
+    per_class = {}
+    for label, name in enumerate(class_names):
+        members = [r for r in records if r["label"] == label]
+        kept = sum(r["keep"] for r in members)
+        per_class[name] = {
+            "total": len(members), "kept": kept,
+            "pass_rate": kept / len(members) if members else 0.0,
+            "mean_confidence": (float(np.mean([r["confidence"] for r in members]))
+                                if members else 0.0)}
+    kept_total = sum(r["keep"] for r in records)
+    return {"total": len(records), "kept": kept_total,
+            "kept_fraction": kept_total / len(records) if records else 0.0,
+            "reasons": dict(sorted(reason_counts.items())), "per_class": per_class,
+            "settings": asdict(settings)}

@@ -1,0 +1,104 @@
+"""The whole graph end to end on a tiny config: every asset materializes and the report is whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from synthfactory.definitions import build_definitions
+from synthfactory.ops.shards import finished_shards, read_samples
+from synthfactory.params import parse_params
+from tests.conftest import tiny_params
+
+ARMS = ["real", "synthetic", "filtered", "distilled"]
+
+
+def _run_all(root: Path, **overrides: dict) -> dg.ExecuteInProcessResult:
+    config = parse_params(tiny_params(root, **overrides))
+    defs = build_definitions(config)
+    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
+    return dg.materialize(list(defs.assets), resources=defs.resources, tags={
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1]})
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
+    root = tmp_path_factory.mktemp("graph")
+    result = _run_all(root)
+    assert result.success
+    return root, result
+
+
+def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+                                               ) -> None:
+    root, _ = graph_run
+    metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits"
+    assert metrics["classes"] == [str(d) for d in range(10)]
+    assert sorted(metrics["arms"]) == sorted(ARMS)
+    for arm in ARMS:
+        row = metrics["arms"][arm]
+        assert isinstance(row["n_train"], int) and row["n_train"] > 0
+        assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["accuracy_std"] >= 0.0
+        assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
+    assert metrics["arms"]["distilled"]["n_train"] == 20  # ipc 2 × 10 classes
+    assert metrics["distillation"]["method"] == "dm" and metrics["distillation"]["ipc"] == 2
+    assert metrics["filter"]["total"] == 60 and 0 < metrics["filter"]["kept"] <= 60
+    lineage = metrics["lineage"]
+    assert len(lineage["generator_digest"]) == 64 and lineage["params_digest"]
+    assert sorted(lineage["shard_digests"]) == ["shard-00000.tar", "shard-00001.tar",
+                                                "shard-00002.tar"]
+
+
+def test_report_files_and_metadata(graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    root, result = graph_run
+    report = root / "reports" / "eval"
+    for name in ["report.md", "report.html", "accuracy.png", "grid_kept.png",
+                 "grid_rejected.png", "grid_distilled.png", "confusion_real.png"]:
+        assert (report / name).is_file(), name
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="http' not in html
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    assert set(events) >= {f"classifier_{arm}" for arm in ARMS} | {"eval_report", "judge"}
+    assert "| real |" in events["eval_report"]["arms"].value
+    assert "data:image/png;base64," in events["eval_report"]["accuracy_plot"].value
+    assert 0.0 <= events["filtered_set"]["judge_agreement"].value <= 1.0
+    assert events["filtered_set"]["shards_used"].value == 3
+
+
+def test_classifier_checkpoints_are_safetensors(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+                                                ) -> None:
+    root, _ = graph_run
+    for arm in ARMS:
+        directory = root / "data" / f"classifier_{arm}"
+        assert sorted(p.name for p in directory.glob("seed-*")) == [
+            "seed-0.safetensors", "seed-1.safetensors"]
+        history = json.loads((directory / "history.json").read_text())
+        assert history["arm"] == arm and len(history["seeds"]) == 2
+
+
+def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+                                                 ) -> None:
+    root, _ = graph_run
+    lines = (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 60
+    for record in records:
+        assert record["keep"] == (record["reasons"] == [])
+        assert record["shard"].startswith("shard-") and 0.0 <= record["confidence"] <= 1.0
+
+
+def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: Path) -> None:
+    result = _run_all(tmp_path, distilled_set={"method": "herding", "labels": "soft", "ipc": 2})
+    assert result.success
+    shards = finished_shards(tmp_path / "data" / "distilled_set")
+    samples = list(read_samples(shards))
+    assert len(samples) == 20
+    assert all(abs(sum(s.meta["soft_label"]) - 1.0) < 1e-3 for s in samples)
+    history = json.loads((tmp_path / "data" / "classifier_distilled" / "history.json").read_text())
+    assert history["soft_labels"] is True
