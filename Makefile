@@ -24,9 +24,11 @@ test: $(STAMP)  ## the fast, offline suite (CI runs this)
 test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: $(STAMP)  ## speed benchmarks; each prints JSON
-	$(BIN)/python benchmarks/generation_throughput.py
+bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
 	$(BIN)/python benchmarks/import_time.py
+	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/distillation.py
+	$(BIN)/python benchmarks/distillation_methods.py
 
 dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the same definitions
 	$(BIN)/dagster dev -m synthfactory.definitions -h 127.0.0.1 -p 3000

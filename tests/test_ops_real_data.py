@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthfactory.ops.real_data import (list_classes, load_digits, load_imagefolder, read_classes,
-                                        read_split, stratified_split, to_square, write_real_images)
+from synthfactory.ops.real_data import (few_shot_subset, list_classes, load_digits,
+                                        load_imagefolder, read_classes, read_split,
+                                        read_training_images, stratified_split, to_square,
+                                        write_real_images)
 
 
 def test_digits_are_uint8_images_with_ten_classes() -> None:
@@ -86,3 +88,14 @@ def test_written_splits_read_back_with_manifest(tmp_path: Path) -> None:
     np.testing.assert_array_equal(images, data.images[train])
     np.testing.assert_array_equal(labels, data.labels[train])
     assert read_classes(tmp_path) == data.class_names
+
+
+def test_few_shot_subset_is_what_models_learn_from(tmp_path: Path) -> None:
+    data = load_digits(8, 1)
+    train, test = stratified_split(data.labels, 0.3, seed=0)
+    few = few_shot_subset(data.labels, train, per_class=5, seed=0)
+    assert np.bincount(data.labels[few]).tolist() == [5] * 10 and set(few) <= set(train)
+    write_real_images(tmp_path, data, train, test, shard_size=2000, info={}, few_shot=few)
+    images, labels, keys = read_training_images(tmp_path)
+    assert len(images) == 50 and np.bincount(labels).tolist() == [5] * 10
+    np.testing.assert_array_equal(images, data.images[few])

@@ -68,7 +68,7 @@ def run_command(params_path: Path, select: str, partitions: str | None) -> int:
                                 instance=instance, tags=tags, raise_on_error=False,
                                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     seconds = time.perf_counter() - started
-    _print_summary(result, seconds, config.store.root)
+    _print_summary(result, seconds, config.store.root, config.params.eval_report.output_dir)
     report_dir = Path(config.params.eval_report.output_dir)
     if result.success and dg.AssetKey("eval_report") in keys:
         _print_arm_table(report_dir / "metrics.json")
@@ -96,7 +96,8 @@ def _instance():  # noqa: ANN202 - a context manager yielding a DagsterInstance
     return dg.DagsterInstance.ephemeral()
 
 
-def _print_summary(result, seconds: float, store_root: str) -> None:  # noqa: ANN001
+def _print_summary(result, seconds: float, store_root: str,  # noqa: ANN001
+                   report_dir: str) -> None:
     durations: dict[str, float] = {}
     for event in result.all_events:
         if event.event_type_value == "STEP_SUCCESS":
@@ -109,7 +110,7 @@ def _print_summary(result, seconds: float, store_root: str) -> None:  # noqa: AN
             materialized[name].append(event.partition)
     print(f"\n{'asset':<20} {'seconds':>8}  output")
     for name, partition_keys in materialized.items():
-        where = str(Path(store_root) / name)
+        where = report_dir if name == "eval_report" else str(Path(store_root) / name)
         if partition_keys:
             where += f"  ({len(partition_keys)} shards)"
         print(f"{name:<20} {durations.get(name, float('nan')):>8.1f}  {where}")
@@ -124,7 +125,8 @@ def _print_arm_table(metrics_path: Path) -> None:
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")
     print(f"{'arm':<10} {'n_train':>8}  {'accuracy':>16}  seeds")
-    for arm, row in metrics["arms"].items():
+    for arm in ("real", "synthetic", "filtered", "distilled"):
+        row = metrics["arms"][arm]
         spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
         print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")
     print(f"report: {metrics_path.parent / 'report.html'}")

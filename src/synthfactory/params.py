@@ -147,7 +147,7 @@ class FilteredSetParams(Section):
     """Which filters run, and their thresholds. A switched-off filter rejects nothing."""
 
     confidence: bool = True
-    threshold: float | None = Field(default=0.5, ge=0.0, le=1.0)
+    threshold: float | None = Field(default=0.2, ge=0.0, le=1.0)
     top_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
     dedup: bool = True
     dedup_threshold: float = Field(default=0.98, gt=0.0, le=1.0)

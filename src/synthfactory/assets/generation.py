@@ -22,7 +22,8 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
 
     Backend `ddpm` (the embedded default) trains a small class-conditional DDPM — a diffusers
     `UNet2DModel` with a class embedding and classifier-free-guidance dropout — on the real
-    train split (or its few-shot subset); `generator.json` records backend, settings and a content digest of the weights.
+    train split (or its few-shot subset); `generator.json` records backend, settings and a
+    content digest of the weights.
     """
     from synthfactory.ops.ddpm import save_generator, train_ddpm  # torch: imported per step
 

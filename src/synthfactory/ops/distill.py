@@ -124,7 +124,6 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
     source = to_model_space(images).to(device)
     synthetic = to_model_space(images[init]).to(device).requires_grad_(True)
     synthetic_labels = labels[init]
-    class_ids = [int(labels[m[0]]) for m in members]
     optimizer = torch.optim.SGD([synthetic], lr=learning_rate, momentum=0.5)
     generator = torch.Generator().manual_seed(derive_seed(seed, "dm"))
     channels, resolution = images.shape[3], images.shape[1]
@@ -134,8 +133,7 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
         net = _random_net(channels, n_classes, resolution, width, depth,
                           derive_seed(seed, "net", iteration), device)
         loss = torch.zeros((), device=device)
-        for position, label in enumerate(class_ids):
-            pool = members[position]
+        for position, pool in enumerate(members):
             pick = torch.randperm(len(pool), generator=generator)[:batch_real].numpy()
             theta = random_affine(1, resolution, generator, flip=False)
             real = warp(source[pool[pick]], theta)
