@@ -90,8 +90,9 @@ def accuracy_plot(metrics: dict[str, Any]) -> bytes:
     bars = axis.bar(arms, means, yerr=stds, capsize=4,
                     color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(arms)])
     for bar, mean in zip(bars, means, strict=True):
-        axis.text(bar.get_x() + bar.get_width() / 2, min(mean + 0.03, 0.97), f"{mean:.3f}",
-                  ha="center", fontsize=9)
+        # Inside the bar, clear of the error bar above it.
+        axis.text(bar.get_x() + bar.get_width() / 2, max(mean - 0.08, 0.02), f"{mean:.3f}",
+                  ha="center", fontsize=9, color="white", fontweight="bold")
     axis.set_ylim(0, 1)
     axis.set_ylabel("accuracy on real test images")
     axis.set_title(f"{metrics['dataset']}: accuracy per arm")
