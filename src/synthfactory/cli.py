@@ -38,12 +38,10 @@ def run_command(params_path: Path, select: str, partitions: str | None) -> int:
     """Materialize the selection; print what ran, how long it took and where outputs are."""
     import dagster as dg
 
-    from synthfactory.definitions import PARAMS_ENV, build_definitions
+    from synthfactory.definitions import build_definitions
     from synthfactory.params import load_params
 
     config = load_params(params_path)
-    # Child processes (and `dagster dev` started from here) must load the same params file.
-    os.environ[PARAMS_ENV] = str(params_path.resolve())
     defs = build_definitions(config)
     graph = defs.resolve_asset_graph()
     names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
