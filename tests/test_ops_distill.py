@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,8 @@ def _labels() -> np.ndarray:
 @pytest.mark.parametrize("select", [
     lambda f, y: select_random(y, 3, seed=1), lambda f, y: select_herding(f, y, 3),
     lambda f, y: select_kcenter(f, y, 3, seed=1)])
-def test_selections_return_ipc_per_class_deterministically(select) -> None:  # noqa: ANN001
+def test_selections_return_ipc_per_class_deterministically(
+        select: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
     labels = _labels()
     features = np.random.default_rng(0).normal(size=(30, 5))
     chosen = select(features, labels)

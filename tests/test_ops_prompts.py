@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from synthfactory.ops.prompts import (expand_prompts, read_prompts, shard_count, shard_key,
+from synthfactory.ops.prompts import (PromptRecord, expand_prompts, read_prompts, shard_count, shard_key,
                                       shard_slice, write_prompts)
 from synthfactory.ops.seeds import derive_seed
 
 
-def _expand(**overrides):  # noqa: ANN202 - test helper
+def _expand(**overrides: object) -> list[PromptRecord]:
     settings = {"class_names": ["cat", "dog", "owl"], "images_per_class": 4,
                 "templates": ["a {name}", "a photo of a {name}"], "guidance": [1.0, 3.0, 5.0],
                 "negative_prompt": "blurry", "global_seed": 7} | overrides

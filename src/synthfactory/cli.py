@@ -8,6 +8,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # dagster is imported when a command runs, so `--help` stays instant
+    import dagster as dg
 
 EXIT_BAD_INPUT = 2
 
@@ -85,7 +89,7 @@ def _partition_range(spec: str | None, all_shards: Sequence[str]) -> tuple[str, 
     return first, last
 
 
-def _instance():  # noqa: ANN202 - a context manager yielding a DagsterInstance
+def _instance() -> dg.DagsterInstance:
     """The persistent instance under DAGSTER_HOME when set (runs show in the UI), else ephemeral."""
     import dagster as dg
 
@@ -94,8 +98,9 @@ def _instance():  # noqa: ANN202 - a context manager yielding a DagsterInstance
     return dg.DagsterInstance.ephemeral()
 
 
-def _print_summary(result, seconds: float, store_root: str,  # noqa: ANN001
+def _print_summary(result: dg.ExecuteInProcessResult, seconds: float, store_root: str,
                    report_dir: str) -> None:
+    """What ran, how long each step took, and where its output is."""
     durations: dict[str, float] = {}
     for event in result.all_events:
         if event.event_type_value == "STEP_SUCCESS":
@@ -118,6 +123,7 @@ def _print_summary(result, seconds: float, store_root: str,  # noqa: ANN001
 
 
 def _print_arm_table(metrics_path: Path) -> None:
+    """The answer: accuracy per arm on the real test split."""
     import json
 
     metrics = json.loads(metrics_path.read_text())

@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -183,12 +184,13 @@ def _seed(runtime: TorchRuntime, asset: str) -> int:
     return derive_seed(runtime.seed, asset)
 
 
-def _shard_of_keys(shards_dir, shard_names: list[str]) -> dict[str, str]:  # noqa: ANN001
+def _shard_of_keys(shards_dir: Path, shard_names: list[str]) -> dict[str, str]:
     """key → shard file name, from the sidecars (no need to re-read the tars)."""
     return {key: name for name in shard_names for key in read_shard_info(shards_dir / name).keys}
 
 
 def _pass_rate_table(summary: dict) -> str:
+    """Markdown table of kept/total per class for the asset's metadata."""
     rows = ["| class | kept | total | pass rate | mean confidence |", "|---|---|---|---|---|"]
     for name, row in summary["per_class"].items():
         rows.append(f"| {name} | {row['kept']} | {row['total']} | {row['pass_rate']:.2f} | "
