@@ -38,6 +38,7 @@ def test_the_shipped_params_file_loads_with_the_design_defaults() -> None:
     ({"store": {"path": "x"}}, "store.path = 'x': unknown key"),
     ({"runtime": {"device": "tpu"}}, "runtime.device = 'tpu'"),
     ({"seed": -1}, "seed = -1"),
+    ({"runtime": {"seed": 3}}, "runtime.seed: the seed is the top-level key"),
 ])
 def test_bad_values_name_the_key_and_the_rule(raw: dict, message: str) -> None:
     with pytest.raises(ParamsError) as error:

@@ -219,11 +219,10 @@ class ProjectConfig:
     params: Params
     store: ArtifactStore
     runtime: TorchRuntime
-    source: Path | None = None
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectConfig:
-    """Validate a params mapping; raise `ParamsError` naming the first bad key and value."""
+    """Validate a params mapping; raise `ParamsError` naming every bad key and value."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level, got "
                           f"{type(raw).__name__}")
@@ -231,6 +230,9 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
     seed = sections.pop("seed", 0)
     store = sections.pop("store", None) or {}
     runtime = sections.pop("runtime", None) or {}
+    if isinstance(runtime, dict) and "seed" in runtime:
+        raise ParamsError(f"{source}: runtime.seed: the seed is the top-level key `seed`; move it "
+                          "there")
     return ProjectConfig(
         params=_validate(Params, sections, source, prefix=""),
         store=_validate(ArtifactStore, store, source, prefix="store."),
@@ -267,6 +269,6 @@ def load_params(path: str | Path = "params.yaml") -> ProjectConfig:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
-    config = parse_params(raw, source=str(path))
-    return ProjectConfig(config.params, config.store, config.runtime, source=path)
+        where = " ".join(str(error).split())  # one line: the CLI prints errors on one line
+        raise ParamsError(f"{path}: not valid YAML ({where})") from None
+    return parse_params(raw, source=str(path))
