@@ -89,7 +89,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     digest and shard digests.
     """
     from synthfactory.ops.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
-    from synthfactory.ops.report import accuracy_plot, arm_table_markdown, image_grid, write_report
+    from synthfactory.ops.report import accuracy_plot, arm_table_markdown, write_report
     from synthfactory.ops.train import load_classifier, predict_proba
 
     started = time.perf_counter()
@@ -142,7 +142,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "distilled_sha256": distill_summary["sha256"],
         },
     }
-    grids = _grids(store, class_names, params.eval_report.grid_per_class, image_grid)
+    grids = _grids(store, class_names, params.eval_report.grid_per_class)
     output = Path(params.eval_report.output_dir)
     with atomic_dir(output) as directory:
         write_report(directory, metrics, grids)
@@ -163,9 +163,10 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     )
 
 
-def _grids(store: ArtifactStore, class_names: list[str], per_class: int,
-           image_grid: Callable[..., np.ndarray]) -> dict[str, np.ndarray]:
+def _grids(store: ArtifactStore, class_names: list[str], per_class: int) -> dict[str, np.ndarray]:
     """Image grids of each set, per class: real, synthetic, kept, rejected, distilled."""
+    from synthfactory.ops.report import image_grid
+
     real_images, real_labels, _ = read_split(store.require("real_images"), "test")
     synthetic = synthetic_arm(store.require("synthetic_shards"))
     records = {r["key"]: r for r in read_filter_records(store.require("filtered_set"))}
