@@ -63,3 +63,13 @@ def test_section_digests_change_only_with_their_section(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"synthetic_shards": {"steps": 50}}))
     assert load_params(path).params.digest("synthetic_shards") == changed.digest("synthetic_shards")
+
+
+def test_shipped_presets_parse() -> None:
+    presets = sorted((ROOT / "configs").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        config = load_params(preset)
+        assert config.store.root != "data", f"{preset.name} must not overwrite the default store"
+    mix = load_params(ROOT / "configs" / "digits-guidance-mix.yaml")
+    assert mix.params.prompts.guidance == [1.0, 2.0, 3.0]
