@@ -34,7 +34,7 @@ def test_the_shipped_params_file_loads_with_the_design_defaults() -> None:
     ({"real_images": {"channels": 2}}, "must be 1 (grey), 3 (RGB)"),
     ({"generator": {"backend": "gan"}}, "generator.backend = 'gan'"),
     ({"generator": {"ddpm": {"widths": [12]}}}, "multiples of 8"),
-    ({"synthetic_shards": {"scheduler": "euler"}}, "synthetic_shards.scheduler = 'euler'"),
+    ({"synthetic_shards": {"scheduler": "heun"}}, "synthetic_shards.scheduler = 'heun'"),
     ({"store": {"path": "x"}}, "store.path = 'x': unknown key"),
     ({"runtime": {"device": "tpu"}}, "runtime.device = 'tpu'"),
     ({"seed": -1}, "seed = -1"),

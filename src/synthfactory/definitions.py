@@ -25,7 +25,8 @@ PARAMS_ENV = "SYNTHFACTORY_PARAMS"
 def shard_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
     """One partition per shard of the configured prompts: classes × images per class / shard size."""
     params = config.params
-    n_classes = len(list_classes(params.real_images.source, params.real_images.root))
+    source = params.real_images
+    n_classes = len(list_classes(source.source, source.root, source.class_names))
     n_records = n_classes * params.prompts.images_per_class
     count = shard_count(n_records, params.synthetic_shards.shard_size)
     return dg.StaticPartitionsDefinition([shard_key(index) for index in range(count)])

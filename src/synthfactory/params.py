@@ -43,8 +43,10 @@ class Section(dg.Config):
 class RealImagesParams(Section):
     """Where the real images come from and how they are split."""
 
-    source: Literal["digits", "imagefolder"] = "digits"
+    source: Literal["digits", "imagefolder", "webdataset"] = "digits"
     root: str | None = None
+    test_root: str | None = None
+    class_names: list[str] | None = None
     resolution: int = Field(default=8, ge=4, le=1024)
     channels: int | None = None
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
@@ -63,6 +65,12 @@ class RealImagesParams(Section):
         if self.source == "imagefolder" and not self.root:
             raise ValueError("real_images.source 'imagefolder' needs real_images.root: the folder "
                              "that holds one sub-folder of images per class")
+        if self.source == "webdataset" and not self.root:
+            raise ValueError("real_images.source 'webdataset' needs real_images.root: a directory "
+                             "of .tar shards, a glob or a brace pattern like data-{000..009}.tar")
+        if self.source == "digits" and (self.root or self.test_root or self.class_names):
+            raise ValueError("real_images.source 'digits' takes no root, test_root or "
+                             "class_names: set source to imagefolder or webdataset to use them")
         return self
 
     def effective_channels(self) -> int:
@@ -73,12 +81,20 @@ class RealImagesParams(Section):
 
 
 class PromptsParams(Section):
-    """How many images of each class to generate and with which text and guidance."""
+    """How many images of each class to generate and with which text and guidance.
 
+    Strategies: `class_name` (the name alone), `templates` (cycled over each class's images),
+    `hypernym_background` ("<name>, <hypernym> inside <background>" from a context table).
+    """
+
+    strategy: Literal["class_name", "templates", "hypernym_background"] = "templates"
     images_per_class: int = Field(default=100, gt=0)
     templates: list[str] = ["a handwritten digit {name}"]
+    context_table: str | None = None
+    display_names: str | None = None
     negative_prompt: str = ""
     guidance: list[float] = [2.0]
+    guidance_range: list[float] | None = None
 
     @field_validator("templates")
     @classmethod
@@ -97,6 +113,21 @@ class PromptsParams(Section):
         if not guidance or any(g < 0 for g in guidance):
             raise ValueError(f"prompts.guidance {guidance} must be a non-empty list of scales >= 0")
         return guidance
+
+    @field_validator("guidance_range")
+    @classmethod
+    def _range_is_ordered(cls, bounds: list[float] | None) -> list[float] | None:
+        if bounds is not None and (len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1]):
+            raise ValueError(f"prompts.guidance_range {bounds} must be [low, high] with "
+                             "0 <= low <= high")
+        return bounds
+
+    @model_validator(mode="after")
+    def _strategy_has_its_inputs(self) -> PromptsParams:
+        if self.strategy == "hypernym_background" and not self.context_table:
+            raise ValueError("prompts.strategy 'hypernym_background' needs prompts.context_table: "
+                             "cifar10, cifar100 or a YAML file of {class: {hypernym, backgrounds}}")
+        return self
 
 
 class DdpmParams(Section):
@@ -120,11 +151,31 @@ class DdpmParams(Section):
 
 
 class GeneratorParams(Section):
-    """Which diffusion model generates the images."""
+    """Which diffusion model generates the images.
 
-    backend: Literal["ddpm"] = "ddpm"
+    `ddpm` trains the embedded class-conditional model; `diffusers` loads a pretrained
+    text-to-image pipeline from `model` (a local directory or a hub id), safetensors only.
+    """
+
+    backend: Literal["ddpm", "diffusers"] = "ddpm"
     model: str | None = None
+    revision: str | None = None
+    variant: str | None = None
+    local_files_only: bool = False
+    lora: str | None = None
+    lora_scale: float = Field(default=1.0, ge=0.0)
+    compile: bool = False
     ddpm: DdpmParams = DdpmParams()
+
+    @model_validator(mode="after")
+    def _model_matches_backend(self) -> GeneratorParams:
+        if self.backend == "diffusers" and not self.model:
+            raise ValueError("generator.backend 'diffusers' needs generator.model: a local "
+                             "pipeline directory or a hub id such as stabilityai/sd-turbo")
+        if self.backend == "ddpm" and (self.model or self.lora):
+            raise ValueError(f"generator.model {self.model!r} / lora {self.lora!r} need "
+                             "generator.backend: diffusers (the ddpm backend trains its own model)")
+        return self
 
 
 class SyntheticShardsParams(Section):
@@ -132,15 +183,38 @@ class SyntheticShardsParams(Section):
 
     shard_size: int = Field(default=250, gt=0)
     steps: int = Field(default=25, gt=0)
-    scheduler: Literal["ddim", "dpm"] = "ddim"
+    scheduler: Literal["default", "ddim", "dpm", "euler", "euler_a", "unipc"] = "ddim"
     batch_size: int = Field(default=250, gt=0)
+    height: int | None = Field(default=None, ge=8)
+    width: int | None = Field(default=None, ge=8)
+    bad_images: Literal["regenerate", "drop"] = "regenerate"
+    max_attempts: int = Field(default=3, gt=0)
 
 
 class JudgeParams(Section):
-    """The embedded judge: the ConvNet trained on real images that scores synthetic ones."""
+    """The model that scores synthetic images: a ConvNet trained on real images, or CLIP.
 
+    `convnet` uses `epochs` and `width`; `clip` loads `model` (a local directory or a hub id)
+    and scores classes zero-shot with `templates`.
+    """
+
+    backend: Literal["convnet", "clip"] = "convnet"
+    model: str | None = None
+    revision: str | None = None
+    local_files_only: bool = False
+    templates: list[str] = ["a photo of a {name}."]
+    batch_size: int = Field(default=64, gt=0)
     epochs: int = Field(default=30, gt=0)
     width: int = Field(default=128, gt=0)
+
+    @model_validator(mode="after")
+    def _model_matches_backend(self) -> JudgeParams:
+        if self.backend == "clip" and not self.model:
+            raise ValueError("judge.backend 'clip' needs judge.model: a local CLIP directory or a "
+                             "hub id such as openai/clip-vit-base-patch32")
+        if self.backend == "convnet" and self.model:
+            raise ValueError(f"judge.model {self.model!r} needs judge.backend: clip")
+        return self
 
 
 class FilteredSetParams(Section):
@@ -149,6 +223,8 @@ class FilteredSetParams(Section):
     confidence: bool = True
     threshold: float | None = Field(default=0.2, ge=0.0, le=1.0)
     top_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    margin: float | None = Field(default=None, ge=-1.0, le=1.0)
+    clip_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     dedup: bool = True
     dedup_threshold: float = Field(default=0.98, gt=0.0, le=1.0)
     quality: bool = True
@@ -160,6 +236,9 @@ class DistilledSetParams(Section):
 
     method: Literal["random", "herding", "kcenter", "dm"] = "dm"
     ipc: int = Field(default=10, gt=0)
+    # `dm` matches class means under fresh random ConvNets every iteration (the DM paper), or
+    # under the judge's own features (`judge`: CLIP embeddings when the judge is CLIP).
+    dm_features: Literal["random_convnet", "judge"] = "random_convnet"
     labels: Literal["hard", "soft"] = "hard"
     iterations: int = Field(default=500, gt=0)
     learning_rate: float = Field(default=1.0, gt=0.0)
@@ -200,6 +279,13 @@ class Params(dg.ConfigurableResource):
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
+
+    @model_validator(mode="after")
+    def _filters_match_judge(self) -> Params:
+        if self.filtered_set.clip_score is not None and self.judge.backend != "clip":
+            raise ValueError(f"filtered_set.clip_score {self.filtered_set.clip_score} needs "
+                             "judge.backend: clip (image-prompt similarity is a CLIP score)")
+        return self
 
     def digest(self, *sections: str) -> str:
         """sha256 (16 hex digits) of the named sections: the config part of a data version."""
@@ -256,7 +342,8 @@ def _validate(model: type[ModelT], values: Any, source: str, prefix: str) -> Mod
             message = problem["msg"].removeprefix("Value error, ")
             if problem["type"] == "extra_forbidden":
                 message = "unknown key (check its spelling and its section against params.yaml)"
-            problems.append(f"{source}: {key}{shown}: {message}")
+            where = f"{key}{shown}: " if key else ""  # a rule across sections names its keys
+            problems.append(f"{source}: {where}{message}")
         raise ParamsError("; ".join(problems)) from None
 
 

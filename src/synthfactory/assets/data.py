@@ -2,10 +2,12 @@
 
 
 import dagster as dg
+import numpy as np
 
-from synthfactory.ops.prompts import PROMPTS_FILE, expand_prompts, write_prompts
-from synthfactory.ops.real_data import (few_shot_subset, list_classes, load_digits,
-                                        load_imagefolder, stratified_split, write_real_images)
+from synthfactory.ops.prompts import (PROMPTS_FILE, expand_prompts, load_context_table,
+                                     load_display_names, write_prompts)
+from synthfactory.ops.real_data import (concatenate, few_shot_subset, list_classes, load_real,
+                                        stratified_split, write_real_images)
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -17,20 +19,27 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
     """The real dataset, split train/test (stratified, seeded) and written as WebDataset shards.
 
     Source `digits` is scikit-learn's bundled 8×8 digits; `imagefolder` reads
-    `<root>/<class_name>/*` at any size and mode, resized to the configured resolution. Unreadable
-    files are skipped and counted. With `few_shot: K`, K seeded train images per class form the
-    subset that the generator, the judge and the real classifier learn from. Writes shards,
-    `classes.json` and `manifest.json`.
+    `<root>/<class_name>/*` and `webdataset` reads existing shards (`cls`/`json` labels), at any
+    size and mode, resized to the configured resolution. With `test_root`, the user's own test
+    set is the test split. Unreadable files are skipped and counted. With `few_shot: K`, K
+    seeded train images per class form the subset that the generator, the judge and the real
+    classifier learn from. Writes shards, `classes.json` and `manifest.json`.
     """
     config = params.real_images
     channels = config.effective_channels()
-    if config.source == "digits":
-        dataset = load_digits(config.resolution, channels)
+    class_names = list_classes(config.source, config.root, config.class_names)
+    dataset = load_real(config.source, config.root, config.resolution, channels, class_names)
+    if config.test_root:
+        # The user's own test set: every image of the root trains, every test_root image tests.
+        n_train = len(dataset.labels)
+        dataset = concatenate(dataset, load_real(config.source, config.test_root,
+                                                 config.resolution, channels, class_names))
+        train = np.arange(n_train)
+        test = np.arange(n_train, len(dataset.labels))
     else:
-        dataset = load_imagefolder(str(config.root), config.resolution, channels)
+        train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
     for reason, count in dataset.skipped.items():
         context.log.warning(f"real_images: skipped {count} file(s): {reason}")
-    train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
     few_shot = (None if config.few_shot is None
                 else few_shot_subset(dataset.labels, train, config.few_shot, runtime.seed))
     info = {"source": config.source, "root": config.root, "resolution": config.resolution,
@@ -62,9 +71,14 @@ def prompts(context: dg.AssetExecutionContext, params: Params, store: ArtifactSt
     record's seed derives from (global seed, index), so one image can be regenerated alone.
     """
     config = params.prompts
-    class_names = list_classes(params.real_images.source, params.real_images.root)
-    records = expand_prompts(class_names, config.images_per_class, config.templates,
-                             config.guidance, config.negative_prompt, runtime.seed)
+    source = params.real_images
+    class_names = list_classes(source.source, source.root, source.class_names)
+    records = expand_prompts(
+        class_names, config.images_per_class, config.templates, config.guidance,
+        config.negative_prompt, runtime.seed, strategy=config.strategy,
+        context=load_context_table(config.context_table) if config.context_table else None,
+        display_names=load_display_names(config.display_names) if config.display_names else None,
+        guidance_range=config.guidance_range)
     with store.publish_file("prompts", PROMPTS_FILE) as temp:
         write_prompts(temp, records)
     digest = params.digest("prompts", "real_images")

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import glob
+import io
 import json
+import tarfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from synthfactory.ops.atomic import digest_of_digests, dumps_json
+from synthfactory.ops.prompts import check_class_names
 from synthfactory.ops.seeds import rng
 from synthfactory.ops.shards import Sample, finished_shards, load_arrays, write_shard
 
 CLASSES_JSON = "classes.json"
 MANIFEST_JSON = "manifest.json"
 
+SOURCES = ("digits", "imagefolder", "webdataset")
+WEBDATASET_IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DIGIT_NAMES = [str(digit) for digit in range(10)]
 
@@ -33,13 +40,23 @@ class RealDataset:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def list_classes(source: str, root: str | None) -> list[str]:
-    """Class names of a source without loading images (cheap: used when definitions load)."""
+def list_classes(source: str, root: str | None, class_names: list[str] | None = None) -> list[str]:
+    """Class names of a source without loading images (cheap: used when definitions load).
+
+    Explicit `class_names` win (their order is the label order); otherwise digits has its ten,
+    an image folder its sub-folders, and a WebDataset the `classes.txt`/`classes.json` beside
+    its shards.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"real_images.source {source!r} is not one of {', '.join(SOURCES)}")
+    if class_names:
+        check_class_names(class_names)
+        return list(class_names)
     if source == "digits":
         return list(DIGIT_NAMES)
     if source == "imagefolder":
         return _imagefolder_classes(Path(root or ""))
-    raise ValueError(f"real_images.source {source!r} is not one of digits, imagefolder")
+    return _webdataset_classes(root or "")
 
 
 def _imagefolder_classes(root: Path) -> list[str]:
@@ -51,6 +68,168 @@ def _imagefolder_classes(root: Path) -> list[str]:
         raise ValueError(f"real_images.root {str(root)!r} has no class folders: expected "
                          "<root>/<class_name>/<image files>")
     return classes
+
+
+def _webdataset_classes(root: str) -> list[str]:
+    """Class names from `classes.txt` (one per line) or `classes.json` (a list) beside the shards."""
+    folder = resolve_shards(root)[0].parent
+    for name in ("classes.txt", "classes.json"):
+        path = folder / name
+        if path.is_file():
+            text = path.read_text()
+            names = (json.loads(text) if name.endswith(".json")
+                     else [line.strip() for line in text.splitlines() if line.strip()])
+            if not isinstance(names, list):
+                raise ValueError(f"{path} must hold a JSON list of class names")
+            check_class_names([str(n) for n in names])
+            return [str(n) for n in names]
+    raise ValueError(f"real_images.root {root!r}: no classes.txt or classes.json beside the "
+                     "shards; list the classes in real_images.class_names (label order)")
+
+
+def resolve_shards(root: str) -> list[Path]:
+    """The tar files of a WebDataset root: a directory, a glob, a brace pattern or one file."""
+    from braceexpand import braceexpand
+
+    if Path(root).is_dir():
+        paths = sorted(Path(root).glob("*.tar"))
+    elif any(char in root for char in "*?["):
+        paths = sorted(Path(p) for p in glob.glob(root))
+    else:
+        paths = [Path(p) for p in braceexpand(root)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if not paths or missing:
+        problem = f"missing shards {missing[:3]}" if missing else "no .tar shards found"
+        raise FileNotFoundError(f"real_images.root {root!r}: {problem}; give a directory of .tar "
+                                "files, a glob or a brace pattern")
+    return paths
+
+
+def safe_member_name(tar_path: Path, member: tarfile.TarInfo) -> str:
+    """The member's name if it is a plain relative file; an error for anything that could escape.
+
+    A user's shard is untrusted: absolute names, `..` components, links and devices are refused
+    before anything is read (nothing is ever extracted to disk, but a name is still a key).
+    """
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or ".." in parts or PureWindowsPath(name).drive:
+        raise ValueError(f"{tar_path}: member {name!r} has an absolute path or '..'; refusing "
+                         "this shard (rebuild it with relative member names)")
+    if not (member.isfile() or member.isdir()):
+        raise ValueError(f"{tar_path}: member {name!r} is a link or device, not a file; refusing "
+                         "this shard")
+    return name
+
+
+def load_webdataset(root: str, resolution: int, channels: int,
+                    class_names: list[str]) -> RealDataset:
+    """Every sample of WebDataset shards with an image and a label, resized; bad samples counted.
+
+    A sample is the members sharing a key (`<key>.<ext>`); the image is its png/jpg/jpeg/webp/bmp
+    member, the label its `.cls` (an integer) or `.json` (`label` integer or `class_name`).
+    Undecodable images, samples without image or label, and labels outside `class_names` are
+    skipped and counted; a class left with no image is an error.
+    """
+    index = {name: label for label, name in enumerate(class_names)}
+    images, labels, sources = [], [], []
+    skipped: Counter[str] = Counter()
+    for tar_path in resolve_shards(root):
+        for key, parts in _tar_samples(tar_path):
+            image_ext = next((ext for ext in WEBDATASET_IMAGE_EXTENSIONS if ext in parts), None)
+            if image_ext is None:
+                skipped["sample without an image"] += 1
+                continue
+            label, reason = _webdataset_label(parts, index)
+            if label is None:
+                skipped[reason] += 1
+                continue
+            try:
+                with Image.open(io.BytesIO(parts[image_ext])) as image:
+                    image.load()
+                    images.append(to_square(image, resolution, channels))
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                    Image.DecompressionBombError):
+                skipped["unreadable image"] += 1
+                continue
+            labels.append(label)
+            sources.append(f"{tar_path.name}:{key}")
+    counts = Counter(labels)
+    empty = [name for label, name in enumerate(class_names) if counts[label] == 0]
+    if empty:
+        raise ValueError(f"classes {empty[:5]} have no readable image in real_images.root "
+                         f"{root!r}; check the labels or real_images.class_names")
+    return RealDataset(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
+                       class_names=list(class_names), sources=sources, skipped=skipped)
+
+
+def _tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of consecutive members sharing a key, checked for safety."""
+    with tarfile.open(tar_path, "r") as tar:
+        current: str | None = None
+        parts: dict[str, bytes] = {}
+        for member in tar:
+            name = safe_member_name(tar_path, member)
+            if member.isdir():
+                continue
+            folder, _, base = name.rpartition("/")
+            stem, _, ext = base.partition(".")
+            key = f"{folder}/{stem}" if folder else stem
+            if current is not None and key != current:
+                yield current, parts
+                parts = {}
+            current = key
+            handle = tar.extractfile(member)
+            assert handle is not None  # a regular file always has a handle
+            parts[ext.lower()] = handle.read()
+        if current is not None:
+            yield current, parts
+
+
+def _webdataset_label(parts: dict[str, bytes], index: dict[str, int]) -> tuple[int | None, str]:
+    """The label of a sample from `.cls` or `.json`, or (None, the reason it has none)."""
+    if "cls" in parts:
+        text = parts["cls"].decode("utf-8", "replace").strip()
+        if not text.lstrip("-").isdigit():
+            return None, "label is not an integer"
+        label = int(text)
+    elif "json" in parts:
+        try:
+            meta = json.loads(parts["json"])
+        except ValueError:
+            return None, "unreadable json"
+        if isinstance(meta, dict) and isinstance(meta.get("label"), int):
+            label = meta["label"]
+        elif isinstance(meta, dict) and str(meta.get("class_name")) in index:
+            return index[str(meta["class_name"])], ""
+        else:
+            return None, "label not in class_names"
+    else:
+        return None, "sample without a label"
+    if not 0 <= label < len(index):
+        return None, "label not in class_names"
+    return label, ""
+
+
+def load_real(source: str, root: str | None, resolution: int, channels: int,
+              class_names: list[str]) -> RealDataset:
+    """The images of one source (digits, imagefolder or webdataset) for the given classes."""
+    if source == "digits":
+        return load_digits(resolution, channels)
+    if source == "imagefolder":
+        return load_imagefolder(str(root), resolution, channels, class_names)
+    return load_webdataset(str(root), resolution, channels, class_names)
+
+
+def concatenate(first: RealDataset, second: RealDataset) -> RealDataset:
+    """Two datasets with the same classes as one (e.g. a separate test set after the train set)."""
+    if first.class_names != second.class_names:
+        raise ValueError(f"the test set's classes {second.class_names[:5]} differ from the train "
+                         f"set's {first.class_names[:5]}")
+    return RealDataset(images=np.concatenate([first.images, second.images]),
+                       labels=np.concatenate([first.labels, second.labels]),
+                       class_names=first.class_names, sources=first.sources + second.sources,
+                       skipped=first.skipped + second.skipped)
 
 
 def load_digits(resolution: int, channels: int) -> RealDataset:
@@ -65,13 +244,20 @@ def load_digits(resolution: int, channels: int) -> RealDataset:
                        sources=[f"digits[{index}]" for index in range(len(images))])
 
 
-def load_imagefolder(root: str, resolution: int, channels: int) -> RealDataset:
+def load_imagefolder(root: str, resolution: int, channels: int,
+                     class_names: list[str] | None = None) -> RealDataset:
     """Every readable image under `<root>/<class>/`, resized; unreadable files are counted, skipped.
 
+    `class_names` picks (and orders) the class folders; by default every sub-folder, sorted.
     A class left with no readable image is an error: it could never be evaluated.
     """
     root_path = Path(root)
-    class_names = _imagefolder_classes(root_path)
+    available = _imagefolder_classes(root_path)
+    class_names = list(class_names or available)
+    missing = [name for name in class_names if name not in available]
+    if missing:
+        raise ValueError(f"real_images.class_names {missing[:5]} have no folder under "
+                         f"real_images.root {root!r}")
     images, labels, sources = [], [], []
     skipped: Counter[str] = Counter()
     for label, name in enumerate(class_names):
@@ -214,6 +400,13 @@ def read_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray, lis
         raise FileNotFoundError(f"{directory} has no finished {split} shards: materialize "
                                 "'real_images' first")
     return load_arrays(paths)
+
+
+def read_image_shape(directory: Path) -> tuple[int, int, int]:
+    """Height, width and channels of the stored real images (every arm trains at this shape)."""
+    manifest = json.loads((directory / MANIFEST_JSON).read_text())
+    height, width, channels = manifest["image_shape"]
+    return int(height), int(width), int(channels)
 
 
 def read_classes(directory: Path) -> list[str]:
