@@ -3,11 +3,13 @@
 
 import time
 import warnings
+from collections import Counter
 
 import dagster as dg
 
+from synthfactory.ops.atomic import GENERATOR_JSON, dumps_json
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
-from synthfactory.ops.real_data import read_classes, read_training_images
+from synthfactory.ops.real_data import read_classes, read_image_shape, read_training_images
 from synthfactory.ops.shards import write_shard
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
@@ -22,12 +24,31 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
 
     Backend `ddpm` (the embedded default) trains a small class-conditional DDPM — a diffusers
     `UNet2DModel` with a class embedding and classifier-free-guidance dropout — on the real
-    train split (or its few-shot subset); `generator.json` records backend, settings and a
-    content digest of the weights.
+    train split (or its few-shot subset). Backend `diffusers` resolves a pretrained
+    text-to-image pipeline from a local directory or a hub id (safetensors only; a hub id
+    resolves to its cached snapshot) without copying it. Either way `generator.json` records
+    backend, source, revision, settings and a content digest of the weights.
     """
+    config = params.generator
+    if config.backend == "diffusers":
+        from synthfactory.ops.text2image import describe_pipeline
+
+        record = describe_pipeline(str(config.model), revision=config.revision,
+                                   variant=config.variant, local_files_only=config.local_files_only,
+                                   lora=config.lora, lora_scale=config.lora_scale)
+        with store.publish_dir("generator") as directory:
+            (directory / GENERATOR_JSON).write_text(dumps_json(record))
+        context.log.info(f"generator: {record['pipeline_class']} from {record['path']}")
+        return dg.MaterializeResult(
+            metadata={"path": dg.MetadataValue.path(record["path"]), "backend": config.backend,
+                      "source": config.model, "revision": str(record["revision"]),
+                      "pipeline_class": record["pipeline_class"], "digest": record["digest"],
+                      "size_mb": round(sum(record["files"].values()) / 2**20, 1),
+                      "lora": str(record["lora"]["path"]) if record["lora"] else "none"},
+            data_version=dg.DataVersion(record["digest"][:16]))
+
     from synthfactory.ops.ddpm import save_generator, train_ddpm  # torch: imported per step
 
-    config = params.generator
     real_dir = store.require("real_images")
     images, labels, _ = read_training_images(real_dir)
     class_names = read_classes(real_dir)
@@ -63,37 +84,50 @@ def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefi
 
 def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="synthetic_shards", group_name="generation", kinds={"diffusers", "webdataset"},
-              code_version="1", pool="gpu", deps=["prompts", "generator"],
+              code_version="1", pool="gpu", deps=["prompts", "generator", "real_images"],
               partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run())
     def synthetic_shards(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                          runtime: TorchRuntime) -> dg.MaterializeResult:
         """Generated images, one WebDataset tar per partition (`00000`, `00001`, …).
 
         Each sample is `<key>.png`, `<key>.json` (the prompt record, sampler settings, generator
-        digest) and `<key>.cls`. A run over a partition range loads the generator once and writes
-        each shard atomically (tar renamed into place, its sidecar written last), so the same
-        params give byte-identical shards.
+        digest) and `<key>.cls`. NaN or black images are regenerated with a derived seed or
+        dropped (`bad_images`), counted in each sidecar and in the metadata. Images are stored
+        at the real images' resolution and channels (resized like them when the model renders
+        another size). A run over a
+        partition range loads the generator once and writes each shard atomically (tar renamed
+        into place, its sidecar written last), so the same params give byte-identical shards.
         """
-        from synthfactory.ops.ddpm import DdpmGenerator  # torch: imported per step
-        from synthfactory.ops.generate import generate_samples
+        from synthfactory.ops.generate import generate_samples, open_generator  # torch: per step
+        from synthfactory.ops.samplers import SamplerSettings
 
         config = params.synthetic_shards
         records = read_prompts(store.require("prompts", PROMPTS_FILE))
-        model = DdpmGenerator(store.require("generator"), runtime.torch_device,
-                              runtime.torch_dtype)
+        image_shape = read_image_shape(store.require("real_images"))
+        model = open_generator(store.require("generator"), backend=params.generator.backend,
+                               device=runtime.torch_device, dtype=runtime.torch_dtype,
+                               compile_model=params.generator.compile)
+        settings = SamplerSettings(steps=config.steps, scheduler=config.scheduler,
+                                   height=config.height, width=config.width)
         written, started = [], time.perf_counter()
+        problems: Counter[str] = Counter()
         for key in context.partition_keys:
             batch = shard_slice(records, key, config.shard_size)
             shard_started = time.perf_counter()
+            shard_problems: Counter[str] = Counter()
             info = write_shard(
                 store.path("synthetic_shards", f"shard-{key}.tar"),
-                generate_samples(model, batch, batch_size=config.batch_size, steps=config.steps,
-                                 scheduler=config.scheduler),
-                extra={"generator_digest": model.digest,
+                generate_samples(model, batch, batch_size=config.batch_size, settings=settings,
+                                 bad_images=config.bad_images, max_attempts=config.max_attempts,
+                                 counts=shard_problems, image_shape=image_shape),
+                extra={"generator_digest": model.digest, "bad_images": dict(shard_problems),
                        "params_digest": params.digest("prompts", "synthetic_shards")})
             seconds = time.perf_counter() - shard_started
             context.log.info(f"shard {key}: {info.count} images in {seconds:.1f}s "
                              f"({info.count / seconds:.1f} images/s)")
+            if shard_problems:
+                context.log.warning(f"shard {key}: bad generated images {dict(shard_problems)}")
+            problems.update(shard_problems)
             written.append({"shard": key, "count": info.count, "sha256": info.sha256,
                             "seconds": round(seconds, 2)})
         seconds = time.perf_counter() - started
@@ -104,6 +138,7 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
             "n_images": n_images, "seconds": round(seconds, 2),
             "images_per_second": round(n_images / seconds, 2),
             "generator_digest": model.digest,
+            "bad_images": dg.MetadataValue.json(dict(sorted(problems.items()))),
         }
         # A data version names one partition's bytes; a multi-shard run reports digests instead.
         version = dg.DataVersion(written[0]["sha256"][:16]) if len(written) == 1 else None

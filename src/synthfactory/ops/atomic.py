@@ -18,6 +18,10 @@ from typing import Any
 TEMP_PREFIX = ".tmp-"
 
 
+# The record a `generator` directory holds, whatever its backend (written last).
+GENERATOR_JSON = "generator.json"
+
+
 def temp_sibling(final: Path) -> Path:
     """A unique temporary path in the same directory as `final` (so the rename is atomic)."""
     return final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}")

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 
-from synthfactory.ops.atomic import dumps_json, sha256_tree
+from synthfactory.ops.atomic import GENERATOR_JSON, dumps_json, sha256_tree
+from synthfactory.ops.prompts import PromptRecord
+from synthfactory.ops.samplers import DEFAULT, SamplerSettings, build_sampler
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.tensors import to_model_space, to_uint8
 
-SAMPLERS: dict[str, type] = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
-GENERATOR_JSON = "generator.json"
 
 
 def build_unet(resolution: int, channels: int, n_classes: int, widths: Sequence[int]) -> UNet2DModel:
@@ -133,10 +133,8 @@ class DdpmGenerator:
         return str(self.info["digest"])
 
     def make_scheduler(self, name: str, steps: int) -> Any:
-        """A fresh sampler (schedulers keep per-run state) set to `steps` steps."""
-        if name not in SAMPLERS:
-            raise ValueError(f"scheduler {name!r} is not one of {sorted(SAMPLERS)}")
-        scheduler = SAMPLERS[name].from_config(self.scheduler_config)
+        """A fresh sampler (schedulers keep per-run state) set to `steps` steps; default is DDIM."""
+        scheduler = build_sampler("ddim" if name == DEFAULT else name, self.scheduler_config)
         scheduler.set_timesteps(steps)
         return scheduler
 
@@ -148,10 +146,29 @@ class DdpmGenerator:
             torch.randn((channels, size, size), generator=torch.Generator().manual_seed(seed))
             for seed in seeds])
 
-    @torch.no_grad()
+    def render(self, records: Sequence[PromptRecord], seeds: Sequence[int],
+               settings: SamplerSettings) -> tuple[np.ndarray, list[str | None]]:
+        """Images for prompt records (class, guidance) with the given seeds, and per-image problems.
+
+        A problem is `nonfinite` (NaN/inf in the output) or `black` (every pixel 0).
+        """
+        latents = self._denoise([r.class_id for r in records], seeds,
+                                [r.guidance for r in records], settings.steps, settings.scheduler)
+        images = to_uint8(latents)
+        finite = torch.isfinite(latents).flatten(1).all(1).cpu().numpy()
+        problems = [None if ok and image.max() > 0 else ("nonfinite" if not ok else "black")
+                    for ok, image in zip(finite, images, strict=True)]
+        return images, problems
+
     def sample(self, class_ids: Sequence[int], seeds: Sequence[int], guidance: Sequence[float],
                steps: int, scheduler_name: str = "ddim") -> np.ndarray:
         """Generate one image per (class, seed, guidance scale); uint8 N×H×W×C."""
+        return to_uint8(self._denoise(class_ids, seeds, guidance, steps, scheduler_name))
+
+    @torch.no_grad()
+    def _denoise(self, class_ids: Sequence[int], seeds: Sequence[int], guidance: Sequence[float],
+                 steps: int, scheduler_name: str) -> torch.Tensor:
+        """Latents after the guided reverse process, in model space ([-1, 1] when all went well)."""
         scheduler = self.make_scheduler(scheduler_name, steps)
         latents = self.initial_noise(seeds).to(self.device, self.dtype)
         latents = latents * scheduler.init_noise_sigma
@@ -164,4 +181,4 @@ class DdpmGenerator:
             conditional, unconditional = noise.chunk(2)
             guided = unconditional + scale * (conditional - unconditional)
             latents = scheduler.step(guided, timestep, latents).prev_sample
-        return to_uint8(latents)
+        return latents
