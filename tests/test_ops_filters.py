@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from synthfactory.ops.filters import (FilterSettings, confidence_keep, filter_samples,
                                       near_duplicates, quality_flags)
@@ -82,3 +83,36 @@ def test_a_class_with_nothing_kept_is_reported_with_pass_rate_zero() -> None:
                                       FilterSettings(threshold=0.95), CLASSES)
     assert summary["per_class"]["a"]["pass_rate"] == 0.0
     assert summary["kept"] == 0
+
+
+def test_margin_keeps_only_clear_wins_of_the_prompt_class() -> None:
+    # Three classes; the prompt class is 0 for every sample.
+    probs = np.array([[0.8, 0.1, 0.1], [0.45, 0.4, 0.15], [0.3, 0.6, 0.1], [0.5, 0.25, 0.25]])
+    labels = np.zeros(4, dtype=np.int64)
+    images = load_digits(8, 1).images[:4]
+    settings = FilterSettings(threshold=None, margin=0.2, dedup=False)
+    records, summary = filter_samples([f"k{i}" for i in range(4)], labels, probs,
+                                      np.eye(4), images, settings, ["a", "b", "c"])
+    assert [r["keep"] for r in records] == [True, False, False, True]
+    assert [r["margin"] for r in records] == [0.7, 0.05, -0.3, 0.25]
+    assert records[2]["reasons"] == ["low_margin"]
+    assert summary["reasons"] == {"low_margin": 2}
+
+
+def test_clip_score_rejects_images_unlike_their_prompt_and_is_recorded() -> None:
+    probs = np.tile([0.9, 0.1], (3, 1))
+    labels = np.zeros(3, dtype=np.int64)
+    images = load_digits(8, 1).images[:3]
+    settings = FilterSettings(threshold=None, clip_score=0.25, dedup=False)
+    records, summary = filter_samples(["x", "y", "z"], labels, probs, np.eye(3), images,
+                                      settings, CLASSES, clip_scores=np.array([0.31, 0.2, 0.25]))
+    assert [r["keep"] for r in records] == [True, False, True]
+    assert [r["clip_score"] for r in records] == [0.31, 0.2, 0.25]
+    assert records[1]["reasons"] == ["low_clip_score"] and summary["kept"] == 2
+
+
+def test_clip_score_without_clip_scores_names_the_fix() -> None:
+    images = load_digits(8, 1).images[:2]
+    with pytest.raises(ValueError, match="set judge.backend: clip"):
+        filter_samples(["x", "y"], np.zeros(2, np.int64), np.tile([0.9, 0.1], (2, 1)),
+                       np.eye(2), images, FilterSettings(clip_score=0.2), CLASSES)

@@ -7,40 +7,44 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from synthfactory.ops.arms import (FILTER_MANIFEST, SUMMARY_JSON, filtered_arm, real_arm,
-                                   synthetic_arm)
+from synthfactory.ops.arms import (FILTER_MANIFEST, JUDGE_JSON, JUDGE_WEIGHTS, SUMMARY_JSON,
+                                   filtered_arm, real_arm, synthetic_arm)
 from synthfactory.ops.atomic import digest_of_digests, dumps_json, sha256_file
+from synthfactory.ops.prompts import display_name, load_display_names
 from synthfactory.ops.real_data import read_classes, read_split
-from synthfactory.ops.shards import Sample, read_shard_info, write_shard
+from synthfactory.ops.shards import Sample, read_samples, read_shard_info, write_shard
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
-
-JUDGE_WEIGHTS = "judge.safetensors"
-JUDGE_JSON = "judge.json"
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
           deps=["real_images"])
 def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
           runtime: TorchRuntime) -> dg.MaterializeResult:
-    """The model that scores synthetic images: a ConvNet trained on the real train split.
+    """The model that scores synthetic images: a ConvNet trained on real images, or CLIP.
 
-    Trained on the few-shot subset when `real_images.few_shot` is set. Its softmax is the
-    confidence filter's score and its penultimate features are the space of near-duplicate
-    removal, herding and k-center. `judge.json` records its accuracy on the real test split.
+    Backend `convnet` (default) trains a ConvNet on the real train split (or its few-shot
+    subset); its softmax is the confidence filter's score and its penultimate features the space
+    of near-duplicate removal, herding and k-center. Backend `clip` loads a CLIP model (local
+    directory or hub id, safetensors only) and stores one text embedding per class (templates
+    averaged) for zero-shot scoring; CLIP image embeddings are then the feature space.
+    `judge.json` records the judge's accuracy on the real test split.
     """
-    from synthfactory.ops.train import predict_proba, save_classifier, train_classifier
-
     config = params.judge
     real_dir = store.require("real_images")
+    test_images, test_labels, _ = read_split(real_dir, "test")
+    if config.backend == "clip":
+        return _clip_judge(context, params, store, runtime, test_images, test_labels)
+
+    from synthfactory.ops.train import predict_proba, save_classifier, train_classifier
+
     data = real_arm(real_dir)
     n_classes = len(read_classes(real_dir))
     model, history = train_classifier(
         data.images, data.targets, n_classes, seed=_seed(runtime, "judge"),
         device=runtime.torch_device, epochs=config.epochs, width=config.width,
         flip=params.classifiers.flip, log=context.log.info)
-    test_images, test_labels, _ = read_split(real_dir, "test")
     test_accuracy = float(np.mean(
         predict_proba(model, test_images, device=runtime.torch_device).argmax(1) == test_labels))
     with store.publish_dir("judge") as directory:
@@ -50,10 +54,43 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
         (directory / JUDGE_JSON).write_text(dumps_json(info))
     context.log.info(f"judge: {test_accuracy:.4f} accuracy on {len(test_labels)} real test images")
     return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(store.path("judge"))),
+        metadata={"path": dg.MetadataValue.path(str(store.path("judge"))), "kind": "convnet",
                   "test_accuracy": round(test_accuracy, 4), "n_train": len(data.images),
                   "train_seconds": round(history["seconds"], 1)},
         data_version=dg.DataVersion(info["sha256"][:16]),
+    )
+
+
+def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+                runtime: TorchRuntime, test_images: np.ndarray,
+                test_labels: np.ndarray) -> dg.MaterializeResult:
+    """The `clip` judge: resolve the model, embed the class prompts, measure zero-shot accuracy."""
+    from synthfactory.ops.judges import ClipJudge, save_clip_judge
+    from synthfactory.ops.pretrained import resolve_model
+
+    config = params.judge
+    source = resolve_model(str(config.model), what="judge.model", revision=config.revision,
+                           local_files_only=config.local_files_only)
+    class_names = read_classes(store.require("real_images"))
+    names = params.prompts.display_names
+    shown = [display_name(name, load_display_names(names) if names else None)
+             for name in class_names]
+    clip = ClipJudge(source.path, runtime.torch_device, config.batch_size)
+    class_embeddings = clip.class_text_embeddings(shown, config.templates)
+    clip.use_class_embeddings(class_embeddings)
+    test_accuracy = float(np.mean(clip.predict_proba(test_images).argmax(1) == test_labels))
+    record = {"kind": "clip", **source.record(), "templates": config.templates,
+              "class_texts": shown, "test_accuracy": test_accuracy}
+    with store.publish_dir("judge") as directory:
+        save_clip_judge(directory, record, class_embeddings)
+    context.log.info(f"judge: CLIP zero-shot {test_accuracy:.4f} on {len(test_labels)} real "
+                     "test images")
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(store.path("judge"))), "kind": "clip",
+                  "source": str(config.model), "revision": str(record["revision"]),
+                  "test_accuracy": round(test_accuracy, 4), "digest": record["digest"]},
+        data_version=dg.DataVersion(digest_of_digests(
+            [record["digest"], params.digest("judge")])[:16]),
     )
 
 
@@ -69,17 +106,23 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     `manifest.jsonl` (scores, duplicate group, flags, keep, reasons) and `summary.json`.
     """
     from synthfactory.ops.filters import FilterSettings, filter_samples
-    from synthfactory.ops.train import embed, load_classifier, predict_proba
+    from synthfactory.ops.judges import ClipJudge, load_judge
 
     shards_dir = store.require("synthetic_shards")
     data = synthetic_arm(shards_dir)
     class_names = read_classes(store.require("real_images"))
-    model = load_classifier(store.require("judge", JUDGE_WEIGHTS), runtime.torch_device)
-    probs = predict_proba(model, data.images, device=runtime.torch_device)
-    features = embed(model, data.images, device=runtime.torch_device)
+    judge_model = load_judge(store.require("judge"), runtime.torch_device, params.judge.batch_size)
+    features = judge_model.embed(data.images)
+    clip_scores = None
+    if isinstance(judge_model, ClipJudge):
+        probs = judge_model.zero_shot(features)
+        texts = prompt_texts(shards_dir, data.sources)
+        clip_scores = judge_model.prompt_scores(features, [texts[key] for key in data.keys])
+    else:
+        probs = judge_model.predict_proba(data.images)
     settings = FilterSettings(**params.filtered_set.model_dump(exclude={"min_pass_rate"}))
     records, summary = filter_samples(data.keys, data.labels, probs, features, data.images,
-                                      settings, class_names)
+                                      settings, class_names, clip_scores)
     shard_of = _shard_of_keys(shards_dir, data.sources)
     for record in records:
         record["shard"] = shard_of[record["key"]]
@@ -120,17 +163,18 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
 
     `random`, `herding` and `kcenter` select real synthetic samples (the latter two in judge
     feature space); `dm` (distribution matching) learns new images whose embeddings under
-    randomly initialised ConvNets match the class means of the filtered set. Labels are hard, or
+    randomly initialised ConvNets (or the judge's features, `dm_features: judge`) match the
+    class means of the filtered set. Labels are hard, or
     the judge's probabilities with `labels: soft`. Written as shards like every other set.
     """
     from synthfactory.ops.distill import (distribution_matching, select_herding, select_kcenter,
                                           select_random)
-    from synthfactory.ops.train import embed, load_classifier, predict_proba
+    from synthfactory.ops.judges import load_judge
 
     config = params.distilled_set
     source = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
     n_classes = len(read_classes(store.require("real_images")))
-    model = load_classifier(store.require("judge", JUDGE_WEIGHTS), runtime.torch_device)
+    judge_model = load_judge(store.require("judge"), runtime.torch_device, params.judge.batch_size)
     seed = _seed(runtime, "distilled_set")
     started = time.perf_counter()
     history: dict = {}
@@ -139,22 +183,23 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
             source.images, source.labels, n_classes, config.ipc, seed=seed,
             device=runtime.torch_device, iterations=config.iterations,
             learning_rate=config.learning_rate, batch_real=config.batch_real,
-            log=context.log.info)
+            log=context.log.info,
+            features=judge_model.embed_tensor if config.dm_features == "judge" else None)
         origins = ["dm"] * len(images)
     else:
         if config.method == "random":
             chosen = select_random(source.labels, config.ipc, seed)
         else:
-            features = embed(model, source.images, device=runtime.torch_device)
+            features = judge_model.embed(source.images)
             chosen = (select_herding(features, source.labels, config.ipc)
                       if config.method == "herding"
                       else select_kcenter(features, source.labels, config.ipc, seed))
         images, labels = source.images[chosen], source.labels[chosen]
         origins = [source.keys[i] for i in chosen]
     seconds = time.perf_counter() - started
-    soft = (predict_proba(model, images, device=runtime.torch_device)
-            if config.labels == "soft" else None)
+    soft = judge_model.predict_proba(images) if config.labels == "soft" else None
     summary = {"method": config.method, "ipc": config.ipc, "labels": config.labels,
+               "dm_features": config.dm_features if config.method == "dm" else None,
                "n_images": len(images), "source_size": len(source.images),
                "seconds": round(seconds, 2),
                "history": history}
@@ -182,6 +227,12 @@ def _seed(runtime: TorchRuntime, asset: str) -> int:
     from synthfactory.ops.seeds import derive_seed
 
     return derive_seed(runtime.seed, asset)
+
+
+def prompt_texts(shards_dir: Path, shard_names: list[str]) -> dict[str, str]:
+    """key → the prompt text each synthetic sample was generated from (read from its JSON)."""
+    return {sample.key: sample.meta["prompt"]["text"]
+            for sample in read_samples([shards_dir / name for name in shard_names], decode=False)}
 
 
 def _shard_of_keys(shards_dir: Path, shard_names: list[str]) -> dict[str, str]:

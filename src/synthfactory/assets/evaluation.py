@@ -131,14 +131,16 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "matching_loss": {k: distill_summary["history"].get(k)
                               for k in ("initial_loss", "final_loss")}
             if distill_summary["history"] else None},
-        "judge": {"test_accuracy": judge_info["test_accuracy"]},
+        "judge": {"kind": judge_info["kind"], "test_accuracy": judge_info["test_accuracy"]},
         "lineage": {
             "params_digest": params.digest(*Params.model_fields),
             "seed": runtime.seed,
             "real_images_digest": real_manifest["digest"],
             "generator_digest": generator_info["digest"],
+            "generator_source": generator_info["source"],
             "shard_digests": filter_summary["shard_digests"],
-            "judge_sha256": judge_info["sha256"],
+            # A trained judge has one weights file; a CLIP judge the digest of its directory.
+            "judge_digest": judge_info.get("sha256") or judge_info["digest"],
             "distilled_sha256": distill_summary["sha256"],
         },
     }

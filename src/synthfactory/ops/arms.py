@@ -14,6 +14,8 @@ from synthfactory.ops.shards import finished_shards, load_arrays, read_samples
 
 FILTER_MANIFEST = "manifest.jsonl"
 SUMMARY_JSON = "summary.json"
+JUDGE_JSON = "judge.json"
+JUDGE_WEIGHTS = "judge.safetensors"
 
 
 @dataclass

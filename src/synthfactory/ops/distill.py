@@ -107,13 +107,16 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
                           learning_rate: float = 1.0, batch_real: int = 256, width: int = 128,
                           depth: int | None = None, init_indices: np.ndarray | None = None,
                           log: Callable[[str], None] | None = None,
-                          log_every: int = 100) -> tuple[np.ndarray, np.ndarray, dict]:
+                          log_every: int = 100,
+                          features: Callable[[torch.Tensor], torch.Tensor] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Learn `ipc` images per class by distribution matching; return uint8 images, labels, history.
 
     Initialised from real samples of each class (seeded random ones, or `init_indices`). Every
     iteration draws a new random ConvNet and, per class, a batch of up to `batch_real` source
     images and one random augmentation applied to both sides (siamese), and lowers
-    Σ_c ‖mean embed(real_c) − mean embed(syn_c)‖².
+    Σ_c ‖mean embed(real_c) − mean embed(syn_c)‖². With `features` (a fixed, differentiable
+    embedding such as the CLIP judge's), that embedding replaces the random ConvNets.
     """
     members = _class_members(labels, ipc)
     init = (select_random(labels, ipc, derive_seed(seed, "init")) if init_indices is None
@@ -130,8 +133,9 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
     losses: list[list[float]] = []
     started = time.perf_counter()
     for iteration in range(iterations):
-        net = _random_net(channels, n_classes, resolution, width, depth,
-                          derive_seed(seed, "net", iteration), device)
+        embed = features if features is not None else _random_net(
+            channels, n_classes, resolution, width, depth, derive_seed(seed, "net", iteration),
+            device).embed
         loss = torch.zeros((), device=device)
         for position, pool in enumerate(members):
             pick = torch.randperm(len(pool), generator=generator)[:batch_real].numpy()
@@ -139,8 +143,8 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
             real = warp(source[pool[pick]], theta)
             syn = warp(synthetic[position * ipc:(position + 1) * ipc], theta)
             with torch.no_grad():
-                real_mean = net.embed(real).mean(0)
-            loss = loss + ((real_mean - net.embed(syn).mean(0)) ** 2).sum()
+                real_mean = embed(real).mean(0)
+            loss = loss + ((real_mean - embed(syn).mean(0)) ** 2).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,8 +1,10 @@
-"""The filters of the filtered set: quality flags, judge confidence, near-duplicates.
+"""The filters of the filtered set: quality flags, CLIP score, judge confidence and margin,
+near-duplicates.
 
 Each filter can be switched off; a switched-off filter rejects nothing. They apply in order —
-quality, then confidence, then de-duplication among the samples still kept — so a rejected
-sample is never chosen as the representative of a duplicate group.
+quality, CLIP score (image–prompt similarity, CLIP judge only), confidence, margin, then
+de-duplication among the samples still kept — so a rejected sample is never chosen as the
+representative of a duplicate group.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class FilterSettings:
     confidence: bool = True
     threshold: float | None = 0.5
     top_fraction: float | None = None
+    margin: float | None = None
+    clip_score: float | None = None
     dedup: bool = True
     dedup_threshold: float = 0.98
     quality: bool = True
@@ -120,21 +124,38 @@ def near_duplicates(features: np.ndarray, labels: np.ndarray, order: np.ndarray,
 
 
 def filter_samples(keys: list[str], labels: np.ndarray, probs: np.ndarray, features: np.ndarray,
-                   images: np.ndarray, settings: FilterSettings,
-                   class_names: list[str]) -> tuple[list[dict], dict]:
-    """Score every sample, decide keep/reject with reasons, and summarise per class."""
+                   images: np.ndarray, settings: FilterSettings, class_names: list[str],
+                   clip_scores: np.ndarray | None = None) -> tuple[list[dict], dict]:
+    """Score every sample, decide keep/reject with reasons, and summarise per class.
+
+    `probs` are the judge's class probabilities (a trained classifier's softmax, or CLIP's
+    zero-shot softmax over the class prompts); `clip_scores` the cosine similarity of each image
+    to its own prompt, needed only when `settings.clip_score` is set.
+    """
     n = len(keys)
+    if settings.clip_score is not None and clip_scores is None:
+        raise ValueError(f"filtered_set.clip_score {settings.clip_score} needs CLIP scores: set "
+                         "judge.backend: clip")
     confidence = confidence_scores(probs, labels)
     margin = margin_scores(probs, labels)
     flags = quality_flags(images) if settings.quality else [[] for _ in range(n)]
     reasons: list[list[str]] = [[f"quality:{flag}" for flag in found] for found in flags]
     alive = np.array([not r for r in reasons])
+    if settings.clip_score is not None and clip_scores is not None:
+        for index in np.flatnonzero(alive & (clip_scores < settings.clip_score)):
+            reasons[index].append("low_clip_score")
+        alive &= clip_scores >= settings.clip_score
     if settings.confidence:
         passed = confidence_keep(confidence, labels, threshold=settings.threshold,
                                  top_fraction=settings.top_fraction, eligible=alive)
         for index in np.flatnonzero(alive & ~passed):
             reasons[index].append("low_confidence")
         alive &= passed
+    if settings.margin is not None:
+        # The prompt's class must win over every other class by at least this much.
+        for index in np.flatnonzero(alive & (margin < settings.margin)):
+            reasons[index].append("low_margin")
+        alive &= margin >= settings.margin
     duplicate_of: list[str | None] = [None] * n
     if settings.dedup:
         # Most confident first: the representative of a group is its best sample.
@@ -148,6 +169,7 @@ def filter_samples(keys: list[str], labels: np.ndarray, probs: np.ndarray, featu
                 "confidence": round(float(confidence[i]), 6),
                 "margin": round(float(margin[i]), 6), "predicted": int(probs[i].argmax()),
                 "duplicate_of": duplicate_of[i], "quality_flags": flags[i],
+                **({} if clip_scores is None else {"clip_score": round(float(clip_scores[i]), 6)}),
                 "keep": not reasons[i], "reasons": reasons[i]} for i in range(n)]
     return records, summarise(records, class_names, settings)
 
