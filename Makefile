@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-e2e bench dev lint clean
+.PHONY: run test test-e2e bench bench-gpu dev lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the
 	$(BIN)/python benchmarks/generation_throughput.py
 	$(BIN)/python benchmarks/distillation.py
 	$(BIN)/python benchmarks/distillation_methods.py
+	$(BIN)/python benchmarks/text2image_throughput.py --size tiny --height 32 --width 32 --steps 10
+
+bench-gpu: $(STAMP)  ## SD 1.5 architecture (random weights) at 512x512, 25 steps, fp16, batch 16
+	$(BIN)/python benchmarks/text2image_throughput.py --size sd15 --device cuda --dtype float16 \
+		--height 512 --width 512 --steps 25 --batch 16 --images 128 --shard-size 64
 
 dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the same definitions
 	$(BIN)/dagster dev -m synthfactory.definitions -h 127.0.0.1 -p 3000
