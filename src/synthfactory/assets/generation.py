@@ -8,8 +8,8 @@ import dagster as dg
 
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
 from synthfactory.ops.real_data import read_classes, read_training_images
-from synthfactory.ops.shards import write_shard
-from synthfactory.params import Params
+from synthfactory.ops.shards import read_shard_info, shard_is_current, write_shard
+from synthfactory.params import Params, config_digest
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -85,17 +85,27 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         for key in context.partition_keys:
             batch = shard_slice(records, key, config.shard_size)
             shard_started = time.perf_counter()
+            tar_path = store.path("synthetic_shards", f"shard-{key}.tar")
+            # The records carry the seeds: with the generator digest they fix the shard's bytes.
+            extra = {"generator_digest": model.digest,
+                     "params_digest": params.digest("prompts", "synthetic_shards"),
+                     "records_digest": config_digest([r.to_json() for r in batch])}
+            if shard_is_current(tar_path, extra):  # finished before a crash: same bytes again
+                info = read_shard_info(tar_path)
+                context.log.info(f"shard {key}: already finished from the same inputs, kept")
+                written.append({"shard": key, "count": info.count, "sha256": info.sha256,
+                                "seconds": 0.0, "reused": True})
+                continue
             info = write_shard(
-                store.path("synthetic_shards", f"shard-{key}.tar"),
+                tar_path,
                 generate_samples(model, batch, batch_size=config.batch_size, steps=config.steps,
                                  scheduler=config.scheduler),
-                extra={"generator_digest": model.digest,
-                       "params_digest": params.digest("prompts", "synthetic_shards")})
+                extra=extra)
             seconds = time.perf_counter() - shard_started
             context.log.info(f"shard {key}: {info.count} images in {seconds:.1f}s "
                              f"({info.count / seconds:.1f} images/s)")
             written.append({"shard": key, "count": info.count, "sha256": info.sha256,
-                            "seconds": round(seconds, 2)})
+                            "seconds": round(seconds, 2), "reused": False})
         seconds = time.perf_counter() - started
         n_images = sum(shard["count"] for shard in written)
         metadata: dict[str, object] = {

@@ -23,10 +23,27 @@ def temp_sibling(final: Path) -> Path:
     return final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}")
 
 
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Delete the temporaries a killed writer of `final` left behind; return what was removed.
+
+    Only `final`'s own temporaries go, so writers of other files in the same directory (other
+    partitions, written in parallel) are not disturbed.
+    """
+    removed = []
+    for stale in final.parent.glob(f"{TEMP_PREFIX}{final.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 @contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success fsync it and rename it onto `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     temp = temp_sibling(final)
     try:
         yield temp
@@ -44,6 +61,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     The previous `final` (if any) stays in place until the new one is complete.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     temp = temp_sibling(final)
     temp.mkdir()
     try:

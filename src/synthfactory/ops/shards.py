@@ -23,6 +23,8 @@ from synthfactory.ops.atomic import atomic_file, dumps_json, sha256_file, write_
 # Fixed tar metadata: the same samples always give the same bytes.
 _TAR_MTIME = 0
 _PNG_COMPRESS_LEVEL = 6
+# The ustar format (plain, portable tars) holds member names of at most 100 bytes.
+_MAX_MEMBER_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ def write_tar(path: Path, samples: Iterable[Sample]) -> list[str]:
             if "." in sample.key or "/" in sample.key or not sample.key:
                 raise ValueError(f"sample key {sample.key!r} must be non-empty without '.' or '/' "
                                  "(WebDataset splits member names at the first dot)")
+            if len(f"{sample.key}.json".encode()) > _MAX_MEMBER_NAME:
+                raise ValueError(f"sample key {sample.key!r} is too long for a tar member name: "
+                                 f"at most {_MAX_MEMBER_NAME - 5} bytes in UTF-8")
             _add_member(tar, f"{sample.key}.png", encode_png(sample.image))
             _add_member(tar, f"{sample.key}.json", dumps_json(sample.meta).encode())
             _add_member(tar, f"{sample.key}.cls", str(sample.label).encode())
@@ -115,6 +120,20 @@ def write_shard(tar_path: Path, samples: Iterable[Sample],
                      extra=extra or {})
     write_json_atomic(sidecar, info.to_json())
     return info
+
+
+def shard_is_current(tar_path: Path, extra: dict[str, Any]) -> bool:
+    """True when the shard is finished, intact, and was written from exactly these inputs.
+
+    `extra` is what `write_shard` would record (generator and inputs digests): a shard whose
+    sidecar carries the same values and whose bytes still match it need not be written again,
+    because writing it again would give the same bytes. This is how a rerun after a crash
+    completes only the missing shards.
+    """
+    info = read_shard_info(tar_path)
+    if info is None or any(info.extra.get(key) != value for key, value in extra.items()):
+        return False
+    return verify_shard(tar_path) == []
 
 
 def read_shard_info(tar_path: Path) -> ShardInfo | None:
