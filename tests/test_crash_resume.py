@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +20,9 @@ import pytest
 from synthfactory.definitions import build_definitions
 from synthfactory.params import parse_params
 from tests.conftest import tiny_params
-from tests.crashing import digests, finished_looking, kill_cli_when, run_cli, write_params
+from synthfactory.ops.shards import verify_shard
+from tests.crashing import (cli_env, digests, finished_looking, kill_cli_when, run_cli,
+                            write_params)
 
 # One torch thread: on a busy 2-core machine two threads spin against other processes and run
 # tens of times slower. Slow enough per shard (3 shards of 20 images, 4 images per batch, 40
@@ -151,3 +156,41 @@ def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(
     summary = json.loads((distilled / "summary.json").read_text())
     assert summary["sha256"] == expected["distilled-00000.tar"]
     assert not list((tmp_path / "data").glob(".tmp-*"))
+
+
+LIMITED_CLI = textwrap.dedent("""
+    import resource, signal, sys
+    # Past the limit a write fails with EFBIG instead of the process being killed by SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    from synthfactory.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_the_cli_fails_the_step_on_a_full_disk_and_keeps_the_previous_shard(
+        upstream: Path, tmp_path: Path) -> None:
+    params = _store_copy(upstream, tmp_path)
+    args = ["run", "--params", str(params), "--select", "synthetic_shards", "--partitions", "00000"]
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    shards = tmp_path / "data" / "synthetic_shards"
+    previous = digests(shards)
+    tar_size = (shards / "shard-00000.tar").stat().st_size
+
+    # Other sampler settings: the shard must be generated again, and will not fit.
+    other = dict(SHARDS, synthetic_shards={**SHARDS["synthetic_shards"], "steps": 8})
+    params = write_params(tmp_path / "params.yaml", tiny_params(tmp_path, **other))
+    script = tmp_path / "limited.py"
+    script.write_text(LIMITED_CLI)
+    done = subprocess.run([sys.executable, str(script), str(tar_size // 2), *args], cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("synthfactory: error:")]
+    assert len(errors) == 1, done.stderr
+    assert f"cannot write {shards}/shard-00000.tar" in errors[0]
+    assert "the file size limit was reached (EFBIG)" in errors[0] and "DiskFullError" in errors[0]
+    assert "Traceback" not in done.stderr and "Stack Trace" not in done.stderr
+    assert digests(shards) == previous  # the previous good shard and its sidecar, untouched
+    assert verify_shard(shards / "shard-00000.tar") == []
+    assert finished_looking(shards) == ["shard-00000.json", "shard-00000.tar"]

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from synthfactory.ops.atomic import digest_of_digests, dumps_json
+from synthfactory.ops.prompts import check_class_names
 from synthfactory.ops.seeds import rng
 from synthfactory.ops.shards import Sample, finished_shards, load_arrays, write_shard
 
@@ -31,6 +32,7 @@ class RealDataset:
     class_names: list[str]
     sources: list[str]
     skipped: Counter[str] = field(default_factory=Counter)
+    converted: Counter[str] = field(default_factory=Counter)  # source mode -> images converted
 
 
 def list_classes(source: str, root: str | None) -> list[str]:
@@ -50,6 +52,7 @@ def _imagefolder_classes(root: Path) -> list[str]:
     if not classes:
         raise ValueError(f"real_images.root {str(root)!r} has no class folders: expected "
                          "<root>/<class_name>/<image files>")
+    check_class_names(classes)  # blank or look-alike folder names fail here, not in a step
     return classes
 
 
@@ -65,39 +68,70 @@ def load_digits(resolution: int, channels: int) -> RealDataset:
                        sources=[f"digits[{index}]" for index in range(len(images))])
 
 
+# Modes stored as they are; any other mode (CMYK, 16-bit, alpha, palette, ...) is converted.
+NATIVE_MODES = {"L", "RGB"}
+
+
 def load_imagefolder(root: str, resolution: int, channels: int) -> RealDataset:
     """Every readable image under `<root>/<class>/`, resized; unreadable files are counted, skipped.
 
-    A class left with no readable image is an error: it could never be evaluated.
+    Skipped, counted per reason: files without an image extension, empty files, files no decoder
+    recognises, corrupt or truncated images, and images over `PIL.Image.MAX_IMAGE_PIXELS` pixels
+    (decompression bombs: checked from the header, before decoding). Images in other modes (CMYK,
+    16-bit, alpha, palette) are converted and counted per mode in `converted`. A class left with
+    no readable image is an error: it could never be evaluated.
     """
     root_path = Path(root)
     class_names = _imagefolder_classes(root_path)
     images, labels, sources = [], [], []
     skipped: Counter[str] = Counter()
+    converted: Counter[str] = Counter()
     for label, name in enumerate(class_names):
         found = 0
+        class_skipped: Counter[str] = Counter()
         for path in sorted(p for p in (root_path / name).rglob("*") if p.is_file()):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped["not an image file"] += 1
+            reason, image = _read_image(path, resolution, channels)
+            if reason is not None:
+                class_skipped[reason] += 1
                 continue
-            if path.stat().st_size == 0:
-                skipped["empty file"] += 1
-                continue
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(to_square(image, resolution, channels))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                    Image.DecompressionBombError):
-                skipped["unreadable image"] += 1
-                continue
+            array, mode = image
+            if mode not in NATIVE_MODES:
+                converted[mode] += 1
+            images.append(array)
             labels.append(label)
             sources.append(path.relative_to(root_path).as_posix())
             found += 1
+        skipped.update(class_skipped)
         if found == 0:
-            raise ValueError(f"class {name!r} under real_images.root {root!r} has no readable image")
+            why = ", ".join(f"{count} {reason}" for reason, count in sorted(class_skipped.items()))
+            raise ValueError(f"class {name!r} under real_images.root {root!r} has no readable image"
+                             f" (skipped: {why or 'no files'}): add images to it or remove the "
+                             "folder")
     return RealDataset(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
-                       class_names=class_names, sources=sources, skipped=skipped)
+                       class_names=class_names, sources=sources, skipped=skipped,
+                       converted=converted)
+
+
+def _read_image(path: Path, resolution: int,
+                channels: int) -> tuple[str, None] | tuple[None, tuple[np.ndarray, str]]:
+    """(reason, None) for a file to skip, else (None, (resized image, source mode))."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return "not an image file", None
+    if path.stat().st_size == 0:
+        return "empty file", None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > Image.MAX_IMAGE_PIXELS:
+                return "too large", None
+            image.load()
+            return None, (to_square(image, resolution, channels), image.mode)
+    except Image.DecompressionBombError:
+        return "too large", None
+    except UnidentifiedImageError:
+        return "unrecognised image format", None
+    except (OSError, SyntaxError, ValueError):  # what PIL raises on truncated or corrupt data
+        return "corrupt image", None
 
 
 def to_square(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
@@ -183,6 +217,7 @@ def write_real_images(directory: Path, dataset: RealDataset, train: np.ndarray, 
         "counts": counts,
         "shards": shards,
         "skipped": dict(sorted(dataset.skipped.items())),
+        "converted": dict(sorted(dataset.converted.items())),
         "few_shot_keys": None if few_shot is None else [_key("train", i) for i in few_shot],
         "digest": digest_of_digests([shard["sha256"] for shard in shards]),
     }

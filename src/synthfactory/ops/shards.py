@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -109,13 +110,17 @@ def write_shard(tar_path: Path, samples: Iterable[Sample],
                 extra: dict[str, Any] | None = None) -> ShardInfo:
     """Atomically publish a shard: the tar under a temporary name, renamed, then its sidecar.
 
-    A previous sidecar is removed first, so an interrupted rewrite never pairs new bytes with an
+    A previous shard stays finished (tar and sidecar) until the new tar is complete on disk: a
+    rewrite that fails (a crash in the generator, a full disk) leaves the previous good shard in
+    place. Its sidecar is removed just before the rename, so new bytes are never paired with an
     old sidecar.
     """
     sidecar = sidecar_path(tar_path)
-    sidecar.unlink(missing_ok=True)
     with atomic_file(tar_path) as temp:
         keys = write_tar(temp, samples)
+        with open(temp, "rb") as handle:  # the new bytes are on disk before the old shard goes
+            os.fsync(handle.fileno())
+        sidecar.unlink(missing_ok=True)
     info = ShardInfo(name=tar_path.name, count=len(keys), sha256=sha256_file(tar_path), keys=keys,
                      extra=extra or {})
     write_json_atomic(sidecar, info.to_json())
