@@ -32,10 +32,15 @@ SHARDS = {**ONE_THREAD, "prompts": {"images_per_class": 6},
           "synthetic_shards": {"shard_size": 20, "steps": 40, "batch_size": 4}}
 
 
-def _materialize(root: Path, select: list[str], **overrides: dict) -> None:
+def _materialize(root: Path, select: list[str], shards: tuple[str, str] | None = None,
+                 **overrides: dict) -> None:
+    """In-process materialization (no CLI start-up): for the reference runs."""
     config = parse_params(tiny_params(root, **overrides))
     defs = build_definitions(config)
-    result = dg.materialize(list(defs.assets), selection=select, resources=defs.resources)
+    tags = {} if shards is None else {"dagster/asset_partition_range_start": shards[0],
+                                      "dagster/asset_partition_range_end": shards[1]}
+    result = dg.materialize(list(defs.assets), selection=select, resources=defs.resources,
+                            tags=tags)
     assert result.success
 
 
@@ -52,14 +57,18 @@ def _store_copy(upstream: Path, root: Path) -> Path:
     return write_params(root / "params.yaml", tiny_params(root, **SHARDS))
 
 
+@pytest.fixture(scope="module")
+def reference_shards(upstream: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """sha256 of each shard and sidecar of an uninterrupted run on the upstream store."""
+    root = tmp_path_factory.mktemp("reference")
+    _store_copy(upstream, root)
+    _materialize(root, ["synthetic_shards"], ("00000", "00002"), **SHARDS)
+    return digests(root / "data" / "synthetic_shards")
+
+
 def test_killed_generation_leaves_no_finished_shard_and_a_rerun_completes_only_the_rest(
-        upstream: Path, tmp_path: Path) -> None:
-    reference = tmp_path / "reference"
-    reference_params = _store_copy(upstream, reference)
-    done = run_cli(["run", "--params", str(reference_params), "--select", "synthetic_shards"],
-                   cwd=reference)
-    assert done.returncode == 0, done.stderr
-    expected = digests(reference / "data" / "synthetic_shards", "*.tar")
+        upstream: Path, reference_shards: dict[str, str], tmp_path: Path) -> None:
+    expected = {name: digest for name, digest in reference_shards.items() if name.endswith(".tar")}
     assert sorted(expected) == ["shard-00000.tar", "shard-00001.tar", "shard-00002.tar"]
 
     crashed = tmp_path / "crashed"
@@ -88,25 +97,25 @@ def test_killed_generation_leaves_no_finished_shard_and_a_rerun_completes_only_t
     assert not list(shards.glob(".tmp-*"))  # the killed run's temporary was cleaned up
 
 
-def test_a_corrupted_finished_shard_is_regenerated_not_kept(upstream: Path, tmp_path: Path) -> None:
-    params = _store_copy(upstream, tmp_path)
-    args = ["run", "--params", str(params), "--select", "synthetic_shards",
-            "--partitions", "00000"]
-    assert run_cli(args, cwd=tmp_path).returncode == 0
+def test_a_corrupted_finished_shard_is_regenerated_not_kept(
+        upstream: Path, reference_shards: dict[str, str], tmp_path: Path) -> None:
+    _store_copy(upstream, tmp_path)
+    _materialize(tmp_path, ["synthetic_shards"], ("00000", "00000"), **SHARDS)
     tar = tmp_path / "data" / "synthetic_shards" / "shard-00000.tar"
-    good = digests(tar.parent, "*.tar")
+    good = tar.stat().st_mtime_ns
+    _materialize(tmp_path, ["synthetic_shards"], ("00000", "00000"), **SHARDS)
+    assert tar.stat().st_mtime_ns == good  # intact and current: kept, not rewritten
     data = bytearray(tar.read_bytes())
     data[700] ^= 0x01
     tar.write_bytes(bytes(data))
-    rerun = run_cli(args, cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "already finished" not in rerun.stdout + rerun.stderr
-    assert digests(tar.parent, "*.tar") == good
+    _materialize(tmp_path, ["synthetic_shards"], ("00000", "00000"), **SHARDS)
+    assert digests(tar.parent) == {name: digest for name, digest in reference_shards.items()
+                                   if name.startswith("shard-00000")}
 
 
 def test_killed_generator_training_restarts_cleanly(tmp_path: Path) -> None:
     overrides = {**ONE_THREAD,
-                 "generator": {"ddpm": {"widths": [16, 32], "train_steps": 300, "batch_size": 32}}}
+                 "generator": {"ddpm": {"widths": [16, 32], "train_steps": 150, "batch_size": 32}}}
     reference = tmp_path / "reference"
     _materialize(reference, ["real_images", "generator"], **overrides)
     expected = json.loads((reference / "data" / "generator" / "generator.json").read_text())
@@ -115,7 +124,7 @@ def test_killed_generator_training_restarts_cleanly(tmp_path: Path) -> None:
     _materialize(crashed, ["real_images"], **overrides)
     params = write_params(crashed / "params.yaml", tiny_params(crashed, **overrides))
     args = ["run", "--params", str(params), "--select", "generator"]
-    kill_cli_when(args, crashed, lambda output: "generator training step 101/300" in output)
+    kill_cli_when(args, crashed, lambda output: "generator training step 101/150" in output)
     store = crashed / "data"
     assert finished_looking(store) == ["real_images"]  # no generator/ under its final name
     rerun = run_cli(args, cwd=crashed)
@@ -128,7 +137,7 @@ def test_killed_generator_training_restarts_cleanly(tmp_path: Path) -> None:
 def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(
         tmp_path: Path) -> None:
     overrides = {**ONE_THREAD,
-                 "distilled_set": {"method": "dm", "ipc": 2, "iterations": 300, "batch_real": 16}}
+                 "distilled_set": {"method": "dm", "ipc": 2, "iterations": 150, "batch_real": 16}}
     graph = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "filtered_set",
              "distilled_set"]
     config = parse_params(tiny_params(tmp_path, **overrides))
@@ -147,7 +156,7 @@ def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(
 
     params = write_params(tmp_path / "params.yaml", tiny_params(tmp_path, **overrides))
     args = ["run", "--params", str(params), "--select", "distilled_set"]
-    kill_cli_when(args, tmp_path, lambda output: "dm iteration 101/300" in output)
+    kill_cli_when(args, tmp_path, lambda output: "dm iteration 101/150" in output)
     # The finished set of the previous run is still whole: the new one was a temporary sibling.
     assert digests(distilled, "distilled-*") == expected
     rerun = run_cli(args, cwd=tmp_path)
@@ -171,16 +180,17 @@ LIMITED_CLI = textwrap.dedent("""
 
 def test_the_cli_fails_the_step_on_a_full_disk_and_keeps_the_previous_shard(
         upstream: Path, tmp_path: Path) -> None:
-    params = _store_copy(upstream, tmp_path)
-    args = ["run", "--params", str(params), "--select", "synthetic_shards", "--partitions", "00000"]
-    assert run_cli(args, cwd=tmp_path).returncode == 0
+    _store_copy(upstream, tmp_path)
+    _materialize(tmp_path, ["synthetic_shards"], ("00000", "00000"), **SHARDS)
+    args = ["run", "--params", str(tmp_path / "params.yaml"), "--select", "synthetic_shards",
+            "--partitions", "00000"]
     shards = tmp_path / "data" / "synthetic_shards"
     previous = digests(shards)
     tar_size = (shards / "shard-00000.tar").stat().st_size
 
     # Other sampler settings: the shard must be generated again, and will not fit.
     other = dict(SHARDS, synthetic_shards={**SHARDS["synthetic_shards"], "steps": 8})
-    params = write_params(tmp_path / "params.yaml", tiny_params(tmp_path, **other))
+    write_params(tmp_path / "params.yaml", tiny_params(tmp_path, **other))
     script = tmp_path / "limited.py"
     script.write_text(LIMITED_CLI)
     done = subprocess.run([sys.executable, str(script), str(tar_size // 2), *args], cwd=tmp_path,
