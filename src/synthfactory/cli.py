@@ -47,7 +47,6 @@ def run_command(params_path: Path, select: str, partitions: str | None, debug: b
     import dagster as dg
 
     from synthfactory.console import concise_console, failure_line, step_failures
-
     from synthfactory.params import load_params
 
     config = load_params(params_path)
