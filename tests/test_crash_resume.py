@@ -113,25 +113,35 @@ def test_a_corrupted_finished_shard_is_regenerated_not_kept(
                                    if name.startswith("shard-00000")}
 
 
-def test_killed_generator_training_restarts_cleanly(tmp_path: Path) -> None:
+def test_killed_generator_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     overrides = {**ONE_THREAD,
-                 "generator": {"ddpm": {"widths": [16, 32], "train_steps": 150, "batch_size": 32}}}
+                 "generator": {"ddpm": {"widths": [16, 32], "train_steps": 150, "batch_size": 32,
+                                        "checkpoint_every": 50}}}
     reference = tmp_path / "reference"
     _materialize(reference, ["real_images", "generator"], **overrides)
     expected = json.loads((reference / "data" / "generator" / "generator.json").read_text())
+    assert not (reference / "data" / ".checkpoints" / "generator").exists()  # removed when done
 
     crashed = tmp_path / "crashed"
     _materialize(crashed, ["real_images"], **overrides)
     params = write_params(crashed / "params.yaml", tiny_params(crashed, **overrides))
     args = ["run", "--params", str(params), "--select", "generator"]
+    # Step 101 is logged after the checkpoint of step 100 was published.
     kill_cli_when(args, crashed, lambda output: "generator training step 101/150" in output)
     store = crashed / "data"
-    assert finished_looking(store) == ["real_images"]  # no generator/ under its final name
+    assert finished_looking(store) == [".checkpoints", "real_images"]  # no generator/
+    checkpoint = store / ".checkpoints" / "generator"
+    assert json.loads((checkpoint / "step.json").read_text())["step"] == 100
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["state.safetensors", "step.json"]
+
     rerun = run_cli(args, cwd=crashed)
     assert rerun.returncode == 0, rerun.stderr
+    log = rerun.stdout + rerun.stderr
+    assert "generator training: resuming from the checkpoint at step 100/150" in log
+    assert "generator training step 1/150" not in log  # the first 100 steps are not redone
     again = json.loads((store / "generator" / "generator.json").read_text())
-    assert again["digest"] == expected["digest"]
-    assert not list(store.glob(".tmp-*"))
+    assert again["digest"] == expected["digest"]  # bit-identical weights
+    assert not checkpoint.exists() and not list(store.glob(".tmp-*"))
 
 
 def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(

@@ -25,21 +25,25 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
     train split (or its few-shot subset); `generator.json` records backend, settings and a
     content digest of the weights.
     """
+    from synthfactory.ops.checkpoint import remove_checkpoint
     from synthfactory.ops.ddpm import save_generator, train_ddpm  # torch: imported per step
 
     config = params.generator
     real_dir = store.require("real_images")
     images, labels, _ = read_training_images(real_dir)
     class_names = read_classes(real_dir)
+    # Checkpoints live beside the outputs, under a hidden name; a rerun after a crash resumes.
+    checkpoints = store.path(".checkpoints", "generator")
     unet, scheduler, log = train_ddpm(
         images, labels, len(class_names), **config.ddpm.model_dump(), seed=runtime.seed,
-        device=runtime.torch_device, log=context.log.info)
+        device=runtime.torch_device, log=context.log.info, checkpoint_dir=checkpoints)
     info = {"backend": config.backend, "source": "trained", "settings": config.ddpm.model_dump(),
             "n_classes": len(class_names), "classes": class_names,
             "image_shape": list(images.shape[1:]), "n_train": len(images), "seed": runtime.seed,
             "final_loss": log.losses[-1][1], "train_seconds": round(log.seconds, 2)}
     with store.publish_dir("generator") as directory:
         record = save_generator(directory, unet, scheduler, info)
+    remove_checkpoint(checkpoints)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.path("generator"))),
