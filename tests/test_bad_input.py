@@ -65,6 +65,9 @@ def _assert_one_clean_line(err: str, *names: str) -> str:
     ("real_images", {"source": "mnist"}, ["real_images.source = 'mnist'", "'digits'"]),
     ("synthetic_shards", {"scheduler": "euler"}, ["synthetic_shards.scheduler = 'euler'"]),
     ("filtered_set", {"threshold": "high"}, ["filtered_set.threshold = 'high'"]),
+    ("generator", {"ddpm": {"train_steps": 10}},
+     ["generator.ddpm.train_steps = 10", "greater than or equal to 20"]),
+    ("generator", {"ddpm": {"checkpoint_every": -1}}, ["generator.ddpm.checkpoint_every = -1"]),
 ])
 def test_params_errors_exit_2_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           section: str, values: dict, names: list[str]) -> None:
