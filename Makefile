@@ -27,6 +27,7 @@ test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
 bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
 	$(BIN)/python benchmarks/import_time.py
 	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/generation_memory.py
 	$(BIN)/python benchmarks/distillation.py
 	$(BIN)/python benchmarks/distillation_methods.py
 	$(BIN)/python benchmarks/text2image_throughput.py --size tiny --height 32 --width 32 --steps 10

@@ -101,7 +101,7 @@ def test_imagefolder_source_runs_through_the_graph(tmp_path: Path) -> None:
     assert result.success
     events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
     assert events["real_images"].materialization.metadata["skipped"].value == {
-        "unreadable image": 1}
+        "unrecognised image format": 1}
     rows = list(wds.WebDataset(str(Path(config.store.root) / "synthetic_shards" /
                                    "shard-00000.tar"), shardshuffle=False))
     assert len(rows) == 12 and decode_png(rows[0]["png"]).shape == (8, 8, 3)

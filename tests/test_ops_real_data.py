@@ -53,7 +53,9 @@ def test_imagefolder_reads_any_mode_and_counts_what_it_skips(tmp_path: Path) -> 
     assert data.class_names == ["cat", "dog"]
     assert data.images.shape == (5, 8, 8, 3)
     assert data.labels.tolist() == [0, 0, 1, 1, 1]
-    assert dict(data.skipped) == {"empty file": 1, "unreadable image": 1, "not an image file": 1}
+    assert dict(data.skipped) == {"empty file": 1, "unrecognised image format": 1,
+                                  "not an image file": 1}
+    assert dict(data.converted) == {"RGBA": 1, "CMYK": 1, "I;16": 1}
     transparent = data.images[data.sources.index("dog/transparent.png")]
     assert transparent.min() == 255  # fully transparent composites onto white
     deep = data.images[data.sources.index("dog/deep.png")]

@@ -58,8 +58,8 @@ def test_failed_write_leaves_nothing_that_looks_finished(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-def test_rewrite_that_fails_removes_the_stale_sidecar(tmp_path: Path) -> None:
-    write_shard(tmp_path / "a.tar", _samples(3))
+def test_rewrite_that_fails_keeps_the_previous_shard_whole(tmp_path: Path) -> None:
+    previous = write_shard(tmp_path / "a.tar", _samples(3))
 
     def exploding():
         yield from _samples(1)
@@ -67,8 +67,9 @@ def test_rewrite_that_fails_removes_the_stale_sidecar(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         write_shard(tmp_path / "a.tar", exploding())
-    assert read_shard_info(tmp_path / "a.tar") is None
-    assert finished_shards(tmp_path) == []
+    assert read_shard_info(tmp_path / "a.tar") == previous
+    assert verify_shard(tmp_path / "a.tar") == []
+    assert finished_shards(tmp_path) == [tmp_path / "a.tar"]
 
 
 def test_verify_detects_a_corrupted_byte(tmp_path: Path) -> None:

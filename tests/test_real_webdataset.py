@@ -52,7 +52,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
     dataset = load_webdataset(str(root), 8, 3, CLASSES)
     assert len(dataset.labels) == 6
     assert dict(dataset.skipped) == {"sample without a label": 1, "label is not an integer": 1,
-                                     "label not in class_names": 1, "unreadable image": 1,
+                                     "label not in class_names": 1, "unrecognised image format": 1,
                                      "sample without an image": 1}
 
 

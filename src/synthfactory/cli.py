@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="shard range FIRST...LAST for synthetic_shards (default: all shards)")
     args = parser.parse_args(argv)
     try:
-        return run_command(Path(args.params), args.select, args.partitions)
+        return run_command(Path(args.params), args.select, args.partitions, debug=args.debug)
     except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
@@ -38,14 +38,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
-def run_command(params_path: Path, select: str, partitions: str | None) -> int:
-    """Materialize the selection; print what ran, how long it took and where outputs are."""
+def run_command(params_path: Path, select: str, partitions: str | None, debug: bool = False) -> int:
+    """Materialize the selection; print what ran, how long it took and where outputs are.
+
+    Returns 0 on success, 2 when a step failed on bad input (its message printed on one line),
+    1 when it failed otherwise. Tracebacks are shown only with `debug`.
+    """
     import dagster as dg
 
-    from synthfactory.definitions import build_definitions
+    from synthfactory.console import concise_console, failure_line, step_failures
     from synthfactory.params import load_params
 
     config = load_params(params_path)
+    # Importing the definitions module builds its `defs` from the file this variable names (else
+    # ./params.yaml): it must be the same file, or a run from another directory fails on a file
+    # it was not asked to read.
+    os.environ["SYNTHFACTORY_PARAMS"] = str(params_path.resolve())
+    from synthfactory.definitions import build_definitions
+
     defs = build_definitions(config)
     graph = defs.resolve_asset_graph()
     names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
@@ -65,16 +75,27 @@ def run_command(params_path: Path, select: str, partitions: str | None) -> int:
         tags = {"dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last}
     started = time.perf_counter()
+    # What dg.materialize does, plus the choice of console logger (Dagster's own with --debug).
+    job = dg.Definitions(
+        jobs=[dg.define_asset_job("synthfactory_run", selection=list(keys))],
+        assets=list(defs.assets), resources=defs.resources,
+        loggers=None if debug else {"console": concise_console},
+    ).resolve_job_def("synthfactory_run")
     with _instance() as instance:
-        result = dg.materialize(list(defs.assets), selection=list(keys), resources=defs.resources,
-                                instance=instance, tags=tags, raise_on_error=False,
-                                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+        result = job.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     seconds = time.perf_counter() - started
     _print_summary(result, seconds, config.store.root, config.params.eval_report.output_dir)
     report_dir = Path(config.params.eval_report.output_dir)
     if result.success and dg.AssetKey("eval_report") in keys:
         _print_arm_table(report_dir / "metrics.json")
-    return 0 if result.success else 1
+    if result.success:
+        return 0
+    failures = step_failures(result)
+    for failure in failures:
+        print(f"synthfactory: error: {failure_line(failure)}", file=sys.stderr)
+    return EXIT_BAD_INPUT if failures and all(f.bad_input for f in failures) else 1
 
 
 def _partition_range(spec: str | None, all_shards: Sequence[str]) -> tuple[str, str]:

@@ -134,12 +134,15 @@ class DdpmParams(Section):
     """Training settings of the embedded class-conditional DDPM."""
 
     widths: list[int] = [32, 64]
-    train_steps: int = Field(default=1200, gt=0)
+    # At least 20: the one-cycle learning-rate schedule needs a warm-up of 10% (torch divides by
+    # zero at exactly 10 steps).
+    train_steps: int = Field(default=1200, ge=20)
     batch_size: int = Field(default=128, gt=0)
     learning_rate: float = Field(default=3e-3, gt=0.0)
     cfg_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     ema_decay: float = Field(default=0.995, ge=0.0, lt=1.0)
     num_train_timesteps: int = Field(default=1000, gt=1)
+    checkpoint_every: int = Field(default=200, ge=0)  # steps between checkpoints; 0: none
 
     @field_validator("widths")
     @classmethod

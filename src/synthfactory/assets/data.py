@@ -40,6 +40,9 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
         train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
     for reason, count in dataset.skipped.items():
         context.log.warning(f"real_images: skipped {count} file(s): {reason}")
+    for mode, count in dataset.converted.items():
+        context.log.warning(f"real_images: converted {count} image(s) from mode {mode} to "
+                            f"{'L' if channels == 1 else 'RGB'}")
     few_shot = (None if config.few_shot is None
                 else few_shot_subset(dataset.labels, train, config.few_shot, runtime.seed))
     info = {"source": config.source, "root": config.root, "resolution": config.resolution,
@@ -54,6 +57,7 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "path": dg.MetadataValue.path(str(store.path("real_images"))),
             "n_train": len(train), "n_test": len(test), "n_classes": len(dataset.class_names),
             "skipped": dict(manifest["skipped"]),
+            "converted": dict(manifest["converted"]),
             "per_class": dg.MetadataValue.md(_counts_table(counts)),
             "shards": len(manifest["shards"]),
             "n_few_shot": 0 if few_shot is None else len(few_shot),

@@ -126,8 +126,9 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
         "arms": arms,
         "filter": {key: value for key, value in filter_summary.items()
                    if key not in {"shard_digests"}},
+        # Wall time stays out: the same params must give the same metrics.json, byte for byte.
         "distillation": {key: value for key, value in distill_summary.items()
-                         if key != "history"} | {
+                         if key not in {"history", "seconds"}} | {
             "matching_loss": {k: distill_summary["history"].get(k)
                               for k in ("initial_loss", "final_loss")}
             if distill_summary["history"] else None},

@@ -10,8 +10,8 @@ import dagster as dg
 from synthfactory.ops.atomic import GENERATOR_JSON, dumps_json
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
 from synthfactory.ops.real_data import read_classes, read_image_shape, read_training_images
-from synthfactory.ops.shards import write_shard
-from synthfactory.params import Params
+from synthfactory.ops.shards import read_shard_info, shard_is_current, write_shard
+from synthfactory.params import Params, config_digest
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -47,20 +47,24 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
                       "lora": str(record["lora"]["path"]) if record["lora"] else "none"},
             data_version=dg.DataVersion(record["digest"][:16]))
 
+    from synthfactory.ops.checkpoint import remove_checkpoint
     from synthfactory.ops.ddpm import save_generator, train_ddpm  # torch: imported per step
 
     real_dir = store.require("real_images")
     images, labels, _ = read_training_images(real_dir)
     class_names = read_classes(real_dir)
+    # Checkpoints live beside the outputs, under a hidden name; a rerun after a crash resumes.
+    checkpoints = store.path(".checkpoints", "generator")
     unet, scheduler, log = train_ddpm(
         images, labels, len(class_names), **config.ddpm.model_dump(), seed=runtime.seed,
-        device=runtime.torch_device, log=context.log.info)
+        device=runtime.torch_device, log=context.log.info, checkpoint_dir=checkpoints)
     info = {"backend": config.backend, "source": "trained", "settings": config.ddpm.model_dump(),
             "n_classes": len(class_names), "classes": class_names,
             "image_shape": list(images.shape[1:]), "n_train": len(images), "seed": runtime.seed,
             "final_loss": log.losses[-1][1], "train_seconds": round(log.seconds, 2)}
     with store.publish_dir("generator") as directory:
         record = save_generator(directory, unet, scheduler, info)
+    remove_checkpoint(checkpoints)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.path("generator"))),
@@ -114,14 +118,27 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         for key in context.partition_keys:
             batch = shard_slice(records, key, config.shard_size)
             shard_started = time.perf_counter()
+            tar_path = store.path("synthetic_shards", f"shard-{key}.tar")
+            # The records carry the seeds: with the generator digest and the stored shape they
+            # fix the shard's bytes.
+            extra = {"generator_digest": model.digest,
+                     "params_digest": params.digest("prompts", "synthetic_shards"),
+                     "records_digest": config_digest([r.to_json() for r in batch]),
+                     "image_shape": list(image_shape)}
+            if shard_is_current(tar_path, extra):  # finished before a crash: same bytes again
+                info = read_shard_info(tar_path)
+                context.log.info(f"shard {key}: already finished from the same inputs, kept")
+                written.append({"shard": key, "count": info.count, "sha256": info.sha256,
+                                "seconds": 0.0, "reused": True})
+                continue
             shard_problems: Counter[str] = Counter()
             info = write_shard(
-                store.path("synthetic_shards", f"shard-{key}.tar"),
+                tar_path,
                 generate_samples(model, batch, batch_size=config.batch_size, settings=settings,
                                  bad_images=config.bad_images, max_attempts=config.max_attempts,
                                  counts=shard_problems, image_shape=image_shape),
-                extra={"generator_digest": model.digest, "bad_images": dict(shard_problems),
-                       "params_digest": params.digest("prompts", "synthetic_shards")})
+                # The counter fills while the samples are written; the sidecar is written after.
+                extra={**extra, "bad_images": shard_problems})
             seconds = time.perf_counter() - shard_started
             context.log.info(f"shard {key}: {info.count} images in {seconds:.1f}s "
                              f"({info.count / seconds:.1f} images/s)")
@@ -129,7 +146,7 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
                 context.log.warning(f"shard {key}: bad generated images {dict(shard_problems)}")
             problems.update(shard_problems)
             written.append({"shard": key, "count": info.count, "sha256": info.sha256,
-                            "seconds": round(seconds, 2)})
+                            "seconds": round(seconds, 2), "reused": False})
         seconds = time.perf_counter() - started
         n_images = sum(shard["count"] for shard in written)
         metadata: dict[str, object] = {

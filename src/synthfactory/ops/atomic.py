@@ -1,10 +1,13 @@
 """Atomic publication of files and directories: write a temporary sibling, then rename.
 
 A crashed run leaves at most a `.tmp-*` sibling behind, never something under its final name.
+A write that runs out of space fails with `DiskFullError`, naming the path, and the previous
+output under the final name stays as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +19,23 @@ from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
+# Write errors that mean "no room": a full disk, a full quota, a file-size limit (RLIMIT_FSIZE).
+_NO_ROOM = {errno.ENOSPC: "the disk is full (no space left on device)",
+            errno.EDQUOT: "the disk quota is exhausted",
+            errno.EFBIG: "the file size limit was reached (EFBIG)"}
+
+
+class DiskFullError(OSError):
+    """Publishing an output ran out of space; the message names the path and what to do."""
+
+
+def _no_room(error: OSError, final: Path) -> OSError:
+    """`error` as a `DiskFullError` naming `final` when it means "no room", else `error` itself."""
+    if isinstance(error, DiskFullError) or error.errno not in _NO_ROOM:
+        return error
+    return DiskFullError(error.errno, f"cannot write {final}: {_NO_ROOM[error.errno]}; free space "
+                         f"under {final.parent} and run again (the previous {final.name}, if "
+                         "any, is untouched)")
 
 
 # The record a `generator` directory holds, whatever its backend (written last).
@@ -27,16 +47,35 @@ def temp_sibling(final: Path) -> Path:
     return final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}")
 
 
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Delete the temporaries a killed writer of `final` left behind; return what was removed.
+
+    Only `final`'s own temporaries go, so writers of other files in the same directory (other
+    partitions, written in parallel) are not disturbed.
+    """
+    removed = []
+    for stale in final.parent.glob(f"{TEMP_PREFIX}{final.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 @contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success fsync it and rename it onto `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     temp = temp_sibling(final)
     try:
         yield temp
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
+    except OSError as error:
+        raise _no_room(error, final) from error
     finally:
         temp.unlink(missing_ok=True)
 
@@ -48,10 +87,14 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     The previous `final` (if any) stays in place until the new one is complete.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     temp = temp_sibling(final)
     temp.mkdir()
     try:
-        yield temp
+        try:
+            yield temp
+        except OSError as error:
+            raise _no_room(error, final) from error
         if final.exists():
             retired = temp_sibling(final)
             os.replace(final, retired)

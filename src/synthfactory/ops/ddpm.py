@@ -9,6 +9,7 @@ the weights for sampling (on a dataset this small, EMA weights give far cleaner 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from synthfactory.ops.atomic import GENERATOR_JSON, dumps_json, sha256_tree
+from synthfactory.ops.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from synthfactory.ops.prompts import PromptRecord
 from synthfactory.ops.samplers import DEFAULT, SamplerSettings, build_sampler
 from synthfactory.ops.seeds import derive_seed
@@ -51,11 +53,22 @@ class TrainingLog:
 def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths: Sequence[int],
                train_steps: int, batch_size: int, learning_rate: float, cfg_dropout: float,
                ema_decay: float, num_train_timesteps: int, seed: int, device: torch.device,
-               log: Callable[[str], None] | None = None,
-               log_every: int = 100) -> tuple[UNet2DModel, DDPMScheduler, TrainingLog]:
-    """Train the class-conditional DDPM on uint8 images; return its EMA weights and scheduler."""
+               log: Callable[[str], None] | None = None, log_every: int = 100,
+               checkpoint_every: int = 0, checkpoint_dir: Path | None = None,
+               ) -> tuple[UNet2DModel, DDPMScheduler, TrainingLog]:
+    """Train the class-conditional DDPM on uint8 images; return its EMA weights and scheduler.
+
+    With `checkpoint_dir` and `checkpoint_every > 0`, the whole training state (weights, EMA,
+    optimizer, learning-rate schedule, RNG, loss log) is saved every `checkpoint_every` steps,
+    and a later call with the same data and settings resumes from it: the result is the same,
+    bit for bit, as an uninterrupted run.
+    """
     if len(images) == 0:
         raise ValueError("cannot train the generator on an empty training split")
+    fingerprint = _fingerprint(images, labels, n_classes, seed, widths=list(widths),
+                               train_steps=train_steps, batch_size=batch_size,
+                               learning_rate=learning_rate, cfg_dropout=cfg_dropout,
+                               ema_decay=ema_decay, num_train_timesteps=num_train_timesteps)
     torch_rng = torch.Generator().manual_seed(derive_seed(seed, "generator", "train"))
     torch.manual_seed(derive_seed(seed, "generator", "init"))
     unet = build_unet(images.shape[1], images.shape[3], n_classes, widths).to(device)
@@ -68,9 +81,17 @@ def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths
     data = to_model_space(images)
     targets = torch.from_numpy(labels).long()
     losses: list[tuple[int, float]] = []
+    first_step = 0
+    resumed = None if checkpoint_dir is None else load_checkpoint(checkpoint_dir, fingerprint)
+    if resumed is not None:
+        first_step = _restore(resumed, unet, ema, optimizer, schedule, torch_rng)
+        losses = [(int(step), float(loss)) for step, loss in resumed.state["losses"]]
+        if log is not None:
+            log(f"generator training: resuming from the checkpoint at step "
+                f"{first_step}/{train_steps} in {checkpoint_dir}")
     started = time.perf_counter()
     unet.train()
-    for step in range(train_steps):
+    for step in range(first_step, train_steps):
         batch = torch.randint(0, len(data), (batch_size,), generator=torch_rng)
         clean = data[batch]
         classes = targets[batch].clone()
@@ -94,7 +115,61 @@ def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths
             if log is not None:
                 log(f"generator training step {step + 1}/{train_steps}: loss {losses[-1][1]:.4f}, "
                     f"{time.perf_counter() - started:.0f}s")
+        done = step + 1
+        if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0 \
+                and done < train_steps:
+            save_checkpoint(checkpoint_dir, fingerprint,
+                            _snapshot(done, unet, ema, optimizer, schedule, torch_rng, losses))
     return ema, scheduler, TrainingLog(losses=losses, seconds=time.perf_counter() - started)
+
+
+def _fingerprint(images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int,
+                 **settings: Any) -> str:
+    """What a checkpoint was trained on: data bytes, labels, classes, seed and settings."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels).astype(np.int64).tobytes())
+    digest.update(json.dumps({"shape": list(images.shape), "n_classes": n_classes, "seed": seed,
+                              **settings}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _snapshot(step: int, unet: UNet2DModel, ema: UNet2DModel, optimizer: torch.optim.Optimizer,
+              schedule: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator,
+              losses: list[tuple[int, float]]) -> Checkpoint:
+    """The training state after `step` steps, as tensors and JSON."""
+    tensors = {f"unet/{k}": v for k, v in unet.state_dict().items()}
+    tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
+    tensors["rng"] = rng.get_state()
+    optimizer_state = optimizer.state_dict()
+    for index, moments in optimizer_state["state"].items():
+        tensors.update({f"optimizer/{index}/{name}": value for name, value in moments.items()})
+    return Checkpoint(step=step, tensors=tensors, state={
+        "losses": [list(pair) for pair in losses], "schedule": schedule.state_dict(),
+        "param_groups": optimizer_state["param_groups"]})
+
+
+def _restore(checkpoint: Checkpoint, unet: UNet2DModel, ema: UNet2DModel,
+             optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+             rng: torch.Generator) -> int:
+    """Load a snapshot into freshly built training objects; return the step to continue from."""
+    tensors = checkpoint.tensors
+    unet.load_state_dict({k.removeprefix("unet/"): v for k, v in tensors.items()
+                          if k.startswith("unet/")})
+    ema.load_state_dict({k.removeprefix("ema/"): v for k, v in tensors.items()
+                         if k.startswith("ema/")})
+    rng.set_state(tensors["rng"])
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer/"):
+            _, index, key = name.split("/")
+            moments.setdefault(int(index), {})[key] = value
+    groups = checkpoint.state["param_groups"]
+    for group in groups:
+        group["betas"] = tuple(group["betas"])  # JSON made the tuple a list
+    optimizer.load_state_dict({"state": moments, "param_groups": groups})
+    schedule.load_state_dict(checkpoint.state["schedule"])
+    return checkpoint.step
 
 
 def save_generator(directory: Path, unet: UNet2DModel, scheduler: DDPMScheduler,

@@ -71,7 +71,10 @@ class ClipJudge:
 
         self.model = CLIPModel.from_pretrained(path, use_safetensors=True, local_files_only=True)
         self.model = self.model.to(device).eval().requires_grad_(False)
-        self.processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
+        # A processor has no weights; use_safetensors keeps every from_pretrained call uniform
+        # (the source scan in tests/test_untrusted.py requires it everywhere).
+        self.processor = CLIPProcessor.from_pretrained(path, local_files_only=True,
+                                                       use_safetensors=True)
         self.device = device
         self.batch_size = batch_size
         self.class_embeddings: torch.Tensor | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -178,9 +179,14 @@ def check_class_names(class_names: Sequence[str]) -> None:
     for name in class_names:
         if not name.strip():
             raise ValueError(f"class name {name!r} is empty; every class needs a name")
-    duplicates = sorted({name for name in class_names if list(class_names).count(name) > 1})
+    # Compared in Unicode normal form: 'é' typed and 'é' pasted are different code points that
+    # look the same, and would be two labels no one can tell apart in the report.
+    normal = [unicodedata.normalize("NFC", name) for name in class_names]
+    duplicates = sorted({name for name, key in zip(class_names, normal, strict=True)
+                         if normal.count(key) > 1})
     if duplicates:
-        raise ValueError(f"class names {duplicates} appear more than once; names must be distinct")
+        raise ValueError(f"class names {duplicates} appear more than once (compared in Unicode "
+                         "NFC form); rename them so every class is distinct")
 
 
 def shard_count(n_records: int, shard_size: int) -> int:

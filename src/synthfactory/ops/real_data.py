@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,6 +22,8 @@ from synthfactory.ops.shards import Sample, finished_shards, load_arrays, write_
 
 CLASSES_JSON = "classes.json"
 MANIFEST_JSON = "manifest.json"
+# Modes stored as they are; any other mode (CMYK, 16-bit, alpha, palette, ...) is converted.
+NATIVE_MODES = {"L", "RGB"}
 
 SOURCES = ("digits", "imagefolder", "webdataset")
 WEBDATASET_IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
@@ -38,6 +40,7 @@ class RealDataset:
     class_names: list[str]
     sources: list[str]
     skipped: Counter[str] = field(default_factory=Counter)
+    converted: Counter[str] = field(default_factory=Counter)  # source mode -> images converted
 
 
 def list_classes(source: str, root: str | None, class_names: list[str] | None = None) -> list[str]:
@@ -67,6 +70,7 @@ def _imagefolder_classes(root: Path) -> list[str]:
     if not classes:
         raise ValueError(f"real_images.root {str(root)!r} has no class folders: expected "
                          "<root>/<class_name>/<image files>")
+    check_class_names(classes)  # blank or look-alike folder names fail here, not in a step
     return classes
 
 
@@ -128,12 +132,14 @@ def load_webdataset(root: str, resolution: int, channels: int,
 
     A sample is the members sharing a key (`<key>.<ext>`); the image is its png/jpg/jpeg/webp/bmp
     member, the label its `.cls` (an integer) or `.json` (`label` integer or `class_name`).
-    Undecodable images, samples without image or label, and labels outside `class_names` are
-    skipped and counted; a class left with no image is an error.
+    Samples without image or label, labels outside `class_names` and images `decode_image`
+    refuses are skipped and counted per reason; other modes are converted and counted; a class
+    left with no image is an error.
     """
     index = {name: label for label, name in enumerate(class_names)}
     images, labels, sources = [], [], []
     skipped: Counter[str] = Counter()
+    converted: Counter[str] = Counter()
     for tar_path in resolve_shards(root):
         for key, parts in _tar_samples(tar_path):
             image_ext = next((ext for ext in WEBDATASET_IMAGE_EXTENSIONS if ext in parts), None)
@@ -144,14 +150,17 @@ def load_webdataset(root: str, resolution: int, channels: int,
             if label is None:
                 skipped[reason] += 1
                 continue
-            try:
-                with Image.open(io.BytesIO(parts[image_ext])) as image:
-                    image.load()
-                    images.append(to_square(image, resolution, channels))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                    Image.DecompressionBombError):
-                skipped["unreadable image"] += 1
+            if not parts[image_ext]:
+                skipped["empty file"] += 1
                 continue
+            reason, decoded = decode_image(io.BytesIO(parts[image_ext]), resolution, channels)
+            if decoded is None:
+                skipped[str(reason)] += 1
+                continue
+            array, mode = decoded
+            if mode not in NATIVE_MODES:
+                converted[mode] += 1
+            images.append(array)
             labels.append(label)
             sources.append(f"{tar_path.name}:{key}")
     counts = Counter(labels)
@@ -160,7 +169,8 @@ def load_webdataset(root: str, resolution: int, channels: int,
         raise ValueError(f"classes {empty[:5]} have no readable image in real_images.root "
                          f"{root!r}; check the labels or real_images.class_names")
     return RealDataset(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
-                       class_names=list(class_names), sources=sources, skipped=skipped)
+                       class_names=list(class_names), sources=sources, skipped=skipped,
+                       converted=converted)
 
 
 def _tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -229,7 +239,8 @@ def concatenate(first: RealDataset, second: RealDataset) -> RealDataset:
     return RealDataset(images=np.concatenate([first.images, second.images]),
                        labels=np.concatenate([first.labels, second.labels]),
                        class_names=first.class_names, sources=first.sources + second.sources,
-                       skipped=first.skipped + second.skipped)
+                       skipped=first.skipped + second.skipped,
+                       converted=first.converted + second.converted)
 
 
 def load_digits(resolution: int, channels: int) -> RealDataset:
@@ -249,7 +260,11 @@ def load_imagefolder(root: str, resolution: int, channels: int,
     """Every readable image under `<root>/<class>/`, resized; unreadable files are counted, skipped.
 
     `class_names` picks (and orders) the class folders; by default every sub-folder, sorted.
-    A class left with no readable image is an error: it could never be evaluated.
+    Skipped, counted per reason: files without an image extension, empty files, files no decoder
+    recognises, corrupt or truncated images, and images over `PIL.Image.MAX_IMAGE_PIXELS` pixels
+    (decompression bombs: checked from the header, before decoding). Images in other modes (CMYK,
+    16-bit, alpha, palette) are converted and counted per mode in `converted`. A class left with
+    no readable image is an error: it could never be evaluated.
     """
     root_path = Path(root)
     available = _imagefolder_classes(root_path)
@@ -260,30 +275,63 @@ def load_imagefolder(root: str, resolution: int, channels: int,
                          f"real_images.root {root!r}")
     images, labels, sources = [], [], []
     skipped: Counter[str] = Counter()
+    converted: Counter[str] = Counter()
     for label, name in enumerate(class_names):
         found = 0
+        class_skipped: Counter[str] = Counter()
         for path in sorted(p for p in (root_path / name).rglob("*") if p.is_file()):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped["not an image file"] += 1
+            reason, image = _read_image(path, resolution, channels)
+            if reason is not None:
+                class_skipped[reason] += 1
                 continue
-            if path.stat().st_size == 0:
-                skipped["empty file"] += 1
-                continue
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(to_square(image, resolution, channels))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                    Image.DecompressionBombError):
-                skipped["unreadable image"] += 1
-                continue
+            array, mode = image
+            if mode not in NATIVE_MODES:
+                converted[mode] += 1
+            images.append(array)
             labels.append(label)
             sources.append(path.relative_to(root_path).as_posix())
             found += 1
+        skipped.update(class_skipped)
         if found == 0:
-            raise ValueError(f"class {name!r} under real_images.root {root!r} has no readable image")
+            why = ", ".join(f"{count} {reason}" for reason, count in sorted(class_skipped.items()))
+            raise ValueError(f"class {name!r} under real_images.root {root!r} has no readable image"
+                             f" (skipped: {why or 'no files'}): add images to it or remove the "
+                             "folder")
     return RealDataset(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
-                       class_names=class_names, sources=sources, skipped=skipped)
+                       class_names=class_names, sources=sources, skipped=skipped,
+                       converted=converted)
+
+
+def _read_image(path: Path, resolution: int,
+                channels: int) -> tuple[str, None] | tuple[None, tuple[np.ndarray, str]]:
+    """(reason, None) for a file to skip, else (None, (resized image, source mode))."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return "not an image file", None
+    if path.stat().st_size == 0:
+        return "empty file", None
+    return decode_image(path, resolution, channels)
+
+
+def decode_image(source: Path | IO[bytes], resolution: int,
+                 channels: int) -> tuple[str, None] | tuple[None, tuple[np.ndarray, str]]:
+    """Decode an image file or stream: (reason, None) to skip it, else (None, (image, mode)).
+
+    Reasons: `too large` (over `PIL.Image.MAX_IMAGE_PIXELS`, checked from the header before
+    decoding), `unrecognised image format`, `corrupt image`.
+    """
+    try:
+        with Image.open(source) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > Image.MAX_IMAGE_PIXELS:
+                return "too large", None
+            image.load()
+            return None, (to_square(image, resolution, channels), image.mode)
+    except Image.DecompressionBombError:
+        return "too large", None
+    except UnidentifiedImageError:
+        return "unrecognised image format", None
+    except (OSError, SyntaxError, ValueError):  # what PIL raises on truncated or corrupt data
+        return "corrupt image", None
 
 
 def to_square(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
@@ -369,6 +417,7 @@ def write_real_images(directory: Path, dataset: RealDataset, train: np.ndarray, 
         "counts": counts,
         "shards": shards,
         "skipped": dict(sorted(dataset.skipped.items())),
+        "converted": dict(sorted(dataset.converted.items())),
         "few_shot_keys": None if few_shot is None else [_key("train", i) for i in few_shot],
         "digest": digest_of_digests([shard["sha256"] for shard in shards]),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from synthfactory.ops.atomic import atomic_file, dumps_json, sha256_file, write_
 # Fixed tar metadata: the same samples always give the same bytes.
 _TAR_MTIME = 0
 _PNG_COMPRESS_LEVEL = 6
+# The ustar format (plain, portable tars) holds member names of at most 100 bytes.
+_MAX_MEMBER_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ def write_tar(path: Path, samples: Iterable[Sample]) -> list[str]:
             if "." in sample.key or "/" in sample.key or not sample.key:
                 raise ValueError(f"sample key {sample.key!r} must be non-empty without '.' or '/' "
                                  "(WebDataset splits member names at the first dot)")
+            if len(f"{sample.key}.json".encode()) > _MAX_MEMBER_NAME:
+                raise ValueError(f"sample key {sample.key!r} is too long for a tar member name: "
+                                 f"at most {_MAX_MEMBER_NAME - 5} bytes in UTF-8")
             _add_member(tar, f"{sample.key}.png", encode_png(sample.image))
             _add_member(tar, f"{sample.key}.json", dumps_json(sample.meta).encode())
             _add_member(tar, f"{sample.key}.cls", str(sample.label).encode())
@@ -104,17 +110,35 @@ def write_shard(tar_path: Path, samples: Iterable[Sample],
                 extra: dict[str, Any] | None = None) -> ShardInfo:
     """Atomically publish a shard: the tar under a temporary name, renamed, then its sidecar.
 
-    A previous sidecar is removed first, so an interrupted rewrite never pairs new bytes with an
+    A previous shard stays finished (tar and sidecar) until the new tar is complete on disk: a
+    rewrite that fails (a crash in the generator, a full disk) leaves the previous good shard in
+    place. Its sidecar is removed just before the rename, so new bytes are never paired with an
     old sidecar.
     """
     sidecar = sidecar_path(tar_path)
-    sidecar.unlink(missing_ok=True)
     with atomic_file(tar_path) as temp:
         keys = write_tar(temp, samples)
+        with open(temp, "rb") as handle:  # the new bytes are on disk before the old shard goes
+            os.fsync(handle.fileno())
+        sidecar.unlink(missing_ok=True)
     info = ShardInfo(name=tar_path.name, count=len(keys), sha256=sha256_file(tar_path), keys=keys,
                      extra=extra or {})
     write_json_atomic(sidecar, info.to_json())
     return info
+
+
+def shard_is_current(tar_path: Path, extra: dict[str, Any]) -> bool:
+    """True when the shard is finished, intact, and was written from exactly these inputs.
+
+    `extra` is what `write_shard` would record (generator and inputs digests): a shard whose
+    sidecar carries the same values and whose bytes still match it need not be written again,
+    because writing it again would give the same bytes. This is how a rerun after a crash
+    completes only the missing shards.
+    """
+    info = read_shard_info(tar_path)
+    if info is None or any(info.extra.get(key) != value for key, value in extra.items()):
+        return False
+    return verify_shard(tar_path) == []
 
 
 def read_shard_info(tar_path: Path) -> ShardInfo | None:
