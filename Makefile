@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The project's Dagster instance (gpu pool limit, run monitoring, telemetry off), unless the
+# caller has one.
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
 .PHONY: run test test-e2e bench dev lint clean
 

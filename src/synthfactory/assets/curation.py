@@ -12,6 +12,7 @@ from synthfactory.ops.arms import (FILTER_MANIFEST, SUMMARY_JSON, filtered_arm, 
 from synthfactory.ops.atomic import digest_of_digests, dumps_json, sha256_file
 from synthfactory.ops.real_data import read_classes, read_split
 from synthfactory.ops.shards import Sample, read_shard_info, write_shard
+from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -21,7 +22,7 @@ JUDGE_JSON = "judge.json"
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
-          deps=["real_images"])
+          op_tags=GPU_OP_TAGS, deps=["real_images"])
 def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
           runtime: TorchRuntime) -> dg.MaterializeResult:
     """The model that scores synthetic images: a ConvNet trained on the real train split.
@@ -58,7 +59,7 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
 
 
 @dg.asset(group_name="curation", kinds={"json"}, code_version="1", pool="gpu",
-          deps=["synthetic_shards", "judge"])
+          op_tags=GPU_OP_TAGS, deps=["synthetic_shards", "judge"])
 def filtered_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                  runtime: TorchRuntime) -> dg.MaterializeResult:
     """Which synthetic samples are kept, and why: no image copies, one record per sample.
@@ -113,7 +114,7 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "webdataset"}, code_version="1", pool="gpu",
-          deps=["filtered_set", "judge"])
+          op_tags=GPU_OP_TAGS, deps=["filtered_set", "judge"])
 def distilled_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                   runtime: TorchRuntime) -> dg.MaterializeResult:
     """A small set of `ipc` images per class distilled from the filtered set.

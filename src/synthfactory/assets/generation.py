@@ -9,13 +9,14 @@ import dagster as dg
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
 from synthfactory.ops.real_data import read_classes, read_training_images
 from synthfactory.ops.shards import write_shard
+from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 
 @dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="1", pool="gpu",
-          deps=["real_images"])
+          op_tags=GPU_OP_TAGS, deps=["real_images"])
 def generator(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
               runtime: TorchRuntime) -> dg.MaterializeResult:
     """A diffusion model directory in diffusers format (safetensors) with `generator.json`.
@@ -63,7 +64,7 @@ def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefi
 
 def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="synthetic_shards", group_name="generation", kinds={"diffusers", "webdataset"},
-              code_version="1", pool="gpu", deps=["prompts", "generator"],
+              code_version="1", pool="gpu", op_tags=GPU_OP_TAGS, deps=["prompts", "generator"],
               partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run())
     def synthetic_shards(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                          runtime: TorchRuntime) -> dg.MaterializeResult:
