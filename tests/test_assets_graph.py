@@ -147,3 +147,19 @@ def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
     low = eval_report_accuracy_floor(params=Params(
         eval_report={"output_dir": report, "accuracy_floor": {"real": 1.0, "synthetic": 1.0}}))
     assert not low.passed and "below the accuracy floor" in low.description
+
+
+def test_ui_metadata_has_grids_counts_timings_and_paths(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    _, result = graph_run
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    shards = meta["synthetic_shards"]
+    assert shards["sample_grid"].value.count("data:image/png;base64,") == 1
+    assert "| 0 | 6 |" in shards["per_class"].value  # 6 images of class 0 over the 3 shards
+    assert shards["images_per_second"].value > 0 and shards["seconds"].value > 0
+    assert shards["generator_path"].value.endswith("generator")
+    for key in ("kept_grid", "rejected_grid"):
+        assert "data:image/png;base64," in meta["filtered_set"][key].value
+    assert "data:image/png;base64," in meta["distilled_set"]["grid"].value
+    assert "| 9 | 2 |" in meta["distilled_set"]["per_class"].value  # ipc 2

@@ -12,6 +12,7 @@ from synthfactory.ops.arms import (FILTER_MANIFEST, SUMMARY_JSON, filtered_arm, 
 from synthfactory.ops.atomic import digest_of_digests, dumps_json, sha256_file
 from synthfactory.ops.real_data import read_classes, read_split
 from synthfactory.ops.shards import Sample, read_shard_info, write_shard
+from synthfactory.assets.metadata import class_counts_md, image_grid_md
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
@@ -93,6 +94,7 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
             for record in records:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
         (directory / SUMMARY_JSON).write_text(dumps_json(summary))
+    kept = np.array([record["keep"] for record in records])
     low = {name: row["pass_rate"] for name, row in summary["per_class"].items()
            if row["pass_rate"] < params.filtered_set.min_pass_rate}
     if low:
@@ -107,6 +109,10 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
             "shards_used": len(data.sources),
             "reasons": dict(summary["reasons"]),
             "per_class": dg.MetadataValue.md(_pass_rate_table(summary)),
+            "kept_grid": image_grid_md(data.images[kept], data.labels[kept], class_names, "kept"),
+            "rejected_grid": image_grid_md(data.images[~kept], data.labels[~kept], class_names,
+                                           "rejected (grey: none rejected)"),
+            "shards_path": dg.MetadataValue.path(str(shards_dir)),
         },
         data_version=dg.DataVersion(digest_of_digests(
             [*shard_digests.values(), params.digest("filtered_set")])[:16]),
@@ -130,7 +136,8 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
 
     config = params.distilled_set
     source = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
-    n_classes = len(read_classes(store.require("real_images")))
+    class_names = read_classes(store.require("real_images"))
+    n_classes = len(class_names)
     model = load_classifier(store.require("judge", JUDGE_WEIGHTS), runtime.torch_device)
     seed = _seed(runtime, "distilled_set")
     started = time.perf_counter()
@@ -170,7 +177,11 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
         (directory / SUMMARY_JSON).write_text(dumps_json(summary))
     metadata = {"path": dg.MetadataValue.path(str(store.path("distilled_set"))),
                 "method": config.method, "ipc": config.ipc, "n_images": len(images),
-                "source_size": len(source.images), "seconds": round(seconds, 1)}
+                "source_size": len(source.images), "seconds": round(seconds, 1),
+                "per_class": class_counts_md(labels, class_names),
+                "grid": image_grid_md(images, labels, class_names,
+                                      f"{config.method}, {config.ipc} per class",
+                                      per_class=min(config.ipc, 10))}
     if history:
         metadata["matching_loss_initial"] = round(float(history["initial_loss"]), 4)
         metadata["matching_loss_final"] = round(float(history["final_loss"]), 4)

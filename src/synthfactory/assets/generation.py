@@ -9,6 +9,7 @@ import dagster as dg
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
 from synthfactory.ops.real_data import read_classes, read_training_images
 from synthfactory.ops.shards import write_shard
+from synthfactory.assets.metadata import shard_preview
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
@@ -105,6 +106,12 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
             "n_images": n_images, "seconds": round(seconds, 2),
             "images_per_second": round(n_images / seconds, 2),
             "generator_digest": model.digest,
+            "prompts_path": dg.MetadataValue.path(str(store.path("prompts", PROMPTS_FILE))),
+            "generator_path": dg.MetadataValue.path(str(store.path("generator"))),
+            **shard_preview([store.path("synthetic_shards", f"shard-{shard['shard']}.tar")
+                             for shard in written],
+                            [name for _, name in sorted({(r.class_id, r.class_name)
+                                                         for r in records})]),
         }
         # A data version names one partition's bytes; a multi-shard run reports digests instead.
         version = dg.DataVersion(written[0]["sha256"][:16]) if len(written) == 1 else None
