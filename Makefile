@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # caller has one.
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: run test test-e2e bench dev lint clean
+.PHONY: run test test-e2e bench dev lint clean browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## materialize the graph on params.yaml
 	$(BIN)/synthfactory run
 
-test: $(STAMP)  ## the fast, offline suite (CI runs this)
+test: $(STAMP) browser-deps  ## the fast, offline suite (CI runs this)
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium + chromedriver for tests/test_browser.py (no browser download). Installed
+# when missing and we are root with apt-get (CI); elsewhere the browser test is skipped with a
+# reason that names this target.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "browser-deps: chromium/chromedriver missing and not root: the browser test will be skipped (as root: make browser-deps)"; fi
 
 test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
