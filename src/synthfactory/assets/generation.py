@@ -93,6 +93,9 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
                                  scheduler=config.scheduler),
                 extra={"generator_digest": model.digest,
                        "params_digest": params.digest("prompts", "synthetic_shards")})
+            # With an object-store root: the tar, then its sidecar (what marks it finished).
+            store.push("synthetic_shards", f"shard-{key}.tar")
+            store.push("synthetic_shards", f"shard-{key}.json")
             seconds = time.perf_counter() - shard_started
             context.log.info(f"shard {key}: {info.count} images in {seconds:.1f}s "
                              f"({info.count / seconds:.1f} images/s)")
