@@ -32,4 +32,12 @@ def build_executor(config: ExecutorParams) -> dg.ExecutorDefinition:
     except ImportError:
         raise ValueError("executor.kind 'k8s' needs dagster-k8s: pip install 'dagster-k8s>=0.29,<0.30' "
                          "(or set executor.kind to multiprocess)") from None
-    return k8s_job_executor.configured({"max_concurrent": config.max_concurrent})
+    from dagster._config import process_config  # no public validator for executor config
+
+    k8s_config = {"max_concurrent": config.max_concurrent, **config.k8s}
+    checked = process_config(k8s_job_executor.config_schema.config_type, k8s_config)
+    if not checked.success:
+        problems = "; ".join(error.message for error in checked.errors)
+        raise ValueError(f"executor.k8s {config.k8s!r} is not valid k8s_job_executor config: {problems} "
+                         "(see deploy/k8s/params.yaml for a working example)")
+    return k8s_job_executor.configured(k8s_config)

@@ -259,6 +259,9 @@ class ExecutorParams(Section):
 
     kind: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
     max_concurrent: int = Field(default=2, gt=0)
+    # kind k8s only: the rest of dagster-k8s' `k8s_job_executor` config (job_namespace,
+    # env_secrets, step_k8s_config, …), checked against its schema when the executor is built.
+    k8s: dict[str, Any] = Field(default_factory=dict)
 
 
 def config_digest(value: Any) -> str:
