@@ -12,7 +12,9 @@ from synthfactory.params import ProjectConfig, parse_params
 
 TINY_PARAMS: dict[str, Any] = {
     "seed": 0,
-    "runtime": {"device": "cpu", "threads": 2},
+    # One torch thread: on the shared 2-core machines two threads contend with the step
+    # processes and other work and run many times slower.
+    "runtime": {"device": "cpu", "threads": 1},
     "prompts": {"images_per_class": 6, "guidance": [1.0, 2.0]},
     "generator": {"ddpm": {"widths": [16, 32], "train_steps": 30, "batch_size": 32}},
     "synthetic_shards": {"shard_size": 25, "steps": 4, "batch_size": 16},
