@@ -38,6 +38,7 @@ test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
 
 bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
 	$(BIN)/python benchmarks/import_time.py
+	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/generation_throughput.py
 	$(BIN)/python benchmarks/distillation.py
 	$(BIN)/python benchmarks/distillation_methods.py
