@@ -130,7 +130,7 @@ def test_two_machines_share_the_graph_through_the_object_store(s3_endpoint: str,
     options = {"endpoint_url": s3_endpoint, **CREDENTIALS}
 
     def config(machine: str) -> object:
-        raw = tiny_params(tmp_path / machine, runtime={"device": "cpu", "threads": 1})
+        raw = tiny_params(tmp_path / machine)
         raw["store"] = {"root": f"s3://{BUCKET}/graph", "cache": str(tmp_path / machine / "data"),
                         "storage_options": options}
         return parse_params(raw)
