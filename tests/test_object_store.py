@@ -107,6 +107,14 @@ def test_units_travel_between_two_caches(s3_endpoint: str, tmp_path: Path) -> No
     assert reader.require("model", "weights.bin").read_bytes() == b"v2"
     assert sorted(p.name for p in reader.path("model").iterdir()) == ["weights.bin"]
 
+    # A partitioned asset: one unit per file; a retracted unit leaves the readers' caches.
+    for name in ("part-0", "part-1"):
+        with writer.publish_file("parts", name) as temp:
+            temp.write_text(name)
+    assert sorted(p.name for p in reader.require("parts").iterdir()) == ["part-0", "part-1"]
+    writer.retract("parts", "part-1")
+    assert sorted(p.name for p in reader.require("parts").iterdir()) == ["part-0"]
+
     # Bytes that are not the committed ones (changed mid-read, edited by hand) fail loudly.
     _write(s3_endpoint, "units/model/weights.bin", b"tampered")
     (tmp_path / "machine-c").mkdir()

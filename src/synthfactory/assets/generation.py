@@ -87,6 +87,8 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         for key in context.partition_keys:
             batch = shard_slice(records, key, config.shard_size)
             shard_started = time.perf_counter()
+            # Other machines must not pair the old sidecar with the new tar while it uploads.
+            store.retract("synthetic_shards", f"shard-{key}.json")
             info = write_shard(
                 store.path("synthetic_shards", f"shard-{key}.tar"),
                 generate_samples(model, batch, batch_size=config.batch_size, steps=config.steps,

@@ -88,6 +88,14 @@ class RemoteMirror:
         _write_text_atomic(self._local_commit(unit), text)
         return commit
 
+    def retract(self, unit: str) -> None:
+        """Withdraw a unit's commit (its bytes stay until the next push): readers stop seeing it,
+        and caches drop it on their next pull of the directory above."""
+        self.fs.invalidate_cache()
+        if self.fs.exists(self._commit(unit)):
+            self.fs.rm(self._commit(unit))
+        self._local_commit(unit).unlink(missing_ok=True)
+
     def units(self, unit: str) -> list[str]:
         """The committed units that `unit` names: itself or the unit that contains it (a file
         inside a pushed directory), else every committed unit below it (a partitioned asset's

@@ -72,6 +72,12 @@ class ArtifactStore(dg.ConfigurableResource):
         if self.is_remote:
             self.mirror().push("/".join(parts))
 
+    def retract(self, *parts: str) -> None:
+        """Withdraw an artifact from the object store before rewriting it in place (a shard's
+        sidecar, as `write_shard` removes it locally), when the root is a URL."""
+        if self.is_remote:
+            self.mirror().retract("/".join(parts))
+
     @contextmanager
     def publish_dir(self, *parts: str) -> Iterator[Path]:
         """Fill a temporary directory; it replaces `path(*parts)` only when the block succeeds."""
