@@ -129,6 +129,8 @@ def test_local_root_never_touches_a_mirror(tmp_path: Path) -> None:
     store.push("a")  # a no-op for a local root
     with pytest.raises(ValueError, match="is a local path"):
         store.mirror()
+    with pytest.raises(ValueError, match="store.root 'nosuchfs://bucket/x': cannot open"):
+        ArtifactStore(root="nosuchfs://bucket/x", cache=str(tmp_path / "cache")).require("prompts")
 
 
 def test_two_machines_share_the_graph_through_the_object_store(s3_endpoint: str,
