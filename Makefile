@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The project's Dagster instance (gpu pool limit, run monitoring, telemetry off), unless the
+# caller has one.
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: run test test-e2e bench bench-gpu dev lint clean
+.PHONY: run test test-e2e bench bench-gpu dev lint clean browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +21,24 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## materialize the graph on params.yaml
 	$(BIN)/synthfactory run
 
-test: $(STAMP)  ## the fast, offline suite (CI runs this)
+test: $(STAMP) browser-deps  ## the fast, offline suite (CI runs this)
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium + chromedriver for tests/test_browser.py (no browser download). Installed
+# when missing and we are root with apt-get (CI); elsewhere the browser test is skipped with a
+# reason that names this target.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "browser-deps: chromium/chromedriver missing and not root: the browser test will be skipped (as root: make browser-deps)"; fi
 
 test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
 
 bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
 	$(BIN)/python benchmarks/import_time.py
+	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/generation_throughput.py
 	$(BIN)/python benchmarks/generation_memory.py
 	$(BIN)/python benchmarks/distillation.py

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -121,6 +122,9 @@ def main() -> None:
 
     def asset_run() -> tuple[float, float]:
         """(generation seconds summed over shards, seconds of the whole materialization)."""
+        # Finished shards from the same inputs are kept on a rerun (crash resume): remove them,
+        # or every run after the first would measure nothing.
+        shutil.rmtree(workdir / "data" / "synthetic_shards", ignore_errors=True)
         started = time.perf_counter()
         result = dg.materialize(assets, selection=["synthetic_shards"], resources=defs.resources,
                                 tags=range_tags, run_config=quiet)

@@ -126,3 +126,15 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synthfactory.ops.random_models import build_clip
 
     return build_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(autouse=True)
+def _test_dagster_home(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped instance config per test: runs never land in the project's
+    dagster_home/ (the Makefile exports DAGSTER_HOME for `make dev` and `make run`)."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    config = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
+    (home / "dagster.yaml").write_text(config.read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

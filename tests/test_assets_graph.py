@@ -8,9 +8,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from synthfactory.assets.checks import (ASSET_CHECKS, distilled_set_size,
+                                        eval_report_accuracy_floor, synthetic_shards_integrity)
 from synthfactory.definitions import build_definitions
 from synthfactory.ops.shards import finished_shards, read_samples
-from synthfactory.params import parse_params
+from synthfactory.params import Params, parse_params
+from synthfactory.resources.store import ArtifactStore
 from tests.conftest import tiny_params
 
 ARMS = ["real", "synthetic", "filtered", "distilled"]
@@ -20,7 +23,7 @@ def _run_all(root: Path, **overrides: dict) -> dg.ExecuteInProcessResult:
     config = parse_params(tiny_params(root, **overrides))
     defs = build_definitions(config)
     keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    return dg.materialize(list(defs.assets), resources=defs.resources, tags={
+    return dg.materialize([*defs.assets, *ASSET_CHECKS], resources=defs.resources, tags={
         "dagster/asset_partition_range_start": keys[0],
         "dagster/asset_partition_range_end": keys[-1]})
 
@@ -102,3 +105,61 @@ def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: P
     assert all(abs(sum(s.meta["soft_label"]) - 1.0) < 1e-3 for s in samples)
     history = json.loads((tmp_path / "data" / "classifier_distilled" / "history.json").read_text())
     assert history["soft_labels"] is True
+
+
+def test_every_asset_check_ran_and_the_gates_passed(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    _, result = graph_run
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
+    assert len(evaluations) == 7
+    for name in ["real_images_integrity", "synthetic_shards_integrity",
+                 "synthetic_shards_class_balance", "filtered_set_every_class_kept",
+                 "distilled_set_size"]:
+        assert evaluations[name].passed, (name, evaluations[name].description)
+    assert evaluations["synthetic_shards_integrity"].metadata["samples"].value == 60
+    assert evaluations["distilled_set_size"].metadata["n_images"].value == 20
+    assert "| 0 | 6 | 6 |" in evaluations["synthetic_shards_class_balance"].metadata[
+        "per_class_table"].value
+    # The pass-rate floor only warns; with top_fraction 0.5 every class keeps half.
+    assert evaluations["filtered_set_pass_rate_floor"].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
+    import shutil
+
+    root, _ = graph_run
+    copy = tmp_path / "data"
+    shutil.copytree(root / "data", copy)
+    store = ArtifactStore(root=str(copy))
+    tar = copy / "synthetic_shards" / "shard-00001.tar"
+    tar.write_bytes(tar.read_bytes()[:-1024])  # truncated: a crashed copy, say
+    result = synthetic_shards_integrity(store=store)
+    assert not result.passed and "shard-00001.tar: sha256" in result.description
+
+    (copy / "distilled_set" / "distilled-00000.json").unlink()  # the shard is no longer finished
+    assert not distilled_set_size(params=Params(), store=store).passed
+
+    report = str(root / "reports" / "eval")
+    assert eval_report_accuracy_floor(params=Params(
+        eval_report={"output_dir": report, "accuracy_floor": {"real": 0.0}})).passed
+    low = eval_report_accuracy_floor(params=Params(
+        eval_report={"output_dir": report, "accuracy_floor": {"real": 1.0, "synthetic": 1.0}}))
+    assert not low.passed and "below the accuracy floor" in low.description
+
+
+def test_ui_metadata_has_grids_counts_timings_and_paths(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    _, result = graph_run
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    shards = meta["synthetic_shards"]
+    assert shards["sample_grid"].value.count("data:image/png;base64,") == 1
+    assert "| 0 | 6 |" in shards["per_class"].value  # 6 images of class 0 over the 3 shards
+    assert shards["images_per_second"].value > 0 and shards["seconds"].value > 0
+    assert shards["generator_path"].value.endswith("generator")
+    for key in ("kept_grid", "rejected_grid"):
+        assert "data:image/png;base64," in meta["filtered_set"][key].value
+    assert "data:image/png;base64," in meta["distilled_set"]["grid"].value
+    assert "| 9 | 2 |" in meta["distilled_set"]["per_class"].value  # ipc 2

@@ -28,9 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "(default: everything)")
     run.add_argument("--partitions", default=None,
                      help="shard range FIRST...LAST for synthetic_shards (default: all shards)")
+    run.add_argument("--processes", type=int, default=1,
+                     help="1 (default): every step in this process; N > 1: the multiprocess "
+                          "executor, a process per step, at most N at once (GPU steps still "
+                          "wait for the instance's gpu pool slot)")
     args = parser.parse_args(argv)
     try:
-        return run_command(Path(args.params), args.select, args.partitions, debug=args.debug)
+        if args.processes < 1:
+            raise ValueError(f"--processes {args.processes}: give 1 (in-process) or more")
+        _use_project_instance()
+        return run_command(Path(args.params), args.select, args.partitions, args.processes,
+                           debug=args.debug)
     except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
@@ -38,11 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
-def run_command(params_path: Path, select: str, partitions: str | None, debug: bool = False) -> int:
+def run_command(params_path: Path, select: str, partitions: str | None, processes: int = 1,
+                debug: bool = False) -> int:
     """Materialize the selection; print what ran, how long it took and where outputs are.
 
-    Returns 0 on success, 2 when a step failed on bad input (its message printed on one line),
-    1 when it failed otherwise. Tracebacks are shown only with `debug`.
+    `processes` 1 runs every step in this process; more use the multiprocess executor. Returns
+    0 on success, 2 when a step failed on bad input (its message printed on one line), 1 when
+    it failed otherwise. Tracebacks are shown only with `debug`.
     """
     import dagster as dg
 
@@ -75,18 +85,32 @@ def run_command(params_path: Path, select: str, partitions: str | None, debug: b
         tags = {"dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last}
     started = time.perf_counter()
-    # What dg.materialize does, plus the choice of console logger (Dagster's own with --debug).
-    job = dg.Definitions(
-        jobs=[dg.define_asset_job("synthfactory_run", selection=list(keys))],
-        assets=list(defs.assets), resources=defs.resources,
-        loggers=None if debug else {"console": concise_console},
-    ).resolve_job_def("synthfactory_run")
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with _instance() as instance:
-        result = job.execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
-    seconds = time.perf_counter() - started
-    _print_summary(result, seconds, config.store.root, config.params.eval_report.output_dir)
+        if processes == 1:
+            # What dg.materialize does, plus the choice of console logger (Dagster's own with
+            # --debug).
+            job = dg.Definitions(
+                jobs=[dg.define_asset_job("synthfactory_run", selection=list(keys))],
+                assets=list(defs.assets), resources=defs.resources,
+                loggers=None if debug else {"console": concise_console},
+            ).resolve_job_def("synthfactory_run")
+            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
+                                            run_config=run_config)
+        else:
+            # Step processes rebuild the job from the params file, so they need its full path.
+            job = dg.build_reconstructable_job(
+                "synthfactory.definitions", "job_for_params",
+                reconstructable_args=(str(params_path.resolve()),))
+            run_config["execution"] = {"config": {"multiprocess": {"max_concurrent": processes}}}
+            if instance.is_ephemeral:
+                raise ValueError(f"--processes {processes} needs a persistent Dagster instance: "
+                                 "run from the project root (it has dagster_home/) or set "
+                                 "DAGSTER_HOME")
+            result = dg.execute_job(job, instance, run_config=run_config, tags=tags,
+                                    asset_selection=list(keys))
+        seconds = time.perf_counter() - started
+        _print_summary(result, seconds, config.store.root, config.params.eval_report.output_dir)
     report_dir = Path(config.params.eval_report.output_dir)
     if result.success and dg.AssetKey("eval_report") in keys:
         _print_arm_table(report_dir / "metrics.json")
@@ -110,6 +134,17 @@ def _partition_range(spec: str | None, all_shards: Sequence[str]) -> tuple[str, 
     return first, last
 
 
+PROJECT_DAGSTER_HOME = "dagster_home"
+
+
+def _use_project_instance() -> None:
+    """Point DAGSTER_HOME at the project's `dagster_home/` (pool limit, run monitoring, no
+    telemetry) when it is not set and the working directory is the project root."""
+    config = Path(PROJECT_DAGSTER_HOME) / "dagster.yaml"
+    if not os.environ.get("DAGSTER_HOME") and config.is_file():
+        os.environ["DAGSTER_HOME"] = str(config.parent.resolve())
+
+
 def _instance() -> dg.DagsterInstance:
     """The persistent instance under DAGSTER_HOME when set (runs show in the UI), else ephemeral."""
     import dagster as dg
@@ -119,7 +154,7 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-def _print_summary(result: dg.ExecuteInProcessResult, seconds: float, store_root: str,
+def _print_summary(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, seconds: float, store_root: str,
                    report_dir: str) -> None:
     """What ran, how long each step took, and where its output is."""
     durations: dict[str, float] = {}

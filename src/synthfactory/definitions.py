@@ -8,15 +8,18 @@ diffusers are imported by the steps that use them, not here.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
+from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import distilled_set, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
-from synthfactory.ops.prompts import shard_count, shard_key
-from synthfactory.ops.real_data import list_classes
+from synthfactory.automation import (build_params_sensor, build_rebuild_schedule, rebuild_job,
+                                     shard_keys, with_eager_automation)
+from synthfactory.executors import build_executor
 from synthfactory.params import ProjectConfig, load_params
 
 PARAMS_ENV = "SYNTHFACTORY_PARAMS"
@@ -24,23 +27,37 @@ PARAMS_ENV = "SYNTHFACTORY_PARAMS"
 
 def shard_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
     """One partition per shard of the configured prompts: classes × images per class / shard size."""
-    params = config.params
-    source = params.real_images
-    n_classes = len(list_classes(source.source, source.root, source.class_names))
-    n_records = n_classes * params.prompts.images_per_class
-    count = shard_count(n_records, params.synthetic_shards.shard_size)
-    return dg.StaticPartitionsDefinition([shard_key(index) for index in range(count)])
+    return dg.StaticPartitionsDefinition(shard_keys(config))
 
 
-def build_definitions(config: ProjectConfig) -> dg.Definitions:
-    """Assets, jobs and resources for one params file."""
+def build_definitions(config: ProjectConfig, params_path: str | Path = "params.yaml"
+                      ) -> dg.Definitions:
+    """Assets, checks, jobs, schedule, sensor, executor and resources for one params file.
+
+    `params_path` is the file the sensor re-reads on every tick.
+    """
     assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config)),
               judge, filtered_set, distilled_set, *[build_classifier(arm) for arm in ARMS],
               eval_report]
+    if config.automation.eager:
+        assets = with_eager_automation(assets)
+    job = rebuild_job()
     return dg.Definitions(
         assets=assets,
+        asset_checks=ASSET_CHECKS,
+        jobs=[job],
+        schedules=[build_rebuild_schedule(config, job)],
+        sensors=[build_params_sensor(config, params_path)],
+        executor=build_executor(config.executor),
         resources={"params": config.params, "store": config.store, "runtime": config.runtime},
     )
 
 
-defs = build_definitions(load_params(os.environ.get(PARAMS_ENV, "params.yaml")))
+def job_for_params(params_path: str, job_name: str = "rebuild") -> dg.JobDefinition:
+    """A job of the definitions for `params_path`: what a multiprocess run rebuilds in each step
+    process (`dg.build_reconstructable_job("synthfactory.definitions", "job_for_params", ...)`)."""
+    return build_definitions(load_params(params_path), params_path).resolve_job_def(job_name)
+
+
+PARAMS_PATH = os.environ.get(PARAMS_ENV, "params.yaml")
+defs = build_definitions(load_params(PARAMS_PATH), PARAMS_PATH)

@@ -266,6 +266,20 @@ class EvalReportParams(Section):
 
     output_dir: str = "reports/eval"
     grid_per_class: int = Field(default=8, gt=0)
+    # arm → the lowest mean accuracy its asset check accepts; arms not listed are not checked.
+    accuracy_floor: dict[str, float] = {}
+
+    @field_validator("accuracy_floor")
+    @classmethod
+    def _floors_are_fractions(cls, floors: dict[str, float]) -> dict[str, float]:
+        arms = ("real", "synthetic", "filtered", "distilled")
+        unknown = sorted(set(floors) - set(arms))
+        if unknown:
+            raise ValueError(f"eval_report.accuracy_floor names {unknown}; arms are {list(arms)}")
+        bad = {arm: floor for arm, floor in floors.items() if not 0.0 <= floor <= 1.0}
+        if bad:
+            raise ValueError(f"eval_report.accuracy_floor {bad}: floors are accuracies in [0, 1]")
+        return floors
 
 
 class Params(dg.ConfigurableResource):
@@ -295,6 +309,50 @@ class Params(dg.ConfigurableResource):
         return config_digest({name: getattr(self, name).model_dump() for name in sections})
 
 
+class ScheduleParams(Section):
+    """The schedule that rebuilds the whole graph (off unless `enabled`)."""
+
+    cron: str = "0 3 * * *"
+    enabled: bool = False
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError(f"automation.schedule.cron {cron!r} must have 5 fields "
+                             "(minute hour day month weekday), e.g. '0 3 * * *'")
+        return cron
+
+
+class SensorParams(Section):
+    """The sensor that starts a run when the class list or the prompt config changes."""
+
+    enabled: bool = True
+    interval_seconds: int = Field(default=30, ge=5)
+
+
+class AutomationParams(Section):
+    """Schedules, sensors and declarative automation (`eager`: downstream assets refresh when
+    their upstream data changes)."""
+
+    schedule: ScheduleParams = ScheduleParams()
+    sensor: SensorParams = SensorParams()
+    eager: bool = True
+
+
+class ExecutorParams(Section):
+    """Which Dagster executor runs the steps of a run: one process (`in_process`), a process
+    per step (`multiprocess`, at most `max_concurrent` at once), or a Kubernetes job per step
+    (`k8s`, needs `pip install dagster-k8s`; see deploy/k8s/)."""
+
+    kind: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
+    max_concurrent: int = Field(default=2, gt=0)
+    # kind k8s only: the rest of dagster-k8s' `k8s_job_executor` config (job_namespace,
+    # env_secrets, step_k8s_config, …), checked against its schema when the executor is built.
+    k8s: dict[str, Any] = Field(default_factory=dict)
+
+
 def config_digest(value: Any) -> str:
     """A short, stable digest of any JSON-serialisable value (keys sorted)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"))
@@ -303,11 +361,14 @@ def config_digest(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """Everything one params file configures: the three resources the definitions bind."""
+    """Everything one params file configures: the three resources the definitions bind, how
+    the graph is automated (schedule, sensor) and which executor runs its steps."""
 
     params: Params
     store: ArtifactStore
     runtime: TorchRuntime
+    automation: AutomationParams = AutomationParams()
+    executor: ExecutorParams = ExecutorParams()
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectConfig:
@@ -322,10 +383,14 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
     if isinstance(runtime, dict) and "seed" in runtime:
         raise ParamsError(f"{source}: runtime.seed: the seed is the top-level key `seed`; move it "
                           "there")
+    automation = sections.pop("automation", None) or {}
+    executor = sections.pop("executor", None) or {}
     return ProjectConfig(
         params=_validate(Params, sections, source, prefix=""),
         store=_validate(ArtifactStore, store, source, prefix="store."),
         runtime=_validate(TorchRuntime, {**runtime, "seed": seed}, source, prefix="runtime."),
+        automation=_validate(AutomationParams, automation, source, prefix="automation."),
+        executor=_validate(ExecutorParams, executor, source, prefix="executor."),
     )
 
 

@@ -13,13 +13,15 @@ from synthfactory.ops.atomic import digest_of_digests, dumps_json, sha256_file
 from synthfactory.ops.prompts import display_name, load_display_names
 from synthfactory.ops.real_data import read_classes, read_split
 from synthfactory.ops.shards import Sample, read_samples, read_shard_info, write_shard
+from synthfactory.assets.metadata import class_counts_md, image_grid_md
+from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
-          deps=["real_images"])
+          op_tags=GPU_OP_TAGS, deps=["real_images"])
 def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
           runtime: TorchRuntime) -> dg.MaterializeResult:
     """The model that scores synthetic images: a ConvNet trained on real images, or CLIP.
@@ -95,7 +97,7 @@ def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: Artifa
 
 
 @dg.asset(group_name="curation", kinds={"json"}, code_version="1", pool="gpu",
-          deps=["synthetic_shards", "judge"])
+          op_tags=GPU_OP_TAGS, deps=["synthetic_shards", "judge"])
 def filtered_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                  runtime: TorchRuntime) -> dg.MaterializeResult:
     """Which synthetic samples are kept, and why: no image copies, one record per sample.
@@ -135,6 +137,7 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
             for record in records:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
         (directory / SUMMARY_JSON).write_text(dumps_json(summary))
+    kept = np.array([record["keep"] for record in records])
     low = {name: row["pass_rate"] for name, row in summary["per_class"].items()
            if row["pass_rate"] < params.filtered_set.min_pass_rate}
     if low:
@@ -149,6 +152,10 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
             "shards_used": len(data.sources),
             "reasons": dict(summary["reasons"]),
             "per_class": dg.MetadataValue.md(_pass_rate_table(summary)),
+            "kept_grid": image_grid_md(data.images[kept], data.labels[kept], class_names, "kept"),
+            "rejected_grid": image_grid_md(data.images[~kept], data.labels[~kept], class_names,
+                                           "rejected (grey: none rejected)"),
+            "shards_path": dg.MetadataValue.path(str(shards_dir)),
         },
         data_version=dg.DataVersion(digest_of_digests(
             [*shard_digests.values(), params.digest("filtered_set")])[:16]),
@@ -156,7 +163,7 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "webdataset"}, code_version="1", pool="gpu",
-          deps=["filtered_set", "judge"])
+          op_tags=GPU_OP_TAGS, deps=["filtered_set", "judge"])
 def distilled_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                   runtime: TorchRuntime) -> dg.MaterializeResult:
     """A small set of `ipc` images per class distilled from the filtered set.
@@ -173,7 +180,8 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
 
     config = params.distilled_set
     source = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
-    n_classes = len(read_classes(store.require("real_images")))
+    class_names = read_classes(store.require("real_images"))
+    n_classes = len(class_names)
     judge_model = load_judge(store.require("judge"), runtime.torch_device, params.judge.batch_size)
     seed = _seed(runtime, "distilled_set")
     started = time.perf_counter()
@@ -214,7 +222,11 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
         (directory / SUMMARY_JSON).write_text(dumps_json(summary))
     metadata = {"path": dg.MetadataValue.path(str(store.path("distilled_set"))),
                 "method": config.method, "ipc": config.ipc, "n_images": len(images),
-                "source_size": len(source.images), "seconds": round(seconds, 1)}
+                "source_size": len(source.images), "seconds": round(seconds, 1),
+                "per_class": class_counts_md(labels, class_names),
+                "grid": image_grid_md(images, labels, class_names,
+                                      f"{config.method}, {config.ipc} per class",
+                                      per_class=min(config.ipc, 10))}
     if history:
         metadata["matching_loss_initial"] = round(float(history["initial_loss"]), 4)
         metadata["matching_loss_final"] = round(float(history["final_loss"]), 4)

@@ -14,6 +14,7 @@ from synthfactory.ops.arms import (SUMMARY_JSON, TrainingData, distilled_arm, fi
 from synthfactory.ops.atomic import atomic_dir, dumps_json, sha256_file
 from synthfactory.ops.real_data import MANIFEST_JSON, read_classes, read_split
 from synthfactory.ops.seeds import derive_seed
+from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -36,7 +37,7 @@ def build_classifier(arm: str) -> dg.AssetsDefinition:
     upstream, load = ARMS[arm]
 
     @dg.asset(name=f"classifier_{arm}", group_name="evaluation",
-              kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
+              kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,
               deps=[upstream, "real_images"],
               description=f"ConvNets trained from scratch on the {arm} arm ({upstream}), one per "
                           "seed, with standard augmentation: `seed-<k>.safetensors` and "
@@ -76,7 +77,8 @@ def build_classifier(arm: str) -> dg.AssetsDefinition:
     return classifier
 
 
-@dg.asset(group_name="evaluation", kinds={"html", "json"}, code_version="1",
+@dg.asset(group_name="evaluation", kinds={"html", "json"}, code_version="1", pool="gpu",
+          op_tags=GPU_OP_TAGS,
           deps=[f"classifier_{arm}" for arm in ARMS] + ["filtered_set", "distilled_set",
                                                          "generator", "real_images", "judge"])
 def eval_report(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,

@@ -9,6 +9,8 @@ import dagster as dg
 
 from synthfactory.ops.atomic import GENERATOR_JSON, dumps_json
 from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
+from synthfactory.assets.metadata import shard_preview
+from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.real_data import read_classes, read_image_shape, read_training_images
 from synthfactory.ops.shards import read_shard_info, shard_is_current, write_shard
 from synthfactory.params import Params, config_digest
@@ -17,7 +19,7 @@ from synthfactory.resources.store import ArtifactStore
 
 
 @dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="1", pool="gpu",
-          deps=["real_images"])
+          op_tags=GPU_OP_TAGS, deps=["real_images"])
 def generator(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
               runtime: TorchRuntime) -> dg.MaterializeResult:
     """A diffusion model directory in diffusers format (safetensors) with `generator.json`.
@@ -88,7 +90,8 @@ def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefi
 
 def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="synthetic_shards", group_name="generation", kinds={"diffusers", "webdataset"},
-              code_version="1", pool="gpu", deps=["prompts", "generator", "real_images"],
+              code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,
+              deps=["prompts", "generator", "real_images"],
               partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run())
     def synthetic_shards(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                          runtime: TorchRuntime) -> dg.MaterializeResult:
@@ -130,7 +133,12 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
                 context.log.info(f"shard {key}: already finished from the same inputs, kept")
                 written.append({"shard": key, "count": info.count, "sha256": info.sha256,
                                 "seconds": 0.0, "reused": True})
+                # With an object-store root: a crash may have come before the upload.
+                store.push("synthetic_shards", tar_path.name)
+                store.push("synthetic_shards", f"shard-{key}.json")
                 continue
+            # Other machines must not pair the old sidecar with the new tar while it uploads.
+            store.retract("synthetic_shards", f"shard-{key}.json")
             shard_problems: Counter[str] = Counter()
             info = write_shard(
                 tar_path,
@@ -139,6 +147,9 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
                                  counts=shard_problems, image_shape=image_shape),
                 # The counter fills while the samples are written; the sidecar is written after.
                 extra={**extra, "bad_images": shard_problems})
+            # With an object-store root: the tar, then its sidecar (what marks it finished).
+            store.push("synthetic_shards", tar_path.name)
+            store.push("synthetic_shards", f"shard-{key}.json")
             seconds = time.perf_counter() - shard_started
             context.log.info(f"shard {key}: {info.count} images in {seconds:.1f}s "
                              f"({info.count / seconds:.1f} images/s)")
@@ -156,6 +167,12 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
             "images_per_second": round(n_images / seconds, 2),
             "generator_digest": model.digest,
             "bad_images": dg.MetadataValue.json(dict(sorted(problems.items()))),
+            "prompts_path": dg.MetadataValue.path(str(store.path("prompts", PROMPTS_FILE))),
+            "generator_path": dg.MetadataValue.path(str(store.path("generator"))),
+            **shard_preview([store.path("synthetic_shards", f"shard-{shard['shard']}.tar")
+                             for shard in written],
+                            [name for _, name in sorted({(r.class_id, r.class_name)
+                                                         for r in records})]),
         }
         # A data version names one partition's bytes; a multi-shard run reports digests instead.
         version = dg.DataVersion(written[0]["sha256"][:16]) if len(written) == 1 else None

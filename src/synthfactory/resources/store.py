@@ -5,44 +5,89 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from synthfactory.ops.atomic import atomic_dir, atomic_file
+from synthfactory.ops.remote import RemoteMirror, is_url
 
 
 class ArtifactStore(dg.ConfigurableResource):
     """A root directory (default `data/`) with one sub-directory per asset.
 
     Assets publish through `publish_dir`/`publish_file` so a crash never leaves a finished-looking
-    output; downstream assets find their inputs with `path(asset_name)`.
+    output; downstream assets find their inputs with `require(asset_name)`.
+
+    `root` may also be an fsspec URL (`s3://bucket/prefix`): then many machines share the data.
+    Assets still read and write local files, in `cache`; publishing uploads the unit and its
+    commit record, and `require` downloads what the object store has and the cache lacks (see
+    `synthfactory.ops.remote`). With a local root nothing of this happens.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     root: str = "data"
+    # The local working copy when `root` is a URL (ignored for a local root).
+    cache: str = "data"
+    # fsspec options of the URL's filesystem, e.g. {endpoint_url: http://127.0.0.1:9000} for
+    # an S3-compatible server; credentials come from the usual environment/profile chain.
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_remote(self) -> bool:
+        """True when `root` is an object-store URL."""
+        return is_url(self.root)
+
+    @property
+    def local_root(self) -> Path:
+        """The directory assets read and write: `root`, or `cache` when `root` is a URL."""
+        return Path(self.cache if self.is_remote else self.root)
+
+    def mirror(self) -> RemoteMirror:
+        """The object-store mirror of a URL root."""
+        if not self.is_remote:
+            raise ValueError(f"store.root {self.root!r} is a local path: there is no object store "
+                             "to mirror (set store.root to a URL such as s3://bucket/prefix)")
+        return RemoteMirror(self.root, self.local_root, self.storage_options)
 
     def path(self, *parts: str) -> Path:
-        """The path of an artifact under the root (nothing is created)."""
-        return Path(self.root).joinpath(*parts)
+        """The local path of an artifact under the root (nothing is created or downloaded)."""
+        return self.local_root.joinpath(*parts)
 
     def require(self, *parts: str) -> Path:
-        """The path of an upstream artifact, or a clear error naming the asset to materialize."""
+        """The path of an upstream artifact (downloaded first when the root is a URL), or a clear
+        error naming the asset to materialize."""
         path = self.path(*parts)
+        if self.is_remote:
+            self.mirror().pull("/".join(parts))
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: materialize the asset {parts[0]!r} "
                                     f"first (store root {self.root!r})")
         return path
+
+    def push(self, *parts: str) -> None:
+        """Upload an artifact that an op wrote in place (a shard) when the root is a URL."""
+        if self.is_remote:
+            self.mirror().push("/".join(parts))
+
+    def retract(self, *parts: str) -> None:
+        """Withdraw an artifact from the object store before rewriting it in place (a shard's
+        sidecar, as `write_shard` removes it locally), when the root is a URL."""
+        if self.is_remote:
+            self.mirror().retract("/".join(parts))
 
     @contextmanager
     def publish_dir(self, *parts: str) -> Iterator[Path]:
         """Fill a temporary directory; it replaces `path(*parts)` only when the block succeeds."""
         with atomic_dir(self.path(*parts)) as temp:
             yield temp
+        self.push(*parts)
 
     @contextmanager
     def publish_file(self, *parts: str) -> Iterator[Path]:
         """Write a temporary file; it replaces `path(*parts)` only when the block succeeds."""
         with atomic_file(self.path(*parts)) as temp:
             yield temp
+        self.push(*parts)

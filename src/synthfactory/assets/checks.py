@@ -1,0 +1,119 @@
+"""Asset checks: the data-quality gates a user reads next to each asset in the UI.
+
+Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards,
+a class that the filter wiped out, a distilled set of the wrong size. The pass-rate floor only
+warns (a generator blind spot is worth seeing, not worth stopping for), and the accuracy floor
+fails the report's check without blocking anything (nothing is downstream of the report).
+The computations are in `ops/checks.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+
+from synthfactory.ops import checks
+from synthfactory.ops.arms import SUMMARY_JSON
+from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts
+from synthfactory.ops.real_data import read_classes
+from synthfactory.ops.shards import finished_shards, read_samples
+from synthfactory.params import Params
+from synthfactory.resources.store import ArtifactStore
+
+
+def _result(outcome: checks.CheckOutcome,
+            severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+            **extra: dg.MetadataValue) -> dg.AssetCheckResult:
+    """A Dagster check result from an ops-level outcome (details become JSON metadata)."""
+    metadata = {key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+                for key, value in outcome.details.items()}
+    return dg.AssetCheckResult(passed=outcome.passed, severity=severity,
+                               description=outcome.description, metadata={**metadata, **extra})
+
+
+@dg.asset_check(asset="real_images", blocking=True)
+def real_images_integrity(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Every real-image shard matches its sidecar (sha256, sample count) and every sample decodes."""
+    return _result(checks.shard_integrity(store.require("real_images")))
+
+
+@dg.asset_check(asset="synthetic_shards", blocking=True)
+def synthetic_shards_integrity(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Every synthetic shard matches its sidecar (sha256, sample count) and every sample decodes.
+
+    Blocking: the filter and the classifiers must never read a truncated or altered shard.
+    """
+    return _result(checks.shard_integrity(store.require("synthetic_shards")))
+
+
+@dg.asset_check(asset="synthetic_shards", blocking=True, additional_deps=["prompts"])
+def synthetic_shards_class_balance(store: ArtifactStore) -> dg.AssetCheckResult:
+    """The shards hold, class by class, exactly the images the prompts asked for.
+
+    Counts the labels of the finished shards against the prompt records of the same keys (the
+    prompts interleave classes, so every shard range is balanced to within one image per class).
+    """
+    class_of = {record.key: record.class_id
+                for record in read_prompts(store.require("prompts", PROMPTS_FILE))}
+    shards = finished_shards(store.require("synthetic_shards"))
+    samples = list(read_samples(shards, decode=False))
+    unknown = [sample.key for sample in samples if sample.key not in class_of]
+    if unknown:
+        return dg.AssetCheckResult(
+            passed=False, description=f"{len(unknown)} sample(s) not in prompts.jsonl (e.g. "
+                                      f"{unknown[0]!r}): the shards are from other prompts; "
+                                      "re-materialize synthetic_shards")
+    expected = Counter(class_of[sample.key] for sample in samples)
+    class_names = read_classes(store.require("real_images"))
+    outcome = checks.class_balance([sample.label for sample in samples], class_names, expected)
+    table = ["| class | images | expected |", "|---|---:|---:|"]
+    table += [f"| {name} | {row['count']} | {row['expected']} |"
+              for name, row in outcome.details["per_class"].items()]
+    return _result(outcome, per_class_table=dg.MetadataValue.md("\n".join(table)))
+
+
+@dg.asset_check(asset="filtered_set")
+def filtered_set_pass_rate_floor(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
+    """Warns when a class keeps less than `filtered_set.min_pass_rate` of its images.
+
+    A class far below the others is a generator blind spot: the model does not draw it so that
+    the judge recognises it. A warning, not a stop: the run goes on and the report shows it.
+    """
+    summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
+    return _result(checks.pass_rate_floor(summary["per_class"], params.filtered_set.min_pass_rate),
+                   severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="filtered_set", blocking=True)
+def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Every class keeps at least one image; otherwise the filtered and distilled arms lack it."""
+    summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
+    return _result(checks.every_class_kept(summary["per_class"], 1))
+
+
+@dg.asset_check(asset="distilled_set", blocking=True)
+def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
+    """The distilled set holds exactly `ipc` images per class, in intact shards."""
+    directory = store.require("distilled_set")
+    integrity = checks.shard_integrity(directory)
+    if not integrity.passed:
+        return _result(integrity)
+    n_classes = len(read_classes(store.require("real_images")))
+    return _result(checks.distilled_size(directory, n_classes, params.distilled_set.ipc))
+
+
+@dg.asset_check(asset="eval_report")
+def eval_report_accuracy_floor(params: Params) -> dg.AssetCheckResult:
+    """Each arm named in `eval_report.accuracy_floor` reaches its floor on the real test split."""
+    metrics = Path(params.eval_report.output_dir) / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} does not exist: materialize 'eval_report' first")
+    return _result(checks.accuracy_floor(metrics, params.eval_report.accuracy_floor))
+
+
+ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,
+                filtered_set_pass_rate_floor, filtered_set_every_class_kept, distilled_set_size,
+                eval_report_accuracy_floor]
