@@ -13,6 +13,7 @@ import dagster as dg
 
 from synthfactory.assets.curation import distilled_set, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
+from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
 from synthfactory.ops.prompts import shard_count, shard_key
@@ -32,13 +33,14 @@ def shard_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
 
 
 def build_definitions(config: ProjectConfig) -> dg.Definitions:
-    """Assets, jobs and resources for one params file."""
+    """Assets, jobs and resources for one params file; every asset's data version is DVC's md5."""
     assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config)),
               judge, filtered_set, distilled_set, *[build_classifier(arm) for arm in ARMS],
               eval_report]
     return dg.Definitions(
-        assets=assets,
-        resources={"params": config.params, "store": config.store, "runtime": config.runtime},
+        assets=wrap_all(assets),
+        resources={"params": config.params, "store": config.store, "runtime": config.runtime,
+                   "dvc": config.dvc},
     )
 
 

@@ -4,6 +4,8 @@ The file has three kinds of keys:
 
 - `seed` and `runtime` configure the torch runtime resource (device, dtype, threads, seed);
 - `store` configures the artifact store resource (its root);
+- `dvc` configures the DVC resource (executable, and whether a materialization outside
+  `dvc repro` commits its output to dvc.lock and pushes it); no stage reads it;
 - every other key is the section of the asset with the same name, gathered in `Params`, the
   `params` resource that the assets read. Its values are the defaults shown in the Dagster
   launchpad, so one run can override a section without editing the file.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -23,6 +25,7 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthfactory.resources.dvc import DvcResource
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -214,11 +217,12 @@ def config_digest(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """Everything one params file configures: the three resources the definitions bind."""
+    """Everything one params file configures: the resources the definitions bind."""
 
     params: Params
     store: ArtifactStore
     runtime: TorchRuntime
+    dvc: DvcResource = field(default_factory=DvcResource)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectConfig:
@@ -230,6 +234,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
     seed = sections.pop("seed", 0)
     store = sections.pop("store", None) or {}
     runtime = sections.pop("runtime", None) or {}
+    dvc = sections.pop("dvc", None) or {}
     if isinstance(runtime, dict) and "seed" in runtime:
         raise ParamsError(f"{source}: runtime.seed: the seed is the top-level key `seed`; move it "
                           "there")
@@ -237,6 +242,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
         params=_validate(Params, sections, source, prefix=""),
         store=_validate(ArtifactStore, store, source, prefix="store."),
         runtime=_validate(TorchRuntime, {**runtime, "seed": seed}, source, prefix="runtime."),
+        dvc=_validate(DvcResource, dvc, source, prefix="dvc."),
     )
 
 
