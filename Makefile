@@ -4,8 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# DVC lives in its own environment: dvc 3 and dagster 1.13 need incompatible antlr4 runtimes.
+DVC_VENV ?= .venv-dvc
+DVC_VERSION ?= 3.67.1
+# Cloud remotes need DVC's plugins: `make dvc-env DVC_EXTRAS=s3` (or gs, azure, or s3,gs).
+DVC_EXTRAS ?=
+DVC_STAMP := $(DVC_VENV)/.installed-$(DVC_VERSION)$(if $(DVC_EXTRAS),-$(DVC_EXTRAS))
+# Stage commands (`synthfactory run ...`) must find the project's environment on PATH.
+DVC := PATH="$(abspath $(BIN)):$$PATH" $(DVC_VENV)/bin/dvc
 
-.PHONY: run test test-e2e bench dev lint clean
+.PHONY: run test test-e2e bench dev lint clean dvc-env dvc-sync repro status exp-run exp-show \
+	push pull checkout
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,13 +24,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(DVC_STAMP):
+	test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DVC_VENV)/bin/python -m pip install --quiet "dvc$(if $(DVC_EXTRAS),[$(DVC_EXTRAS)])==$(DVC_VERSION)"
+	touch $(DVC_STAMP)
+
+dvc-env: $(DVC_STAMP)  ## install DVC into .venv-dvc (`.venv-dvc/bin/dvc`)
+
 run: $(STAMP)  ## materialize the graph on params.yaml
 	$(BIN)/synthfactory run
 
-test: $(STAMP)  ## the fast, offline suite (CI runs this)
+test: $(STAMP) $(DVC_STAMP)  ## the fast, offline suite (CI runs this)
 	$(BIN)/python -m pytest -q
 
-test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
+test-e2e: $(STAMP) $(DVC_STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
 
 bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
@@ -32,6 +49,31 @@ bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the
 
 dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the same definitions
 	$(BIN)/dagster dev -m synthfactory.definitions -h 127.0.0.1 -p 3000
+
+dvc-sync: $(STAMP)  ## regenerate dvc.yaml from the Dagster definitions
+	$(BIN)/synthfactory dvc-sync
+
+repro: $(STAMP) $(DVC_STAMP)  ## `dvc repro`: rebuild what changed, record it in dvc.lock
+	$(BIN)/synthfactory dvc-sync --check
+	$(DVC) repro
+
+status: $(DVC_STAMP)  ## `dvc status`: which stages are out of date
+	$(DVC) status
+
+exp-run: $(STAMP) $(DVC_STAMP)  ## an experiment: make exp-run S="filtered_set.threshold=0.5 ..."
+	$(DVC) exp run $(foreach s,$(S),-S $(s))
+
+exp-show: $(DVC_STAMP)  ## experiments side by side: params and the arm accuracies
+	$(DVC) exp show --no-pager --drop '.*(\.per_class|per_class_accuracy|confusion|accuracies|digest|sha256|seconds)|lineage|src/|data/'
+
+push: $(DVC_STAMP)  ## upload the data of dvc.lock to the default remote
+	$(DVC) push
+
+pull: $(DVC_STAMP)  ## download the data of dvc.lock and check it out into the work tree
+	$(DVC) pull
+
+checkout: $(DVC_STAMP)  ## make data/ and reports/ match dvc.lock (after a git checkout)
+	$(DVC) checkout
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
