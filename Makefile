@@ -7,8 +7,17 @@ STAMP := $(VENV)/.installed
 # The project's Dagster instance (gpu pool limit, run monitoring, telemetry off), unless the
 # caller has one.
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+# DVC lives in its own environment: dvc 3 and dagster 1.13 need incompatible antlr4 runtimes.
+DVC_VENV ?= .venv-dvc
+DVC_VERSION ?= 3.67.1
+# Cloud remotes need DVC's plugins: `make dvc-env DVC_EXTRAS=s3` (or gs, azure, or s3,gs).
+DVC_EXTRAS ?=
+DVC_STAMP := $(DVC_VENV)/.installed-$(DVC_VERSION)$(if $(DVC_EXTRAS),-$(DVC_EXTRAS))
+# Stage commands (`synthfactory run ...`) must find the project's environment on PATH.
+DVC := PATH="$(abspath $(BIN)):$$PATH" $(DVC_VENV)/bin/dvc
 
-.PHONY: run test test-e2e bench bench-gpu dev lint clean browser-deps
+.PHONY: run test test-e2e bench bench-gpu dev lint clean browser-deps dvc-env dvc-sync repro \
+	status exp-run exp-show push pull checkout
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +27,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(DVC_STAMP):
+	test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DVC_VENV)/bin/python -m pip install --quiet "dvc$(if $(DVC_EXTRAS),[$(DVC_EXTRAS)])==$(DVC_VERSION)"
+	touch $(DVC_STAMP)
+
+dvc-env: $(DVC_STAMP)  ## install DVC into .venv-dvc (`.venv-dvc/bin/dvc`)
+
 run: $(STAMP)  ## materialize the graph on params.yaml
 	$(BIN)/synthfactory run
 
-test: $(STAMP) browser-deps  ## the fast, offline suite (CI runs this)
+test: $(STAMP) $(DVC_STAMP) browser-deps  ## the fast, offline suite (CI runs this)
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium + chromedriver for tests/test_browser.py (no browser download). Installed
@@ -33,7 +50,7 @@ browser-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "browser-deps: chromium/chromedriver missing and not root: the browser test will be skipped (as root: make browser-deps)"; fi
 
-test-e2e: $(STAMP)  ## the long end-to-end runs on the default params
+test-e2e: $(STAMP) $(DVC_STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
 
 bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
@@ -51,6 +68,31 @@ bench-gpu: $(STAMP)  ## SD 1.5 architecture (random weights) at 512x512, 25 step
 
 dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the same definitions
 	$(BIN)/dagster dev -m synthfactory.definitions -h 127.0.0.1 -p 3000
+
+dvc-sync: $(STAMP)  ## regenerate dvc.yaml from the Dagster definitions
+	$(BIN)/synthfactory dvc-sync
+
+repro: $(STAMP) $(DVC_STAMP)  ## `dvc repro`: rebuild what changed, record it in dvc.lock
+	$(BIN)/synthfactory dvc-sync --check
+	$(DVC) repro
+
+status: $(DVC_STAMP)  ## `dvc status`: which stages are out of date
+	$(DVC) status
+
+exp-run: $(STAMP) $(DVC_STAMP)  ## an experiment: make exp-run S="filtered_set.threshold=0.5 ..."
+	$(DVC) exp run $(foreach s,$(S),-S $(s))
+
+exp-show: $(DVC_STAMP)  ## experiments side by side: params and the arm accuracies
+	$(DVC) exp show --no-pager --drop '.*(\.per_class|per_class_accuracy|confusion|accuracies|digest|sha256|seconds)|lineage|src/|data/'
+
+push: $(DVC_STAMP)  ## upload the data of dvc.lock to the default remote
+	$(DVC) push
+
+pull: $(DVC_STAMP)  ## download the data of dvc.lock and check it out into the work tree
+	$(DVC) pull
+
+checkout: $(DVC_STAMP)  ## make data/ and reports/ match dvc.lock (after a git checkout)
+	$(DVC) checkout
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -12,6 +12,7 @@ import webdataset as wds
 from synthfactory.definitions import build_definitions
 from synthfactory.ops.atomic import sha256_file
 from synthfactory.ops.shards import decode_png, finished_shards, verify_shard
+from synthfactory.ops.dvc_hash import dvc_md5, tree_md5
 from synthfactory.params import ProjectConfig, parse_params
 from tests.conftest import tiny_params
 
@@ -77,8 +78,17 @@ def test_same_params_give_byte_identical_shards_and_one_shard_reruns_alone(
     shard = Path(first.store.root) / "synthetic_shards" / "shard-00001.tar"
     shard.unlink()
     mtime_other = (shard.parent / "shard-00000.tar").stat().st_mtime_ns
-    assert _materialize(first, ["synthetic_shards"], ("00001", "00001")).success
+    rerun = _materialize(first, ["synthetic_shards"], ("00001", "00001"))
+    assert rerun.success
     assert _shard_digests(Path(first.store.root)) == digests
+    # One partition's data version is DVC's digest of that shard's files; dvc_md5 is the whole
+    # directory's (what dvc.lock records for the stage).
+    (event,) = rerun.get_asset_materialization_events()
+    files = [p for p in shard.parent.iterdir() if "00001" in p.name]
+    assert shard in files
+    assert event.partition == "00001"
+    assert event.materialization.tags["dagster/data_version"] == tree_md5(shard.parent, files)
+    assert event.materialization.metadata["dvc_md5"].value == dvc_md5(shard.parent)
     assert (shard.parent / "shard-00000.tar").stat().st_mtime_ns == mtime_other
 
 

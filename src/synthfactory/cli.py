@@ -32,8 +32,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="1 (default): every step in this process; N > 1: the multiprocess "
                           "executor, a process per step, at most N at once (GPU steps still "
                           "wait for the instance's gpu pool slot)")
+    sync = commands.add_parser("dvc-sync", help="write dvc.yaml (one stage per asset) from the "
+                                                 "Dagster definitions")
+    sync.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    sync.add_argument("--output", default="dvc.yaml", help="where to write (default dvc.yaml)")
+    sync.add_argument("--check", action="store_true",
+                      help="write nothing; exit 1 when the file differs from the definitions")
     args = parser.parse_args(argv)
     try:
+        if args.command == "dvc-sync":
+            return dvc_sync_command(args.params, Path(args.output), args.check)
         if args.processes < 1:
             raise ValueError(f"--processes {args.processes}: give 1 (in-process) or more")
         _use_project_instance()
@@ -120,6 +128,31 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     for failure in failures:
         print(f"synthfactory: error: {failure_line(failure)}", file=sys.stderr)
     return EXIT_BAD_INPUT if failures and all(f.bad_input for f in failures) else 1
+
+
+def dvc_sync_command(params_file: str, output: Path, check: bool) -> int:
+    """Generate dvc.yaml from the definitions; with `check`, compare instead of writing."""
+    from synthfactory.definitions import build_definitions
+    from synthfactory.dvc_stages import build_stages, render_dvc_yaml
+    from synthfactory.params import load_params
+
+    config = load_params(params_file)
+    text = render_dvc_yaml(build_stages(build_definitions(config), config, params_file), config,
+                           params_file)
+    current = output.read_text() if output.is_file() else None
+    if check:
+        if current != text:
+            fix = "synthfactory dvc-sync" + ("" if params_file == "params.yaml"
+                                             else f" --params {params_file}")
+            print(f"synthfactory: {output} does not match the asset graph: run `{fix}`",
+                  file=sys.stderr)
+            return 1
+        print(f"{output} matches the asset graph")
+        return 0
+    output.write_text(text)
+    print(f"{'unchanged' if current == text else 'wrote'} {output}: "
+          f"{text.count(chr(10) + '    cmd: ')} stages")
+    return 0
 
 
 def _partition_range(spec: str | None, all_shards: Sequence[str]) -> tuple[str, str]:

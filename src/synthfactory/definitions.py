@@ -15,6 +15,7 @@ import dagster as dg
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import distilled_set, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
+from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
 from synthfactory.automation import (build_params_sensor, build_rebuild_schedule, rebuild_job,
@@ -34,7 +35,8 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
                       ) -> dg.Definitions:
     """Assets, checks, jobs, schedule, sensor, executor and resources for one params file.
 
-    `params_path` is the file the sensor re-reads on every tick.
+    Every asset's data version is DVC's md5 of its output. `params_path` is the file the sensor
+    re-reads on every tick.
     """
     assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config)),
               judge, filtered_set, distilled_set, *[build_classifier(arm) for arm in ARMS],
@@ -43,13 +45,14 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         assets = with_eager_automation(assets)
     job = rebuild_job()
     return dg.Definitions(
-        assets=assets,
+        assets=wrap_all(assets),
         asset_checks=ASSET_CHECKS,
         jobs=[job],
         schedules=[build_rebuild_schedule(config, job)],
         sensors=[build_params_sensor(config, params_path)],
         executor=build_executor(config.executor),
-        resources={"params": config.params, "store": config.store, "runtime": config.runtime},
+        resources={"params": config.params, "store": config.store, "runtime": config.runtime,
+                   "dvc": config.dvc},
     )
 
 

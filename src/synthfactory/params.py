@@ -4,6 +4,8 @@ The file has three kinds of keys:
 
 - `seed` and `runtime` configure the torch runtime resource (device, dtype, threads, seed);
 - `store` configures the artifact store resource (its root);
+- `dvc` configures the DVC resource (executable, and whether a materialization outside
+  `dvc repro` commits its output to dvc.lock and pushes it); no stage reads it;
 - every other key is the section of the asset with the same name, gathered in `Params`, the
   `params` resource that the assets read. Its values are the defaults shown in the Dagster
   launchpad, so one run can override a section without editing the file.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -23,6 +25,7 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthfactory.resources.dvc import DvcResource
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -361,14 +364,15 @@ def config_digest(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """Everything one params file configures: the three resources the definitions bind, how
-    the graph is automated (schedule, sensor) and which executor runs its steps."""
+    """Everything one params file configures: the resources the definitions bind, how the
+    graph is automated (schedule, sensor) and which executor runs its steps."""
 
     params: Params
     store: ArtifactStore
     runtime: TorchRuntime
     automation: AutomationParams = AutomationParams()
     executor: ExecutorParams = ExecutorParams()
+    dvc: DvcResource = field(default_factory=DvcResource)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectConfig:
@@ -380,6 +384,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
     seed = sections.pop("seed", 0)
     store = sections.pop("store", None) or {}
     runtime = sections.pop("runtime", None) or {}
+    dvc = sections.pop("dvc", None) or {}
     if isinstance(runtime, dict) and "seed" in runtime:
         raise ParamsError(f"{source}: runtime.seed: the seed is the top-level key `seed`; move it "
                           "there")
@@ -391,6 +396,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
         runtime=_validate(TorchRuntime, {**runtime, "seed": seed}, source, prefix="runtime."),
         automation=_validate(AutomationParams, automation, source, prefix="automation."),
         executor=_validate(ExecutorParams, executor, source, prefix="executor."),
+        dvc=_validate(DvcResource, dvc, source, prefix="dvc."),
     )
 
 

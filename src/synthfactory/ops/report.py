@@ -20,6 +20,7 @@ from synthfactory.ops.atomic import dumps_json
 
 ARM_ORDER = ("real", "synthetic", "filtered", "distilled")
 GRID_BACKGROUND = 96  # grey for empty cells and separators
+ARMS_CSV = "arms.csv"  # the arm table as plot data (dvc.yaml declares it as a plot)
 
 
 def image_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], *,
@@ -154,6 +155,14 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def arm_table_csv(metrics: dict[str, Any]) -> str:
+    """The arm table as CSV (arm, n_train, accuracy_mean, accuracy_std, seeds): DVC's plot data."""
+    columns = ["arm", "n_train", "accuracy_mean", "accuracy_std", "seeds"]
+    rows = [",".join(columns)] + [",".join(str(row[c]) for c in columns)
+                                  for row in arm_table_rows(metrics)]
+    return "\n".join(rows) + "\n"
+
+
 def arm_table_markdown(metrics: dict[str, Any]) -> str:
     """Markdown table: arm | n_train | accuracy (mean ± std) | seeds | Δ vs real."""
     real = metrics["arms"].get("real", {}).get("accuracy_mean")
@@ -212,9 +221,10 @@ def write_report(directory: Path, metrics: dict[str, Any], grids: dict[str, np.n
         (directory / name).write_bytes(data)
         written[name] = directory / name
     (directory / "metrics.json").write_text(dumps_json(metrics))
+    (directory / ARMS_CSV).write_text(arm_table_csv(metrics))
     (directory / "report.md").write_text(_markdown(metrics, files))
     (directory / "report.html").write_text(_html(metrics, files))
-    for name in ("metrics.json", "report.md", "report.html"):
+    for name in ("metrics.json", ARMS_CSV, "report.md", "report.html"):
         written[name] = directory / name
     return written
 
