@@ -31,6 +31,7 @@ def with_dvc_version(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
     resource_args = list(inspect.signature(function).parameters)[1:]
     (spec,) = assets_def.specs
     name = spec.key.to_user_string()
+    partitioned = assets_def.partitions_def is not None
 
     def versioned(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resources = {arg: getattr(context.resources, arg) for arg in resource_args}
@@ -43,7 +44,9 @@ def with_dvc_version(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
         metadata: dict[str, Any] = {**(result.metadata or {}), "dvc_md5": digest,
                                     "dvc_path": dg.MetadataValue.path(str(path))}
         version = dg.DataVersion(digest)
-        if context.has_partition_key_range or context.has_partition_key:
+        # Only a partitioned asset has partition keys: an unpartitioned one (the judge) can run
+        # in a run whose tags name a shard range for the partitioned one.
+        if partitioned and (context.has_partition_key_range or context.has_partition_key):
             version = _partition_version(context, path) or result.data_version
         dvc: DvcResource = getattr(context.resources, DVC_RESOURCE)
         if dvc.commit or dvc.push:  # a push uploads what dvc.lock records: it needs the commit
