@@ -220,3 +220,20 @@ def test_skips_and_conversions_reach_the_asset_metadata_and_the_log(tmp_path: Pa
                 if record.level == 30]  # logging.WARNING
     assert "real_images: skipped 1 file(s): too large" in warnings
     assert "real_images: converted 1 image(s) from mode CMYK to RGB" in warnings
+
+
+def test_a_missing_or_pickle_only_model_directory_exits_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = tiny_params(tmp_path, generator={"backend": "diffusers",
+                                           "model": str(tmp_path / "no-such-model")})
+    raw["generator"].pop("ddpm")
+    code, err = _run(tmp_path, capsys, raw, "--select", "key:generator")
+    assert code == 2
+    _assert_one_clean_line(err, "generator.model", "no-such-model", "does not exist")
+    pickled = tmp_path / "pickled" / "unet"
+    pickled.mkdir(parents=True)
+    (pickled / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04 never read")
+    raw["generator"]["model"] = str(pickled.parent)
+    code, err = _run(tmp_path, capsys, raw, "--select", "key:generator")
+    assert code == 2
+    _assert_one_clean_line(err, "diffusion_pytorch_model.bin", "safetensors are required")

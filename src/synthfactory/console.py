@@ -17,7 +17,8 @@ import dagster as dg
 
 # Errors the ops raise for bad input: their messages name the value and the fix.
 BAD_INPUT_ERRORS = frozenset({"ValueError", "ParamsError", "FileNotFoundError",
-                              "NotADirectoryError", "IsADirectoryError"})
+                              "NotADirectoryError", "IsADirectoryError",
+                              "UnsafeWeightsError"})
 
 
 class _FirstParagraph(logging.Formatter):
