@@ -85,6 +85,8 @@ def test_every_scheduler_renders(pipeline: Text2ImageGenerator, name: str) -> No
     images = _images(pipeline, _records(1), 2, SamplerSettings(3, name, 16, 16))
     assert images.shape == (2, 16, 16, 3)
     assert type(pipeline.pipe.scheduler).__name__ == SAMPLERS[name].__name__
+    _images(pipeline, _records(1), 2, SamplerSettings(3, "default", 16, 16))
+    assert type(pipeline.pipe.scheduler) is pipeline.default_scheduler_class  # the pipeline's own
 
 
 def test_generated_images_are_fitted_to_the_real_shape(pipeline: Text2ImageGenerator) -> None:

@@ -102,6 +102,8 @@ class Text2ImageGenerator:
             # Fused into the weights: no per-step LoRA overhead while sampling.
             self.pipe.fuse_lora(lora_scale=lora["scale"])
         self.pipe.to(device)
+        # The pipeline's own sampler (`scheduler: default`), kept before any other replaces it.
+        self.default_scheduler_class = type(self.pipe.scheduler)
         self.default_scheduler_config = self.pipe.scheduler.config
         if compile_model:
             denoiser = "unet" if hasattr(self.pipe, "unet") else "transformer"
@@ -122,7 +124,8 @@ class Text2ImageGenerator:
         """
         self.pipe.scheduler = (build_sampler(settings.scheduler, self.default_scheduler_config)
                                if settings.scheduler != DEFAULT
-                               else self.pipe.scheduler.from_config(self.default_scheduler_config))
+                               else self.default_scheduler_class.from_config(
+                                   self.default_scheduler_config))
         outputs: list[np.ndarray] = []
         problems: list[str | None] = []
         positions = list(range(len(records)))
