@@ -77,8 +77,9 @@ def test_a_hub_id_resolves_to_its_cached_snapshot_offline(
     assert source.revision == COMMIT and source.name == "tiny/sd"
     local = resolve_model(str(tiny_sd_dir), what="generator.model").record()
     assert source.record()["digest"] == local["digest"]  # same bytes, same digest
-    with pytest.raises(FileNotFoundError, match=r"'tiny/absent' \(revision main\) is not in the "
-                                                r"Hugging Face cache .* give a local directory"):
+    with pytest.raises(FileNotFoundError, match=r"'tiny/absent' \(revision main\) is neither an "
+                                                r"existing directory nor in the Hugging Face cache "
+                                                r".* `hf download tiny/absent`"):
         resolve_model("tiny/absent", what="generator.model", local_files_only=True)
 
 

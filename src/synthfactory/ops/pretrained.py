@@ -71,9 +71,10 @@ def resolve_model(name: str, *, what: str, revision: str | None = None,
                                           allow_patterns=HUB_ALLOW_PATTERNS))
     except LocalEntryNotFoundError:
         raise FileNotFoundError(
-            f"{what} {name!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
-            f"{constants.HF_HUB_CACHE} and cannot be downloaded (offline or local_files_only): "
-            f"run `hf download {name}` where there is network, or give a local directory"
+            f"{what} {name!r} (revision {revision or 'main'}) is neither an existing directory "
+            f"nor in the Hugging Face cache {constants.HF_HUB_CACHE}, and cannot be downloaded "
+            f"(offline or local_files_only): check the path, or run `hf download {name}` where "
+            "there is network"
         ) from None
     check_safetensors_only(snapshot, what=what)
     # The snapshot folder is named by the commit: the exact revision that was used.
