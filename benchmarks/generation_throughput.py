@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import dagster as dg
 import torch
 import yaml
 
-from synthfactory.definitions import build_definitions
 from synthfactory.ops.ddpm import DdpmGenerator
-from synthfactory.ops.prompts import read_prompts
+from shard_runs import ShardRuns
 from synthfactory.params import parse_params
 
 
@@ -44,18 +41,9 @@ def main() -> None:
     raw["store"] = {"root": str(workdir / "data")}
     raw.setdefault("generator", {}).setdefault("ddpm", {})["train_steps"] = args.train_steps
     config = parse_params(raw)
-    defs = build_definitions(config)
-    assets = list(defs.assets)
-    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    range_tags = {"dagster/asset_partition_range_start": keys[0],
-                  "dagster/asset_partition_range_end": keys[-1]}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    upstream = dg.materialize(assets, selection=["real_images", "prompts", "generator"],
-                              resources=defs.resources, run_config=quiet)
-    assert upstream.success
-
+    runs = ShardRuns(config)
     settings = config.params.synthetic_shards
-    records = read_prompts(workdir / "data" / "prompts" / "prompts.jsonl")
+    records = runs.records()
     runtime = config.runtime
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
@@ -73,14 +61,7 @@ def main() -> None:
         return time.perf_counter() - started
 
     def asset_run() -> float:
-        # Finished shards from the same inputs are kept on a rerun (crash resume): remove them,
-        # or every run after the first would measure nothing.
-        shutil.rmtree(workdir / "data" / "synthetic_shards", ignore_errors=True)
-        started = time.perf_counter()
-        result = dg.materialize(assets, selection=["synthetic_shards"], resources=defs.resources,
-                                tags=range_tags, run_config=quiet)
-        assert result.success
-        return time.perf_counter() - started
+        return runs.materialize_shards()[1]
 
     bare_seconds, asset_seconds = [], []
     for _ in range(args.repeats):
@@ -93,7 +74,7 @@ def main() -> None:
         "benchmark": "generation_throughput",
         "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, "
                    f"device {runtime.torch_device}",
-        "images": n_images, "shards": len(keys), "batch_size": settings.batch_size,
+        "images": n_images, "shards": len(runs.shard_keys), "batch_size": settings.batch_size,
         "steps": settings.steps, "scheduler": settings.scheduler,
         "bare_loop_seconds": [round(s, 2) for s in bare_seconds],
         "asset_seconds": [round(s, 2) for s in asset_seconds],

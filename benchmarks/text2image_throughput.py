@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import torch
 from diffusers import AutoPipelineForText2Image
 from PIL import Image
 
-from synthfactory.definitions import build_definitions
-from synthfactory.ops.prompts import read_prompts
 from synthfactory.ops.random_models import build_sd_pipeline
+from shard_runs import ShardRuns
 from synthfactory.params import parse_params
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -88,16 +85,8 @@ def main() -> None:
                              "height": args.height, "width": args.width},
     }
     config = parse_params(raw)
-    defs = build_definitions(config)
-    assets = list(defs.assets)
-    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    range_tags = {"dagster/asset_partition_range_start": keys[0],
-                  "dagster/asset_partition_range_end": keys[-1]}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    upstream = dg.materialize(assets, selection=["real_images", "prompts", "generator"],
-                              resources=defs.resources, run_config=quiet)
-    assert upstream.success
-    records = read_prompts(workdir / "data" / "prompts" / "prompts.jsonl")
+    runs = ShardRuns(config)
+    records = runs.records()
     runtime = config.runtime
 
     def bare_loop() -> tuple[float, float]:
@@ -122,14 +111,7 @@ def main() -> None:
 
     def asset_run() -> tuple[float, float]:
         """(generation seconds summed over shards, seconds of the whole materialization)."""
-        # Finished shards from the same inputs are kept on a rerun (crash resume): remove them,
-        # or every run after the first would measure nothing.
-        shutil.rmtree(workdir / "data" / "synthetic_shards", ignore_errors=True)
-        started = time.perf_counter()
-        result = dg.materialize(assets, selection=["synthetic_shards"], resources=defs.resources,
-                                tags=range_tags, run_config=quiet)
-        assert result.success
-        whole = time.perf_counter() - started
+        result, whole = runs.materialize_shards()
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
         return sum(shard["seconds"] for shard in metadata["shards"].value), whole
 
@@ -149,7 +131,7 @@ def main() -> None:
         "model": f"{args.size} (random weights from config)", "build_seconds": round(build_seconds, 1),
         "dtype": args.dtype, "height": args.height, "width": args.width, "steps": args.steps,
         "batch_size": args.batch, "guidance": args.guidance, "images": n_images,
-        "shards": len(keys), "stored_resolution": args.resolution,
+        "shards": len(runs.shard_keys), "stored_resolution": args.resolution,
         "bare_seconds": [round(s, 2) for s, _ in bare],
         "asset_seconds": [round(s, 2) for s, _ in asset],
         "bare_seconds_with_load": [round(s, 2) for _, s in bare],
