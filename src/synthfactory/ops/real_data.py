@@ -29,6 +29,8 @@ SOURCES = ("digits", "imagefolder", "webdataset")
 WEBDATASET_IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DIGIT_NAMES = [str(digit) for digit in range(10)]
+# What decoding one image gives: (why it is skipped, None) or (None, (image, its source mode)).
+Decoded = tuple[str, None] | tuple[None, tuple[np.ndarray, str]]
 
 
 @dataclass
@@ -126,6 +128,38 @@ def safe_member_name(tar_path: Path, member: tarfile.TarInfo) -> str:
     return name
 
 
+class _Collected:
+    """Images accepted so far with their labels and sources; skips and conversions counted."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.labels: list[int] = []
+        self.sources: list[str] = []
+        self.skipped: Counter[str] = Counter()
+        self.converted: Counter[str] = Counter()
+
+    def add(self, decoded: Decoded, label: int, source: str) -> bool:
+        """Keep a decoded image (counting a converted mode), or count why it was skipped."""
+        reason, image = decoded
+        if image is None:
+            self.skipped[str(reason)] += 1
+            return False
+        array, mode = image
+        if mode not in NATIVE_MODES:
+            self.converted[mode] += 1
+        self.images.append(array)
+        self.labels.append(label)
+        self.sources.append(source)
+        return True
+
+    def dataset(self, class_names: list[str]) -> RealDataset:
+        """The collected images as a dataset."""
+        return RealDataset(images=np.stack(self.images),
+                           labels=np.asarray(self.labels, dtype=np.int64),
+                           class_names=class_names, sources=self.sources,
+                           skipped=self.skipped, converted=self.converted)
+
+
 def load_webdataset(root: str, resolution: int, channels: int,
                     class_names: list[str]) -> RealDataset:
     """Every sample of WebDataset shards with an image and a label, resized; bad samples counted.
@@ -137,40 +171,27 @@ def load_webdataset(root: str, resolution: int, channels: int,
     left with no image is an error.
     """
     index = {name: label for label, name in enumerate(class_names)}
-    images, labels, sources = [], [], []
-    skipped: Counter[str] = Counter()
-    converted: Counter[str] = Counter()
+    collected = _Collected()
     for tar_path in resolve_shards(root):
         for key, parts in _tar_samples(tar_path):
             image_ext = next((ext for ext in WEBDATASET_IMAGE_EXTENSIONS if ext in parts), None)
             if image_ext is None:
-                skipped["sample without an image"] += 1
+                collected.skipped["sample without an image"] += 1
                 continue
             label, reason = _webdataset_label(parts, index)
             if label is None:
-                skipped[reason] += 1
+                collected.skipped[reason] += 1
                 continue
-            if not parts[image_ext]:
-                skipped["empty file"] += 1
-                continue
-            reason, decoded = decode_image(io.BytesIO(parts[image_ext]), resolution, channels)
-            if decoded is None:
-                skipped[str(reason)] += 1
-                continue
-            array, mode = decoded
-            if mode not in NATIVE_MODES:
-                converted[mode] += 1
-            images.append(array)
-            labels.append(label)
-            sources.append(f"{tar_path.name}:{key}")
-    counts = Counter(labels)
+            data = parts[image_ext]
+            decoded = (("empty file", None) if not data
+                       else decode_image(io.BytesIO(data), resolution, channels))
+            collected.add(decoded, label, f"{tar_path.name}:{key}")
+    counts = Counter(collected.labels)
     empty = [name for label, name in enumerate(class_names) if counts[label] == 0]
     if empty:
         raise ValueError(f"classes {empty[:5]} have no readable image in real_images.root "
                          f"{root!r}; check the labels or real_images.class_names")
-    return RealDataset(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
-                       class_names=list(class_names), sources=sources, skipped=skipped,
-                       converted=converted)
+    return collected.dataset(list(class_names))
 
 
 def _tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -273,37 +294,23 @@ def load_imagefolder(root: str, resolution: int, channels: int,
     if missing:
         raise ValueError(f"real_images.class_names {missing[:5]} have no folder under "
                          f"real_images.root {root!r}")
-    images, labels, sources = [], [], []
-    skipped: Counter[str] = Counter()
-    converted: Counter[str] = Counter()
+    collected = _Collected()
     for label, name in enumerate(class_names):
-        found = 0
-        class_skipped: Counter[str] = Counter()
-        for path in sorted(p for p in (root_path / name).rglob("*") if p.is_file()):
-            reason, image = _read_image(path, resolution, channels)
-            if reason is not None:
-                class_skipped[reason] += 1
-                continue
-            array, mode = image
-            if mode not in NATIVE_MODES:
-                converted[mode] += 1
-            images.append(array)
-            labels.append(label)
-            sources.append(path.relative_to(root_path).as_posix())
-            found += 1
-        skipped.update(class_skipped)
+        skipped_before = Counter(collected.skipped)
+        found = sum(collected.add(_read_image(path, resolution, channels), label,
+                                  path.relative_to(root_path).as_posix())
+                    for path in sorted(p for p in (root_path / name).rglob("*") if p.is_file()))
         if found == 0:
+            class_skipped = collected.skipped - skipped_before
             why = ", ".join(f"{count} {reason}" for reason, count in sorted(class_skipped.items()))
             raise ValueError(f"class {name!r} under real_images.root {root!r} has no readable image"
                              f" (skipped: {why or 'no files'}): add images to it or remove the "
                              "folder")
-    return RealDataset(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
-                       class_names=class_names, sources=sources, skipped=skipped,
-                       converted=converted)
+    return collected.dataset(class_names)
 
 
 def _read_image(path: Path, resolution: int,
-                channels: int) -> tuple[str, None] | tuple[None, tuple[np.ndarray, str]]:
+                channels: int) -> Decoded:
     """(reason, None) for a file to skip, else (None, (resized image, source mode))."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return "not an image file", None
@@ -313,7 +320,7 @@ def _read_image(path: Path, resolution: int,
 
 
 def decode_image(source: Path | IO[bytes], resolution: int,
-                 channels: int) -> tuple[str, None] | tuple[None, tuple[np.ndarray, str]]:
+                 channels: int) -> Decoded:
     """Decode an image file or stream: (reason, None) to skip it, else (None, (image, mode)).
 
     Reasons: `too large` (over `PIL.Image.MAX_IMAGE_PIXELS`, checked from the header before
