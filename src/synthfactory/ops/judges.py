@@ -87,7 +87,7 @@ class ClipJudge:
         for start in range(0, len(rgb), self.batch_size):
             pixels = self.processor(images=list(rgb[start:start + self.batch_size]),
                                     return_tensors="pt")["pixel_values"].to(self.device)
-            chunks.append(_features(self.model.get_image_features(pixel_values=pixels)))
+            chunks.append(_unit(self.model.get_image_features(pixel_values=pixels)).float().cpu())
         return torch.cat(chunks).numpy()
 
     def embed_tensor(self, images: torch.Tensor) -> torch.Tensor:
@@ -106,9 +106,7 @@ class ClipJudge:
         mean = torch.tensor(self.processor.image_processor.image_mean, device=images.device)
         std = torch.tensor(self.processor.image_processor.image_std, device=images.device)
         pixels = (pixels - mean[None, :, None, None]) / std[None, :, None, None]
-        features = self.model.get_image_features(pixel_values=pixels)
-        features = features if isinstance(features, torch.Tensor) else features.pooler_output
-        return features / features.norm(dim=-1, keepdim=True)
+        return _unit(self.model.get_image_features(pixel_values=pixels))
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -118,7 +116,7 @@ class ClipJudge:
             tokens = self.processor(text=list(texts[start:start + self.batch_size]),
                                     return_tensors="pt", padding=True, truncation=True)
             tokens = {k: v.to(self.device) for k, v in tokens.items()}
-            chunks.append(_features(self.model.get_text_features(**tokens)))
+            chunks.append(_unit(self.model.get_text_features(**tokens)).float().cpu())
         return torch.cat(chunks).numpy()
 
     def class_text_embeddings(self, class_texts: Sequence[str],
@@ -151,11 +149,11 @@ class ClipJudge:
         return np.sum(image_embeddings * text_embeddings, axis=1)
 
 
-def _features(output: Any) -> torch.Tensor:
-    """Normalised float32 CPU features from a `get_*_features` output (a tensor or a model output)."""
+def _unit(output: Any) -> torch.Tensor:
+    """L2-normalised features from a `get_*_features` output (a tensor, or a model output whose
+    pooled output they are, depending on the transformers version)."""
     tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
-    tensor = tensor.float()
-    return (tensor / tensor.norm(dim=-1, keepdim=True)).cpu()
+    return tensor / tensor.norm(dim=-1, keepdim=True)
 
 
 def save_clip_judge(directory: Path, record: dict[str, Any], class_embeddings: np.ndarray) -> None:
