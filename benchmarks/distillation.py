@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 
 def load_source(store: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """The filtered set if the store has one, else the real train split."""
-    from synthfactory.ops.arms import filtered_arm, real_arm
+    from synthfactory.ops.evaluation.arms import filtered_arm, real_arm
 
     if (store / "filtered_set" / "manifest.jsonl").is_file():
         data = filtered_arm(store / "synthetic_shards", store / "filtered_set")
@@ -53,7 +53,7 @@ def run_one(store: Path, ipc: int, iterations: int, device_name: str) -> dict:
     """One DM run in this process; returns its measurements."""
     import torch
 
-    from synthfactory.ops.distill import distribution_matching, matching_loss
+    from synthfactory.ops.distillation.dm import distribution_matching, matching_loss
 
     images, labels, source = load_source(store)
     n_classes = int(labels.max()) + 1

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthfactory.ops.arms import filtered_arm
-from synthfactory.ops.distill import (distribution_matching, select_herding, select_kcenter,
-                                      select_random)
-from synthfactory.ops.metrics import mean_std
-from synthfactory.ops.real_data import read_split
+from synthfactory.ops.data.real_images import read_split
+from synthfactory.ops.distillation.coresets import select_herding, select_kcenter, select_random
+from synthfactory.ops.distillation.dm import distribution_matching
+from synthfactory.ops.evaluation.arms import filtered_arm
+from synthfactory.ops.evaluation.metrics import mean_std
 from synthfactory.ops.seeds import derive_seed
-from synthfactory.ops.train import embed, load_classifier, predict_proba, train_classifier
+from synthfactory.ops.training.train import embed, load_classifier, predict_proba, train_classifier
 from synthfactory.params import load_params
 
 

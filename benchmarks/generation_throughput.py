@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from synthfactory.ops.ddpm import DdpmGenerator
 from shard_runs import ShardRuns
+from synthfactory.ops.generation.ddpm import DdpmGenerator
 from synthfactory.params import parse_params
 
 

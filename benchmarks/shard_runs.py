@@ -10,7 +10,7 @@ import dagster as dg
 
 from synthfactory.automation import all_shards_tags
 from synthfactory.definitions import build_definitions
-from synthfactory.ops.prompts import PROMPTS_FILE, PromptRecord, read_prompts
+from synthfactory.ops.data.prompts import PROMPTS_FILE, PromptRecord, read_prompts
 from synthfactory.params import ProjectConfig
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -30,8 +30,8 @@ import torch
 from diffusers import AutoPipelineForText2Image
 from PIL import Image
 
-from synthfactory.ops.random_models import build_sd_pipeline
 from shard_runs import ShardRuns
+from synthfactory.ops.generation.random_models import build_sd_pipeline
 from synthfactory.params import parse_params
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -1,50 +1,15 @@
-"""Shared fixtures: a tiny, fast configuration of the whole graph in a temporary store."""
+"""Shared fixtures: the tiny configuration of the whole graph in a temporary store, tiny
+pretrained models built from config, and a Dagster instance per test."""
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from synthfactory.params import ProjectConfig, parse_params
-
-TINY_PARAMS: dict[str, Any] = {
-    "seed": 0,
-    # One thread: on a busy 2-core machine, two torch threads spin against other processes and
-    # the tiny models run tens of times slower (measured: 0.09 s against 4-8 s per sampling call).
-    "runtime": {"device": "cpu", "threads": 1},
-    "prompts": {"images_per_class": 6, "guidance": [1.0, 2.0]},
-    "generator": {"ddpm": {"widths": [16, 32], "train_steps": 30, "batch_size": 32}},
-    "synthetic_shards": {"shard_size": 25, "steps": 4, "batch_size": 16},
-    "judge": {"epochs": 2, "width": 16},
-    # An undertrained generator makes poor digits: keep the top half of each class so every
-    # class has enough samples for the distilled set.
-    "filtered_set": {"threshold": None, "top_fraction": 0.5, "dedup_threshold": 0.999},
-    "distilled_set": {"method": "dm", "ipc": 2, "iterations": 10, "batch_real": 16},
-    "classifiers": {"n_seeds": 2, "epochs": 1, "min_steps": 10, "width": 16},
-}
-
-
-def tiny_params(root: Path, **overrides: Any) -> dict[str, Any]:
-    """TINY_PARAMS with the store under `root`, sections updated by `overrides`."""
-    raw = {key: (dict(value) if isinstance(value, dict) else value)
-           for key, value in TINY_PARAMS.items()}
-    raw["store"] = {"root": str(root / "data")}
-    raw["eval_report"] = {"output_dir": str(root / "reports" / "eval")}
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw[section] = {**raw.get(section, {}), **values}
-        else:
-            raw[section] = values
-    return raw
+from tests.support import PROJECT_ROOT, tiny_params
 
 
 @pytest.fixture
@@ -61,61 +26,10 @@ def tiny_params_file(tmp_path: Path) -> Path:
     return path
 
 
-# Distinct colours per class (plus noise), so that even tiny models can tell classes apart.
-CLASS_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (160, 60, 200)]
-
-
-def class_images(class_id: int, count: int, size: int, seed: int = 0) -> list[np.ndarray]:
-    """`count` noisy RGB images of one class's colour, uint8 size×size×3."""
-    generator = np.random.default_rng([seed, class_id])
-    colour = np.asarray(CLASS_COLOURS[class_id % len(CLASS_COLOURS)], dtype=np.float64)
-    return [np.clip(colour + generator.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-            for _ in range(count)]
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """An image encoded as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add a regular file member with fixed metadata."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_labelled_webdataset(directory: Path, class_names: Sequence[str], per_class: int, *,
-                              size: int = 24, label: str = "cls", n_shards: int = 2,
-                              seed: int = 0) -> Path:
-    """A user's WebDataset: `n_shards` tars of `<key>.png` and a label, plus classes.txt.
-
-    `label` is `cls` (the class index) or `json` (`{"class_name": ...}`).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    samples = [(class_id, image) for class_id in range(len(class_names))
-               for image in class_images(class_id, per_class, size, seed)]
-    for shard in range(n_shards):
-        with tarfile.open(directory / f"data-{shard:03d}.tar", "w") as tar:
-            for index in range(shard, len(samples), n_shards):
-                class_id, image = samples[index]
-                key = f"sample{index:05d}"
-                add_member(tar, f"{key}.png", png_bytes(image))
-                if label == "cls":
-                    add_member(tar, f"{key}.cls", str(class_id).encode())
-                else:
-                    add_member(tar, f"{key}.json",
-                               json.dumps({"class_name": class_names[class_id]}).encode())
-    (directory / "classes.txt").write_text("".join(f"{name}\n" for name in class_names))
-    return directory
-
-
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny StableDiffusionPipeline built from config, saved with save_pretrained."""
-    from synthfactory.ops.random_models import build_sd_pipeline
+    from synthfactory.ops.generation.random_models import build_sd_pipeline
 
     return build_sd_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
 
@@ -123,7 +37,7 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CLIP model + processor built from config, saved with save_pretrained."""
-    from synthfactory.ops.random_models import build_clip
+    from synthfactory.ops.generation.random_models import build_clip
 
     return build_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
 
@@ -134,7 +48,7 @@ def _test_dagster_home(tmp_path_factory: pytest.TempPathFactory,
     """A copy of the shipped instance config per test: runs never land in the project's
     dagster_home/ (the Makefile exports DAGSTER_HOME for `make dev` and `make run`)."""
     home = tmp_path_factory.mktemp("dagster_home")
-    config = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
+    config = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
     (home / "dagster.yaml").write_text(config.read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from synthfactory.ops.prompts import shard_count, shard_key
-from synthfactory.ops.real_data import list_classes
+from synthfactory.ops.data.prompts import shard_count, shard_key
+from synthfactory.ops.data.real_images import list_classes
 from synthfactory.params import ProjectConfig, config_digest, load_params
 
 REBUILD_JOB = "rebuild"

@@ -13,13 +13,19 @@ from pathlib import Path
 import dagster as dg
 
 from synthfactory.assets.checks import ASSET_CHECKS
-from synthfactory.assets.curation import distilled_set, filtered_set, judge
+from synthfactory.assets.curation import filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
+from synthfactory.assets.distillation import distilled_set
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
-from synthfactory.automation import (build_params_sensor, build_rebuild_schedule, rebuild_job,
-                                     shard_keys, with_eager_automation)
+from synthfactory.automation import (
+    build_params_sensor,
+    build_rebuild_schedule,
+    rebuild_job,
+    shard_keys,
+    with_eager_automation,
+)
 from synthfactory.executors import build_executor
 from synthfactory.params import ProjectConfig, load_params
 

@@ -92,7 +92,7 @@ def build_stages(defs: dg.Definitions, config: ProjectConfig, params_file: str =
 def render_dvc_yaml(stages: list[Stage], config: ProjectConfig,
                     params_file: str = DEFAULT_PARAMS, root: Path | None = None) -> str:
     """The text of `dvc.yaml`: the stages, the report's metrics file and its per-arm plot."""
-    from synthfactory.ops.report import ARMS_CSV  # numpy and PIL: not at definitions load
+    from synthfactory.ops.evaluation.report import ARMS_CSV  # numpy and PIL: not at definitions load
 
     root = (root or Path.cwd()).resolve()
     report = _relative(_out(REPORT_ASSET, config, root), root)
@@ -130,10 +130,23 @@ def code_files(function: Any, other_asset_functions: set[int]) -> list[Path]:
         path = _module_file(module)
         if path is None or module in NOT_CODE_DEPS:
             continue
-        if path.name != "__init__.py":
+        source = ast.parse(path.read_text())
+        if path.name != "__init__.py" or _has_code(source):
             found.add(path)
-        pending |= _imports(ast.parse(path.read_text()), skip=set())
+        pending |= _imports(source, skip=set())
+        # Importing a module runs its packages' __init__ first (a stage's file-name constants).
+        package = module.rpartition(".")[0]
+        if package:
+            pending.add(package)
     return sorted(found)
+
+
+def _has_code(tree: ast.Module) -> bool:
+    """True when a module holds more than a docstring (a package's constants, say)."""
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return bool(body)
 
 
 def params_read(function: Any) -> list[str]:

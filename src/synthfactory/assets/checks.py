@@ -16,10 +16,10 @@ from pathlib import Path
 import dagster as dg
 
 from synthfactory.ops import checks
-from synthfactory.ops.arms import SUMMARY_JSON
-from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts
-from synthfactory.ops.real_data import read_classes
-from synthfactory.ops.shards import finished_shards, read_samples
+from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
+from synthfactory.ops.data.real_images import read_classes
+from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.shards import finished_shards, read_samples
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 

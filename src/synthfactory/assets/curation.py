@@ -1,20 +1,21 @@
-"""Scoring, filtering and distilling the synthetic images."""
+"""Scoring and filtering the synthetic images."""
 
 import json
-import time
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
-from synthfactory.ops.arms import (FILTER_MANIFEST, JUDGE_JSON, JUDGE_WEIGHTS, SUMMARY_JSON,
-                                   filtered_arm, real_arm, synthetic_arm)
-from synthfactory.ops.atomic import digest_of_digests, dumps_json, sha256_file
-from synthfactory.ops.prompts import display_name, load_display_names
-from synthfactory.ops.real_data import read_classes, read_split
-from synthfactory.ops.shards import Sample, read_samples, read_shard_info, write_shard
-from synthfactory.assets.metadata import class_counts_md, image_grid_md
+from synthfactory.assets.metadata import image_grid_md
 from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.ops.curation import FILTER_MANIFEST, JUDGE_JSON, JUDGE_WEIGHTS
+from synthfactory.ops.data.prompts import display_name, load_display_names
+from synthfactory.ops.data.real_images import read_classes, read_split
+from synthfactory.ops.evaluation.arms import real_arm, synthetic_arm
+from synthfactory.ops.seeds import derive_seed
+from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.atomic import digest_of_digests, dumps_json, sha256_file
+from synthfactory.ops.storage.shards import read_samples, read_shard_info
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -39,12 +40,12 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     if config.backend == "clip":
         return _clip_judge(context, params, store, runtime, test_images, test_labels)
 
-    from synthfactory.ops.train import predict_proba, save_classifier, train_classifier
+    from synthfactory.ops.training.train import predict_proba, save_classifier, train_classifier
 
     data = real_arm(real_dir)
     n_classes = len(read_classes(real_dir))
     model, history = train_classifier(
-        data.images, data.targets, n_classes, seed=_seed(runtime, "judge"),
+        data.images, data.targets, n_classes, seed=derive_seed(runtime.seed, "judge"),
         device=runtime.torch_device, epochs=config.epochs, width=config.width,
         flip=params.classifiers.flip, log=context.log.info)
     test_accuracy = float(np.mean(
@@ -67,8 +68,8 @@ def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: Artifa
                 runtime: TorchRuntime, test_images: np.ndarray,
                 test_labels: np.ndarray) -> dg.MaterializeResult:
     """The `clip` judge: resolve the model, embed the class prompts, measure zero-shot accuracy."""
-    from synthfactory.ops.judges import ClipJudge, save_clip_judge
-    from synthfactory.ops.pretrained import resolve_model
+    from synthfactory.ops.curation.judges import ClipJudge, save_clip_judge
+    from synthfactory.ops.generation.pretrained import resolve_model
 
     config = params.judge
     source = resolve_model(str(config.model), what="judge.model", revision=config.revision,
@@ -107,8 +108,8 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     judge-feature space. Reads every finished shard and says how many it used. Writes
     `manifest.jsonl` (scores, duplicate group, flags, keep, reasons) and `summary.json`.
     """
-    from synthfactory.ops.filters import FilterSettings, filter_samples
-    from synthfactory.ops.judges import ClipJudge, load_judge
+    from synthfactory.ops.curation.filters import FilterSettings, filter_samples
+    from synthfactory.ops.curation.judges import ClipJudge, load_judge
 
     shards_dir = store.require("synthetic_shards")
     data = synthetic_arm(shards_dir)
@@ -160,85 +161,6 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
         data_version=dg.DataVersion(digest_of_digests(
             [*shard_digests.values(), params.digest("filtered_set")])[:16]),
     )
-
-
-@dg.asset(group_name="curation", kinds={"pytorch", "webdataset"}, code_version="1", pool="gpu",
-          op_tags=GPU_OP_TAGS, deps=["filtered_set", "judge"])
-def distilled_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
-                  runtime: TorchRuntime) -> dg.MaterializeResult:
-    """A small set of `ipc` images per class distilled from the filtered set.
-
-    `random`, `herding` and `kcenter` select real synthetic samples (the latter two in judge
-    feature space); `dm` (distribution matching) learns new images whose embeddings under
-    randomly initialised ConvNets (or the judge's features, `dm_features: judge`) match the
-    class means of the filtered set. Labels are hard, or
-    the judge's probabilities with `labels: soft`. Written as shards like every other set.
-    """
-    from synthfactory.ops.distill import (distribution_matching, select_herding, select_kcenter,
-                                          select_random)
-    from synthfactory.ops.judges import load_judge
-
-    config = params.distilled_set
-    source = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
-    class_names = read_classes(store.require("real_images"))
-    n_classes = len(class_names)
-    judge_model = load_judge(store.require("judge"), runtime.torch_device, params.judge.batch_size)
-    seed = _seed(runtime, "distilled_set")
-    started = time.perf_counter()
-    history: dict = {}
-    if config.method == "dm":
-        images, labels, history = distribution_matching(
-            source.images, source.labels, n_classes, config.ipc, seed=seed,
-            device=runtime.torch_device, iterations=config.iterations,
-            learning_rate=config.learning_rate, batch_real=config.batch_real,
-            log=context.log.info,
-            features=judge_model.embed_tensor if config.dm_features == "judge" else None)
-        origins = ["dm"] * len(images)
-    else:
-        if config.method == "random":
-            chosen = select_random(source.labels, config.ipc, seed)
-        else:
-            features = judge_model.embed(source.images)
-            chosen = (select_herding(features, source.labels, config.ipc)
-                      if config.method == "herding"
-                      else select_kcenter(features, source.labels, config.ipc, seed))
-        images, labels = source.images[chosen], source.labels[chosen]
-        origins = [source.keys[i] for i in chosen]
-    seconds = time.perf_counter() - started
-    soft = judge_model.predict_proba(images) if config.labels == "soft" else None
-    summary = {"method": config.method, "ipc": config.ipc, "labels": config.labels,
-               "dm_features": config.dm_features if config.method == "dm" else None,
-               "n_images": len(images), "source_size": len(source.images),
-               "seconds": round(seconds, 2),
-               "history": history}
-    with store.publish_dir("distilled_set") as directory:
-        samples = (Sample(key=f"d{index:06d}", image=images[index], label=int(labels[index]),
-                          meta={"method": config.method, "origin": origins[index],
-                                **({"soft_label": soft[index].round(6).tolist()}
-                                   if soft is not None else {})})
-                   for index in range(len(images)))
-        shard = write_shard(directory / "distilled-00000.tar", samples)
-        summary["sha256"] = shard.sha256
-        (directory / SUMMARY_JSON).write_text(dumps_json(summary))
-    metadata = {"path": dg.MetadataValue.path(str(store.path("distilled_set"))),
-                "method": config.method, "ipc": config.ipc, "n_images": len(images),
-                "source_size": len(source.images), "seconds": round(seconds, 1),
-                "per_class": class_counts_md(labels, class_names),
-                "grid": image_grid_md(images, labels, class_names,
-                                      f"{config.method}, {config.ipc} per class",
-                                      per_class=min(config.ipc, 10))}
-    if history:
-        metadata["matching_loss_initial"] = round(float(history["initial_loss"]), 4)
-        metadata["matching_loss_final"] = round(float(history["final_loss"]), 4)
-    return dg.MaterializeResult(metadata=metadata,
-                                data_version=dg.DataVersion(shard.sha256[:16]))
-
-
-def _seed(runtime: TorchRuntime, asset: str) -> int:
-    """The seed an asset passes to ops, which derive their own sub-streams from it."""
-    from synthfactory.ops.seeds import derive_seed
-
-    return derive_seed(runtime.seed, asset)
 
 
 def prompt_texts(shards_dir: Path, shard_names: list[str]) -> dict[str, str]:

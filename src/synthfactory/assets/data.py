@@ -4,10 +4,16 @@
 import dagster as dg
 import numpy as np
 
-from synthfactory.ops.prompts import (PROMPTS_FILE, expand_prompts, load_context_table,
-                                     load_display_names, write_prompts)
-from synthfactory.ops.real_data import (concatenate, few_shot_subset, list_classes, load_real,
-                                        stratified_split, write_real_images)
+from synthfactory.ops.data.images import concatenate
+from synthfactory.ops.data.prompts import (
+    PROMPTS_FILE,
+    expand_prompts,
+    load_context_table,
+    load_display_names,
+    write_prompts,
+)
+from synthfactory.ops.data.real_images import list_classes, load_real, write_real_images
+from synthfactory.ops.data.splits import few_shot_subset, stratified_split
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore

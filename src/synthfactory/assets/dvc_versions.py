@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from synthfactory.dvc_stages import output_path
-from synthfactory.ops.dvc_hash import dvc_md5, tree_md5
+from synthfactory.ops.storage.dvc_hash import dvc_md5, tree_md5
 from synthfactory.resources.dvc import DvcResource
 
 DVC_RESOURCE = "dvc"

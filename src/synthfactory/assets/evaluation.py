@@ -9,12 +9,19 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from synthfactory.ops.arms import (SUMMARY_JSON, TrainingData, distilled_arm, filtered_arm,
-                                   read_filter_records, real_arm, synthetic_arm)
-from synthfactory.ops.atomic import atomic_dir, dumps_json, sha256_file
-from synthfactory.ops.real_data import MANIFEST_JSON, read_classes, read_split
-from synthfactory.ops.seeds import derive_seed
 from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_split
+from synthfactory.ops.evaluation.arms import (
+    TrainingData,
+    distilled_arm,
+    filtered_arm,
+    read_filter_records,
+    real_arm,
+    synthetic_arm,
+)
+from synthfactory.ops.seeds import derive_seed
+from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -45,7 +52,7 @@ def build_classifier(arm: str) -> dg.AssetsDefinition:
                           "their accuracies on the real test split compare the data alone.")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
-        from synthfactory.ops.train import save_classifier, train_classifier
+        from synthfactory.ops.training.train import save_classifier, train_classifier
 
         config = params.classifiers
         data = load(store)
@@ -90,9 +97,9 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
     digest and shard digests.
     """
-    from synthfactory.ops.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
-    from synthfactory.ops.report import accuracy_plot, arm_table_markdown, write_report
-    from synthfactory.ops.train import load_classifier, predict_proba
+    from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
+    from synthfactory.ops.evaluation.report import accuracy_plot, arm_table_markdown, write_report
+    from synthfactory.ops.training.train import load_classifier, predict_proba
 
     started = time.perf_counter()
     real_dir = store.require("real_images")
@@ -170,7 +177,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
 
 def _grids(store: ArtifactStore, class_names: list[str], per_class: int) -> dict[str, np.ndarray]:
     """Image grids of each set, per class: real, synthetic, kept, rejected, distilled."""
-    from synthfactory.ops.report import image_grid
+    from synthfactory.ops.evaluation.report import image_grid
 
     real_images, real_labels, _ = read_split(store.require("real_images"), "test")
     synthetic = synthetic_arm(store.require("synthetic_shards"))

@@ -7,12 +7,13 @@ from collections import Counter
 
 import dagster as dg
 
-from synthfactory.ops.atomic import GENERATOR_JSON, dumps_json
-from synthfactory.ops.prompts import PROMPTS_FILE, read_prompts, shard_slice
 from synthfactory.assets.metadata import shard_preview
 from synthfactory.executors import GPU_OP_TAGS
-from synthfactory.ops.real_data import read_classes, read_image_shape, read_training_images
-from synthfactory.ops.shards import read_shard_info, shard_is_current, write_shard
+from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts, shard_slice
+from synthfactory.ops.data.real_images import read_classes, read_image_shape, read_training_images
+from synthfactory.ops.generation import GENERATOR_JSON
+from synthfactory.ops.storage.atomic import dumps_json
+from synthfactory.ops.storage.shards import read_shard_info, shard_is_current, write_shard
 from synthfactory.params import Params, config_digest
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -33,7 +34,7 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
     """
     config = params.generator
     if config.backend == "diffusers":
-        from synthfactory.ops.text2image import describe_pipeline
+        from synthfactory.ops.generation.text2image import describe_pipeline
 
         record = describe_pipeline(str(config.model), revision=config.revision,
                                    variant=config.variant, local_files_only=config.local_files_only,
@@ -49,8 +50,8 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
                       "lora": str(record["lora"]["path"]) if record["lora"] else "none"},
             data_version=dg.DataVersion(record["digest"][:16]))
 
-    from synthfactory.ops.checkpoint import remove_checkpoint
-    from synthfactory.ops.ddpm import save_generator, train_ddpm  # torch: imported per step
+    from synthfactory.ops.generation.ddpm import save_generator, train_ddpm  # torch: imported per step
+    from synthfactory.ops.storage.checkpoint import remove_checkpoint
 
     real_dir = store.require("real_images")
     images, labels, _ = read_training_images(real_dir)
@@ -105,8 +106,8 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         partition range loads the generator once and writes each shard atomically (tar renamed
         into place, its sidecar written last), so the same params give byte-identical shards.
         """
-        from synthfactory.ops.generate import generate_samples, open_generator  # torch: per step
-        from synthfactory.ops.samplers import SamplerSettings
+        from synthfactory.ops.generation.generate import generate_samples, open_generator  # torch: per step
+        from synthfactory.ops.generation.samplers import SamplerSettings
 
         config = params.synthetic_shards
         records = read_prompts(store.require("prompts", PROMPTS_FILE))

@@ -17,7 +17,7 @@ GRID_PER_CLASS = 8
 def image_grid_md(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                   title: str, per_class: int = GRID_PER_CLASS) -> dg.MetadataValue:
     """A markdown image (inline base64 PNG): one row per class, `per_class` images each."""
-    from synthfactory.ops.report import image_grid, png_bytes
+    from synthfactory.ops.evaluation.report import image_grid, png_bytes
 
     grid = image_grid(images, labels, list(class_names), per_class=per_class)
     data = base64.b64encode(png_bytes(grid)).decode()
@@ -36,7 +36,7 @@ def class_counts_md(labels: Sequence[int], class_names: Sequence[str],
 def shard_preview(tar_paths: Sequence[Path], class_names: Sequence[str]
                   ) -> dict[str, dg.MetadataValue]:
     """Per-class counts over the given shards and a grid of the first shard's images."""
-    from synthfactory.ops.shards import load_arrays, read_samples
+    from synthfactory.ops.storage.shards import load_arrays, read_samples
 
     labels = [sample.label for sample in read_samples(tar_paths, decode=False)]
     images, first_labels, _ = load_arrays(tar_paths[:1])

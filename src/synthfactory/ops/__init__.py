@@ -1,1 +1,3 @@
-"""The computations of synthfactory, free of Dagster so they run and test on their own."""
+"""The computations, with no Dagster import: one package per stage of the asset graph (data,
+generation, curation, distillation, training, evaluation) and the plumbing they share
+(storage). At the top: seeds, tensor conversions and the data-quality checks."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthfactory.ops.atomic import sha256_file
-from synthfactory.ops.shards import finished_shards, read_samples, read_shard_info
+from synthfactory.ops.storage.atomic import sha256_file
+from synthfactory.ops.storage.shards import finished_shards, read_samples, read_shard_info
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 import dagster as dg
 from pydantic import ConfigDict, Field
 
-from synthfactory.ops.atomic import atomic_dir, atomic_file
-from synthfactory.ops.remote import RemoteMirror, is_url
+from synthfactory.ops.storage.atomic import atomic_dir, atomic_file
+from synthfactory.ops.storage.remote import RemoteMirror, is_url
 
 
 class ArtifactStore(dg.ConfigurableResource):

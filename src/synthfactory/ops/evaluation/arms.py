@@ -1,0 +1,84 @@
+"""The training data of each evaluation arm, read from the directories the assets wrote."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthfactory.ops.curation import FILTER_MANIFEST
+from synthfactory.ops.data.real_images import read_training_images
+from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
+
+
+@dataclass
+class TrainingData:
+    """Images (uint8 N×H×W×C), hard labels, training targets (hard, or N×K soft), and provenance."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    targets: np.ndarray
+    keys: list[str]
+    sources: list[str]
+
+
+def real_arm(real_dir: Path) -> TrainingData:
+    """The real train split (or its few-shot subset)."""
+    images, labels, keys = read_training_images(real_dir)
+    return TrainingData(images, labels, labels, keys, sources=[real_dir.name])
+
+
+def synthetic_arm(shards_dir: Path) -> TrainingData:
+    """Every finished synthetic shard; `sources` names the shards used."""
+    shards = finished_shards(shards_dir)
+    if not shards:
+        raise FileNotFoundError(f"{shards_dir} has no finished shards: materialize "
+                                "'synthetic_shards' (all partitions or a range) first")
+    images, labels, keys = load_arrays(shards)
+    return TrainingData(images, labels, labels, keys, sources=[p.name for p in shards])
+
+
+def read_filter_records(filtered_dir: Path) -> list[dict[str, Any]]:
+    """The per-sample records of a filtered set (one per synthetic sample it scored)."""
+    path = filtered_dir / FILTER_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: materialize 'filtered_set' first")
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def filtered_arm(shards_dir: Path, filtered_dir: Path) -> TrainingData:
+    """The synthetic samples the filtered set keeps (read from the shards it scored)."""
+    records = read_filter_records(filtered_dir)
+    kept = {r["key"] for r in records if r["keep"]}
+    shard_names = sorted({r["shard"] for r in records})
+    paths = [shards_dir / name for name in shard_names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"filtered_set refers to shards {missing} that are gone from "
+                                f"{shards_dir}: re-materialize 'filtered_set'")
+    samples = [s for s in read_samples(paths) if s.key in kept]
+    if not samples:
+        raise ValueError("the filtered set keeps no sample: loosen filtered_set thresholds")
+    images = np.stack([s.image if s.image.ndim == 3 else s.image[:, :, None] for s in samples])
+    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    return TrainingData(images, labels, labels, [s.key for s in samples], sources=shard_names)
+
+
+def distilled_arm(distilled_dir: Path) -> TrainingData:
+    """The distilled images, with the judge's soft labels as targets when the set has them."""
+    shards = finished_shards(distilled_dir)
+    if not shards:
+        raise FileNotFoundError(f"{distilled_dir} has no finished shards: materialize "
+                                "'distilled_set' first")
+    samples = list(read_samples(shards))
+    images = np.stack([s.image if s.image.ndim == 3 else s.image[:, :, None] for s in samples])
+    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    targets: np.ndarray = labels
+    if all("soft_label" in s.meta for s in samples):
+        targets = np.asarray([s.meta["soft_label"] for s in samples], dtype=np.float32)
+    return TrainingData(images, labels, targets, [s.key for s in samples],
+                        sources=[p.name for p in shards])

@@ -1,0 +1,74 @@
+"""The sections of the generative half: `generator` (with its embedded DDPM) and `synthetic_shards`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from synthfactory.params.base import Section
+
+
+class DdpmParams(Section):
+    """Training settings of the embedded class-conditional DDPM."""
+
+    widths: list[int] = [32, 64]
+    # At least 20: the one-cycle learning-rate schedule needs a warm-up of 10% (torch divides by
+    # zero at exactly 10 steps).
+    train_steps: int = Field(default=1200, ge=20)
+    batch_size: int = Field(default=128, gt=0)
+    learning_rate: float = Field(default=3e-3, gt=0.0)
+    cfg_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    ema_decay: float = Field(default=0.995, ge=0.0, lt=1.0)
+    num_train_timesteps: int = Field(default=1000, gt=1)
+    checkpoint_every: int = Field(default=200, ge=0)  # steps between checkpoints; 0: none
+
+    @field_validator("widths")
+    @classmethod
+    def _widths_fit_groupnorm(cls, widths: list[int]) -> list[int]:
+        if not widths or any(w <= 0 or w % 8 for w in widths):
+            raise ValueError(f"generator.ddpm.widths {widths} must be positive multiples of 8 "
+                             "(the UNet normalises in groups of 8)")
+        return widths
+
+
+class GeneratorParams(Section):
+    """Which diffusion model generates the images.
+
+    `ddpm` trains the embedded class-conditional model; `diffusers` loads a pretrained
+    text-to-image pipeline from `model` (a local directory or a hub id), safetensors only.
+    """
+
+    backend: Literal["ddpm", "diffusers"] = "ddpm"
+    model: str | None = None
+    revision: str | None = None
+    variant: str | None = None
+    local_files_only: bool = False
+    lora: str | None = None
+    lora_scale: float = Field(default=1.0, ge=0.0)
+    compile: bool = False
+    ddpm: DdpmParams = DdpmParams()
+
+    @model_validator(mode="after")
+    def _model_matches_backend(self) -> GeneratorParams:
+        if self.backend == "diffusers" and not self.model:
+            raise ValueError("generator.backend 'diffusers' needs generator.model: a local "
+                             "pipeline directory or a hub id such as stabilityai/sd-turbo")
+        if self.backend == "ddpm" and (self.model or self.lora):
+            raise ValueError(f"generator.model {self.model!r} / lora {self.lora!r} need "
+                             "generator.backend: diffusers (the ddpm backend trains its own model)")
+        return self
+
+
+class SyntheticShardsParams(Section):
+    """How the prompts are sampled and cut into shards."""
+
+    shard_size: int = Field(default=250, gt=0)
+    steps: int = Field(default=25, gt=0)
+    scheduler: Literal["default", "ddim", "dpm", "euler", "euler_a", "unipc"] = "ddim"
+    batch_size: int = Field(default=250, gt=0)
+    height: int | None = Field(default=None, ge=8)
+    width: int | None = Field(default=None, ge=8)
+    bad_images: Literal["regenerate", "drop"] = "regenerate"
+    max_attempts: int = Field(default=3, gt=0)
+

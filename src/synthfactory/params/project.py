@@ -1,0 +1,125 @@
+"""One params file as a whole: the `params` resource, the other resources, and loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dagster as dg
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from synthfactory.params.base import ParamsError, config_digest
+from synthfactory.params.curation import FilteredSetParams, JudgeParams
+from synthfactory.params.data import PromptsParams, RealImagesParams
+from synthfactory.params.distillation import DistilledSetParams
+from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
+from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
+from synthfactory.params.platform import AutomationParams, ExecutorParams
+from synthfactory.resources.dvc import DvcResource
+from synthfactory.resources.runtime import TorchRuntime
+from synthfactory.resources.store import ArtifactStore
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Params(dg.ConfigurableResource):
+    """The asset sections of `params.yaml`, as the `params` resource the assets read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    real_images: RealImagesParams = RealImagesParams()
+    prompts: PromptsParams = PromptsParams()
+    generator: GeneratorParams = GeneratorParams()
+    synthetic_shards: SyntheticShardsParams = SyntheticShardsParams()
+    judge: JudgeParams = JudgeParams()
+    filtered_set: FilteredSetParams = FilteredSetParams()
+    distilled_set: DistilledSetParams = DistilledSetParams()
+    classifiers: ClassifiersParams = ClassifiersParams()
+    eval_report: EvalReportParams = EvalReportParams()
+
+    @model_validator(mode="after")
+    def _filters_match_judge(self) -> Params:
+        if self.filtered_set.clip_score is not None and self.judge.backend != "clip":
+            raise ValueError(f"filtered_set.clip_score {self.filtered_set.clip_score} needs "
+                             "judge.backend: clip (image-prompt similarity is a CLIP score)")
+        return self
+
+    def digest(self, *sections: str) -> str:
+        """sha256 (16 hex digits) of the named sections: the config part of a data version."""
+        return config_digest({name: getattr(self, name).model_dump() for name in sections})
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Everything one params file configures: the resources the definitions bind, how the
+    graph is automated (schedule, sensor) and which executor runs its steps."""
+
+    params: Params
+    store: ArtifactStore
+    runtime: TorchRuntime
+    automation: AutomationParams = AutomationParams()
+    executor: ExecutorParams = ExecutorParams()
+    dvc: DvcResource = field(default_factory=DvcResource)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectConfig:
+    """Validate a params mapping; raise `ParamsError` naming every bad key and value."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got "
+                          f"{type(raw).__name__}")
+    sections = dict(raw)
+    seed = sections.pop("seed", 0)
+    store = sections.pop("store", None) or {}
+    runtime = sections.pop("runtime", None) or {}
+    dvc = sections.pop("dvc", None) or {}
+    if isinstance(runtime, dict) and "seed" in runtime:
+        raise ParamsError(f"{source}: runtime.seed: the seed is the top-level key `seed`; move it "
+                          "there")
+    automation = sections.pop("automation", None) or {}
+    executor = sections.pop("executor", None) or {}
+    return ProjectConfig(
+        params=_validate(Params, sections, source, prefix=""),
+        store=_validate(ArtifactStore, store, source, prefix="store."),
+        runtime=_validate(TorchRuntime, {**runtime, "seed": seed}, source, prefix="runtime."),
+        automation=_validate(AutomationParams, automation, source, prefix="automation."),
+        executor=_validate(ExecutorParams, executor, source, prefix="executor."),
+        dvc=_validate(DvcResource, dvc, source, prefix="dvc."),
+    )
+
+
+def _validate(model: type[ModelT], values: Any, source: str, prefix: str) -> ModelT:
+    """Validate one part of the file; a failure names `file: key = value: rule` per problem."""
+    if not isinstance(values, dict):
+        raise ParamsError(f"{source}: {prefix.rstrip('.')} must be a mapping, got {values!r}")
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            key = "seed" if key == "seed" else prefix + key
+            value = problem.get("input")
+            shown = "" if isinstance(value, dict) else f" = {value!r}"
+            message = problem["msg"].removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                message = "unknown key (check its spelling and its section against params.yaml)"
+            where = f"{key}{shown}: " if key else ""  # a rule across sections names its keys
+            problems.append(f"{source}: {where}{message}")
+        raise ParamsError("; ".join(problems)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> ProjectConfig:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {str(path)!r} does not exist: run from the project root or "
+                          "pass --params FILE")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        where = " ".join(str(error).split())  # one line: the CLI prints errors on one line
+        raise ParamsError(f"{path}: not valid YAML ({where})") from None
+    return parse_params(raw, source=str(path))
+

@@ -1,0 +1,169 @@
+"""The whole graph end to end on a tiny config: every asset materializes and the report is whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from synthfactory.assets.checks import (
+    ASSET_CHECKS,
+    distilled_set_size,
+    eval_report_accuracy_floor,
+    synthetic_shards_integrity,
+)
+from synthfactory.definitions import build_definitions
+from synthfactory.ops.storage.shards import finished_shards, read_samples
+from synthfactory.params import Params, parse_params
+from synthfactory.resources.store import ArtifactStore
+from tests.support import tiny_params
+
+ARMS = ["real", "synthetic", "filtered", "distilled"]
+
+
+def _run_all(root: Path, **overrides: dict) -> dg.ExecuteInProcessResult:
+    config = parse_params(tiny_params(root, **overrides))
+    defs = build_definitions(config)
+    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
+    return dg.materialize([*defs.assets, *ASSET_CHECKS], resources=defs.resources, tags={
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1]})
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
+    root = tmp_path_factory.mktemp("graph")
+    result = _run_all(root)
+    assert result.success
+    return root, result
+
+
+def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+                                               ) -> None:
+    root, _ = graph_run
+    metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits"
+    assert metrics["classes"] == [str(d) for d in range(10)]
+    assert sorted(metrics["arms"]) == sorted(ARMS)
+    for arm in ARMS:
+        row = metrics["arms"][arm]
+        assert isinstance(row["n_train"], int) and row["n_train"] > 0
+        assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["accuracy_std"] >= 0.0
+        assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
+    assert metrics["arms"]["distilled"]["n_train"] == 20  # ipc 2 × 10 classes
+    assert metrics["distillation"]["method"] == "dm" and metrics["distillation"]["ipc"] == 2
+    assert metrics["filter"]["total"] == 60 and 0 < metrics["filter"]["kept"] <= 60
+    lineage = metrics["lineage"]
+    assert len(lineage["generator_digest"]) == 64 and lineage["params_digest"]
+    assert sorted(lineage["shard_digests"]) == ["shard-00000.tar", "shard-00001.tar",
+                                                "shard-00002.tar"]
+
+
+def test_report_files_and_metadata(graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    root, result = graph_run
+    report = root / "reports" / "eval"
+    for name in ["report.md", "report.html", "accuracy.png", "grid_kept.png",
+                 "grid_rejected.png", "grid_distilled.png", "confusion_real.png"]:
+        assert (report / name).is_file(), name
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="http' not in html
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    assert set(events) >= {f"classifier_{arm}" for arm in ARMS} | {"eval_report", "judge"}
+    assert "| real |" in events["eval_report"]["arms"].value
+    assert "data:image/png;base64," in events["eval_report"]["accuracy_plot"].value
+    assert 0.0 <= events["filtered_set"]["judge_agreement"].value <= 1.0
+    assert events["filtered_set"]["shards_used"].value == 3
+
+
+def test_classifier_checkpoints_are_safetensors(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+                                                ) -> None:
+    root, _ = graph_run
+    for arm in ARMS:
+        directory = root / "data" / f"classifier_{arm}"
+        assert sorted(p.name for p in directory.glob("seed-*")) == [
+            "seed-0.safetensors", "seed-1.safetensors"]
+        history = json.loads((directory / "history.json").read_text())
+        assert history["arm"] == arm and len(history["seeds"]) == 2
+
+
+def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+                                                 ) -> None:
+    root, _ = graph_run
+    lines = (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 60
+    for record in records:
+        assert record["keep"] == (record["reasons"] == [])
+        assert record["shard"].startswith("shard-") and 0.0 <= record["confidence"] <= 1.0
+
+
+def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: Path) -> None:
+    result = _run_all(tmp_path, distilled_set={"method": "herding", "labels": "soft", "ipc": 2})
+    assert result.success
+    shards = finished_shards(tmp_path / "data" / "distilled_set")
+    samples = list(read_samples(shards))
+    assert len(samples) == 20
+    assert all(abs(sum(s.meta["soft_label"]) - 1.0) < 1e-3 for s in samples)
+    history = json.loads((tmp_path / "data" / "classifier_distilled" / "history.json").read_text())
+    assert history["soft_labels"] is True
+
+
+def test_every_asset_check_ran_and_the_gates_passed(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    _, result = graph_run
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
+    assert len(evaluations) == 7
+    for name in ["real_images_integrity", "synthetic_shards_integrity",
+                 "synthetic_shards_class_balance", "filtered_set_every_class_kept",
+                 "distilled_set_size"]:
+        assert evaluations[name].passed, (name, evaluations[name].description)
+    assert evaluations["synthetic_shards_integrity"].metadata["samples"].value == 60
+    assert evaluations["distilled_set_size"].metadata["n_images"].value == 20
+    assert "| 0 | 6 | 6 |" in evaluations["synthetic_shards_class_balance"].metadata[
+        "per_class_table"].value
+    # The pass-rate floor only warns; with top_fraction 0.5 every class keeps half.
+    assert evaluations["filtered_set_pass_rate_floor"].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
+    import shutil
+
+    root, _ = graph_run
+    copy = tmp_path / "data"
+    shutil.copytree(root / "data", copy)
+    store = ArtifactStore(root=str(copy))
+    tar = copy / "synthetic_shards" / "shard-00001.tar"
+    tar.write_bytes(tar.read_bytes()[:-1024])  # truncated: a crashed copy, say
+    result = synthetic_shards_integrity(store=store)
+    assert not result.passed and "shard-00001.tar: sha256" in result.description
+
+    (copy / "distilled_set" / "distilled-00000.json").unlink()  # the shard is no longer finished
+    assert not distilled_set_size(params=Params(), store=store).passed
+
+    report = str(root / "reports" / "eval")
+    assert eval_report_accuracy_floor(params=Params(
+        eval_report={"output_dir": report, "accuracy_floor": {"real": 0.0}})).passed
+    low = eval_report_accuracy_floor(params=Params(
+        eval_report={"output_dir": report, "accuracy_floor": {"real": 1.0, "synthetic": 1.0}}))
+    assert not low.passed and "below the accuracy floor" in low.description
+
+
+def test_ui_metadata_has_grids_counts_timings_and_paths(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    _, result = graph_run
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    shards = meta["synthetic_shards"]
+    assert shards["sample_grid"].value.count("data:image/png;base64,") == 1
+    assert "| 0 | 6 |" in shards["per_class"].value  # 6 images of class 0 over the 3 shards
+    assert shards["images_per_second"].value > 0 and shards["seconds"].value > 0
+    assert shards["generator_path"].value.endswith("generator")
+    for key in ("kept_grid", "rejected_grid"):
+        assert "data:image/png;base64," in meta["filtered_set"][key].value
+    assert "data:image/png;base64," in meta["distilled_set"]["grid"].value
+    assert "| 9 | 2 |" in meta["distilled_set"]["per_class"].value  # ipc 2

@@ -1,0 +1,95 @@
+"""The whole graph on the pretrained path: a tiny Stable Diffusion pipeline generates, a tiny CLIP
+judges, and the user's real images come from WebDataset shards — all through `dg.materialize`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from synthfactory.definitions import build_definitions
+from synthfactory.ops.evaluation.arms import read_filter_records
+from synthfactory.ops.storage.shards import finished_shards, read_samples
+from synthfactory.params import parse_params
+from tests.support import tiny_params, write_labelled_webdataset
+
+CLASSES = ["red_apple", "green_leaf", "blue_sky"]
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path,
+                   tiny_clip_dir: Path) -> tuple[Path, dg.ExecuteInProcessResult]:
+    root = tmp_path_factory.mktemp("pretrained")
+    shards = write_labelled_webdataset(root / "user-shards", CLASSES, 8, size=40)
+    params = tiny_params(
+        root,
+        real_images={"source": "webdataset", "root": str(shards), "resolution": 16,
+                     "test_fraction": 0.25},
+        prompts={"strategy": "templates", "templates": ["a photo of a {name}", "a {name}"],
+                 "images_per_class": 4, "guidance": [1.0], "guidance_range": [1.0, 4.0],
+                 "negative_prompt": "blurry"},
+        generator={"backend": "diffusers", "model": str(tiny_sd_dir), "local_files_only": True},
+        # Rendered at 24×24 and fitted to the real images' 16×16.
+        synthetic_shards={"shard_size": 6, "steps": 2, "batch_size": 4, "scheduler": "euler",
+                          "height": 24, "width": 24},
+        judge={"backend": "clip", "model": str(tiny_clip_dir), "local_files_only": True,
+               "templates": ["a photo of a {name}."], "batch_size": 8},
+        filtered_set={"threshold": None, "top_fraction": 0.75, "clip_score": -1.0,
+                      "dedup_threshold": 0.999},
+        distilled_set={"method": "dm", "dm_features": "judge", "ipc": 1, "iterations": 3,
+                       "batch_real": 8},
+    )
+    params["generator"].pop("ddpm")
+    defs = build_definitions(parse_params(params))
+    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
+    result = dg.materialize(list(defs.assets), resources=defs.resources, tags={
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1]})
+    assert result.success
+    return root, result
+
+
+def test_every_asset_materializes_and_the_report_names_the_models(
+        pretrained_run: tuple[Path, dg.ExecuteInProcessResult], tiny_sd_dir: Path,
+        tiny_clip_dir: Path) -> None:
+    root, result = pretrained_run
+    metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
+    assert metrics["classes"] == CLASSES
+    assert sorted(metrics["arms"]) == ["distilled", "filtered", "real", "synthetic"]
+    assert metrics["arms"]["synthetic"]["n_train"] == 12
+    assert metrics["arms"]["distilled"]["n_train"] == 3
+    assert metrics["judge"]["kind"] == "clip"
+    assert metrics["lineage"]["generator_source"] == str(tiny_sd_dir)
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    assert events["generator"]["pipeline_class"].value == "StableDiffusionPipeline"
+    assert events["judge"]["kind"].value == "clip"
+    assert events["judge"]["source"].value == str(tiny_clip_dir)
+    assert events["synthetic_shards"]["bad_images"].value == {}
+
+
+def test_shards_hold_fitted_images_with_their_prompts(
+        pretrained_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    root, _ = pretrained_run
+    shards = finished_shards(root / "data" / "synthetic_shards")
+    assert [p.name for p in shards] == ["shard-00000.tar", "shard-00001.tar"]
+    samples = list(read_samples(shards))
+    assert len(samples) == 12 and {s.image.shape for s in samples} == {(16, 16, 3)}
+    first = samples[0].meta
+    assert first["generated_shape"] == [24, 24, 3]
+    assert first["prompt"]["text"] == "a photo of a red apple"
+    assert first["sampler"]["scheduler"] == "euler"
+    assert len({s.meta["prompt"]["guidance"] for s in samples}) > 1  # drawn per image
+
+
+def test_filtered_set_records_clip_scores_and_zero_shot_margins(
+        pretrained_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    root, _ = pretrained_run
+    records = read_filter_records(root / "data" / "filtered_set")
+    assert len(records) == 12
+    assert all(-1.0 <= r["clip_score"] <= 1.0 and -1.0 <= r["margin"] <= 1.0 for r in records)
+    assert sum(r["keep"] for r in records) == 9  # top 75% of each class of 4
+    summary = json.loads((root / "data" / "distilled_set" / "summary.json").read_text())
+    assert summary["dm_features"] == "judge" and summary["n_images"] == 3

@@ -1,0 +1,35 @@
+"""The whole graph on the shipped params.yaml (about 6 minutes on 2 cores): `make test-e2e`.
+
+Checks the targets the project states in its README on the embedded default.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthfactory.cli import main
+from tests.support import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
+
+
+@pytest.mark.e2e
+def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["store"] = {"root": str(tmp_path / "data")}
+    raw["eval_report"]["output_dir"] = str(tmp_path / "reports" / "eval")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    assert main(["run", "--params", str(params)]) == 0
+    metrics = json.loads((tmp_path / "reports" / "eval" / "metrics.json").read_text())
+    arms = {arm: row["accuracy_mean"] for arm, row in metrics["arms"].items()}
+    assert arms["real"] >= 0.97
+    assert arms["synthetic"] >= 0.88
+    assert arms["filtered"] >= arms["synthetic"] - 0.005  # within seed noise of "not worse"
+    assert metrics["filter"]["judge_agreement"] >= 0.85
+    shutil.rmtree(tmp_path / "data")

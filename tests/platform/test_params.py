@@ -1,0 +1,76 @@
+"""params.yaml validation: the shipped file loads; bad values fail with a message naming them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthfactory.params import ParamsError, load_params, parse_params
+from tests.support import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
+
+
+def test_the_shipped_params_file_loads_with_the_design_defaults() -> None:
+    config = load_params(ROOT / "params.yaml")
+    assert config.store.root == "data"
+    assert config.runtime.seed == 0 and config.runtime.device == "auto"
+    assert config.params.real_images.source == "digits"
+    assert config.params.real_images.resolution == 8
+    assert config.params.prompts.images_per_class >= 100
+    assert config.params.synthetic_shards.shard_size == 250
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"prompts": {"images_per_clas": 3}}, "prompts.images_per_clas = 3: unknown key"),
+    ({"prompt": {}}, "prompt: unknown key"),
+    ({"prompts": {"images_per_class": 0}}, "prompts.images_per_class = 0: Input should be greater"),
+    ({"prompts": {"images_per_class": "many"}}, "prompts.images_per_class = 'many'"),
+    ({"prompts": {"templates": ["a photo"]}}, "no '{name}' placeholder"),
+    ({"prompts": {"guidance": [-1.0]}}, "prompts.guidance"),
+    ({"real_images": {"source": "mnist"}}, "real_images.source = 'mnist'"),
+    ({"real_images": {"source": "imagefolder"}}, "needs real_images.root"),
+    ({"real_images": {"channels": 2}}, "must be 1 (grey), 3 (RGB)"),
+    ({"generator": {"backend": "gan"}}, "generator.backend = 'gan'"),
+    ({"generator": {"ddpm": {"widths": [12]}}}, "multiples of 8"),
+    ({"synthetic_shards": {"scheduler": "heun"}}, "synthetic_shards.scheduler = 'heun'"),
+    ({"store": {"path": "x"}}, "store.path = 'x': unknown key"),
+    ({"runtime": {"device": "tpu"}}, "runtime.device = 'tpu'"),
+    ({"seed": -1}, "seed = -1"),
+    ({"runtime": {"seed": 3}}, "runtime.seed: the seed is the top-level key"),
+])
+def test_bad_values_name_the_key_and_the_rule(raw: dict, message: str) -> None:
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_file_and_bad_yaml_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("prompts: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_section_digests_change_only_with_their_section(tmp_path: Path) -> None:
+    base = parse_params({}).params
+    changed = parse_params({"synthetic_shards": {"steps": 50}}).params
+    assert base.digest("prompts") == changed.digest("prompts")
+    assert base.digest("synthetic_shards") != changed.digest("synthetic_shards")
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"synthetic_shards": {"steps": 50}}))
+    assert load_params(path).params.digest("synthetic_shards") == changed.digest("synthetic_shards")
+
+
+def test_shipped_presets_parse() -> None:
+    presets = sorted((ROOT / "configs").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        config = load_params(preset)
+        assert config.store.root != "data", f"{preset.name} must not overwrite the default store"
+    mix = load_params(ROOT / "configs" / "digits-guidance-mix.yaml")
+    assert mix.params.prompts.guidance == [1.0, 2.0, 3.0]
