@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.nn import functional as F
 
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.tensors import to_model_space
-from synthfactory.ops.training.architectures import ConvNet
+from synthfactory.ops.training.architectures import build_model, model_from_config
 from synthfactory.ops.training.augmentation import augment
 
 
@@ -24,9 +25,11 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
                      device: torch.device, epochs: int = 30, min_steps: int = 300,
                      batch_size: int = 128, learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, width: int = 128, depth: int | None = None,
-                     augmentation: bool = True, flip: bool = False,
-                     log: Callable[[str], None] | None = None) -> tuple[ConvNet, dict[str, Any]]:
-    """Train a ConvNet from scratch on uint8 images; `targets` are labels (N,) or soft (N×K).
+                     architecture: str = "convnet", augmentation: bool = True, flip: bool = False,
+                     log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a classifier from scratch on uint8 images; `targets` are labels (N,) or soft (N×K).
+
+    `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the ConvNet's.
 
     Steps = max(min_steps, epochs × batches per epoch), so a 100-image distilled set still gets
     enough updates; SGD with momentum and cosine decay. Deterministic on CPU for one seed.
@@ -44,7 +47,8 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
     per_epoch = math.ceil(len(images) / batch_size)
     total_steps = max(min_steps, epochs * per_epoch)
     torch.manual_seed(derive_seed(seed, "init"))
-    model = ConvNet(images.shape[3], n_classes, images.shape[1], width=width, depth=depth).to(device)
+    model = build_model(architecture, channels=images.shape[3], n_classes=n_classes,
+                        resolution=images.shape[1], width=width, depth=depth).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
                                 weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -86,7 +90,7 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
 
 
 @torch.no_grad()
-def predict_proba(model: ConvNet, images: np.ndarray, *, device: torch.device,
+def predict_proba(model: nn.Module, images: np.ndarray, *, device: torch.device,
                   batch_size: int = 512) -> np.ndarray:
     """Softmax probabilities N×K of uint8 images."""
     model.eval()
@@ -96,7 +100,7 @@ def predict_proba(model: ConvNet, images: np.ndarray, *, device: torch.device,
 
 
 @torch.no_grad()
-def embed(model: ConvNet, images: np.ndarray, *, device: torch.device,
+def embed(model: nn.Module, images: np.ndarray, *, device: torch.device,
           batch_size: int = 512) -> np.ndarray:
     """Penultimate features N×D of uint8 images (the judge's feature space)."""
     model.eval()
@@ -105,15 +109,15 @@ def embed(model: ConvNet, images: np.ndarray, *, device: torch.device,
     return torch.cat(outputs).numpy()
 
 
-def save_classifier(path: Path, model: ConvNet, metadata: dict[str, str] | None = None) -> None:
+def save_classifier(path: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
     """Save weights as safetensors with the architecture as JSON in the file's metadata."""
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in
              model.state_dict().items()}
     save_file(state, str(path), metadata={**(metadata or {}), "config": json.dumps(model.config)})
 
 
-def load_classifier(path: Path, device: torch.device) -> ConvNet:
-    """Rebuild a ConvNet saved by `save_classifier` (safetensors only: nothing is executed)."""
+def load_classifier(path: Path, device: torch.device) -> nn.Module:
+    """Rebuild a model saved by `save_classifier` (safetensors only: nothing is executed)."""
     if not path.is_file():
         raise FileNotFoundError(f"classifier weights {path} do not exist: materialize the asset "
                                 "that trains them first")
@@ -124,6 +128,6 @@ def load_classifier(path: Path, device: torch.device) -> ConvNet:
     if config is None:
         raise ValueError(f"{path} has no 'config' metadata: it was not written by "
                          "save_classifier")
-    model = ConvNet(**json.loads(config))
+    model = model_from_config(json.loads(config))
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()

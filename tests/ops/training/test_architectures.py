@@ -1,0 +1,81 @@
+"""The classifier architectures: the standard parameter counts, both ResNet stems, small images,
+and a save/load round trip that rebuilds the same architecture from the file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthfactory.ops.training.architectures import (ARCHITECTURES, build_model,
+                                                     model_from_config, parameter_count)
+from synthfactory.ops.training.train import load_classifier, predict_proba, save_classifier
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("architecture", "resolution", "n_classes", "expected"), [
+    # The widely used CIFAR definitions (3×3 stem, no max-pool) at 10 classes.
+    ("resnet18", 32, 10, 11_173_962),
+    ("resnet50", 32, 10, 23_520_842),
+    ("vgg11", 32, 10, 9_231_114),
+    # The ImageNet stem above 64 px: torchvision's resnet18 / resnet50 at 1000 classes.
+    ("resnet18", 224, 1000, 11_689_512),
+    ("resnet50", 224, 1000, 25_557_032),
+    # The DD ConvNet-3 (width 128, instance norm) at 32 px and 10 classes.
+    ("convnet", 32, 10, 320_010),
+])
+def test_parameter_counts_match_the_standard_definitions(architecture: str, resolution: int,
+                                                         n_classes: int, expected: int) -> None:
+    model = build_model(architecture, channels=3, n_classes=n_classes, resolution=resolution)
+    assert parameter_count(model) == expected
+
+
+def test_the_stem_follows_the_resolution() -> None:
+    small = build_model("resnet18", channels=3, n_classes=10, resolution=64)
+    large = build_model("resnet18", channels=3, n_classes=10, resolution=96)
+    assert small.stem[0].kernel_size == (3, 3) and len(small.stem) == 3  # no max-pool
+    assert large.stem[0].kernel_size == (7, 7) and isinstance(large.stem[-1], torch.nn.MaxPool2d)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_architecture_runs_on_8px_grey_digits(architecture: str) -> None:
+    model = build_model(architecture, channels=1, n_classes=10, resolution=8, width=16).eval()
+    images = torch.randn(3, 1, 8, 8)
+    assert model(images).shape == (3, 10)
+    assert model.embed(images).shape == (3, model.embedding_dim)
+
+
+def test_instance_norm_variant_has_no_running_statistics() -> None:
+    batch = build_model("resnet18", channels=3, n_classes=10, resolution=32)
+    instance = build_model("resnet18", channels=3, n_classes=10, resolution=32, norm="instance")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in batch.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in instance.modules())
+    assert parameter_count(batch) == parameter_count(instance)  # affine weights either way
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_saved_model_is_rebuilt_with_its_architecture(architecture: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(architecture, channels=1, n_classes=4, resolution=8, width=8).eval()
+    path = tmp_path / "model.safetensors"
+    save_classifier(path, model)
+    loaded = load_classifier(path, CPU)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    images = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(predict_proba(loaded, images, device=CPU),
+                                  predict_proba(model, images, device=CPU))
+
+
+def test_a_config_without_architecture_is_a_convnet() -> None:
+    """Checkpoints written before the architectures existed hold a ConvNet's config only."""
+    model = model_from_config({"channels": 1, "n_classes": 3, "resolution": 8, "width": 8,
+                               "depth": 2})
+    assert model.config["architecture"] == "convnet"
+
+
+def test_unknown_architecture_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="'resnet19' is not one of convnet, resnet18"):
+        build_model("resnet19", channels=3, n_classes=10, resolution=32)
