@@ -99,7 +99,8 @@ def test_path_like_names_stay_data(graph: Path, tmp_path: Path) -> None:
     dataset = RealDataset(images=np.zeros((len(labels), 8, 8, 1), np.uint8), labels=labels,
                           class_names=list(PATH_NAMES), sources=[f"x{i}" for i in range(len(labels))])
     train, test = stratified_split(labels, 0.3, seed=0)
-    write_real_images(store / "real_images", dataset, train, test, shard_size=100, info={})
+    write_real_images(store / "real_images", dataset, {"train": train, "test": test},
+                      shard_size=100, info={})
     records = expand_prompts(PATH_NAMES, 2, ["{name}"], [1.0], "", 0)
     write_prompts(store / "prompts.jsonl", records)
     metrics = json.loads((graph / "reports" / "eval" / "metrics.json").read_text())

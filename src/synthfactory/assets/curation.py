@@ -32,13 +32,13 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     of near-duplicate removal, herding and k-center. Backend `clip` loads a CLIP model (local
     directory or hub id, safetensors only) and stores one text embedding per class (templates
     averaged) for zero-shot scoring; CLIP image embeddings are then the feature space.
-    `judge.json` records the judge's accuracy on the real test split.
+    `judge.json` records the judge's accuracy on the real validation split (never test).
     """
     config = params.judge
     real_dir = store.require("real_images")
-    test_images, test_labels, _ = read_split(real_dir, "test")
+    val_images, val_labels, _ = read_split(real_dir, "val")
     if config.backend == "clip":
-        return _clip_judge(context, params, store, runtime, test_images, test_labels)
+        return _clip_judge(context, params, store, runtime, val_images, val_labels)
 
     from synthfactory.ops.training.train import predict_proba, save_classifier, train_classifier
 
@@ -48,26 +48,28 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
         data.images, data.targets, n_classes, seed=derive_seed(runtime.seed, "judge"),
         device=runtime.torch_device, epochs=config.epochs, width=config.width,
         flip=params.classifiers.flip, log=context.log.info)
-    test_accuracy = float(np.mean(
-        predict_proba(model, test_images, device=runtime.torch_device).argmax(1) == test_labels))
+    val_accuracy = float(np.mean(
+        predict_proba(model, val_images, device=runtime.torch_device).argmax(1) == val_labels))
     with store.publish_dir("judge") as directory:
         save_classifier(directory / JUDGE_WEIGHTS, model)
-        info = {"kind": "convnet", "n_train": len(data.images), "test_accuracy": test_accuracy,
+        info = {"kind": "convnet", "n_train": len(data.images), "val_accuracy": val_accuracy,
                 "history": history, "sha256": sha256_file(directory / JUDGE_WEIGHTS)}
         (directory / JUDGE_JSON).write_text(dumps_json(info))
-    context.log.info(f"judge: {test_accuracy:.4f} accuracy on {len(test_labels)} real test images")
+    context.log.info(f"judge: {val_accuracy:.4f} accuracy on {len(val_labels)} real validation "
+                     "images")
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(store.path("judge"))), "kind": "convnet",
-                  "test_accuracy": round(test_accuracy, 4), "n_train": len(data.images),
+                  "val_accuracy": round(val_accuracy, 4), "n_train": len(data.images),
                   "train_seconds": round(history["seconds"], 1)},
         data_version=dg.DataVersion(info["sha256"][:16]),
     )
 
 
 def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
-                runtime: TorchRuntime, test_images: np.ndarray,
-                test_labels: np.ndarray) -> dg.MaterializeResult:
-    """The `clip` judge: resolve the model, embed the class prompts, measure zero-shot accuracy."""
+                runtime: TorchRuntime, val_images: np.ndarray,
+                val_labels: np.ndarray) -> dg.MaterializeResult:
+    """The `clip` judge: resolve the model, embed the class prompts, measure zero-shot accuracy
+    on the validation split."""
     from synthfactory.ops.curation.judges import ClipJudge, save_clip_judge
     from synthfactory.ops.generation.pretrained import resolve_model
 
@@ -81,17 +83,17 @@ def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: Artifa
     clip = ClipJudge(source.path, runtime.torch_device, config.batch_size)
     class_embeddings = clip.class_text_embeddings(shown, config.templates)
     clip.use_class_embeddings(class_embeddings)
-    test_accuracy = float(np.mean(clip.predict_proba(test_images).argmax(1) == test_labels))
+    val_accuracy = float(np.mean(clip.predict_proba(val_images).argmax(1) == val_labels))
     record = {"kind": "clip", **source.record(), "templates": config.templates,
-              "class_texts": shown, "test_accuracy": test_accuracy}
+              "class_texts": shown, "val_accuracy": val_accuracy}
     with store.publish_dir("judge") as directory:
         save_clip_judge(directory, record, class_embeddings)
-    context.log.info(f"judge: CLIP zero-shot {test_accuracy:.4f} on {len(test_labels)} real "
-                     "test images")
+    context.log.info(f"judge: CLIP zero-shot {val_accuracy:.4f} on {len(val_labels)} real "
+                     "validation images")
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(store.path("judge"))), "kind": "clip",
                   "source": str(config.model), "revision": str(record["revision"]),
-                  "test_accuracy": round(test_accuracy, 4), "digest": record["digest"]},
+                  "val_accuracy": round(val_accuracy, 4), "digest": record["digest"]},
         data_version=dg.DataVersion(digest_of_digests(
             [record["digest"], params.digest("judge")])[:16]),
     )

@@ -13,7 +13,7 @@ from synthfactory.ops.data.prompts import (
     write_prompts,
 )
 from synthfactory.ops.data.real_images import list_classes, load_real, write_real_images
-from synthfactory.ops.data.splits import few_shot_subset, stratified_split
+from synthfactory.ops.data.splits import carve_validation, few_shot_subset, stratified_split
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -22,12 +22,14 @@ from synthfactory.resources.store import ArtifactStore
 @dg.asset(group_name="data", kinds={"webdataset"}, code_version="1")
 def real_images(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                 runtime: TorchRuntime) -> dg.MaterializeResult:
-    """The real dataset, split train/test (stratified, seeded) and written as WebDataset shards.
+    """The real dataset, split train/val/test (stratified, seeded) and written as WebDataset shards.
 
     Source `digits` is scikit-learn's bundled 8×8 digits; `imagefolder` reads
     `<root>/<class_name>/*` and `webdataset` reads existing shards (`cls`/`json` labels), at any
     size and mode, resized to the configured resolution. With `test_root`, the user's own test
-    set is the test split. Unreadable files are skipped and counted. With `few_shot: K`, K
+    set is the test split. Validation (`val_fraction` of each class's train images) is carved
+    from train and held out of everything that learns: every choice reads it, and only
+    `eval_report` reads test. Unreadable files are skipped and counted. With `few_shot: K`, K
     seeded train images per class form the subset that the generator, the judge and the real
     classifier learn from. Writes shards, `classes.json` and `manifest.json`.
     """
@@ -44,6 +46,8 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
         test = np.arange(n_train, len(dataset.labels))
     else:
         train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
+    # Validation comes out of train: every choice reads it, nothing learns from it.
+    train, val = carve_validation(dataset.labels, train, config.val_fraction, runtime.seed)
     for reason, count in dataset.skipped.items():
         context.log.warning(f"real_images: skipped {count} file(s): {reason}")
     for mode, count in dataset.converted.items():
@@ -52,16 +56,19 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
     few_shot = (None if config.few_shot is None
                 else few_shot_subset(dataset.labels, train, config.few_shot, runtime.seed))
     info = {"source": config.source, "root": config.root, "resolution": config.resolution,
-            "channels": channels, "test_fraction": config.test_fraction, "seed": runtime.seed,
+            "channels": channels, "test_fraction": config.test_fraction,
+            "val_fraction": config.val_fraction, "seed": runtime.seed,
             "params_digest": params.digest("real_images")}
     with store.publish_dir("real_images") as directory:
-        manifest = write_real_images(directory, dataset, train, test, config.shard_size, info,
-                                     few_shot)
+        manifest = write_real_images(directory, dataset,
+                                     {"train": train, "val": val, "test": test},
+                                     config.shard_size, info, few_shot)
     counts = manifest["counts"]
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.path("real_images"))),
-            "n_train": len(train), "n_test": len(test), "n_classes": len(dataset.class_names),
+            "n_train": len(train), "n_val": len(val), "n_test": len(test),
+            "n_classes": len(dataset.class_names),
             "skipped": dict(manifest["skipped"]),
             "converted": dict(manifest["converted"]),
             "per_class": dg.MetadataValue.md(_counts_table(counts)),

@@ -66,6 +66,7 @@ def build_classifier(arm: str) -> dg.AssetsDefinition:
                     device=runtime.torch_device, epochs=config.epochs,
                     min_steps=config.min_steps, batch_size=config.batch_size,
                     learning_rate=config.learning_rate, width=config.width,
+                    architecture=config.architecture,
                     augmentation=config.augmentation, flip=config.flip)
                 save_classifier(directory / f"seed-{seed_index}.safetensors", model)
                 histories.append({"seed_index": seed_index, **history})
@@ -98,7 +99,9 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     digest and shard digests.
     """
     from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
-    from synthfactory.ops.evaluation.report import accuracy_plot, arm_table_markdown, write_report
+    from synthfactory.ops.evaluation.plots import accuracy_plot
+    from synthfactory.ops.evaluation.report import write_report
+    from synthfactory.ops.evaluation.tables import arm_table_markdown
     from synthfactory.ops.training.train import load_classifier, predict_proba
 
     started = time.perf_counter()
@@ -141,7 +144,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "matching_loss": {k: distill_summary["history"].get(k)
                               for k in ("initial_loss", "final_loss")}
             if distill_summary["history"] else None},
-        "judge": {"kind": judge_info["kind"], "test_accuracy": judge_info["test_accuracy"]},
+        "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
         "lineage": {
             "params_digest": params.digest(*Params.model_fields),
             "seed": runtime.seed,
@@ -177,7 +180,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
 
 def _grids(store: ArtifactStore, class_names: list[str], per_class: int) -> dict[str, np.ndarray]:
     """Image grids of each set, per class: real, synthetic, kept, rejected, distilled."""
-    from synthfactory.ops.evaluation.report import image_grid
+    from synthfactory.ops.evaluation.plots import image_grid
 
     real_images, real_labels, _ = read_split(store.require("real_images"), "test")
     synthetic = synthetic_arm(store.require("synthetic_shards"))

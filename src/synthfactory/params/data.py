@@ -19,6 +19,8 @@ class RealImagesParams(Section):
     resolution: int = Field(default=8, ge=4, le=1024)
     channels: int | None = None
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    # Carved from train (per class): every choice and sweep reads it; test only for the report.
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     shard_size: int = Field(default=1000, gt=0)
     few_shot: int | None = Field(default=None, gt=0)
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from synthfactory.params.base import Section
 
 
 class ClassifiersParams(Section):
-    """Training of the evaluation classifiers: one architecture, every arm, `n_seeds` seeds."""
+    """Training of the evaluation classifiers: one architecture, every arm, `n_seeds` seeds.
 
+    `architecture`: the DD ConvNet (default; `width` is its width), or the standard ResNet-18,
+    ResNet-50 or VGG-11 of the synthetic-data and cross-architecture literature.
+    """
+
+    architecture: Literal["convnet", "resnet18", "resnet50", "vgg11"] = "convnet"
     n_seeds: int = Field(default=3, gt=0)
     epochs: int = Field(default=30, gt=0)
     min_steps: int = Field(default=300, gt=0)

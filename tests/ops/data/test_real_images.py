@@ -18,7 +18,7 @@ from synthfactory.ops.data.real_images import (
     read_training_images,
     write_real_images,
 )
-from synthfactory.ops.data.splits import few_shot_subset, stratified_split
+from synthfactory.ops.data.splits import carve_validation, few_shot_subset, stratified_split
 
 
 def test_digits_are_uint8_images_with_ten_classes() -> None:
@@ -86,17 +86,42 @@ def test_to_square_centre_crops_before_resizing() -> None:
     assert to_square(image, 4, 1).min() > 200
 
 
+def test_validation_is_carved_from_train_per_class_and_seeded() -> None:
+    labels = np.repeat(np.arange(4), [40, 20, 2, 1])
+    train, test = stratified_split(labels, 0.3, seed=1)
+    kept, val = carve_validation(labels, train, 0.1, seed=1)
+    assert set(kept).isdisjoint(val) and set(kept) | set(val) == set(train)
+    assert set(val).isdisjoint(test)
+    for label in (0, 1):
+        n_train = int(np.sum(labels[train] == label))
+        assert int(np.sum(labels[val] == label)) == max(1, round(0.1 * n_train))
+    # A class with two train images gives one to val; with one, keeps it for training.
+    assert np.sum(labels[val] == 2) == (1 if np.sum(labels[train] == 2) >= 2 else 0)
+    assert np.sum(labels[val] == 3) == 0 and np.sum(labels[kept] == 3) == np.sum(labels[train] == 3)
+    again = carve_validation(labels, train, 0.1, seed=1)
+    assert np.array_equal(val, again[1]) and not np.array_equal(
+        val, carve_validation(labels, train, 0.1, seed=2)[1])
+    with pytest.raises(ValueError, match="val_fraction = 0.0"):
+        carve_validation(labels, train, 0.0, seed=1)
+
+
 def test_written_splits_read_back_with_manifest(tmp_path: Path) -> None:
     data = load_digits(8, 1)
     train, test = stratified_split(data.labels, 0.3, seed=0)
-    manifest = write_real_images(tmp_path, data, train, test, shard_size=500, info={"x": 1})
+    train, val = carve_validation(data.labels, train, 0.1, seed=0)
+    manifest = write_real_images(tmp_path, data, {"train": train, "val": val, "test": test},
+                                 shard_size=500, info={"x": 1})
     assert [s["name"] for s in manifest["shards"]] == [
-        "train-00000.tar", "train-00001.tar", "train-00002.tar", "test-00000.tar", "test-00001.tar"]
-    assert sum(manifest["counts"]["train"].values()) == len(train)
-    images, labels, _ = read_split(tmp_path, "train")
-    np.testing.assert_array_equal(images, data.images[train])
-    np.testing.assert_array_equal(labels, data.labels[train])
+        "train-00000.tar", "train-00001.tar", "train-00002.tar", "val-00000.tar",
+        "test-00000.tar", "test-00001.tar"]
+    for split, indices in (("train", train), ("val", val), ("test", test)):
+        assert sum(manifest["counts"][split].values()) == len(indices)
+        images, labels, _ = read_split(tmp_path, split)
+        np.testing.assert_array_equal(images, data.images[indices])
+        np.testing.assert_array_equal(labels, data.labels[indices])
     assert read_classes(tmp_path) == data.class_names
+    with pytest.raises(ValueError, match="'holdout' is not one of train, val, test"):
+        read_split(tmp_path, "holdout")
 
 
 def test_few_shot_subset_is_what_models_learn_from(tmp_path: Path) -> None:
@@ -104,7 +129,8 @@ def test_few_shot_subset_is_what_models_learn_from(tmp_path: Path) -> None:
     train, test = stratified_split(data.labels, 0.3, seed=0)
     few = few_shot_subset(data.labels, train, per_class=5, seed=0)
     assert np.bincount(data.labels[few]).tolist() == [5] * 10 and set(few) <= set(train)
-    write_real_images(tmp_path, data, train, test, shard_size=2000, info={}, few_shot=few)
+    write_real_images(tmp_path, data, {"train": train, "test": test}, shard_size=2000,
+                      info={}, few_shot=few)
     images, labels, keys = read_training_images(tmp_path)
     assert len(images) == 50 and np.bincount(labels).tolist() == [5] * 10
     np.testing.assert_array_equal(images, data.images[few])

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthfactory.ops.evaluation.report import arm_table_markdown, image_grid, write_report
+from synthfactory.ops.evaluation.plots import image_grid
+from synthfactory.ops.evaluation.report import write_report
+from synthfactory.ops.evaluation.tables import arm_table_markdown
 
 NASTY = ['<b>a|b & "c"</b>', "../x", "über cat"]
 

@@ -93,6 +93,16 @@ def confidence_keep(scores: np.ndarray, labels: np.ndarray, *, threshold: float 
     return keep
 
 
+def dedup_features(images: np.ndarray, judge_features: np.ndarray) -> np.ndarray:
+    """The space in which near-duplicates are found (cosine similarity), one row per image.
+
+    Every caller that deduplicates (the whole-set filter, per-shard scoring) gets its features
+    here, so that they agree on what a copy is. Today: the judge's features.
+    """
+    del images  # the judge's features stand for the images
+    return judge_features
+
+
 def near_duplicates(features: np.ndarray, labels: np.ndarray, order: np.ndarray, *,
                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Greedy de-duplication within each class by cosine similarity.
@@ -160,7 +170,7 @@ def filter_samples(keys: list[str], labels: np.ndarray, probs: np.ndarray, featu
     if settings.dedup:
         # Most confident first: the representative of a group is its best sample.
         order = np.flatnonzero(alive)[np.argsort(-confidence[alive], kind="stable")]
-        is_duplicate, group = near_duplicates(features, labels, order,
+        is_duplicate, group = near_duplicates(dedup_features(images, features), labels, order,
                                               threshold=settings.dedup_threshold)
         for index in np.flatnonzero(is_duplicate):
             reasons[index].append("duplicate")

@@ -8,6 +8,7 @@ webdataset); `write_real_images` writes the splits as shards with `classes.json`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ CLASSES_JSON = "classes.json"
 MANIFEST_JSON = "manifest.json"
 
 SOURCES = ("digits", "imagefolder", "webdataset")
+# Train learns, val chooses, test measures (read by eval_report only).
+SPLITS = ("train", "val", "test")
 
 
 def list_classes(source: str, root: str | None, class_names: list[str] | None = None) -> list[str]:
@@ -56,17 +59,22 @@ def load_real(source: str, root: str | None, resolution: int, channels: int,
     return load_webdataset(str(root), resolution, channels, class_names)
 
 
-def write_real_images(directory: Path, dataset: RealDataset, train: np.ndarray, test: np.ndarray,
+def write_real_images(directory: Path, dataset: RealDataset, splits: Mapping[str, np.ndarray],
                       shard_size: int, info: dict[str, Any],
                       few_shot: np.ndarray | None = None) -> dict[str, Any]:
-    """Write the train/test splits as shards, `classes.json`, and `manifest.json` last.
+    """Write the splits (`train`, `val`, `test`: dataset indices) as shards, `classes.json`,
+    and `manifest.json` last.
 
     Returns the manifest: counts per split and class, the sha256 of every shard, skipped files,
     the keys of the few-shot subset of train (when one is asked for), and a digest over all shards.
     """
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"splits {unknown} are not among {SPLITS}")
     shards = []
     counts: dict[str, dict[str, int]] = {}
-    for split, indices in (("train", train), ("test", test)):
+    for split in SPLITS:
+        indices = splits.get(split, np.zeros(0, np.int64))
         counts[split] = {name: int(np.sum(dataset.labels[indices] == label))
                          for label, name in enumerate(dataset.class_names)}
         for number, start in enumerate(range(0, max(len(indices), 1), shard_size)):
@@ -112,8 +120,8 @@ def read_training_images(directory: Path) -> tuple[np.ndarray, np.ndarray, list[
 
 def read_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (uint8 N×H×W×C), labels and keys of one split of a `real_images` directory."""
-    if split not in {"train", "test"}:
-        raise ValueError(f"split {split!r} is not one of train, test")
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     paths = finished_shards(directory, f"{split}-*.tar")
     if not paths:
         raise FileNotFoundError(f"{directory} has no finished {split} shards: materialize "

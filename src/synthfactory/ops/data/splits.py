@@ -1,4 +1,10 @@
-"""Seeded, stratified splits of the real images: train/test and the few-shot subset."""
+"""Seeded, stratified splits of the real images: train/test, the validation split carved from
+train, and the few-shot subset.
+
+Validation is what every choice reads (filter thresholds, recipes, plans, method comparisons):
+it is held out of everything that learns, so that the test split is read once, for the final
+numbers, by `eval_report`.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,29 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
         test.extend(members[:n_test].tolist())
         train.extend(members[n_test:].tolist())
     return np.asarray(sorted(train), dtype=np.int64), np.asarray(sorted(test), dtype=np.int64)
+
+
+def carve_validation(labels: np.ndarray, train: np.ndarray, val_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split train indices into (train, val): about `val_fraction` of each class's train images.
+
+    Stratified and seeded like the test split (its own stream). A class with two or more train
+    images keeps at least one in each part; a class with one keeps it in train.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"real_images.val_fraction = {val_fraction}: must be in (0, 1), e.g. 0.1")
+    kept, val = [], []
+    for label in np.unique(labels[train]):
+        members = train[labels[train] == label]
+        members = members[rng(seed, "real_images", "val", int(label)).permutation(len(members))]
+        n_val = int(round(len(members) * val_fraction))
+        if len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        else:
+            n_val = 0
+        val.extend(members[:n_val].tolist())
+        kept.extend(members[n_val:].tolist())
+    return np.asarray(sorted(kept), dtype=np.int64), np.asarray(sorted(val), dtype=np.int64)
 
 
 def few_shot_subset(labels: np.ndarray, train: np.ndarray, per_class: int,

@@ -31,8 +31,9 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, n_classes: int
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (0.0 for a single value)."""
+    """Mean and sample standard deviation (ddof 1: the spread of a few seeds estimates the
+    spread of all of them; 0.0 for a single value, which has no spread to estimate)."""
     if not values:
         raise ValueError("mean_std of no values")
     array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std())
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0

@@ -1,270 +1,227 @@
-"""The evaluation report: metrics.json, report.md, a self-contained report.html, and plots.
+"""The evaluation report: metrics.json, report.md and a self-contained report.html.
 
-Plots use matplotlib's Agg backend, imported inside the functions that draw so that importing
-this module stays cheap. Every user-provided string (class names) is escaped for HTML and
-markdown.
+A report is an ordered list of sections (`SECTIONS`); each is built from `metrics` (and the
+image grids) by one function and holds blocks — paragraphs, tables, figures — that render to
+both markdown and HTML, so the two never disagree. A new part of the report is one function
+returning a `ReportSection` (or None when it has nothing to say), added to `SECTIONS`. Every
+user-provided string (class names) is escaped for markdown tables and for HTML.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
+                                               png_bytes)
+from synthfactory.ops.evaluation.tables import (ARMS_CSV, arm_table, arm_table_csv,
+                                                markdown_table, ordered_arms)
 from synthfactory.ops.storage.atomic import dumps_json
 
-ARM_ORDER = ("real", "synthetic", "filtered", "distilled")
-GRID_BACKGROUND = 96  # grey for empty cells and separators
-ARMS_CSV = "arms.csv"  # the arm table as plot data (dvc.yaml declares it as a plot)
+# The standard image grids, in the order the report shows them (one row per class).
+GRID_NAMES = ("real", "synthetic", "kept", "rejected", "distilled")
 
 
-def image_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], *,
-               per_class: int = 8, scale: int | None = None) -> np.ndarray:
-    """An RGB mosaic, one row per class with its first `per_class` images (grey when missing).
+@dataclass(frozen=True)
+class Paragraph:
+    """Plain text (escaped for HTML; numbers and fixed words, no markup)."""
 
-    Small images are upscaled by nearest neighbour (a cell is at least ~48 px) so they can be
-    seen; cells are separated by 2 px.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"expected N×H×W×C images, got shape {images.shape}")
-    height, width = images.shape[1:3]
-    scale = scale or max(1, 48 // max(height, width))
-    cell_h, cell_w, gap = height * scale, width * scale, 2
-    rows, cols = len(class_names), per_class
-    canvas = np.full((rows * (cell_h + gap) + gap, cols * (cell_w + gap) + gap, 3),
-                     GRID_BACKGROUND, np.uint8)
-    for row in range(rows):
-        members = np.flatnonzero(labels == row)[:per_class]
-        for col, index in enumerate(members):
-            image = images[index]
-            image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-            image = image.repeat(scale, axis=0).repeat(scale, axis=1)
-            top, left = gap + row * (cell_h + gap), gap + col * (cell_w + gap)
-            canvas[top:top + cell_h, left:left + cell_w] = image
-    return canvas
+    text: str
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 image."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class Table:
+    """A table: the first column left-aligned, the others right-aligned."""
+
+    header: list[str]
+    rows: list[list[Any]]
 
 
-def _arms(metrics: dict[str, Any]) -> list[str]:
-    return [arm for arm in ARM_ORDER if arm in metrics["arms"]] + sorted(
-        set(metrics["arms"]) - set(ARM_ORDER))
+@dataclass(frozen=True)
+class Figure:
+    """A PNG file of the report (its bytes are in the section's `files`), with its alt text."""
+
+    name: str
+    alt: str
 
 
-def _figure_png(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    # Drop the software version from the PNG so the same figure gives the same bytes.
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight",
-                   metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+Block = Paragraph | Table | Figure
 
 
-def _pyplot() -> Any:
-    import matplotlib
+@dataclass(frozen=True)
+class ReportSection:
+    """A titled part of the report and the PNG files it adds beside report.md."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def accuracy_plot(metrics: dict[str, Any]) -> bytes:
-    """PNG bar chart of accuracy (mean ± std over seeds) per arm, values written on the bars."""
-    plt = _pyplot()
-    arms = _arms(metrics)
-    means = [metrics["arms"][arm]["accuracy_mean"] for arm in arms]
-    stds = [metrics["arms"][arm]["accuracy_std"] for arm in arms]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    bars = axis.bar(arms, means, yerr=stds, capsize=4,
-                    color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(arms)])
-    for bar, mean in zip(bars, means, strict=True):
-        # Inside the bar, clear of the error bar above it.
-        axis.text(bar.get_x() + bar.get_width() / 2, max(mean - 0.08, 0.02), f"{mean:.3f}",
-                  ha="center", fontsize=9, color="white", fontweight="bold")
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("accuracy on real test images")
-    axis.set_title(f"{metrics['dataset']}: accuracy per arm")
-    return _figure_png(figure)
+    title: str
+    blocks: list[Block]
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
-def per_class_plot(metrics: dict[str, Any]) -> bytes:
-    """PNG grouped bars of per-class accuracy, one colour per arm."""
-    plt = _pyplot()
-    arms, classes = _arms(metrics), metrics["classes"]
-    figure, axis = plt.subplots(figsize=(max(6, 0.6 * len(classes) * max(1, len(arms)) / 2), 3.5))
-    width = 0.8 / max(1, len(arms))
-    positions = np.arange(len(classes))
-    for offset, arm in enumerate(arms):
-        axis.bar(positions + offset * width, metrics["arms"][arm]["per_class_accuracy"],
-                 width=width, label=arm)
-    axis.set_xticks(positions + width * (len(arms) - 1) / 2)
-    axis.set_xticklabels(classes, rotation=45 if len(classes) > 10 else 0, ha="right"
-                         if len(classes) > 10 else "center")
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("accuracy")
-    axis.legend(fontsize=8, ncols=len(arms))
-    axis.set_title("per-class accuracy")
-    return _figure_png(figure)
+SectionBuilder = Callable[[dict[str, Any], dict[str, np.ndarray]], ReportSection | None]
 
 
-def confusion_plot(matrix: np.ndarray, class_names: list[str], title: str) -> bytes:
-    """PNG heatmap of a row-normalised confusion matrix (counts written when ≤ 20 classes)."""
-    plt = _pyplot()
-    matrix = np.asarray(matrix)
-    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = min(12, 2 + 0.45 * len(class_names))
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ticks = np.arange(len(class_names))
-    axis.set_xticks(ticks, class_names, rotation=90, fontsize=8)
-    axis.set_yticks(ticks, class_names, fontsize=8)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(title)
-    if len(class_names) <= 20:
-        for row in range(len(class_names)):
-            for col in range(len(class_names)):
-                if matrix[row, col]:
-                    axis.text(col, row, str(matrix[row, col]), ha="center", va="center",
-                              fontsize=7, color="white" if rates[row, col] > 0.5 else "black")
-    return _figure_png(figure)
+def summary_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
+    """The question, the arm table and the accuracy plot."""
+    return ReportSection(
+        title=f"synthfactory evaluation: {metrics['dataset']}",
+        blocks=[Paragraph("How good is synthetic data for these classes, and what did each step "
+                          "add? Every arm trains the same classifier from scratch and is tested "
+                          f"on the same real held-out images ({metrics.get('n_test', '?')} of "
+                          "them)."),
+                Table(*arm_table(metrics)), Figure("accuracy.png", "accuracy per arm")],
+        files={"accuracy.png": accuracy_plot(metrics)})
 
 
-def arm_table_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per arm: arm, n_train, accuracy_mean, accuracy_std, seeds."""
-    return [{"arm": arm, **{key: metrics["arms"][arm][key] for key in
-                            ("n_train", "accuracy_mean", "accuracy_std", "seeds")}}
-            for arm in _arms(metrics)]
+def per_class_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
+    """Accuracy within each class, per arm."""
+    arms = ordered_arms(metrics)
+    rows = [[name, *(f"{metrics['arms'][arm]['per_class_accuracy'][index]:.3f}" for arm in arms)]
+            for index, name in enumerate(metrics["classes"])]
+    return ReportSection("Per-class accuracy",
+                         [Table(["class", *arms], rows),
+                          Figure("per_class.png", "per-class accuracy")],
+                         files={"per_class.png": per_class_plot(metrics)})
 
 
-def _md(text: Any) -> str:
-    """A markdown table cell: pipes escaped, no line breaks."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def arm_table_csv(metrics: dict[str, Any]) -> str:
-    """The arm table as CSV (arm, n_train, accuracy_mean, accuracy_std, seeds): DVC's plot data."""
-    columns = ["arm", "n_train", "accuracy_mean", "accuracy_std", "seeds"]
-    rows = [",".join(columns)] + [",".join(str(row[c]) for c in columns)
-                                  for row in arm_table_rows(metrics)]
-    return "\n".join(rows) + "\n"
-
-
-def arm_table_markdown(metrics: dict[str, Any]) -> str:
-    """Markdown table: arm | n_train | accuracy (mean ± std) | seeds | Δ vs real."""
-    real = metrics["arms"].get("real", {}).get("accuracy_mean")
-    lines = ["| arm | n_train | accuracy (mean ± std) | seeds | Δ vs real |",
-             "|---|---:|---:|---:|---:|"]
-    for row in arm_table_rows(metrics):
-        delta = "" if real is None else f"{row['accuracy_mean'] - real:+.4f}"
-        lines.append(f"| {row['arm']} | {row['n_train']} | {row['accuracy_mean']:.4f} ± "
-                     f"{row['accuracy_std']:.4f} | {row['seeds']} | {delta} |")
-    return "\n".join(lines)
-
-
-def _per_class_markdown(metrics: dict[str, Any]) -> str:
-    arms = _arms(metrics)
-    lines = ["| class | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
-    for index, name in enumerate(metrics["classes"]):
-        cells = [f"{metrics['arms'][arm]['per_class_accuracy'][index]:.3f}" for arm in arms]
-        lines.append(f"| {_md(name)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _filter_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"Kept {summary['kept']} of {summary['total']} synthetic images "
-             f"({summary['kept_fraction']:.1%}).", ""]
+def filtering_section(metrics: dict[str, Any],
+                      grids: dict[str, np.ndarray]) -> ReportSection | None:
+    """What the filter kept, why it rejected the rest, and each class's pass rate."""
+    summary = metrics.get("filter")
+    if not summary:
+        return None
+    blocks: list[Block] = [Paragraph(f"Kept {summary['kept']} of {summary['total']} synthetic "
+                                     f"images ({summary['kept_fraction']:.1%}).")]
     if summary.get("judge_agreement") is not None:
-        lines += [f"The judge labels {summary['judge_agreement']:.1%} of the generated images "
-                  "as their prompt's class.", ""]
+        blocks.append(Paragraph(f"The judge labels {summary['judge_agreement']:.1%} of the "
+                                "generated images as their prompt's class."))
     reasons = summary.get("reasons", {})
     if reasons:
-        lines += ["| rejection reason | count |", "|---|---:|"]
-        lines += [f"| {_md(reason)} | {count} |" for reason, count in reasons.items()]
-        lines.append("")
-    lines += ["| class | kept | total | pass rate | mean confidence |", "|---|---:|---:|---:|---:|"]
-    for name, row in summary.get("per_class", {}).items():
-        lines.append(f"| {_md(name)} | {row['kept']} | {row['total']} | {row['pass_rate']:.2f} | "
-                     f"{row['mean_confidence']:.3f} |")
-    return "\n".join(lines)
+        blocks.append(Table(["rejection reason", "count"],
+                            [[reason, count] for reason, count in reasons.items()]))
+    blocks.append(Table(["class", "kept", "total", "pass rate", "mean confidence"],
+                        [[name, row["kept"], row["total"], f"{row['pass_rate']:.2f}",
+                          f"{row['mean_confidence']:.3f}"]
+                         for name, row in summary.get("per_class", {}).items()]))
+    return ReportSection("Filtering", blocks)
 
 
-def write_report(directory: Path, metrics: dict[str, Any], grids: dict[str, np.ndarray],
-                 confusions: dict[str, np.ndarray] | None = None) -> dict[str, Path]:
-    """Write metrics.json, the plots, the grids, report.md and a self-contained report.html."""
-    files: dict[str, bytes] = {
-        "accuracy.png": accuracy_plot(metrics),
-        "per_class.png": per_class_plot(metrics),
-    }
-    for arm in _arms(metrics):
-        matrix = (confusions or {}).get(arm, metrics["arms"][arm].get("confusion"))
-        if matrix is not None:
-            files[f"confusion_{arm}.png"] = confusion_plot(np.asarray(matrix), metrics["classes"],
-                                                           f"{arm}: confusion (rows: true)")
-    for name, grid in grids.items():
-        files[f"grid_{name}.png"] = png_bytes(grid)
-    written = {}
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-        written[name] = directory / name
+def distillation_section(metrics: dict[str, Any],
+                         grids: dict[str, np.ndarray]) -> ReportSection | None:
+    """The distillation method, images per class and label kind."""
+    distillation = metrics.get("distillation")
+    if not distillation:
+        return None
+    return ReportSection("Distillation", [Paragraph(
+        f"Method {distillation.get('method')}, {distillation.get('ipc')} images per class, "
+        f"{distillation.get('labels', 'hard')} labels.")])
+
+
+def confusion_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
+    """A row-normalised confusion matrix per arm (summed over seeds)."""
+    files = {f"confusion_{arm}.png": confusion_plot(np.asarray(metrics["arms"][arm]["confusion"]),
+                                                    metrics["classes"],
+                                                    f"{arm}: confusion (rows: true)")
+             for arm in ordered_arms(metrics) if "confusion" in metrics["arms"][arm]}
+    return ReportSection("Confusion matrices", [Figure(name, name[:-4]) for name in files], files)
+
+
+def images_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
+    """The standard image grids: one row per class, in class order."""
+    names = [name for name in GRID_NAMES if name in grids]
+    files = {f"grid_{name}.png": png_bytes(grids[name]) for name in names}
+    classes = ", ".join(str(name) for name in metrics["classes"])
+    return ReportSection("Images", [Paragraph(f"One row per class, in this order: {classes}."),
+                                    *(Figure(f"grid_{name}.png", name) for name in names)], files)
+
+
+def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
+    """What the numbers were made from: params digest, seed, data and model digests."""
+    rows = [[key, ", ".join(f"{k}: {v}" for k, v in value.items())
+             if isinstance(value, dict) else value]
+            for key, value in metrics.get("lineage", {}).items()]
+    return ReportSection("Lineage", [Table(["what", "value"], rows)])
+
+
+# The report, in order. Add a section here; a builder returning None leaves it out.
+SECTIONS: list[SectionBuilder] = [summary_section, per_class_section, filtering_section,
+                                  distillation_section, confusion_section, images_section,
+                                  lineage_section]
+
+
+def build_sections(metrics: dict[str, Any], grids: dict[str, np.ndarray],
+                   builders: Sequence[SectionBuilder] = SECTIONS) -> list[ReportSection]:
+    """The sections that have something to say, in order."""
+    return [section for builder in builders if (section := builder(metrics, grids)) is not None]
+
+
+def write_report(directory: Path, metrics: dict[str, Any],
+                 grids: dict[str, np.ndarray]) -> dict[str, Path]:
+    """Write metrics.json, arms.csv, every section's PNGs, report.md and report.html."""
+    sections = build_sections(metrics, grids)
+    written: dict[str, Path] = {}
+    for section in sections:
+        for name, data in section.files.items():
+            (directory / name).write_bytes(data)
+            written[name] = directory / name
+    files = {name: data for section in sections for name, data in section.files.items()}
     (directory / "metrics.json").write_text(dumps_json(metrics))
     (directory / ARMS_CSV).write_text(arm_table_csv(metrics))
-    (directory / "report.md").write_text(_markdown(metrics, files))
-    (directory / "report.html").write_text(_html(metrics, files))
+    (directory / "report.md").write_text(render_markdown(sections))
+    (directory / "report.html").write_text(render_html(sections, files))
     for name in ("metrics.json", ARMS_CSV, "report.md", "report.html"):
         written[name] = directory / name
     return written
 
 
-def _markdown(metrics: dict[str, Any], files: dict[str, bytes]) -> str:
-    distillation = metrics.get("distillation", {})
-    parts = [
-        f"# synthfactory evaluation: {_md(metrics['dataset'])}",
-        "",
-        "How good is synthetic data for these classes, and what did each step add? Every arm "
-        "trains the same ConvNet from scratch and is tested on the same real held-out images "
-        f"({metrics.get('n_test', '?')} of them).",
-        "",
-        arm_table_markdown(metrics), "", "![accuracy per arm](accuracy.png)", "",
-        "## Per-class accuracy", "", _per_class_markdown(metrics), "",
-        "![per-class accuracy](per_class.png)", "",
-    ]
-    if "filter" in metrics:
-        parts += ["## Filtering", "", _filter_markdown(metrics["filter"]), ""]
-    if distillation:
-        parts += ["## Distillation", "",
-                  f"Method `{distillation.get('method')}`, {distillation.get('ipc')} images per "
-                  f"class, {distillation.get('labels', 'hard')} labels.", ""]
-    parts += ["## Confusion matrices", ""]
-    parts += [f"![{name}]({name})" for name in files if name.startswith("confusion_")]
-    parts += ["", "## Images (one row per class, in class order)", ""]
-    for name in files:
-        if name.startswith("grid_"):
-            parts += [f"### {name[5:-4]}", "", f"![{name}]({name})", ""]
-    parts += ["## Lineage", "", "| what | value |", "|---|---|"]
-    for key, value in metrics.get("lineage", {}).items():
-        shown = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) \
-            else value
-        parts.append(f"| {_md(key)} | {_md(shown)} |")
-    return "\n".join(parts) + "\n"
+def render_markdown(sections: Sequence[ReportSection]) -> str:
+    """report.md: the first section's title as the page title, the others as `##` headings."""
+    parts = []
+    for position, section in enumerate(sections):
+        parts += [f"{'#' if position == 0 else '##'} {_markdown_line(section.title)}", ""]
+        for block in section.blocks:
+            if isinstance(block, Paragraph):
+                parts.append(block.text)
+            elif isinstance(block, Table):
+                parts.append(markdown_table(block.header, block.rows))
+            else:
+                parts.append(f"![{_markdown_line(block.alt)}]({block.name})")
+            parts.append("")
+    return "\n".join(parts)
 
 
-def _img(files: dict[str, bytes], name: str, alt: str) -> str:
-    data = base64.b64encode(files[name]).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def render_html(sections: Sequence[ReportSection], files: dict[str, bytes]) -> str:
+    """report.html: one page with every PNG inlined (data URIs), so it can be mailed alone."""
+    parts = []
+    for position, section in enumerate(sections):
+        tag = "h1" if position == 0 else "h2"
+        parts.append(f"<{tag}>{html.escape(section.title)}</{tag}>")
+        for block in section.blocks:
+            if isinstance(block, Paragraph):
+                parts.append(f"<p>{html.escape(block.text)}</p>")
+            elif isinstance(block, Table):
+                parts.append(_html_table(block.header, block.rows))
+            else:
+                data = base64.b64encode(files[block.name]).decode()
+                parts.append(f'<img alt="{html.escape(block.alt)}" '
+                             f'src="data:image/png;base64,{data}">')
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%;display:block;margin:1em 0}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>synthfactory report</title><style>{style}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _markdown_line(text: str) -> str:
+    """Text for a heading or alt text: one line, brackets escaped."""
+    return " ".join(str(text).split()).replace("[", "\\[").replace("]", "\\]")
 
 
 def _html_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -272,64 +229,3 @@ def _html_table(header: list[str], rows: list[list[Any]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) +
                    "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _html(metrics: dict[str, Any], files: dict[str, bytes]) -> str:
-    arms = _arms(metrics)
-    real = metrics["arms"].get("real", {}).get("accuracy_mean")
-    arm_rows = [[row["arm"], row["n_train"],
-                 f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}", row["seeds"],
-                 "" if real is None else f"{row['accuracy_mean'] - real:+.4f}"]
-                for row in arm_table_rows(metrics)]
-    per_class_rows = [[name] + [f"{metrics['arms'][arm]['per_class_accuracy'][i]:.3f}"
-                                for arm in arms] for i, name in enumerate(metrics["classes"])]
-    sections = [
-        f"<h1>synthfactory evaluation: {html.escape(str(metrics['dataset']))}</h1>",
-        "<p>Every arm trains the same ConvNet from scratch and is tested on the same "
-        f"{metrics.get('n_test', '?')} real held-out images.</p>",
-        _html_table(["arm", "n_train", "accuracy (mean ± std)", "seeds", "Δ vs real"], arm_rows),
-        _img(files, "accuracy.png", "accuracy per arm"),
-        "<h2>Per-class accuracy</h2>", _html_table(["class", *arms], per_class_rows),
-        _img(files, "per_class.png", "per-class accuracy"),
-    ]
-    summary = metrics.get("filter")
-    if summary:
-        reason_rows = [[reason, count] for reason, count in summary.get("reasons", {}).items()]
-        class_rows = [[name, row["kept"], row["total"], f"{row['pass_rate']:.2f}",
-                       f"{row['mean_confidence']:.3f}"]
-                      for name, row in summary.get("per_class", {}).items()]
-        agreement = summary.get("judge_agreement")
-        sections += [
-            "<h2>Filtering</h2>",
-            f"<p>Kept {summary['kept']} of {summary['total']} synthetic images "
-            f"({summary['kept_fraction']:.1%}).</p>",
-            "" if agreement is None else f"<p>The judge labels {agreement:.1%} of the generated "
-                                         "images as their prompt's class.</p>",
-            _html_table(["rejection reason", "count"], reason_rows),
-            _html_table(["class", "kept", "total", "pass rate", "mean confidence"], class_rows)]
-    distillation = metrics.get("distillation")
-    if distillation:
-        sections.append(f"<h2>Distillation</h2><p>Method {html.escape(str(distillation.get('method')))}"
-                        f", {html.escape(str(distillation.get('ipc')))} images per class, "
-                        f"{html.escape(str(distillation.get('labels', 'hard')))} labels.</p>")
-    sections.append("<h2>Confusion matrices</h2>")
-    sections += [_img(files, name, name[:-4]) for name in files if name.startswith("confusion_")]
-    sections.append("<h2>Images</h2><p>One row per class, in this order.</p>")
-    labels = "".join(f"<li>{html.escape(name)}</li>" for name in metrics["classes"])
-    for name in files:
-        if name.startswith("grid_"):
-            sections.append(f'<div class="grid"><h3>{html.escape(name[5:-4])}</h3>'
-                            f'<ol class="classes" start="0">{labels}</ol>'
-                            f"{_img(files, name, name[5:-4])}</div>")
-    lineage_rows = [[key, ", ".join(f"{k}: {v}" for k, v in value.items())
-                     if isinstance(value, dict) else value]
-                    for key, value in metrics.get("lineage", {}).items()]
-    sections += ["<h2>Lineage</h2>", _html_table(["what", "value"], lineage_rows)]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-             "img{max-width:100%;display:block;margin:1em 0}.grid{display:inline-block;"
-             "vertical-align:top;margin-right:2em}.classes{font-size:12px}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>synthfactory report</title><style>{style}</style></head><body>\n"
-            + "\n".join(sections) + "\n</body></html>\n")

@@ -1,0 +1,134 @@
+"""The report's pictures: image grids and matplotlib plots, as PNG bytes.
+
+matplotlib's Agg backend is imported inside the functions that draw, so that importing this
+module stays cheap. Figures are saved without the software version, so the same figure gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from synthfactory.ops.evaluation.tables import ordered_arms
+
+GRID_BACKGROUND = 96  # grey for empty cells and separators
+
+
+def image_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], *,
+               per_class: int = 8, scale: int | None = None) -> np.ndarray:
+    """An RGB mosaic, one row per class with its first `per_class` images (grey when missing).
+
+    Small images are upscaled by nearest neighbour (a cell is at least ~48 px) so they can be
+    seen; cells are separated by 2 px.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"expected N×H×W×C images, got shape {images.shape}")
+    height, width = images.shape[1:3]
+    scale = scale or max(1, 48 // max(height, width))
+    cell_h, cell_w, gap = height * scale, width * scale, 2
+    rows, cols = len(class_names), per_class
+    canvas = np.full((rows * (cell_h + gap) + gap, cols * (cell_w + gap) + gap, 3),
+                     GRID_BACKGROUND, np.uint8)
+    for row in range(rows):
+        members = np.flatnonzero(labels == row)[:per_class]
+        for col, index in enumerate(members):
+            image = images[index]
+            image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+            image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+            top, left = gap + row * (cell_h + gap), gap + col * (cell_w + gap)
+            canvas[top:top + cell_h, left:left + cell_w] = image
+    return canvas
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 image."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def figure_png(figure: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    # Drop the software version from the PNG so the same figure gives the same bytes.
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight",
+                   metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_plot(metrics: dict[str, Any]) -> bytes:
+    """PNG bar chart of accuracy (mean ± std over seeds) per arm, values written on the bars."""
+    plt = pyplot()
+    arms = ordered_arms(metrics)
+    means = [metrics["arms"][arm]["accuracy_mean"] for arm in arms]
+    stds = [metrics["arms"][arm]["accuracy_std"] for arm in arms]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    bars = axis.bar(arms, means, yerr=stds, capsize=4,
+                    color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(arms)])
+    for bar, mean in zip(bars, means, strict=True):
+        # Inside the bar, clear of the error bar above it.
+        axis.text(bar.get_x() + bar.get_width() / 2, max(mean - 0.08, 0.02), f"{mean:.3f}",
+                  ha="center", fontsize=9, color="white", fontweight="bold")
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy on real test images")
+    axis.set_title(f"{metrics['dataset']}: accuracy per arm")
+    return figure_png(figure)
+
+
+def per_class_plot(metrics: dict[str, Any]) -> bytes:
+    """PNG grouped bars of per-class accuracy, one colour per arm."""
+    plt = pyplot()
+    arms, classes = ordered_arms(metrics), metrics["classes"]
+    figure, axis = plt.subplots(figsize=(max(6, 0.6 * len(classes) * max(1, len(arms)) / 2), 3.5))
+    width = 0.8 / max(1, len(arms))
+    positions = np.arange(len(classes))
+    for offset, arm in enumerate(arms):
+        axis.bar(positions + offset * width, metrics["arms"][arm]["per_class_accuracy"],
+                 width=width, label=arm)
+    axis.set_xticks(positions + width * (len(arms) - 1) / 2)
+    axis.set_xticklabels(classes, rotation=45 if len(classes) > 10 else 0, ha="right"
+                         if len(classes) > 10 else "center")
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.legend(fontsize=8, ncols=len(arms))
+    axis.set_title("per-class accuracy")
+    return figure_png(figure)
+
+
+def confusion_plot(matrix: np.ndarray, class_names: list[str], title: str) -> bytes:
+    """PNG heatmap of a row-normalised confusion matrix (counts written when ≤ 20 classes)."""
+    plt = pyplot()
+    matrix = np.asarray(matrix)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = min(12, 2 + 0.45 * len(class_names))
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=90, fontsize=8)
+    axis.set_yticks(ticks, class_names, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    if len(class_names) <= 20:
+        for row in range(len(class_names)):
+            for col in range(len(class_names)):
+                if matrix[row, col]:
+                    axis.text(col, row, str(matrix[row, col]), ha="center", va="center",
+                              fontsize=7, color="white" if rates[row, col] > 0.5 else "black")
+    return figure_png(figure)
+
