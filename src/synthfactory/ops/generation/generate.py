@@ -104,11 +104,13 @@ def fit_image(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def open_generator(directory: Path, *, backend: str, device: torch.device, dtype: torch.dtype,
-                   compile_model: bool = False) -> ImageBackend:
+                   compile_model: bool = False, lora: dict | None = None) -> ImageBackend:
     """The generator a `generator` directory records, loaded for sampling.
 
     `backend` is the configured one: a directory made by another backend is an error, not a
-    surprise.
+    surprise. `lora` (`{path, scale, digest}`, e.g. the `generator_adapter` asset's weights)
+    replaces the record's LoRA: it is fused into the pipeline and its digest joins the
+    generator's.
     """
     info_path = directory / GENERATOR_JSON
     if not info_path.is_file():
@@ -118,6 +120,10 @@ def open_generator(directory: Path, *, backend: str, device: torch.device, dtype
     if record.get("backend") != backend:
         raise ValueError(f"generator.backend is {backend!r} but {directory} holds a "
                          f"{record.get('backend')!r} generator: materialize 'generator' again")
+    if lora is not None:
+        if backend != "diffusers":
+            raise ValueError(f"a LoRA adapter needs the diffusers backend, not {backend!r}")
+        record = {**record, "lora": lora}
     if backend == "diffusers":
         from synthfactory.ops.generation.text2image import Text2ImageGenerator
 
