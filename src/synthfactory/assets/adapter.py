@@ -1,36 +1,24 @@
 """Adapting the pretrained generator to the user's images: the `generator_adapter` asset.
 
 It is in the graph only with `generator.adapt: lora` (diffusers backend); `synthetic_shards`
-and the refinement shards then depend on it and fuse its LoRA into the pipeline.
+and the refinement shards then depend on it and fuse its LoRA into the pipeline
+(`ops.generation.generate.read_adapter`).
 """
 
 
 import json
-from typing import Any
 
 import dagster as dg
 
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
 from synthfactory.ops.data.real_images import read_classes, read_split, read_training_images
-from synthfactory.ops.generation import ADAPTER_JSON, GENERATOR_JSON
+from synthfactory.ops.generation import GENERATOR_JSON
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 ADAPTER_ASSET = "generator_adapter"
-
-
-def adapter_lora(store: ArtifactStore) -> dict[str, Any]:
-    """The finished adapter as the `lora` entry a generator opens with: path, scale, digest."""
-    directory = store.require(ADAPTER_ASSET)
-    info_path = directory / ADAPTER_JSON
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{directory} holds no {ADAPTER_JSON}: materialize "
-                                f"'{ADAPTER_ASSET}' first")
-    info = json.loads(info_path.read_text())
-    return {"path": str((directory / info["weights"]).resolve()), "scale": info["scale"],
-            "digest": info["digest"]}
 
 
 @dg.asset(name=ADAPTER_ASSET, group_name="generation", kinds={"pytorch", "safetensors"},

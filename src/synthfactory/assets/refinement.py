@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import numpy as np
 
-from synthfactory.assets.adapter import adapter_lora
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import (PROMPTS_FILE, display_name, load_display_names,
                                            read_prompts, write_prompts)
@@ -187,14 +186,16 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
         atomically with a sidecar like the synthetic shards (same generator, sampler and
         bad-image policy), and kept when a rerun finds it finished from the same inputs.
         """
-        from synthfactory.ops.generation.generate import generate_samples, open_generator
+        from synthfactory.ops.generation.generate import (generate_samples, open_generator,
+                                                          read_adapter)
         from synthfactory.ops.generation.samplers import SamplerSettings
 
         config = params.synthetic_shards
         plan_dir = store.require(plan_name)
         records = {arm: read_prompts(plan_dir / RECORDS[arm]) for arm in RECORDS}
         image_shape = read_image_shape(store.require("real_images"))
-        lora = adapter_lora(store) if params.generator.adapt == "lora" else None
+        lora = (read_adapter(store.require("generator_adapter"))
+                if params.generator.adapt == "lora" else None)
         model = open_generator(store.require("generator"), backend=params.generator.backend,
                                device=runtime.torch_device, dtype=runtime.torch_dtype,
                                compile_model=params.generator.compile, lora=lora)

@@ -203,7 +203,9 @@ def _recipe_changes(e: ClassEvidence, settings: PlanSettings, current: ClassReci
     rate = "unknown" if e.pass_rate is None else f"{e.pass_rate:.0%}"
     diverse = _diverse_scales(settings, base)
     if e.pass_rate is not None and e.pass_rate >= settings.pass_rate_high:
-        lowered = tuple(sorted({max(settings.min_guidance, round(g * settings.guidance_factor, 4))
+        # Never raises a scale: one already below the floor (0 for a guidance-free model) stays.
+        lowered = tuple(sorted({min(g, max(settings.min_guidance,
+                                           round(g * settings.guidance_factor, 4)))
                                 for g in current.guidance}))
         if "lower_guidance" in enabled and lowered != tuple(sorted(current.guidance)):
             changes.append("lower_guidance")

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from PIL import Image
 
 from synthfactory.ops.data.images import to_square
 from synthfactory.ops.data.prompts import PromptRecord
-from synthfactory.ops.generation import GENERATOR_JSON
+from synthfactory.ops.generation import ADAPTER_JSON, GENERATOR_JSON
 from synthfactory.ops.generation.samplers import SamplerSettings
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.shards import Sample
@@ -131,3 +131,15 @@ def open_generator(directory: Path, *, backend: str, device: torch.device, dtype
     from synthfactory.ops.generation.ddpm import DdpmGenerator
 
     return DdpmGenerator(directory, device, dtype)
+
+
+def read_adapter(directory: Path) -> dict[str, Any]:
+    """A finished `generator_adapter` directory as the `lora` entry of `open_generator`:
+    the weights' path, the scale they are fused at, and their sha256."""
+    info_path = directory / ADAPTER_JSON
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {ADAPTER_JSON}: materialize "
+                                "'generator_adapter' first")
+    info = json.loads(info_path.read_text())
+    return {"path": str((directory / info["weights"]).resolve()), "scale": info["scale"],
+            "digest": info["digest"]}
