@@ -16,14 +16,11 @@ from tests.support import tiny_params
 BUDGET = 20
 
 
-def _materialize(root: Path, selection: list[dg.AssetsDefinition] | None = None,
-                 **overrides: dict) -> dg.ExecuteInProcessResult:
-    config = parse_params(tiny_params(root, refinement={"rounds": 2, "budget": BUDGET},
-                                      **overrides))
+def _materialize(root: Path) -> dg.ExecuteInProcessResult:
+    config = parse_params(tiny_params(root, refinement={"rounds": 2, "budget": BUDGET}))
     defs = build_definitions(config)
     keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    assets = list(defs.assets)
-    return dg.materialize(assets, selection=selection, resources=defs.resources,
+    return dg.materialize(list(defs.assets), resources=defs.resources,
                           raise_on_error=False, tags={
                               "dagster/asset_partition_range_start": keys[0],
                               "dagster/asset_partition_range_end": keys[-1]})

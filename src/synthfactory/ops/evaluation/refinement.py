@@ -6,13 +6,19 @@ chose on test would tune to it): per class, the refined arm's accuracy against t
 the class's generated images. It gives each weak class (gap > `min_gap`) a share of the budget
 proportional to its gap, and picks recipe changes from a declared list by this rule:
 
-| evidence | change | why |
-|---|---|---|
-| pass rate ≥ `pass_rate_high` | `lower_guidance` (× `guidance_factor`, floor `min_guidance`; `guidance_diversity` once at the floor) | the judge recognises the images but the classifier still fails on real ones: the images are typical and alike (high guidance collapses a class onto a few shapes), so lower guidance buys diversity |
-| `pass_rate_low` ≤ pass rate < `pass_rate_high` | `guidance_diversity` (`diversity_levels` scales from `min_guidance` to the base's highest) | partly recognisable: spread the scales rather than move them |
-| pass rate < `pass_rate_low` | guidance kept | the generator often misses the class: lower guidance would make that worse, so only more images |
-| text backend | `more_templates` (half the class's new images use `templates`) | more varied text, more varied images |
-| text backend, one class takes ≥ `confusion_share` of the errors | `negative_prompt` naming that class | steer the images away from the class they are mistaken for |
+- judge pass rate ≥ `pass_rate_high` → `lower_guidance` (scales × `guidance_factor`, floor
+  `min_guidance`, never raised; `guidance_diversity` once at the floor): the judge recognises
+  the images but the classifier still fails on real ones, so the images are typical and alike
+  (high guidance collapses a class onto a few shapes); lower guidance buys diversity;
+- `pass_rate_low` ≤ pass rate < `pass_rate_high` → `guidance_diversity` (`diversity_levels`
+  scales from `min_guidance` to the base's highest): partly recognisable, so spread the scales
+  rather than move them;
+- pass rate < `pass_rate_low` → guidance kept: the generator often misses the class, lower
+  guidance would make that worse;
+- text backend → `more_templates` (half the class's new images use `templates`): more varied
+  text, more varied images;
+- text backend, one class takes ≥ `confusion_share` of the class's validation errors →
+  `negative_prompt` naming that class: steer the images away from what they are mistaken for.
 
 `more_images` always applies (it is the budget); a class with no applicable change gets only
 that. When no class is weak, the budget is spread uniformly with the current recipe. The
