@@ -101,7 +101,7 @@ def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, dg.Execu
 
 
 def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: Path) -> None:
-    result = _run_all(tmp_path, distilled_set={"method": "herding", "labels": "soft", "ipc": 2})
+    result = _run_all(tmp_path, distilled_set={"methods": ["herding"], "labels": "soft", "ipcs": [2]})
     assert result.success
     shards = finished_shards(tmp_path / "data" / "distilled_set")
     samples = list(read_samples(shards))

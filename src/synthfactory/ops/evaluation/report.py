@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from synthfactory.ops.evaluation.distillation_table import distillation_table_section
 from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
                                                png_bytes)
 from synthfactory.ops.evaluation.tables import (ARMS_CSV, arm_table, arm_table_csv,
@@ -119,7 +120,9 @@ def distillation_section(metrics: dict[str, Any],
         return None
     return ReportSection("Distillation", [Paragraph(
         f"Method {distillation.get('method')}, {distillation.get('ipc')} images per class, "
-        f"{distillation.get('labels', 'hard')} labels.")])
+        f"{distillation.get('labels', 'hard')} labels"
+        + (f", from the {distillation['source']} set" if distillation.get("source") else "")
+        + " (the distilled arm: the first cell of the table).")])
 
 
 def confusion_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
@@ -150,7 +153,8 @@ def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 
 # The report, in order. Add a section here; a builder returning None leaves it out.
 SECTIONS: list[SectionBuilder] = [summary_section, per_class_section, filtering_section,
-                                  distillation_section, confusion_section, images_section,
+                                  distillation_section, distillation_table_section,
+                                  confusion_section, images_section,
                                   lineage_section]
 
 
