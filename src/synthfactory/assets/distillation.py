@@ -45,6 +45,14 @@ def _data_digest(data: TrainingData) -> str:
     return digest.hexdigest()[:16]
 
 
+def _judge_digest(store: ArtifactStore) -> str:
+    """The judge's weights digest (a trained judge) or directory digest (CLIP)."""
+    import json
+
+    info = json.loads((store.require("judge") / "judge.json").read_text())
+    return str(info.get("sha256") or info["digest"])
+
+
 def _cells(params: Params) -> list[Cell]:
     config = params.distilled_set
     return cells(list(config.methods), list(config.ipcs), list(config.sources))
@@ -154,23 +162,26 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     started = time.perf_counter()
     with store.publish_dir("distilled_set") as directory:
         for cell in table:
-            data = sources.setdefault(cell.source, _source(store, cell.source))
+            if cell.source not in sources:  # one read of each source for all its cells
+                sources[cell.source] = _source(store, cell.source)
+            data = sources[cell.source]
             method_config = (config.mtt.model_dump() if cell.method in TRAJECTORY_METHODS
                              else getattr(config, cell.method).model_dump()
                              if cell.learned else {})
+            needs_judge = (cell.method in ("herding", "kcenter") or config.labels == "soft"
+                           or (cell.method == "dm" and config.dm.features == "judge"))
             digest = config_digest({"cell": cell.key, "data": _data_digest(data),
                                     "method": method_config, "dsa": config.dsa.model_dump(),
                                     "labels": config.labels, "repeats": config.repeats,
                                     "architecture": config.architecture,
                                     "width": config.eval.width, "seed": runtime.seed,
+                                    "judge": _judge_digest(store) if needs_judge else None,
                                     "experts": params.expert_trajectories.model_dump()
                                     if cell.method in TRAJECTORY_METHODS else None})
             if reuse_cell(previous, directory, cell, digest):
                 context.log.info(f"{cell.key}: already finished from the same inputs, kept")
                 records[cell.key] = {"kept": True}
                 continue
-            needs_judge = (cell.method in ("herding", "kcenter") or config.labels == "soft"
-                           or (cell.method == "dm" and config.dm.features == "judge"))
             if needs_judge and judge is None:
                 judge = load_judge(store.require("judge"), runtime.torch_device,
                                    params.judge.batch_size)
