@@ -50,8 +50,11 @@ def write_cell(directory: Path, cell: Cell, repeats: list[DistilledRepeat], info
                    "labels": torch.from_numpy(repeat.labels.astype(np.int64))}
         if repeat.soft_labels is not None:
             tensors["soft_labels"] = torch.from_numpy(repeat.soft_labels.astype(np.float32))
-        meta = {"cell": cell.key, "repeat": str(index), "normalisation": NORMALISATION,
-                "learned_lr": json.dumps(repeat.learned_lr)}
+        # One metadata key: safetensors writes a metadata map in no fixed order, and the same
+        # params must give the same bytes.
+        meta = {"distilled": json.dumps({"cell": cell.key, "repeat": index,
+                                         "normalisation": NORMALISATION,
+                                         "learned_lr": repeat.learned_lr}, sort_keys=True)}
         save_file(tensors, str(directory / f"repeat-{index}.safetensors"), metadata=meta)
         pixels = to_uint8_nhwc(repeat.images)
         samples = (Sample(key=f"{cell.key}-r{index}-{i:05d}", image=pixels[i],
@@ -89,7 +92,8 @@ def read_cell(directory: Path) -> list[DistilledRepeat]:
                        key=lambda p: int(p.stem.split("-")[1])):
         with safe_open(str(path), framework="pt") as handle:
             names = set(handle.keys())
-            learned_lr = json.loads((handle.metadata() or {}).get("learned_lr", "null"))
+            meta = json.loads((handle.metadata() or {}).get("distilled", "{}"))
+            learned_lr = meta.get("learned_lr")
             repeats.append(DistilledRepeat(
                 images=handle.get_tensor("images").numpy(),
                 labels=handle.get_tensor("labels").numpy(),
@@ -114,11 +118,11 @@ def save_trajectory(path: Path, trajectory: np.ndarray, metadata: dict[str, Any]
     """One expert's trajectory as safetensors, with its architecture and digest as metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"trajectory": torch.from_numpy(np.ascontiguousarray(trajectory, np.float32))},
-              str(path), metadata={key: json.dumps(value) for key, value in metadata.items()})
+              str(path), metadata={"expert": json.dumps(metadata, sort_keys=True)})
 
 
 def load_trajectory(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """An expert's trajectory (epochs + 1) × P and its metadata."""
     with safe_open(str(path), framework="pt") as handle:
-        metadata = {key: json.loads(value) for key, value in (handle.metadata() or {}).items()}
+        metadata = json.loads((handle.metadata() or {}).get("expert", "{}"))
         return handle.get_tensor("trajectory").numpy(), metadata
