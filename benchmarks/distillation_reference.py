@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+# The interpreter of the references' venv does not have this package installed: use the source.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 STRATEGY = "color_crop_cutout_scale_rotate"
 # (method, ipc, reference iterations, our iterations): enough logged iterations to time.
 CASES = [("dm", 10, 40, 30), ("dc", 1, 40, 30), ("mtt", 1, 30, 20), ("mtt", 10, 20, 10),
