@@ -109,8 +109,54 @@ def every_class_kept(per_class: Mapping[str, Mapping[str, Any]], minimum: int) -
 
 
 def distilled_size(directory: Path, n_classes: int, ipc: int) -> CheckOutcome:
-    """The distilled set holds exactly `ipc` images of every class."""
-    shards = finished_shards(directory)
+    """The distilled set's finished shards hold exactly `ipc` images of every class."""
+    return distilled_size_of(finished_shards(directory), n_classes, ipc)
+
+
+def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, int]]
+                    ) -> CheckOutcome:
+    """Every finished cell `(key, ipc)` holds `ipc` images of every class in each repeat's
+    intact shard, and so does the headline shard (the first cell's, at the top) once the first
+    cell is finished. A cell not made yet is listed, not failed: a run may make one cell (a
+    backfill gives each its own); no finished cell at all fails.
+    """
+    from synthfactory.ops.distillation.cellstore import CELL_JSON, CELLS_DIR
+
+    finished: dict[str, list[int]] = {}
+    missing, problems = [], []
+    headline_images = 0
+    for index, (key, ipc) in enumerate(cells):
+        cell = directory / CELLS_DIR / key
+        if not (cell / CELL_JSON).is_file():
+            missing.append(key)
+            continue
+        places = [(cell, "repeat-*.tar")] + ([(directory, "distilled-*.tar")] if index == 0
+                                             else [])
+        for place, pattern in places:
+            integrity = shard_integrity(place, pattern)
+            if not integrity.passed:
+                problems.append(f"{key}: {integrity.description}")
+                continue
+            for shard in finished_shards(place, pattern):
+                size = distilled_size_of([shard], n_classes, ipc)
+                if not size.passed:
+                    problems.append(f"{key} {shard.name}: {size.description}")
+                if place == cell:
+                    finished.setdefault(key, []).append(size.details["n_images"])
+                else:
+                    headline_images = size.details["n_images"]
+    if not finished and not problems:
+        problems.append(f"no finished cell in {directory} (cells: {', '.join(k for k, _ in cells)})")
+    description = (f"{len(finished)} finished cell(s) of {len(cells)}: every repeat holds ipc "
+                   "images per class" + (f"; not made yet: {', '.join(missing)}" if missing else "")
+                   if not problems else f"{len(problems)} problem(s): {problems[0]}")
+    return CheckOutcome(not problems, description, {
+        "n_images": headline_images, "cells": finished, "missing": missing,
+        "problems": problems})
+
+
+def distilled_size_of(shards: Sequence[Path], n_classes: int, ipc: int) -> CheckOutcome:
+    """The shards hold exactly `ipc` images of every class."""
     labels = [sample.label for sample in read_samples(shards, decode=False)]
     counts = Counter(labels)
     wrong = {index: counts.get(index, 0) for index in range(n_classes)

@@ -35,9 +35,15 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
     rows = []
     for key in cells:
         cell = parse_cell(key)
-        record = json.loads((cell_dir(distilled_dir, key) / CELL_JSON).read_text())
-        for architecture_dir in sorted(p for p in cell_dir(classifier_dir, key).iterdir()
-                                       if p.is_dir()):
+        cell_record = cell_dir(distilled_dir, key) / CELL_JSON
+        networks = cell_dir(classifier_dir, key)
+        for needed in (cell_record, networks):
+            if not needed.exists():  # each cell is a partition: this one was not made yet
+                raise FileNotFoundError(f"cell {key} is not finished ({needed} does not exist): "
+                                        "materialize distilled_set and classifier_distilled "
+                                        f"partition {key}")
+        record = json.loads(cell_record.read_text())
+        for architecture_dir in sorted(p for p in networks.iterdir() if p.is_dir()):
             accuracies = []
             for checkpoint in sorted(architecture_dir.glob("r*-m*.safetensors")):
                 model = load_classifier(checkpoint, device)
