@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from synthfactory.assets.checks import ASSET_CHECKS
-from synthfactory.assets.curation import filtered_set, judge
+from synthfactory.assets.curation import build_shard_scores, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
 from synthfactory.assets.distillation import distilled_set
 from synthfactory.assets.dvc_versions import wrap_all
@@ -44,9 +44,10 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     Every asset's data version is DVC's md5 of its output. `params_path` is the file the sensor
     re-reads on every tick.
     """
-    assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config)),
-              judge, filtered_set, distilled_set, *[build_classifier(arm) for arm in ARMS],
-              eval_report]
+    partitions = shard_partitions(config)
+    assets = [real_images, prompts, generator, build_synthetic_shards(partitions),
+              judge, build_shard_scores(partitions), filtered_set, distilled_set,
+              *[build_classifier(arm) for arm in ARMS], eval_report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     job = rebuild_job()
