@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from synthfactory.ops.curation import FILTER_MANIFEST
-from synthfactory.ops.data.real_images import read_training_images
-from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
+from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST
+from synthfactory.ops.curation.selection import read_keep_masks
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_image_shape, read_training_images
+from synthfactory.ops.storage.shards import (finished_shards, load_arrays, read_samples,
+                                             read_shard_info)
+from synthfactory.ops.training.shardsets import ShardSet, shard_refs
 
 
 @dataclass
@@ -82,3 +85,58 @@ def distilled_arm(distilled_dir: Path) -> TrainingData:
         targets = np.asarray([s.meta["soft_label"] for s in samples], dtype=np.float32)
     return TrainingData(images, labels, targets, [s.key for s in samples],
                         sources=[p.name for p in shards])
+
+
+# The same arms as shard sets: what a classifier streams when the set is too large for memory
+# (or trains under DDP), read without loading the images.
+
+
+def real_shard_set(real_dir: Path) -> ShardSet:
+    """The real train split's shards (with the few-shot subset as keep masks, if any)."""
+    paths = finished_shards(real_dir, "train-*.tar")
+    if not paths:
+        raise FileNotFoundError(f"{real_dir} has no finished train shards: materialize "
+                                "'real_images' first")
+    few_shot = json.loads((real_dir / MANIFEST_JSON).read_text()).get("few_shot_keys")
+    masks = None
+    if few_shot is not None:
+        wanted = set(few_shot)
+        masks = {path.name: np.array([key in wanted for key in read_shard_info(path).keys],
+                                     np.uint8) for path in paths}
+    return ShardSet(shard_refs(paths, masks), read_image_shape(real_dir))
+
+
+def synthetic_shard_set(shards_dir: Path, image_shape: tuple[int, int, int]) -> ShardSet:
+    """Every finished synthetic shard."""
+    paths = finished_shards(shards_dir)
+    if not paths:
+        raise FileNotFoundError(f"{shards_dir} has no finished shards: materialize "
+                                "'synthetic_shards' (all partitions or a range) first")
+    return ShardSet(shard_refs(paths), image_shape)
+
+
+def filtered_shard_set(shards_dir: Path, filtered_dir: Path,
+                    image_shape: tuple[int, int, int]) -> ShardSet:
+    """The shards the filtered set scored, each with its keep mask."""
+    masks = read_keep_masks(filtered_dir / FILTER_KEEP)
+    paths = [shards_dir / name for name in sorted(masks)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"filtered_set refers to shards {missing} that are gone from "
+                                f"{shards_dir}: re-materialize 'filtered_set'")
+    shard_set = ShardSet(shard_refs(paths, masks), image_shape)
+    if shard_set.n_samples == 0:
+        raise ValueError("the filtered set keeps no sample: loosen filtered_set thresholds")
+    return shard_set
+
+
+def distilled_shard_set(distilled_dir: Path, image_shape: tuple[int, int, int]) -> ShardSet:
+    """The distilled shards, with the judge's soft labels as targets when the set has them."""
+    paths = finished_shards(distilled_dir)
+    if not paths:
+        raise FileNotFoundError(f"{distilled_dir} has no finished shards: materialize "
+                                "'distilled_set' first")
+    first = next(read_samples(paths[:1], decode=False))
+    soft = first.meta.get("soft_label")
+    return ShardSet(shard_refs(paths), image_shape, soft=soft is not None,
+                    n_targets=None if soft is None else len(soft))
