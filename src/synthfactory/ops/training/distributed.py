@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -75,10 +76,14 @@ def train_distributed(job: Path, *, devices: int, log: Callable[[str], None] | N
     A failed process fails the whole group (torchrun stops the others); the error names the
     exit code and shows the end of the processes' output.
     """
+    spec = json.loads(job.read_text())
+    batch_size = min(spec["recipe"]["batch_size"], sum(s["count"] for s in spec["shards"]))
+    if batch_size % devices:
+        raise ValueError(f"classifiers.batch_size {batch_size} must be a multiple of "
+                         f"runtime.devices {devices} (each device takes an equal share)")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={devices}", "-m", "synthfactory.ops.training.distributed",
                str(job)]
-    spec = json.loads(job.read_text())
     env = dict(os.environ)
     if spec["threads"]:
         env["OMP_NUM_THREADS"] = str(spec["threads"])
@@ -92,9 +97,12 @@ def train_distributed(job: Path, *, devices: int, log: Callable[[str], None] | N
                 log(line.rstrip())
         code = process.wait(timeout=timeout)
     if code != 0:
+        # torchrun prefixes each rank's traceback with `[rankN]:`; its last line is the error.
+        errors = [line for line in output if re.match(r"\[rank\d+\]: \w+(Error|Exception)", line)]
         tail = "\n".join(output[-30:])
         raise RuntimeError(f"DDP training on {devices} processes failed (torchrun exit code "
-                           f"{code}); last output:\n{tail}")
+                           f"{code}): {errors[0] if errors else 'see the output'}; last "
+                           f"output:\n{tail}")
     return [json.loads((job.parent / f"history-seed-{index}-rank-0.json").read_text())
             for index in range(len(spec["seeds"]))]
 
