@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.shards import decode_png
+from synthfactory.ops.storage.tarstream import iter_members
 from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.shardsets import ShardRef, deal
 
@@ -103,7 +104,8 @@ class InMemorySource:
 
 
 class ShardStream(torch.utils.data.IterableDataset):
-    """Endless epochs of (uint8 H×W×C image, target) from one rank's share of the shards."""
+    """Endless epochs of (uint8 H×W×C image, target) arrays from one rank's share of the
+    shards."""
 
     def __init__(self, shards: list[ShardRef], *, seed: int, rank: int, world_size: int,
                  workers: int, shuffle_buffer: int, soft: bool, epochs: int | None = None) -> None:
@@ -112,7 +114,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.workers, self.shuffle_buffer, self.soft = workers, shuffle_buffer, soft
         self.epochs = epochs  # None: endless
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import webdataset as wds
 
         info = torch.utils.data.get_worker_info()
@@ -129,26 +131,36 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yield self._decode(sample)
 
     def _samples(self, reads: list[tuple[int, int, int]]) -> Iterator[dict[str, Any]]:
-        """The raw samples (tar members grouped by key) of this stream's reads, in order."""
+        """The raw samples of this stream's reads, in order: tar members grouped into samples
+        by WebDataset's `group_by_keys` (`<key>.png`, `<key>.cls`, … → one dict per key)."""
         import webdataset as wds
 
         for index, stride, offset in reads:
             shard = self.shards[index]
-            samples = wds.tariterators.tarfile_samples([{"url": str(shard.path)}])
-            for position, sample in enumerate(samples):
+            url = str(shard.path)
+            members = ({"fname": name, "data": data, "__url__": url}
+                       for name, data in iter_members(shard.path))
+            for position, sample in enumerate(wds.tariterators.group_by_keys(members)):
                 if position % stride == offset and (shard.keep is None or shard.keep[position]):
                     yield sample
 
-    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(self, sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         image = decode_png(sample["png"])
         image = image if image.ndim == 3 else image[:, :, None]
         if self.soft:
             import json
 
-            target = torch.tensor(json.loads(sample["json"])["soft_label"], dtype=torch.float32)
+            target = np.asarray(json.loads(sample["json"])["soft_label"], dtype=np.float32)
         else:
-            target = torch.tensor(int(sample["cls"]), dtype=torch.long)
-        return torch.from_numpy(np.array(image)), target  # a writable copy of PIL's buffer
+            target = np.int64(int(sample["cls"]))
+        return image, target
+
+
+def collate(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch as two tensors, stacked in numpy (one tensor per batch, not per sample)."""
+    images = np.stack([image for image, _ in samples])
+    targets = np.stack([target for _, target in samples])
+    return torch.from_numpy(images), torch.from_numpy(targets)
 
 
 class ShardSource:
@@ -191,7 +203,7 @@ class ShardSource:
         """
         del generator
         loader = torch.utils.data.DataLoader(
-            self.stream(), batch_size=batch_size, num_workers=self.workers,
+            self.stream(), batch_size=batch_size, num_workers=self.workers, collate_fn=collate,
             prefetch_factor=4 if self.workers else None, pin_memory=device.type == "cuda",
             persistent_workers=False)
         iterator = iter(loader)
@@ -212,10 +224,9 @@ class ShardSource:
         with torch.no_grad():
             samples = itertools.islice(iter(stream), ACCURACY_SAMPLES)
             while batch := list(itertools.islice(samples, 512)):
-                images = torch.stack([image for image, _ in batch]).numpy()
-                targets = torch.stack([target for _, target in batch])
+                images, targets = collate(batch)
                 hard = targets.argmax(1) if self.soft else targets
-                logits = model(to_model_space(images).to(device))
+                logits = model(to_model_space(images.numpy()).to(device))
                 correct += int((F.softmax(logits, 1).argmax(1).cpu() == hard).sum())
                 seen += len(batch)
         return correct / seen, seen
