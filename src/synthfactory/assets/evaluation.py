@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,7 +154,8 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     Writes `metrics.json`, `report.md` and a self-contained `report.html` (arm table, per-class
     accuracy, confusion matrices, image grids of real / synthetic / kept / rejected / distilled
     images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
-    digest and shard digests.
+    digest and shard digests. The same files are published through the store (`eval_report/`
+    under its root, uploaded with a commit on an object store).
     """
     from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
     from synthfactory.ops.evaluation.plots import accuracy_plot
@@ -216,8 +218,12 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     }
     grids = _grids(store, class_names, params.eval_report.grid_per_class)
     output = Path(params.eval_report.output_dir)
-    with atomic_dir(output) as directory:
+    # Published through the store first (uploaded with its commit when the root is an object
+    # store, so other machines and people read the same report), then copied to output_dir.
+    with store.publish_dir("eval_report") as directory:
         write_report(directory, metrics, grids)
+    with atomic_dir(output) as directory:
+        shutil.copytree(store.path("eval_report"), directory, dirs_exist_ok=True)
     plot = accuracy_plot(metrics)
     table = arm_table_markdown(metrics)
     context.log.info("eval_report:\n" + table)
