@@ -47,7 +47,7 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     partitions = shard_partitions(config)
     assets = [real_images, prompts, generator, build_synthetic_shards(partitions),
               judge, build_shard_scores(partitions), filtered_set, distilled_set,
-              *[build_classifier(arm) for arm in ARMS], eval_report]
+              *[build_classifier(arm, config.runtime.devices) for arm in ARMS], eval_report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     job = rebuild_job()

@@ -14,7 +14,7 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST, JUDGE_JSON, JUDGE_WEIGHTS
 from synthfactory.ops.data.prompts import display_name, load_display_names
 from synthfactory.ops.data.real_images import read_classes, read_split
-from synthfactory.ops.evaluation.arms import real_arm
+from synthfactory.ops.evaluation.arms import real_shard_set
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import digest_of_digests, dumps_json, sha256_file
@@ -45,24 +45,28 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
 
     from synthfactory.ops.training.train import predict_proba, save_classifier, train_classifier
 
-    data = real_arm(real_dir)
+    # Loaded when small, streamed from the shards when over runtime.in_memory_mb.
+    real = real_shard_set(real_dir)
+    seed = derive_seed(runtime.seed, "judge")
+    source = real.source(in_memory_mb=runtime.in_memory_mb, seed=derive_seed(seed, "stream"),
+                         workers=runtime.workers, shuffle_buffer=runtime.shuffle_buffer)
     n_classes = len(read_classes(real_dir))
     model, history = train_classifier(
-        data.images, data.targets, n_classes, seed=derive_seed(runtime.seed, "judge"),
+        source, None, n_classes, seed=seed,
         device=runtime.torch_device, epochs=config.epochs, width=config.width,
         flip=params.classifiers.flip, log=context.log.info)
     val_accuracy = float(np.mean(
         predict_proba(model, val_images, device=runtime.torch_device).argmax(1) == val_labels))
     with store.publish_dir("judge") as directory:
         save_classifier(directory / JUDGE_WEIGHTS, model)
-        info = {"kind": "convnet", "n_train": len(data.images), "val_accuracy": val_accuracy,
+        info = {"kind": "convnet", "n_train": real.n_samples, "val_accuracy": val_accuracy,
                 "history": history, "sha256": sha256_file(directory / JUDGE_WEIGHTS)}
         (directory / JUDGE_JSON).write_text(dumps_json(info))
     context.log.info(f"judge: {val_accuracy:.4f} accuracy on {len(val_labels)} real validation "
                      "images")
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(store.path("judge"))), "kind": "convnet",
-                  "val_accuracy": round(val_accuracy, 4), "n_train": len(data.images),
+                  "val_accuracy": round(val_accuracy, 4), "n_train": real.n_samples,
                   "train_seconds": round(history["seconds"], 1)},
         data_version=dg.DataVersion(info["sha256"][:16]),
     )

@@ -18,7 +18,7 @@ from synthfactory.ops.evaluation.arms import (
     distilled_shard_set,
     filtered_arm,
     filtered_shard_set,
-    read_filter_records,
+    grid_samples,
     real_arm,
     real_shard_set,
     synthetic_arm,
@@ -246,9 +246,9 @@ def _grids(store: ArtifactStore, class_names: list[str], per_class: int) -> dict
     from synthfactory.ops.evaluation.plots import image_grid
 
     real_images, real_labels, _ = read_split(store.require("real_images"), "test")
-    synthetic = synthetic_arm(store.require("synthetic_shards"))
-    records = {r["key"]: r for r in read_filter_records(store.require("filtered_set"))}
-    kept = np.array([records[key]["keep"] for key in synthetic.keys])
+    # Only the pictured samples are read (the synthetic set may not fit in memory).
+    synthetic = grid_samples(store.require("synthetic_shards"), store.require("filtered_set"),
+                             per_class, _image_shape(store))
     distilled = distilled_arm(store.require("distilled_set"))
 
     def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -256,8 +256,8 @@ def _grids(store: ArtifactStore, class_names: list[str], per_class: int) -> dict
 
     return {
         "real": grid(real_images, real_labels),
-        "synthetic": grid(synthetic.images, synthetic.labels),
-        "kept": grid(synthetic.images[kept], synthetic.labels[kept]),
-        "rejected": grid(synthetic.images[~kept], synthetic.labels[~kept]),
+        "synthetic": grid(*synthetic["synthetic"]),
+        "kept": grid(*synthetic["kept"]),
+        "rejected": grid(*synthetic["rejected"]),
         "distilled": grid(distilled.images, distilled.labels),
     }

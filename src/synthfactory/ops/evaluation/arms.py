@@ -140,3 +140,36 @@ def distilled_shard_set(distilled_dir: Path, image_shape: tuple[int, int, int]) 
     soft = first.meta.get("soft_label")
     return ShardSet(shard_refs(paths), image_shape, soft=soft is not None,
                     n_targets=None if soft is None else len(soft))
+
+
+def grid_samples(shards_dir: Path, filtered_dir: Path, per_class: int,
+                 image_shape: tuple[int, int, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The first `per_class` synthetic, kept and rejected images of each class, for grids.
+
+    Streams the filtered set's manifest (one record at a time) to pick them, then reads only
+    the shards that hold a picked sample: memory and reading stay bounded by the grids, not by
+    the set.
+    """
+    path = filtered_dir / FILTER_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: materialize 'filtered_set' first")
+    picks: dict[str, list[tuple[str, str, int]]] = {"synthetic": [], "kept": [], "rejected": []}
+    counts: dict[tuple[str, int], int] = {}
+    with open(path) as handle:
+        for line in handle:
+            record = json.loads(line)
+            for grid in ("synthetic", "kept" if record["keep"] else "rejected"):
+                if counts.get((grid, record["label"]), 0) < per_class:
+                    counts[(grid, record["label"])] = counts.get((grid, record["label"]), 0) + 1
+                    picks[grid].append((record["shard"], record["key"], record["label"]))
+    wanted = {key for chosen in picks.values() for _, key, _ in chosen}
+    images: dict[str, np.ndarray] = {}
+    for shard in sorted({shard for chosen in picks.values() for shard, _, _ in chosen}):
+        for sample in read_samples([shards_dir / shard]):
+            if sample.key in wanted:
+                images[sample.key] = sample.image if sample.image.ndim == 3 else \
+                    sample.image[:, :, None]
+    empty = np.zeros((0, *image_shape), np.uint8)
+    return {grid: (np.stack([images[key] for _, key, _ in chosen]) if chosen else empty,
+                   np.asarray([label for _, _, label in chosen], dtype=np.int64))
+            for grid, chosen in picks.items()}
