@@ -238,5 +238,5 @@ def test_two_processes_pushing_one_unit_take_turns(s3_endpoint: str, tmp_path: P
     assert len(contents) == 1 and contents.pop() in {"A-3", "B-3"}
     intervals = sorted(interval for log in logs for interval in log)
     assert len(intervals) == 8
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:]))
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False))
     assert not _objects(s3_endpoint, "race/_locks")  # every lease was released

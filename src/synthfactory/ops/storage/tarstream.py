@@ -28,8 +28,11 @@ def iter_members(path: Path, buffering: int = 1 << 20) -> Iterator[tuple[str, by
     with open(path, "rb", buffering=buffering) as handle:
         while True:
             header = handle.read(BLOCK)
-            if len(header) < BLOCK or header.count(0) == BLOCK:
-                return  # end of archive (two zero blocks, or a file without them)
+            if not header or header.count(0) == BLOCK:
+                return  # end of archive (zero blocks, or a file that ends without them)
+            if len(header) < BLOCK:
+                raise TarFormatError(f"{path}: truncated in a tar header: the shard is corrupt; "
+                                     "materialize it again")
             stored = header[148:156].split(b"\0", 1)[0].strip()
             actual = sum(header[:148]) + 8 * 32 + sum(header[156:])
             if not stored or int(stored, 8) != actual:
