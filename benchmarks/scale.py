@@ -4,7 +4,7 @@ For each size (default 50,000 then 200,000 images) a cheap stand-in generator wr
 synthetic shards directly (real digits with a seeded shift and noise per sample, written by
 `write_shard` with the sidecars `synthetic_shards` writes: the point is the stages after it).
 Then each stage runs as a real Dagster materialization of the asset, in a fresh Python process
-of its own so that its peak resident set size (`ru_maxrss`) is its own:
+of its own so that its peak resident set size (`VmHWM`) is its own:
 
 - `shard_scores`: every partition in one run (the judge loaded once);
 - `filtered_set`: the decisions from the scores (threshold, top fraction, clustered dedup);
@@ -13,7 +13,10 @@ of its own so that its peak resident set size (`ru_maxrss`) is its own:
 
 Prints `{"sizes": [...], "stages": {"<stage>": {"peak_rss_mib": [...], "images_per_second":
 [...], ...}}}` with, per stage, the RSS after imports (`rss_before_mib`), the peak of the loader
-workers (`worker_peak_rss_mib`, classifier only) and `peak_ratio` (last size over first).
+workers (`worker_peak_rss_mib`, classifier only; forked workers share the parent's pages, which
+count in their RSS too) and `peak_ratio` (last size over first). With `--reuse`, a size whose
+shards and judge exist in `--workdir` is not written again (each stage's output is removed
+before it runs, so the stages are measured from scratch).
 
     python benchmarks/scale.py [--sizes 50000 200000] [--shard-size 1000] [--workers 2]
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,18 +48,18 @@ from synthfactory.automation import all_shards_tags
 from synthfactory.definitions import build_definitions
 from synthfactory.params import parse_params
 
-def rss_mib():
+def status_mib(field):
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 config = parse_params(yaml.safe_load(Path(sys.argv[1]).read_text()))
 stage = sys.argv[2]
 defs = build_definitions(config)
 keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
 import torch, safetensors, webdataset  # imported before the baseline: the steps import them
-before = rss_mib()
+before = status_mib("VmRSS")
 started = time.perf_counter()
 result = dg.materialize(list(defs.assets), selection=[stage], resources=defs.resources,
                         tags=all_shards_tags(keys),
@@ -63,7 +67,9 @@ result = dg.materialize(list(defs.assets), selection=[stage], resources=defs.res
 seconds = time.perf_counter() - started
 assert result.success
 metadata = result.get_asset_materialization_events()[0].materialization.metadata
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so a child started from a big
+# parent reports the parent's size; VmHWM is this process's own peak since the exec.
+peak = status_mib("VmHWM")
 workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"rss_before_mib": round(before, 1), "peak_rss_mib": round(peak, 1),
                   "worker_peak_rss_mib": round(workers, 1), "seconds": round(seconds, 2),
@@ -118,6 +124,9 @@ def main() -> None:
     parser.add_argument("--judge-epochs", type=int, default=3)
     parser.add_argument("--classifier-width", type=int, default=128)
     parser.add_argument("--workdir", default=None, help="default: a new temporary directory")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the stand-in shards and judge already in --workdir")
     args = parser.parse_args()
 
     import dagster as dg
@@ -126,7 +135,7 @@ def main() -> None:
     from synthfactory.params import parse_params
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sf-bench-scale-"))
-    stages: dict[str, dict[str, list]] = {stage: {} for stage in STAGES}
+    stages: dict[str, dict[str, list]] = {stage: {} for stage in args.stages}
     generation = []
     for size in args.sizes:
         root = workdir / f"size-{size}"
@@ -145,12 +154,17 @@ def main() -> None:
         params.write_text(yaml.safe_dump(raw))
         config = parse_params(raw)
         defs = build_definitions(config)
-        upstream = dg.materialize(list(defs.assets), selection=["real_images", "judge"],
-                                  resources=defs.resources, run_config={
-                                      "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        assert upstream.success
-        generation.append(round(size / stand_in_shards(root / "data", size, args.shard_size), 1))
-        for stage in STAGES:
+        reuse = args.reuse and (root / "data" / "judge").is_dir() and len(
+            list((root / "data" / "synthetic_shards").glob("*.json"))) == -(-size // args.shard_size)
+        if not reuse:
+            upstream = dg.materialize(list(defs.assets), selection=["real_images", "judge"],
+                                      resources=defs.resources, run_config={"loggers": {
+                                          "console": {"config": {"log_level": "WARNING"}}}})
+            assert upstream.success
+            seconds = stand_in_shards(root / "data", size, args.shard_size)
+            generation.append(round(size / seconds, 1))
+        for stage in args.stages:
+            shutil.rmtree(root / "data" / stage, ignore_errors=True)  # measured from scratch
             row = run_stage(params, stage)
             images = row["metadata"].get("n_scored") or row["metadata"].get("total") \
                 or row["metadata"].get("n_train")

@@ -15,7 +15,8 @@ the class size. Here a class is handled in bounded pieces:
    the clusters that bound does not rule out; only the pairs above the threshold are kept.
 3. The greedy rule then runs over those pairs in walking order.
 
-Memory is O(n) integers, the pairs above the threshold and two tiles of features, never a
+Memory is O(n) integers, two tiles of features and one bucket of the pairs above the threshold
+(they are spilled to files by walk position: a heavily duplicated set has many), never a
 class's feature matrix; the clusters save the comparisons that the bound rules out (on diffuse
 embeddings it rules out little, and the work approaches the all-pairs comparison).
 
@@ -33,13 +34,18 @@ class, where faiss would add a dependency for no measured gain.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 # Rows compared at once: a BLOCK × BLOCK float32 similarity tile is 16 MiB.
 BLOCK = 2048
+# Walk positions per file of spilled pairs.
+BUCKET = 4096
+PAIR = np.dtype([("later", "<i8"), ("earlier", "<i8"), ("similarity", "<f4")])
 # Slack on the triangle-inequality bound, far above float32 rounding of unit vectors.
 BOUND_SLACK = 1e-4
 
@@ -65,8 +71,48 @@ def unit_rows(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
-def greedy_from_pairs(n: int, walk: np.ndarray, later: np.ndarray, earlier: np.ndarray,
-                      similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class PairBuckets:
+    """The pairs above the threshold, spilled to files by the walk position of their later
+    sample (BUCKET positions per file), so that the greedy pass holds one bucket at a time.
+
+    A heavily duplicated set has many pairs per sample (every copy of an image with every other
+    copy); kept in memory, they would grow faster than the set.
+    """
+
+    def __init__(self, directory: Path, rank: np.ndarray) -> None:
+        """`rank[i]`: sample i's place in the walk, 0..n-1."""
+        self.directory, self.rank = directory, rank
+        self.n_buckets = max(1, math.ceil(len(rank) / BUCKET))
+
+    def _path(self, bucket: int) -> Path:
+        return self.directory / f"pairs-{bucket:06d}.bin"
+
+    def add(self, later: np.ndarray, earlier: np.ndarray, similarity: np.ndarray) -> None:
+        """Append pairs (later sample, earlier sample, similarity) to their buckets' files."""
+        if not len(later):
+            return
+        bucket = self.rank[later] // BUCKET
+        order = np.argsort(bucket, kind="stable")
+        records = np.empty(len(later), PAIR)
+        records["later"], records["earlier"] = later[order], earlier[order]
+        records["similarity"] = similarity[order]
+        bucket = bucket[order]
+        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        for start, stop in zip(starts, np.r_[starts[1:], len(bucket)], strict=True):
+            with open(self._path(int(bucket[start])), "ab") as handle:
+                handle.write(records[start:stop].tobytes())
+
+    def read(self, bucket: int) -> np.ndarray:
+        """The pairs of one bucket (consumed: the file is removed)."""
+        path = self._path(bucket)
+        if not path.exists():
+            return np.empty(0, PAIR)
+        records = np.fromfile(path, PAIR)
+        path.unlink()
+        return records
+
+
+def greedy_from_pairs(pairs: PairBuckets) -> tuple[np.ndarray, np.ndarray]:
     """The greedy rule over the pairs above the threshold: (is_duplicate, group).
 
     Each pair is (later sample, earlier sample in the walk, similarity). Walking in order, a
@@ -74,23 +120,29 @@ def greedy_from_pairs(n: int, walk: np.ndarray, later: np.ndarray, earlier: np.n
     the earliest, as np.argmax over the representatives in the whole-set filter); a sample with
     no representative among its pairs is a representative (its group is itself).
     """
+    rank = pairs.rank
+    n = len(rank)
     is_duplicate = np.zeros(n, bool)
     group = np.arange(n, dtype=np.int64)
     is_representative = np.zeros(n, bool)
-    by_pair = np.lexsort((walk[earlier], walk[later]))
-    later, earlier, similarity = later[by_pair], earlier[by_pair], similarity[by_pair]
-    walk_of_pair = walk[later]
-    in_walk = np.argsort(walk, kind="stable")
-    bounds = np.searchsorted(walk_of_pair, walk[in_walk], side="left")
-    ends = np.searchsorted(walk_of_pair, walk[in_walk], side="right")
-    for sample, first, last in zip(in_walk, bounds, ends, strict=True):
-        candidates = earlier[first:last]
-        alive = is_representative[candidates]
-        if alive.any():
-            is_duplicate[sample] = True
-            group[sample] = candidates[alive][int(np.argmax(similarity[first:last][alive]))]
-        else:
-            is_representative[sample] = True
+    in_walk = np.argsort(rank, kind="stable")
+    for bucket in range(pairs.n_buckets):
+        records = pairs.read(bucket)
+        later, earlier = records["later"], records["earlier"]
+        by_pair = np.lexsort((rank[earlier], rank[later]))
+        later, earlier, similarity = later[by_pair], earlier[by_pair], records["similarity"][by_pair]
+        rank_of_pair = rank[later]
+        samples = in_walk[bucket * BUCKET:(bucket + 1) * BUCKET]
+        bounds = np.searchsorted(rank_of_pair, rank[samples], side="left")
+        ends = np.searchsorted(rank_of_pair, rank[samples], side="right")
+        for sample, first, last in zip(samples, bounds, ends, strict=True):
+            candidates = earlier[first:last]
+            alive = is_representative[candidates]
+            if alive.any():
+                is_duplicate[sample] = True
+                group[sample] = candidates[alive][int(np.argmax(similarity[first:last][alive]))]
+            else:
+                is_representative[sample] = True
     return is_duplicate, group
 
 
@@ -117,8 +169,8 @@ def nearest_centroid(points: np.ndarray, centroids: np.ndarray) -> tuple[np.ndar
 
 
 def dedup_class(read: Callable[[np.ndarray], np.ndarray], n: int, walk: np.ndarray, *,
-                threshold: float, cluster_size: int, seed: int) -> tuple[np.ndarray, np.ndarray,
-                                                                        DedupStats]:
+                threshold: float, cluster_size: int, seed: int,
+                spill_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, DedupStats]:
     """Greedy near-duplicates of one class of `n` samples, reading rows through `read`.
 
     `read(indices)` returns the float32 feature rows of sorted sample indices (0..n-1);
@@ -126,9 +178,18 @@ def dedup_class(read: Callable[[np.ndarray], np.ndarray], n: int, walk: np.ndarr
     is_duplicate and group (a sample index; a representative's group is itself), equal to
     `filters.near_duplicates` on the same samples and order, and the split statistics.
 
-    Memory: O(n) integers, the pairs above the threshold, and two BLOCK-row tiles of features;
+    Memory: O(n) integers, two BLOCK-row tiles of features and one bucket of the pairs above
+    the threshold (the pairs are spilled under `spill_dir`, default a temporary directory);
     never the class's whole feature matrix.
     """
+    with tempfile.TemporaryDirectory(prefix="pairs-", dir=spill_dir) as directory:
+        return _dedup_class(read, n, walk, threshold=threshold, cluster_size=cluster_size,
+                            seed=seed, directory=Path(directory))
+
+
+def _dedup_class(read: Callable[[np.ndarray], np.ndarray], n: int, walk: np.ndarray, *,
+                 threshold: float, cluster_size: int, seed: int,
+                 directory: Path) -> tuple[np.ndarray, np.ndarray, DedupStats]:
     walk = np.asarray(walk)
     if n == 0:
         return np.zeros(0, bool), np.zeros(0, np.int64), DedupStats()
@@ -150,7 +211,9 @@ def dedup_class(read: Callable[[np.ndarray], np.ndarray], n: int, walk: np.ndarr
     by_cluster = np.argsort(assign, kind="stable")
     cluster_bounds = np.searchsorted(assign[by_cluster], np.arange(k + 1))
     members = [by_cluster[cluster_bounds[c]:cluster_bounds[c + 1]] for c in range(k)]
-    later, earlier, similarity = [], [], []
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(walk, kind="stable")] = np.arange(n)
+    pairs = PairBuckets(directory, rank)
     compared = 0
     for a in range(k):
         for a_start in range(0, len(members[a]), BLOCK):
@@ -172,11 +235,9 @@ def dedup_class(read: Callable[[np.ndarray], np.ndarray], n: int, walk: np.ndarr
                     # Each pair once, from its later sample (whose candidates include the other's
                     # cluster by the triangle inequality).
                     keep = walk[block_b[hit_b]] < walk[block_a[hit_a]]
-                    later.append(block_a[hit_a[keep]])
-                    earlier.append(block_b[hit_b[keep]])
-                    similarity.append(tile[hit_a[keep], hit_b[keep]])
-    is_duplicate, group = greedy_from_pairs(
-        n, walk, np.concatenate(later), np.concatenate(earlier), np.concatenate(similarity))
+                    pairs.add(block_a[hit_a[keep]], block_b[hit_b[keep]],
+                              tile[hit_a[keep], hit_b[keep]])
+    is_duplicate, group = greedy_from_pairs(pairs)
     stats = DedupStats(clusters=k, pairs_compared=compared, largest_cluster=max(map(len, members)))
     return is_duplicate, group, stats
 

@@ -190,7 +190,8 @@ def _dedup_by_class(shards: list[ScoredShard], shard_index: np.ndarray, labels: 
 
             is_duplicate, group, class_stats = dedup_class(
                 read, len(indices), walk[indices], threshold=threshold,
-                cluster_size=cluster_size, seed=derive_seed(seed, "dedup", int(label)))
+                cluster_size=cluster_size, seed=derive_seed(seed, "dedup", int(label)),
+                spill_dir=directory)
             duplicate_of[indices[is_duplicate]] = indices[group[is_duplicate]]
             stats.merge(class_stats)
     return stats
