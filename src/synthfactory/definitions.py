@@ -12,13 +12,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import build_shard_scores, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
-from synthfactory.assets.distillation import distilled_set
+from synthfactory.assets.distillation import classifier_distilled, distilled_set, expert_trajectories
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
+from synthfactory.assets.refinement import refinement_assets, report_deps
 from synthfactory.automation import (
     build_params_sensor,
     build_rebuild_schedule,
@@ -45,9 +47,19 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     re-reads on every tick.
     """
     partitions = shard_partitions(config)
-    assets = [real_images, prompts, generator, build_synthetic_shards(partitions),
-              judge, build_shard_scores(partitions), filtered_set, distilled_set,
-              *[build_classifier(arm, config.runtime.devices) for arm in ARMS], eval_report]
+    shards, report = build_synthetic_shards(partitions), eval_report
+    adapters = []
+    if config.params.generator.adapt == "lora":  # shards come from the adapted generator
+        adapters = [generator_adapter]
+        shards = _with_deps(shards, [ADAPTER_ASSET])
+    if config.params.refinement.rounds:  # the report reads every round's classifiers
+        report = _with_deps(report, report_deps(config))
+    assets = [real_images, prompts, generator, *adapters, shards, judge,
+              build_shard_scores(partitions), filtered_set,
+              expert_trajectories, distilled_set, classifier_distilled,
+              *[build_classifier(arm, config.runtime.devices) for arm in ARMS
+                if arm != "distilled"],
+              *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     job = rebuild_job()
@@ -61,6 +73,12 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         resources={"params": config.params, "store": config.store, "runtime": config.runtime,
                    "dvc": config.dvc},
     )
+
+
+def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str]) -> dg.AssetsDefinition:
+    """The same asset with more upstream assets (optional parts of the graph add themselves)."""
+    (mapped,) = dg.map_asset_specs(lambda spec: spec.merge_attributes(deps=deps), [assets_def])
+    return mapped
 
 
 def job_for_params(params_path: str, job_name: str = "rebuild") -> dg.JobDefinition:

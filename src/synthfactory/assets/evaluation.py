@@ -15,7 +15,6 @@ from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_
 from synthfactory.ops.evaluation.arms import (
     TrainingData,
     distilled_arm,
-    distilled_shard_set,
     filtered_arm,
     filtered_shard_set,
     grid_samples,
@@ -57,8 +56,6 @@ SHARD_SETS: dict[str, Callable[[ArtifactStore], ShardSet]] = {
     "filtered": lambda store: filtered_shard_set(store.require("synthetic_shards"),
                                                  store.require("filtered_set"),
                                                  _image_shape(store)),
-    "distilled": lambda store: distilled_shard_set(store.require("distilled_set"),
-                                                   _image_shape(store)),
 }
 
 
@@ -157,6 +154,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     digest and shard digests. The same files are published through the store (`eval_report/`
     under its root, uploaded with a commit on an object store).
     """
+    from synthfactory.ops.evaluation.distillation_table import distillation_table
     from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
     from synthfactory.ops.evaluation.plots import accuracy_plot
     from synthfactory.ops.evaluation.report import write_report
@@ -199,10 +197,12 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                    if key not in {"shard_digests"}},
         # Wall time stays out: the same params must give the same metrics.json, byte for byte.
         "distillation": {key: value for key, value in distill_summary.items()
-                         if key not in {"history", "seconds"}} | {
-            "matching_loss": {k: distill_summary["history"].get(k)
-                              for k in ("initial_loss", "final_loss")}
-            if distill_summary["history"] else None},
+                         if key not in {"seconds"}},
+        # Every cell × architecture; `seconds` (distillation wall time) is its only field that
+        # differs between two runs of the same params.
+        "distillation_table": distillation_table(
+            store.require("classifier_distilled"), store.require("distilled_set"),
+            distill_summary["cells"], test_images, test_labels, runtime.torch_device),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
         "lineage": {
             "params_digest": params.digest(*Params.model_fields),
@@ -216,6 +216,13 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "distilled_sha256": distill_summary["sha256"],
         },
     }
+    if params.refinement.rounds:  # the loop's arms (last round) and every round's results
+        from synthfactory.assets.refinement import refinement_results
+
+        loop_arms, metrics["refinement"] = refinement_results(
+            params.refinement, store, runtime.torch_device, test_images, test_labels, class_names,
+            arms["synthetic"]["per_class_accuracy"])
+        arms.update(loop_arms)
     grids = _grids(store, class_names, params.eval_report.grid_per_class)
     output = Path(params.eval_report.output_dir)
     # Published through the store first (uploaded with its commit when the root is an object

@@ -13,10 +13,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from synthfactory.params.base import ParamsError, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
-from synthfactory.params.distillation import DistilledSetParams
+from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import AutomationParams, ExecutorParams
+from synthfactory.params.refinement import RefinementParams
 from synthfactory.resources.dvc import DvcResource
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -35,9 +36,11 @@ class Params(dg.ConfigurableResource):
     synthetic_shards: SyntheticShardsParams = SyntheticShardsParams()
     judge: JudgeParams = JudgeParams()
     filtered_set: FilteredSetParams = FilteredSetParams()
+    expert_trajectories: ExpertTrajectoriesParams = ExpertTrajectoriesParams()
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
+    refinement: RefinementParams = RefinementParams()
 
     @model_validator(mode="after")
     def _filters_match_judge(self) -> Params:

@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Rows compared at once: a BLOCK × BLOCK float32 similarity tile is 16 MiB.
-BLOCK = 2048
+# Rows compared at once: a BLOCK × BLOCK float32 similarity tile is 4 MiB.
+BLOCK = 1024
 # Walk positions per file of spilled pairs.
-BUCKET = 4096
+BUCKET = 1024
 PAIR = np.dtype([("later", "<i8"), ("earlier", "<i8"), ("similarity", "<f4")])
 # Slack on the triangle-inequality bound, far above float32 rounding of unit vectors.
 BOUND_SLACK = 1e-4
@@ -200,7 +200,7 @@ def _dedup_class(read: Callable[[np.ndarray], np.ndarray], n: int, walk: np.ndar
     else:
         k = math.ceil(n / cluster_size)
         generator = np.random.default_rng(seed)
-        sample = np.sort(generator.choice(n, size=min(n, max(10_000, 20 * k)), replace=False))
+        sample = np.sort(generator.choice(n, size=min(n, max(4096, 20 * k)), replace=False))
         centroids = spherical_kmeans(unit_rows(read(sample)), k, seed=seed)
         assign = np.empty(n, np.int64)
         radii = np.zeros(k)

@@ -130,18 +130,6 @@ def filtered_shard_set(shards_dir: Path, filtered_dir: Path,
     return shard_set
 
 
-def distilled_shard_set(distilled_dir: Path, image_shape: tuple[int, int, int]) -> ShardSet:
-    """The distilled shards, with the judge's soft labels as targets when the set has them."""
-    paths = finished_shards(distilled_dir)
-    if not paths:
-        raise FileNotFoundError(f"{distilled_dir} has no finished shards: materialize "
-                                "'distilled_set' first")
-    first = next(read_samples(paths[:1], decode=False))
-    soft = first.meta.get("soft_label")
-    return ShardSet(shard_refs(paths), image_shape, soft=soft is not None,
-                    n_targets=None if soft is None else len(soft))
-
-
 def grid_samples(shards_dir: Path, filtered_dir: Path, per_class: int,
                  image_shape: tuple[int, int, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The first `per_class` synthetic, kept and rejected images of each class, for grids.

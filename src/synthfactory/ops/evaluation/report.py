@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from synthfactory.ops.evaluation.distillation_table import distillation_table_section
 from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
                                                png_bytes)
+from synthfactory.ops.evaluation.refinement_report import refinement_section
 from synthfactory.ops.evaluation.tables import (ARMS_CSV, arm_table, arm_table_csv,
                                                 markdown_table, ordered_arms)
 from synthfactory.ops.storage.atomic import dumps_json
@@ -119,7 +121,9 @@ def distillation_section(metrics: dict[str, Any],
         return None
     return ReportSection("Distillation", [Paragraph(
         f"Method {distillation.get('method')}, {distillation.get('ipc')} images per class, "
-        f"{distillation.get('labels', 'hard')} labels.")])
+        f"{distillation.get('labels', 'hard')} labels"
+        + (f", from the {distillation['source']} set" if distillation.get("source") else "")
+        + " (the distilled arm: the first cell of the table).")])
 
 
 def confusion_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
@@ -150,7 +154,8 @@ def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 
 # The report, in order. Add a section here; a builder returning None leaves it out.
 SECTIONS: list[SectionBuilder] = [summary_section, per_class_section, filtering_section,
-                                  distillation_section, confusion_section, images_section,
+                                  distillation_section, distillation_table_section,
+                                  refinement_section, confusion_section, images_section,
                                   lineage_section]
 
 
