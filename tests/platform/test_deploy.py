@@ -35,7 +35,7 @@ def test_every_accelerator_asset_is_in_the_gpu_pool_and_asks_kubernetes_for_a_gp
         assert node.pool == "gpu", name
         # Dagster stores a dict op tag as JSON; dagster-k8s parses it back.
         assert json.loads(node.tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]
-    assert len(seen) == 13
+    assert len(seen) == 14
 
 
 def test_ddp_classifiers_ask_kubernetes_for_one_gpu_per_device() -> None:
@@ -46,7 +46,8 @@ def test_ddp_classifiers_ask_kubernetes_for_one_gpu_per_device() -> None:
             continue
         limits = json.loads(assets_def.node_def.tags["dagster-k8s/config"])[
             "container_config"]["resources"]["limits"]
-        assert limits == {"nvidia.com/gpu": "4" if name.startswith("classifier_") else "1"}, name
+        ddp = name in {"classifier_real", "classifier_synthetic", "classifier_filtered"}
+        assert limits == {"nvidia.com/gpu": "4" if ddp else "1"}, name
 
 
 def test_executor_follows_params() -> None:
