@@ -14,7 +14,7 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST, JUDGE_JSON, JUDGE_WEIGHTS
 from synthfactory.ops.data.prompts import display_name, load_display_names
 from synthfactory.ops.data.real_images import read_classes, read_split
-from synthfactory.ops.evaluation.arms import real_shard_set
+from synthfactory.ops.training.shardsets import real_shard_set
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import digest_of_digests, dumps_json, sha256_file

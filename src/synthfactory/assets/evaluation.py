@@ -19,14 +19,13 @@ from synthfactory.ops.evaluation.arms import (
     filtered_shard_set,
     grid_samples,
     real_arm,
-    real_shard_set,
     synthetic_arm,
     synthetic_shard_set,
 )
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
-from synthfactory.ops.training.shardsets import ShardSet
+from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore

@@ -11,9 +11,8 @@ import numpy as np
 
 from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST
 from synthfactory.ops.curation.selection import read_keep_masks
-from synthfactory.ops.data.real_images import MANIFEST_JSON, read_image_shape, read_training_images
-from synthfactory.ops.storage.shards import (finished_shards, load_arrays, read_samples,
-                                             read_shard_info)
+from synthfactory.ops.data.real_images import read_training_images
+from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
 from synthfactory.ops.training.shardsets import ShardSet, shard_refs
 
 
@@ -89,21 +88,6 @@ def distilled_arm(distilled_dir: Path) -> TrainingData:
 
 # The same arms as shard sets: what a classifier streams when the set is too large for memory
 # (or trains under DDP), read without loading the images.
-
-
-def real_shard_set(real_dir: Path) -> ShardSet:
-    """The real train split's shards (with the few-shot subset as keep masks, if any)."""
-    paths = finished_shards(real_dir, "train-*.tar")
-    if not paths:
-        raise FileNotFoundError(f"{real_dir} has no finished train shards: materialize "
-                                "'real_images' first")
-    few_shot = json.loads((real_dir / MANIFEST_JSON).read_text()).get("few_shot_keys")
-    masks = None
-    if few_shot is not None:
-        wanted = set(few_shot)
-        masks = {path.name: np.array([key in wanted for key in read_shard_info(path).keys],
-                                     np.uint8) for path in paths}
-    return ShardSet(shard_refs(paths, masks), read_image_shape(real_dir))
 
 
 def synthetic_shard_set(shards_dir: Path, image_shape: tuple[int, int, int]) -> ShardSet:

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import json
+
 import numpy as np
 
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_image_shape
 from synthfactory.ops.seeds import derive_seed
-from synthfactory.ops.storage.shards import read_samples, read_shard_info
+from synthfactory.ops.storage.shards import finished_shards, read_samples, read_shard_info
 
 if TYPE_CHECKING:
     from synthfactory.ops.training.data import InMemorySource, ShardSource
@@ -120,3 +123,18 @@ class ShardSet:
         return ShardSource(self.shards, image_shape=self.image_shape, soft=self.soft,
                            n_targets=self.n_targets, seed=seed, rank=rank, world_size=world_size,
                            workers=workers, shuffle_buffer=shuffle_buffer)
+
+
+def real_shard_set(real_dir: Path) -> ShardSet:
+    """The real train split's shards (with the few-shot subset as keep masks, if any)."""
+    paths = finished_shards(real_dir, "train-*.tar")
+    if not paths:
+        raise FileNotFoundError(f"{real_dir} has no finished train shards: materialize "
+                                "'real_images' first")
+    few_shot = json.loads((real_dir / MANIFEST_JSON).read_text()).get("few_shot_keys")
+    masks = None
+    if few_shot is not None:
+        wanted = set(few_shot)
+        masks = {path.name: np.array([key in wanted for key in read_shard_info(path).keys],
+                                     np.uint8) for path in paths}
+    return ShardSet(shard_refs(paths, masks), read_image_shape(real_dir))
