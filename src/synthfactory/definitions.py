@@ -15,7 +15,7 @@ import dagster as dg
 
 from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
-from synthfactory.assets.curation import filtered_set, judge
+from synthfactory.assets.curation import build_shard_scores, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
 from synthfactory.assets.distillation import distilled_set_asset
 from synthfactory.assets.distillation_common import table
@@ -48,8 +48,8 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
                       ) -> dg.Definitions:
     """Assets, checks, the rebuild and params sensors, executor and resources for one params file.
 
-    Three partitions definitions: shards (`synthetic_shards`, the refinement rounds'
-    `refined_shards`), the cells of the distillation table (`distilled_set`,
+    Three partitions definitions: shards (`synthetic_shards`, `shard_scores`, the refinement
+    rounds' `refined_shards`), the cells of the distillation table (`distilled_set`,
     `classifier_distilled`) and, with an mtt/datm cell, experts (`expert_trajectories`). No job
     spans them (one run holds one definition): `synthfactory run` plans runs
     (`synthfactory.planning`), the sensors request backfills. Every asset's data version is
@@ -64,9 +64,10 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         shards = _with_deps(shards, [ADAPTER_ASSET])
     if config.params.refinement.rounds:  # the report reads every round's classifiers
         report = _with_deps(report, report_deps(config))
-    assets = [real_images, prompts, generator, *adapters, shards, judge, filtered_set,
-              *distillation_assets(config),
-              *[build_classifier(arm) for arm in ARMS if arm != "distilled"],
+    assets = [real_images, prompts, generator, *adapters, shards, judge,
+              build_shard_scores(partitions), filtered_set, *distillation_assets(config),
+              *[build_classifier(arm, config.runtime.devices) for arm in ARMS
+                if arm != "distilled"],
               *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)

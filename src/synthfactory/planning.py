@@ -3,9 +3,9 @@ cannot hold in one run.
 
 A Dagster run materializes assets of at most one partitions definition (`define_asset_job`
 over two fails: "Failed to resolve asset job"; so does `dg.materialize`). The graph has three:
-the shards (`synthetic_shards`, `refined_shards`, and whatever else is partitioned like them),
-the cells of the distillation table (`distilled_set`, `classifier_distilled`) and the experts
-(`expert_trajectories`). `plan_runs` splits a selection into an ordered list of runs:
+the shards (`synthetic_shards`, `shard_scores`, `refined_shards`: whatever is partitioned like
+them), the cells of the distillation table (`distilled_set`, `classifier_distilled`) and the
+experts (`expert_trajectories`). `plan_runs` splits a selection into an ordered list of runs:
 
 1. Walk the selection in topological order and put each asset in the earliest run that its
    upstream assets allow: an unpartitioned asset joins the run of its latest upstream asset;

@@ -3,7 +3,6 @@ with which partitions. No asset runs here: plans of real definitions, checked fo
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,8 @@ def test_one_run_cannot_hold_the_graph_and_the_plan_keeps_the_rules(tmp_path: Pa
     assert_valid(graph, plan, everything)
     shards_run = plan[0]
     assert {key.to_user_string() for key in shards_run.assets} == {
-        "real_images", "prompts", "generator", "synthetic_shards", "judge", "filtered_set",
+        "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
+        "filtered_set",
         "classifier_real", "classifier_synthetic", "classifier_filtered", "refinement_plan",
         "refined_shards", "classifier_refined", "classifier_uniform"}
     assert shards_run.tags == {"dagster/asset_partition_range_start": "00000",
@@ -80,28 +80,27 @@ def test_one_run_cannot_hold_the_graph_and_the_plan_keeps_the_rules(tmp_path: Pa
     assert plan[-1].tags == {}
 
 
-def test_the_default_graph_is_three_runs_and_a_new_shard_asset_joins_the_shards(
+def test_the_default_graph_is_three_runs_and_shard_scores_joins_the_shards(
         tmp_path: Path) -> None:
-    """`make run` on one cell: the shards' run, the cell's, the report's. An asset partitioned
-    like the shards (shard_scores, say) runs with them, not in a run of its own."""
+    """`make run` on one cell: the shards' run, the cell's, the report's. `shard_scores`,
+    partitioned like the shards (and below the unpartitioned judge), runs with them, not in a
+    run of its own; `filtered_set`, below it, too."""
     defs = _defs(tmp_path)
-    shards = defs.get_assets_def("synthetic_shards")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-
-        @dg.asset(partitions_def=shards.partitions_def, deps=["synthetic_shards", "judge"],
-                  backfill_policy=dg.BackfillPolicy.single_run())
-        def shard_scores() -> None:
-            """Scores of one shard (a stand-in)."""
-
-    graph = dg.Definitions(assets=[*defs.assets, shard_scores],
-                           resources=defs.resources).resolve_asset_graph()
+    graph = defs.resolve_asset_graph()
+    shard_scores = graph.get(dg.AssetKey("shard_scores"))
+    assert shard_scores.partitions_def == graph.get(dg.AssetKey("synthetic_shards")).partitions_def
     everything = set(graph.get_all_asset_keys())
     plan = plan_runs(graph, everything)
     assert_valid(graph, plan, everything)
-    assert len(plan) == 3 and dg.AssetKey("shard_scores") in plan[0].assets
+    assert len(plan) == 3
+    assert {dg.AssetKey(name) for name in ("judge", "shard_scores", "filtered_set")} <= set(
+        plan[0].assets)
+    assert plan[0].partition_keys == ("00000", "00001", "00002")
     assert _described(plan[1:]) == ["distilled_set, classifier_distilled [dm-ipc2-filtered]",
                                     "eval_report"]
+    # One shard of the scores alone: one run, that shard only.
+    assert _described(plan_runs(graph, {dg.AssetKey("shard_scores")}, "00001")) == [
+        "shard_scores [00001]"]
 
 
 def test_partitions_pick_keys_of_their_own_definition(tmp_path: Path) -> None:
@@ -124,7 +123,7 @@ def test_partitions_pick_keys_of_their_own_definition(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as error:
         plan_runs(graph, everything, "dm-ipc2-real")
     assert "'dm-ipc2-real' is not a partition of the selected assets" in str(error.value)
-    for listed in ("synthetic_shards: 00000...00002 (00000, 00001, 00002)",
+    for listed in ("synthetic_shards, shard_scores: 00000...00002 (00000, 00001, 00002)",
                    "expert_trajectories: real-expert-0...filtered-expert-1",
                    "distilled_set, classifier_distilled: dm-ipc1-real...mtt-ipc10-filtered "
                    "(8 keys)"):

@@ -142,7 +142,10 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
                 with store.publish_dir("distilled_set", CELLS, cell.key) as temp:
                     write_cell(temp, cell, repeats, {
                         "inputs_digest": digest, "labels": config.labels,
-                        "source_size": len(data.images), "seconds": round(seconds, 3)})
+                        "source_size": len(data.images),
+                        # The method's own settings as they ran (dm's features: judge or
+                        # random_convnet).
+                        "settings": method_config, "seconds": round(seconds, 3)})
                 context.log.info(f"{cell.key}: {config.repeats} repeat(s) in {seconds:.1f}s")
                 kept = False
             context.add_asset_metadata(
