@@ -13,11 +13,11 @@ from pathlib import Path
 import dagster as dg
 
 from synthfactory.assets.checks import ASSET_CHECKS
-from synthfactory.assets.curation import filtered_set, judge
+from synthfactory.assets.curation import filtered_set, judge, retrieved_set
 from synthfactory.assets.data import prompts, real_images
 from synthfactory.assets.distillation import distilled_set
 from synthfactory.assets.dvc_versions import wrap_all
-from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
+from synthfactory.assets.evaluation import evaluation_assets
 from synthfactory.assets.generation import build_synthetic_shards, generator
 from synthfactory.automation import (
     build_params_sensor,
@@ -45,8 +45,9 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     re-reads on every tick.
     """
     assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config)),
-              judge, filtered_set, distilled_set, *[build_classifier(arm) for arm in ARMS],
-              eval_report]
+              judge, filtered_set, distilled_set,
+              *([retrieved_set] if "retrieved" in config.params.classifiers.arms else []),
+              *evaluation_assets(config.params)]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     job = rebuild_job()

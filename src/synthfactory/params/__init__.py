@@ -14,7 +14,7 @@ Unknown keys and wrong types fail with a message that names the key, the bad val
 """
 
 from synthfactory.params.base import ParamsError, Section, config_digest
-from synthfactory.params.curation import FilteredSetParams, JudgeParams
+from synthfactory.params.curation import FilteredSetParams, JudgeParams, RetrievalParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams
 from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
@@ -26,5 +26,5 @@ from synthfactory.params.project import Params, ProjectConfig, load_params, pars
 __all__ = ["AutomationParams", "ClassifiersParams", "DdpmParams", "DistilledSetParams",
            "EvalReportParams", "ExecutorParams", "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
-           "RealImagesParams", "ScheduleParams", "Section", "SensorParams",
+           "RealImagesParams", "RetrievalParams", "ScheduleParams", "Section", "SensorParams",
            "SyntheticShardsParams", "config_digest", "load_params", "parse_params"]

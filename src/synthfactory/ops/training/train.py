@@ -19,6 +19,7 @@ from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.architectures import build_model, model_from_config
 from synthfactory.ops.training.augmentation import augment
+from synthfactory.ops.training.recipes import PrecisionPlan
 
 
 def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *, seed: int,
@@ -26,10 +27,15 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
                      batch_size: int = 128, learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, width: int = 128, depth: int | None = None,
                      architecture: str = "convnet", augmentation: bool = True, flip: bool = False,
+                     label_smoothing: float = 0.0, precision: PrecisionPlan | None = None,
                      log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train a classifier from scratch on uint8 images; `targets` are labels (N,) or soft (N×K).
 
     `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the ConvNet's.
+    `recipes.recipe_for` gives each architecture's learning rate, batch size, weight decay and
+    label smoothing (applied to hard labels only: soft targets are already smooth).
+    `precision` (see `recipes.precision_plan`) turns on bf16 autocast and channels-last; None is
+    float32 in the default layout.
 
     Steps = max(min_steps, epochs × batches per epoch), so a 100-image distilled set still gets
     enough updates; SGD with momentum and cosine decay. Deterministic on CPU for one seed.
@@ -46,9 +52,12 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
     batch_size = min(batch_size, len(images))
     per_epoch = math.ceil(len(images) / batch_size)
     total_steps = max(min_steps, epochs * per_epoch)
+    plan = precision or PrecisionPlan(autocast=None, channels_last=False)
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(architecture, channels=images.shape[3], n_classes=n_classes,
-                        resolution=images.shape[1], width=width, depth=depth).to(device)
+                        resolution=images.shape[1], width=width, depth=depth)
+    model = model.to(device, memory_format=layout)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
                                 weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -67,11 +76,16 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
         inputs = data[batch]
         if augmentation:
             inputs = augment(inputs.cpu(), generator, flip=flip).to(device)
-        logits = model(inputs)
+        inputs = inputs.contiguous(memory_format=layout)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                            enabled=plan.autocast is not None):
+            logits = model(inputs)
+        # The loss in float32 whatever the autocast: a bf16 log-softmax loses the small terms.
+        logits = logits.float()
         if soft:
             loss = -(target[batch] * F.log_softmax(logits, dim=1)).sum(1).mean()
         else:
-            loss = F.cross_entropy(logits, target[batch])
+            loss = F.cross_entropy(logits, target[batch], label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -84,7 +98,10 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
     train_accuracy = float(np.mean(
         predict_proba(model, images, device=device).argmax(1) == hard_labels.cpu().numpy()))
     history = {"steps": total_steps, "epochs_equivalent": round(total_steps / per_epoch, 2),
-               "loss": losses, "train_accuracy": train_accuracy,
+               "batch_size": batch_size, "samples_seen": total_steps * batch_size,
+               "learning_rate": learning_rate, "weight_decay": weight_decay,
+               "label_smoothing": 0.0 if soft else label_smoothing,
+               "precision": plan.describe(), "loss": losses, "train_accuracy": train_accuracy,
                "seconds": round(time.perf_counter() - started, 3)}
     return model, history
 
