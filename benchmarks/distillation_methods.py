@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthfactory.assets.evaluation import training_settings
 from synthfactory.ops.data.real_images import read_split
 from synthfactory.ops.distillation.coresets import select_herding, select_kcenter, select_random
 from synthfactory.ops.distillation.dm import distribution_matching
@@ -69,9 +70,7 @@ def main() -> None:
         for seed_index in range(recipe.n_seeds):
             model, _ = train_classifier(
                 images, labels, n_classes, seed=derive_seed(seed, "classifiers", seed_index),
-                device=device, epochs=recipe.epochs, min_steps=recipe.min_steps,
-                batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
-                width=recipe.width, augmentation=recipe.augmentation, flip=recipe.flip)
+                device=device, **training_settings(recipe, device))
             predicted = predict_proba(model, test_images, device=device).argmax(1)
             accuracies.append(float(np.mean(predicted == test_labels)))
         mean, std = mean_std(accuracies)
