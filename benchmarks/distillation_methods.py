@@ -1,9 +1,10 @@
 """Which distillation method makes the best small set? (prints JSON)
 
 From the store's filtered set (`make run` first), build the distilled set with each method at
-one ipc, train the evaluation ConvNet on it with the params' classifier recipe for every seed,
-and test on the real test split — the same procedure as the `distilled_set` →
-`classifier_distilled` → `eval_report` path, for all methods side by side.
+one ipc, train the evaluation classifier on it with the params' classifier recipe for every
+seed, and score it on the real validation split — the procedure of the `distilled_set` →
+`classifier_distilled` path, for all methods side by side. Choosing a method is a choice, so it
+reads validation; only eval_report reads test.
 
     python benchmarks/distillation_methods.py [--params params.yaml] [--ipc 10]
         [--methods random herding kcenter dm]
@@ -31,7 +32,8 @@ from synthfactory.params import load_params
 
 
 def main() -> None:
-    """Distill with every method, train `n_seeds` classifiers on each, report test accuracy."""
+    """Distill with every method, train `n_seeds` classifiers on each, report validation
+    accuracy (a method comparison is a choice: it never reads test)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--ipc", type=int, default=None, help="default: distilled_set.ipc")
@@ -43,8 +45,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ipc = args.ipc or params.distilled_set.ipc
     source = filtered_arm(store / "synthetic_shards", store / "filtered_set")
-    test_images, test_labels, _ = read_split(store / "real_images", "test")
-    n_classes = int(test_labels.max()) + 1
+    val_images, val_labels, _ = read_split(store / "real_images", "val")
+    n_classes = int(val_labels.max()) + 1
     judge = load_classifier(store / "judge" / "judge.safetensors", device)
     features = embed(judge, source.images, device=device)
     # The same seed as the distilled_set asset, so the `dm` / `random` rows reproduce it.
@@ -71,8 +73,8 @@ def main() -> None:
             model, _ = train_classifier(
                 images, labels, n_classes, seed=derive_seed(seed, "classifiers", seed_index),
                 device=device, **training_settings(recipe, device))
-            predicted = predict_proba(model, test_images, device=device).argmax(1)
-            accuracies.append(float(np.mean(predicted == test_labels)))
+            predicted = predict_proba(model, val_images, device=device).argmax(1)
+            accuracies.append(float(np.mean(predicted == val_labels)))
         mean, std = mean_std(accuracies)
         results[method] = {"accuracy_mean": round(mean, 4), "accuracy_std": round(std, 4),
                            "accuracies": [round(a, 4) for a in accuracies],
@@ -83,7 +85,7 @@ def main() -> None:
             row["minus_random_points"] = round(100 * (row["accuracy_mean"] - baseline), 2)
     print(json.dumps({"benchmark": "distillation_methods", "ipc": ipc,
                       "source": f"filtered_set ({len(source.images)} images)",
-                      "n_test": len(test_labels), "seeds": recipe.n_seeds, "device": str(device),
+                      "split": "val", "n_val": len(val_labels), "seeds": recipe.n_seeds, "device": str(device),
                       "methods": results}, indent=2))
 
 

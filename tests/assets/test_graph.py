@@ -203,3 +203,32 @@ def test_cost_is_recorded_outside_metrics_and_report_md(
     markdown, page = (report / "report.md").read_text(), (report / "report.html").read_text()
     assert "classifier_mixed" not in markdown and "In report.html only" in markdown
     assert "<h2>Cost</h2>" in page and "classifier_mixed" in page
+
+
+def test_retrieval_reads_a_users_pool_and_measures_its_hidden_labels(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
+    """retrieval.pool: an image folder whose class folders are hidden labels; loose files have
+    none. Only retrieved_set runs, on a copy of the graph's store."""
+    import shutil
+
+    from synthfactory.ops.data.real_images import read_split
+    from tests.support import png_bytes
+
+    root, _ = graph_run
+    shutil.copytree(root / "data", tmp_path / "data")
+    images, labels, _ = read_split(tmp_path / "data" / "real_images", "test")
+    pool = tmp_path / "pool"
+    for index in range(40):  # real test digits as a user's photos: 0-29 in class folders
+        folder = pool / str(labels[index]) if index < 30 else pool
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{index}.png").write_bytes(png_bytes(images[index][:, :, 0]))
+    config = parse_params(tiny_params(tmp_path, retrieval={"pool": str(pool), "per_class": 2}))
+    defs = build_definitions(config)
+    result = dg.materialize([defs.get_assets_def("retrieved_set")], resources=defs.resources,
+                            selection=["retrieved_set"])
+    assert result.success
+    summary = json.loads((tmp_path / "data" / "retrieved_set" / "summary.json").read_text())
+    assert summary["pool"] == str(pool) and summary["pool_size"] == 40
+    assert summary["pool_labelled"] == 30 and 0 < summary["n_images"] <= 20
+    precision = summary["label_precision"]
+    assert 0 < precision["labelled"] <= summary["n_images"] and 0 <= precision["overall"] <= 1

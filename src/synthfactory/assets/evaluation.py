@@ -104,7 +104,7 @@ def build_classifier(arm: Arm) -> dg.AssetsDefinition:
     return classifier
 
 
-def build_classifier_scaling(fractions: list[float]) -> dg.AssetsDefinition:
+def build_classifier_scaling() -> dg.AssetsDefinition:
     """`classifier_scaling`: classifiers on nested, seeded subsets of the filtered set."""
 
     @dg.asset(name=SCALING_ASSET, group_name="evaluation", kinds={"pytorch", "safetensors"},
@@ -116,8 +116,11 @@ def build_classifier_scaling(fractions: list[float]) -> dg.AssetsDefinition:
         of `eval_report.scaling` below 1; 1 is the filtered arm itself), `n_seeds` each, with
         the filtered arm's recipe and seeds: `fraction-<f>/seed-<k>.safetensors`, `history.json`.
         """
-        from synthfactory.ops.evaluation.scaling import nested_subsets
+        from synthfactory.ops.evaluation.scaling import nested_subsets, scaling_to_train
 
+        # Read here, not when the definitions are built: a run's overrides and DVC's params
+        # tracking both see the fractions this asset trains.
+        fractions = scaling_to_train(params.eval_report.scaling, params.classifiers.arms)
         data = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
         n_classes = len(read_classes(store.require("real_images")))
         subsets = nested_subsets(data.labels, fractions, derive_seed(runtime.seed, SCALING_ASSET))
@@ -147,27 +150,24 @@ def evaluation_assets(params: Params) -> list[dg.AssetsDefinition]:
     Checks the arm names against the registry here (a ValueError naming them): params import
     nothing from ops.
     """
+    from synthfactory.ops.evaluation.scaling import scaling_to_train
+
     arms = check_arms(params.classifiers.arms, judge_backend=params.judge.backend,
                       floors=params.eval_report.accuracy_floor)
     assets = [build_classifier(ARMS[arm]) for arm in arms if ARMS[arm].load is not None]
-    to_train = _scaling_to_train(params)
-    if to_train:
-        assets.append(build_classifier_scaling(to_train))
+    if scaling_to_train(params.eval_report.scaling, params.classifiers.arms):
+        assets.append(build_classifier_scaling())
     return [*assets, build_eval_report(params)]
-
-
-def _scaling_to_train(params: Params) -> list[float]:
-    """Scaling fractions that need their own classifiers (1.0 is the filtered arm's, if any)."""
-    reuse = "filtered" in params.classifiers.arms
-    return [f for f in params.eval_report.scaling if not (reuse and f == 1.0)]
 
 
 def build_eval_report(config: Params) -> dg.AssetsDefinition:
     """`eval_report`, depending on the classifiers of the configured arms (and scaling)."""
+    from synthfactory.ops.evaluation.scaling import scaling_to_train
     arms = arm_order(config.classifiers.arms)
     trained = [arm for arm in arms if ARMS[arm].load is not None]
     deps = [f"classifier_{arm}" for arm in trained]
-    deps += [SCALING_ASSET] if _scaling_to_train(config) else []
+    deps += [SCALING_ASSET] if scaling_to_train(config.eval_report.scaling,
+                                                config.classifiers.arms) else []
     deps += ["filtered_set", "distilled_set", "generator", "real_images", "judge"]
     deps += ["retrieved_set"] if "retrieved" in arms else []
 

@@ -62,17 +62,18 @@ def scaling_metrics(store: ArtifactStore, runtime: TorchRuntime, fractions: list
                     real_images_per_class: float | None) -> dict[str, Any]:
     """metrics.json's `scaling`: test accuracy per fraction (1.0 from the filtered arm when it
     was trained), the power-law fit and the real-equivalent."""
-    from synthfactory.ops.evaluation.scaling import scaling_curve
+    from synthfactory.ops.evaluation.scaling import scaling_curve, scaling_to_train
 
     test, _ = real_splits(store)
     trained: dict[float, dict[str, Any]] = {}
-    if any(not (f == 1.0 and "filtered" in arm_rows) for f in fractions):
+    own = scaling_to_train(fractions, list(arm_rows))
+    if own:
         directory = store.require(SCALING_ASSET)
         history = json.loads((directory / HISTORY_JSON).read_text())
         trained = {row["fraction"]: row for row in history["fractions"]}
     points = []
     for fraction in fractions:
-        if fraction == 1.0 and "filtered" in arm_rows:
+        if fraction not in own:  # the filtered arm's classifiers
             n_train, accuracies = arm_rows["filtered"]["n_train"], arm_rows["filtered"]["accuracies"]
         else:
             if fraction not in trained:

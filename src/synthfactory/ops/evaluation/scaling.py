@@ -33,6 +33,12 @@ BOOTSTRAP_SAMPLES = 200
 INTERVAL = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
 
 
+def scaling_to_train(fractions: Sequence[float], arms: Sequence[str]) -> list[float]:
+    """The fractions that need classifiers of their own: 1.0 is the filtered set itself, whose
+    classifiers (same data, recipe and seeds) the `filtered` arm already trains."""
+    return [f for f in fractions if not (f == 1.0 and "filtered" in arms)]
+
+
 def nested_subsets(labels: np.ndarray, fractions: Sequence[float],
                    seed: int) -> dict[float, np.ndarray]:
     """Sorted indices of each fraction's subset: per class, the first round(f·n) (≥ 1) of one
