@@ -79,7 +79,7 @@ def test_shipped_presets_parse() -> None:
         assert config.store.root != "data", f"{preset.name} must not overwrite the default store"
     # The guidance mix is the default; the single scale 2 is kept as the comparison.
     assert load_params(ROOT / "params.yaml").params.prompts.guidance == [1.0, 2.0, 3.0]
-    assert load_params(ROOT / "configs" / "digits-guidance-2.yaml").params.prompts.guidance == [
+    assert load_params(ROOT / "configs" / "digits-guidance2.yaml").params.prompts.guidance == [
         2.0]
     few_shot = load_params(ROOT / "configs" / "digits-few-shot.yaml").params
     assert few_shot.real_images.few_shot == 10 and "mixed" in few_shot.classifiers.arms

@@ -185,8 +185,8 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         `eval_report.output_dir`, with lineage: params digest, generator, shard and judge
         digests.
         """
-        from synthfactory.assets.report_inputs import (asset_costs, grids, scaling_metrics,
-                                                       score_arms)
+        from synthfactory.assets.report_inputs import (asset_costs, grids, group_rows,
+                                                       real_splits, scaling_metrics, score_arms)
         from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
         from synthfactory.ops.evaluation.evaluate import SPREAD
         from synthfactory.ops.evaluation.plots import accuracy_plot
@@ -238,6 +238,15 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                 "distilled_sha256": distill_summary["sha256"],
             },
         }
+        if params.refinement.rounds:  # the loop's arms (last round) and every round's results
+            from synthfactory.assets.refinement import refinement_results
+
+            test, _ = real_splits(store)
+            loop_arms, metrics["refinement"] = refinement_results(
+                params.refinement, store, runtime.torch_device, test.images, test.labels,
+                class_names, arm_rows["synthetic"]["per_class_accuracy"])
+            arm_rows.update(group_rows(loop_arms))
+            metrics["arm_order"] = arm_order([*arms, *loop_arms])
         if params.eval_report.scaling:
             metrics["scaling"] = scaling_metrics(
                 store, runtime, params.eval_report.scaling, arm_rows, len(class_names),

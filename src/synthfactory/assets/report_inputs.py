@@ -40,7 +40,7 @@ def score_arms(store: ArtifactStore, runtime: TorchRuntime, arms: list[str], n_c
     device = runtime.torch_device
     rows: dict[str, dict[str, Any]] = {}
     for arm in arms:
-        if ARMS[arm].load is None:  # nothing trained: the judge itself is the reference
+        if ARMS[arm].needs == "clip_judge":  # nothing trained: the judge is the reference
             rows[arm] = zero_shot_row(store.require("judge"), test, val, n_classes, device,
                                       judge_batch_size)
             continue
@@ -48,12 +48,18 @@ def score_arms(store: ArtifactStore, runtime: TorchRuntime, arms: list[str], n_c
         history = json.loads((directory / HISTORY_JSON).read_text())
         rows[arm] = {"n_train": history["n_train"],
                      **evaluate_classifiers(checkpoints(directory), test, val, n_classes, device)}
-    for arm, row in rows.items():
-        row["group"] = GROUPS[ARMS[arm].group]
+    group_rows(rows)
     if "retrieved" in rows:
         summary = json.loads((store.require("retrieved_set") / SUMMARY_JSON).read_text())
         rows["retrieved"]["label_precision"] = summary["label_precision"]
         rows["retrieved"]["retrieval"] = {key: summary[key] for key in RETRIEVAL_FIELDS}
+    return rows
+
+
+def group_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each row with its arm's group heading (from the registry; 'other' if it is not there)."""
+    for arm, row in rows.items():
+        row["group"] = GROUPS[ARMS[arm].group] if arm in ARMS else "other"
     return rows
 
 

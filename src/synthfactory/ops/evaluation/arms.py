@@ -57,8 +57,11 @@ class Arm:
     """One row of the arms table.
 
     `upstream`: the assets whose output the loader reads (the classifier asset's dependencies).
-    `load`: the training data, or None for an arm that trains nothing. `needs`: a condition on
-    the configuration, checked when params are read (today only `clip_judge`).
+    `load`: the training data of `classifier_<name>`, or None for an arm without that asset.
+    `needs`: what the arm comes from when it is not chosen by `classifiers.arms` alone:
+    `clip_judge` (zero_shot: the CLIP judge itself is the reference, nothing is trained) or
+    `refinement` (refined, uniform: added by `refinement.rounds`, never listed in
+    `classifiers.arms`).
     """
 
     name: str
@@ -66,7 +69,7 @@ class Arm:
     question: str
     upstream: tuple[str, ...]
     load: Callable[[Require], TrainingData] | None
-    needs: Literal["clip_judge"] | None = None
+    needs: Literal["clip_judge", "refinement"] | None = None
 
 
 def real_arm(real_dir: Path) -> TrainingData:
@@ -166,6 +169,13 @@ _REGISTRY = [
         lambda require: filtered_arm(require("synthetic_shards"), require("filtered_set"))),
     Arm("distilled", "synthetic", "a few learned or selected images per class",
         ("distilled_set",), lambda require: distilled_arm(require("distilled_set"))),
+    # The closed loop's arms (refinement.rounds > 0; assets/refinement.py trains them): their
+    # classifiers are the loop's own assets, not `classifier_<arm>`.
+    Arm("refined", "synthetic", "extra images aimed at the weak classes (a plan made on "
+        "validation): do they beat the same number spread evenly?", (), None,
+        needs="refinement"),
+    Arm("uniform", "synthetic", "the equal-budget control: as many extra images spread evenly "
+        "over the classes", (), None, needs="refinement"),
     Arm("mixed", "combined", "does synthetic data help on top of the real training images?",
         ("real_images", "synthetic_shards", "filtered_set"),
         lambda require: mixed_arm(require("real_images"), require("synthetic_shards"),
@@ -202,7 +212,11 @@ def check_arms(names: list[str], *, judge_backend: str,
         if ARMS[name].needs == "clip_judge" and judge_backend != "clip":
             raise ValueError(f"classifiers.arms lists {name}, which needs judge.backend: clip; "
                              "remove it or use a CLIP judge")
-    stray = sorted(set(floors or {}) - set(names))
+        if ARMS[name].needs == "refinement":
+            raise ValueError(f"classifiers.arms lists {name}, which refinement.rounds > 0 adds "
+                             "by itself; remove it from classifiers.arms")
+    added = {name for name, arm in ARMS.items() if arm.needs == "refinement"}
+    stray = sorted(set(floors or {}) - set(names) - added)
     if stray:
         raise ValueError(f"eval_report.accuracy_floor names {stray}, which are not in "
                          f"classifiers.arms {names}")
