@@ -16,7 +16,7 @@ from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import filtered_set, judge, retrieved_set
 from synthfactory.assets.data import prompts, real_images
-from synthfactory.assets.distillation import distilled_set
+from synthfactory.assets.distillation import classifier_distilled, distilled_set, expert_trajectories
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import evaluation_assets
 from synthfactory.assets.generation import build_synthetic_shards, generator
@@ -57,8 +57,8 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         report = _with_deps(report, report_deps(config))
     retrieval = [retrieved_set] if "retrieved" in config.params.classifiers.arms else []
     assets = [real_images, prompts, generator, *adapters, shards, judge, filtered_set,
-              distilled_set, *retrieval, *classifiers, *refinement_assets(config, partitions),
-              report]
+              expert_trajectories, distilled_set, classifier_distilled, *retrieval, *classifiers,
+              *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     job = rebuild_job()

@@ -72,8 +72,8 @@ def _train_seeds(context: dg.AssetExecutionContext, config: ClassifiersParams, d
 
 def build_classifier(arm: Arm) -> dg.AssetsDefinition:
     """The `classifier_<arm>` asset: `n_seeds` classifiers trained from scratch on one arm."""
-    if arm.load is None:
-        raise ValueError(f"arm {arm.name!r} trains no classifier")
+    if arm.load is None or arm.trained_by != "evaluation":
+        raise ValueError(f"arm {arm.name!r} has no classifier_{arm.name} of this module")
     load = arm.load
 
     @dg.asset(name=f"classifier_{arm.name}", group_name="evaluation",
@@ -154,7 +154,7 @@ def evaluation_assets(params: Params) -> list[dg.AssetsDefinition]:
 
     arms = check_arms(params.classifiers.arms, judge_backend=params.judge.backend,
                       floors=params.eval_report.accuracy_floor)
-    assets = [build_classifier(ARMS[arm]) for arm in arms if ARMS[arm].load is not None]
+    assets = [build_classifier(ARMS[arm]) for arm in arms if ARMS[arm].trained_by == "evaluation"]
     if scaling_to_train(params.eval_report.scaling, params.classifiers.arms):
         assets.append(build_classifier_scaling())
     return [*assets, build_eval_report(params)]
@@ -164,11 +164,12 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
     """`eval_report`, depending on the classifiers of the configured arms (and scaling)."""
     from synthfactory.ops.evaluation.scaling import scaling_to_train
     arms = arm_order(config.classifiers.arms)
-    trained = [arm for arm in arms if ARMS[arm].load is not None]
-    deps = [f"classifier_{arm}" for arm in trained]
+    deps = [asset for arm in arms if (asset := ARMS[arm].classifier_asset) is not None]
     deps += [SCALING_ASSET] if scaling_to_train(config.eval_report.scaling,
                                                 config.classifiers.arms) else []
-    deps += ["filtered_set", "distilled_set", "generator", "real_images", "judge"]
+    # The distillation table (every cell) is reported whether or not `distilled` is an arm.
+    deps += sorted({"classifier_distilled", "filtered_set", "distilled_set", "generator",
+                    "real_images", "judge"} - set(deps))
     deps += ["retrieved_set"] if "retrieved" in arms else []
 
     @dg.asset(name="eval_report", group_name="evaluation", kinds={"html", "json"},
@@ -188,6 +189,7 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         from synthfactory.assets.report_inputs import (asset_costs, grids, group_rows,
                                                        real_splits, scaling_metrics, score_arms)
         from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
+        from synthfactory.ops.evaluation.distillation_table import distillation_table
         from synthfactory.ops.evaluation.evaluate import SPREAD
         from synthfactory.ops.evaluation.plots import accuracy_plot
         from synthfactory.ops.evaluation.report import write_report
@@ -196,6 +198,7 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         started = time.perf_counter()
         real_dir = store.require("real_images")
         class_names = read_classes(real_dir)
+        test, _ = real_splits(store)
         arm_rows = score_arms(store, runtime, arms, len(class_names), params.judge.batch_size)
         filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
         distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
@@ -221,10 +224,12 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                        if key not in {"shard_digests"}},
             # Wall time stays out: the same params must give the same metrics.json, byte for byte.
             "distillation": {key: value for key, value in distill_summary.items()
-                             if key not in {"history", "seconds"}} | {
-                "matching_loss": {k: distill_summary["history"].get(k)
-                                  for k in ("initial_loss", "final_loss")}
-                if distill_summary["history"] else None},
+                             if key not in {"seconds"}},
+            # Every cell × architecture; `seconds` (distillation wall time) is its only field that
+            # differs between two runs of the same params.
+            "distillation_table": distillation_table(
+                store.require("classifier_distilled"), store.require("distilled_set"),
+                distill_summary["cells"], test.images, test.labels, runtime.torch_device),
             "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
             "lineage": {
                 "params_digest": params.digest(*Params.model_fields),
@@ -241,7 +246,6 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         if params.refinement.rounds:  # the loop's arms (last round) and every round's results
             from synthfactory.assets.refinement import refinement_results
 
-            test, _ = real_splits(store)
             loop_arms, metrics["refinement"] = refinement_results(
                 params.refinement, store, runtime.torch_device, test.images, test.labels,
                 class_names, arm_rows["synthetic"]["per_class_accuracy"])

@@ -40,11 +40,12 @@ def score_arms(store: ArtifactStore, runtime: TorchRuntime, arms: list[str], n_c
     device = runtime.torch_device
     rows: dict[str, dict[str, Any]] = {}
     for arm in arms:
-        if ARMS[arm].needs == "clip_judge":  # nothing trained: the judge is the reference
+        asset = ARMS[arm].classifier_asset
+        if asset is None:  # nothing trained: the CLIP judge itself is the reference
             rows[arm] = zero_shot_row(store.require("judge"), test, val, n_classes, device,
                                       judge_batch_size)
             continue
-        directory = store.require(f"classifier_{arm}")
+        directory = store.require(asset)
         history = json.loads((directory / HISTORY_JSON).read_text())
         rows[arm] = {"n_train": history["n_train"],
                      **evaluate_classifiers(checkpoints(directory), test, val, n_classes, device)}

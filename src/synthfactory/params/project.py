@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from synthfactory.params.base import ParamsError, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams, RetrievalParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
-from synthfactory.params.distillation import DistilledSetParams
+from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import AutomationParams, ExecutorParams
@@ -37,6 +37,7 @@ class Params(dg.ConfigurableResource):
     judge: JudgeParams = JudgeParams()
     filtered_set: FilteredSetParams = FilteredSetParams()
     retrieval: RetrievalParams = RetrievalParams()
+    expert_trajectories: ExpertTrajectoriesParams = ExpertTrajectoriesParams()
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()

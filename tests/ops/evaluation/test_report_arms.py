@@ -46,7 +46,8 @@ def test_the_registry_groups_every_arm_and_params_default_to_it() -> None:
     assert set(DEFAULT_ARMS) <= set(ARMS) and "zero_shot" not in DEFAULT_ARMS
     assert arm_order(list(ALL)) == ["real", "zero_shot", "retrieved", "synthetic", "filtered",
                                     "distilled", "mixed"]
-    assert arm_order(["mixed", "refined", "real"]) == ["real", "mixed", "refined"]  # unknown last
+    assert arm_order(["mixed", "refined", "real"]) == ["real", "refined", "mixed"]
+    assert arm_order(["mixed", "someday", "real"]) == ["real", "mixed", "someday"]  # unknown last
     assert check_arms(["mixed", "real"], judge_backend="convnet") == ["real", "mixed"]
     with pytest.raises(ValueError, match=r"\['nope'\] are not arms"):
         check_arms(["real", "nope"], judge_backend="convnet")

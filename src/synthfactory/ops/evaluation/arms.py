@@ -52,24 +52,35 @@ GROUPS: dict[Group, str] = {"reference": "references", "synthetic": "synthetic",
                             "combined": "combined"}
 
 
+# Who trains an arm's classifiers: the generic `classifier_<arm>` asset of assets/evaluation.py
+# (from `load`), another module's `classifier_<arm>` (distilled: the DD protocol of
+# assets/distillation.py; refined/uniform: the loop's rounds in assets/refinement.py), or nobody
+# (zero_shot: the CLIP judge itself is the reference).
+TrainedBy = Literal["evaluation", "distillation", "refinement", "nobody"]
+
+
 @dataclass(frozen=True)
 class Arm:
     """One row of the arms table.
 
-    `upstream`: the assets whose output the loader reads (the classifier asset's dependencies).
-    `load`: the training data of `classifier_<name>`, or None for an arm without that asset.
-    `needs`: what the arm comes from when it is not chosen by `classifiers.arms` alone:
-    `clip_judge` (zero_shot: the CLIP judge itself is the reference, nothing is trained) or
-    `refinement` (refined, uniform: added by `refinement.rounds`, never listed in
-    `classifiers.arms`).
+    `upstream`: the assets whose output `load` reads (the generic classifier asset's
+    dependencies). `load`: its training data; None when `trained_by` is not `evaluation`.
+    `needs`: a condition on the configuration: `clip_judge` (zero_shot), or `refinement`
+    (refined, uniform: added by `refinement.rounds` > 0, never listed in `classifiers.arms`).
     """
 
     name: str
     group: Group
     question: str
-    upstream: tuple[str, ...]
-    load: Callable[[Require], TrainingData] | None
+    upstream: tuple[str, ...] = ()
+    load: Callable[[Require], TrainingData] | None = None
+    trained_by: TrainedBy = "evaluation"
     needs: Literal["clip_judge", "refinement"] | None = None
+
+    @property
+    def classifier_asset(self) -> str | None:
+        """The asset holding this arm's `seed-<k>.safetensors` and history.json, if any."""
+        return None if self.trained_by == "nobody" else f"classifier_{self.name}"
 
 
 def real_arm(real_dir: Path) -> TrainingData:
@@ -158,7 +169,7 @@ _REGISTRY = [
     Arm("real", "reference", "the ceiling: the classifier on the real training images",
         ("real_images",), lambda require: real_arm(require("real_images"))),
     Arm("zero_shot", "reference", "what the CLIP judge gets with no training at all",
-        ("judge",), None, needs="clip_judge"),
+        trained_by="nobody", needs="clip_judge"),
     Arm("retrieved", "reference", "would real images retrieved from an unlabeled pool do as "
         "well as generating? (as many per class as the synthetic arm)",
         ("retrieved_set",), lambda require: retrieved_arm(require("retrieved_set"))),
@@ -167,15 +178,15 @@ _REGISTRY = [
     Arm("filtered", "synthetic", "the generated images the filter keeps",
         ("synthetic_shards", "filtered_set"),
         lambda require: filtered_arm(require("synthetic_shards"), require("filtered_set"))),
-    Arm("distilled", "synthetic", "a few learned or selected images per class",
-        ("distilled_set",), lambda require: distilled_arm(require("distilled_set"))),
-    # The closed loop's arms (refinement.rounds > 0; assets/refinement.py trains them): their
-    # classifiers are the loop's own assets, not `classifier_<arm>`.
+    # The headline cell of the distillation table, evaluated by the DD protocol (DSA, its own
+    # evaluation recipe) in assets/distillation.py; `distilled_arm` reads its images.
+    Arm("distilled", "synthetic", "a few learned or selected images per class (the first cell "
+        "of the distillation table)", trained_by="distillation"),
     Arm("refined", "synthetic", "extra images aimed at the weak classes (a plan made on "
-        "validation): do they beat the same number spread evenly?", (), None,
+        "validation): do they beat the same number spread evenly?", trained_by="refinement",
         needs="refinement"),
     Arm("uniform", "synthetic", "the equal-budget control: as many extra images spread evenly "
-        "over the classes", (), None, needs="refinement"),
+        "over the classes", trained_by="refinement", needs="refinement"),
     Arm("mixed", "combined", "does synthetic data help on top of the real training images?",
         ("real_images", "synthetic_shards", "filtered_set"),
         lambda require: mixed_arm(require("real_images"), require("synthetic_shards"),
