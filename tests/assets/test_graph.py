@@ -73,7 +73,7 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.Execute
     assert {key: row[key] for key in ("method", "ipc", "source", "architecture", "n_models")} == {
         "method": "dm", "ipc": 2, "source": "filtered", "architecture": "convnet",
         "n_models": 2}
-    assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["seconds"] > 0
+    assert 0.0 <= row["accuracy_mean"] <= 1.0 and "seconds" not in row  # in cell.json
     assert metrics["filter"]["total"] == 60 and 0 < metrics["filter"]["kept"] <= 60
     lineage = metrics["lineage"]
     assert len(lineage["generator_digest"]) == 64 and lineage["params_digest"]

@@ -8,19 +8,23 @@ a curation asset, when the `retrieved` arm is asked for).
 
 import base64
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from synthfactory.executors import GPU_OP_TAGS
-from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
+from synthfactory.executors import GPU_OP_TAGS, gpu_op_tags
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_image_shape
 from synthfactory.ops.evaluation.arms import (ARMS, HISTORY_JSON, SCALING_ASSET, Arm,
-                                              TrainingData, arm_order, check_arms, filtered_arm)
+                                              TrainingData, arm_order, check_arms, filtered_arm,
+                                              filtered_shard_set, synthetic_shard_set)
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
+from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
 from synthfactory.params import ClassifiersParams, Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -70,38 +74,125 @@ def _train_seeds(context: dg.AssetExecutionContext, config: ClassifiersParams, d
     return histories
 
 
-def build_classifier(arm: Arm) -> dg.AssetsDefinition:
-    """The `classifier_<arm>` asset: `n_seeds` classifiers trained from scratch on one arm."""
+def _image_shape(store: ArtifactStore) -> tuple[int, int, int]:
+    return read_image_shape(store.require("real_images"))
+
+
+# The arms whose sets are shards on disk: their classifiers read them as shard sets (loaded when
+# small, streamed above `runtime.in_memory_mb`, dealt to ranks under DDP). The other arms
+# (retrieved, mixed) are assembled in memory by their registry `load`.
+SHARD_SETS: dict[str, Callable[[ArtifactStore], ShardSet]] = {
+    "real": lambda store: real_shard_set(store.require("real_images")),
+    "synthetic": lambda store: synthetic_shard_set(store.require("synthetic_shards"),
+                                                   _image_shape(store)),
+    "filtered": lambda store: filtered_shard_set(store.require("synthetic_shards"),
+                                                 store.require("filtered_set"),
+                                                 _image_shape(store)),
+}
+
+
+def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
+    """The `classifier_<arm>` asset: `n_seeds` classifiers trained from scratch on one arm, on
+    `devices` devices for a shard-set arm (its Kubernetes pod asks for that many GPUs)."""
     if arm.load is None or arm.trained_by != "evaluation":
         raise ValueError(f"arm {arm.name!r} has no classifier_{arm.name} of this module")
     load = arm.load
+    shard_set_of = SHARD_SETS.get(arm.name)
 
     @dg.asset(name=f"classifier_{arm.name}", group_name="evaluation",
               kinds={"pytorch", "safetensors"}, code_version="2", pool="gpu",
-              op_tags=GPU_OP_TAGS, deps=sorted({*arm.upstream, "real_images"}),
+              op_tags=gpu_op_tags(devices if shard_set_of else 1),
+              deps=sorted({*arm.upstream, "real_images"}),
               description=f"Classifiers trained from scratch on the {arm.name} arm "
                           f"({', '.join(arm.upstream)}): {arm.question}. One per seed, with "
                           "standard augmentation: `seed-<k>.safetensors` and `history.json`. "
                           "All arms share one architecture, recipe and seeds, so their "
-                          "accuracies on the real test split compare the data alone.")
+                          "accuracies on the real test split compare the data alone. Shard "
+                          "sets above `runtime.in_memory_mb` stream from their shards; with "
+                          "`runtime.devices` > 1 they train with DDP (torchrun).")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
-        data = load(store.require)
         n_classes = len(read_classes(store.require("real_images")))
-        with store.publish_dir(f"classifier_{arm.name}") as directory:
-            histories = _train_seeds(context, params.classifiers, data, n_classes, runtime,
-                                     directory, f"classifier_{arm.name}")
+        label = f"classifier_{arm.name}"
+        with store.publish_dir(label) as directory:
+            if shard_set_of is None:  # assembled in memory: one device
+                data = load(store.require)
+                histories = _train_seeds(context, params.classifiers, data, n_classes, runtime,
+                                         directory, label)
+                record = {"n_train": len(data.images), "sources": data.sources,
+                          "soft_labels": data.targets.ndim == 2, "streamed": False,
+                          "devices": 1}
+            else:
+                shard_set = shard_set_of(store)
+                histories, streamed = _train_shard_set(context, params.classifiers, shard_set,
+                                                       n_classes, runtime, store, directory,
+                                                       label)
+                record = {"n_train": shard_set.n_samples,
+                          "sources": [shard.path.name for shard in shard_set.shards],
+                          "soft_labels": shard_set.soft, "streamed": streamed,
+                          "devices": runtime.devices}
             (directory / HISTORY_JSON).write_text(dumps_json({
-                "arm": arm.name, "n_train": len(data.images), "sources": data.sources,
-                "soft_labels": data.targets.ndim == 2, "seeds": histories}))
+                "arm": arm.name, **record, "seeds": histories}))
         return dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(str(store.path(f"classifier_{arm.name}"))),
-            "n_train": len(data.images), "seeds": params.classifiers.n_seeds,
-            "sources": len(data.sources), "architecture": params.classifiers.architecture,
+            "path": dg.MetadataValue.path(str(store.path(label))),
+            "n_train": record["n_train"], "seeds": params.classifiers.n_seeds,
+            "sources": len(record["sources"]), "architecture": params.classifiers.architecture,
+            "streamed": record["streamed"], "devices": record["devices"],
             "train_seconds": round(sum(h["seconds"] for h in histories), 1),
         })
 
     return classifier
+
+
+def _train_shard_set(context: dg.AssetExecutionContext, config: ClassifiersParams,
+                     shard_set: ShardSet, n_classes: int, runtime: TorchRuntime,
+                     store: ArtifactStore, directory: Path, label: str
+                     ) -> tuple[list[dict[str, Any]], bool]:
+    """`n_seeds` classifiers on a shard set (loaded, streamed, or with DDP on
+    `runtime.devices` processes); the histories and whether the set was streamed."""
+    from synthfactory.ops.training.train import save_classifier, train_classifier
+
+    settings = training_settings(config, runtime.torch_device)
+    seeds = [derive_seed(runtime.seed, "classifiers", index) for index in range(config.n_seeds)]
+    streamed = runtime.devices > 1 or shard_set.decoded_mib > runtime.in_memory_mb
+    if runtime.devices > 1:
+        return _train_ddp(context, store, runtime, shard_set, label, n_classes, seeds, settings,
+                          directory), streamed
+    source = shard_set.source(in_memory_mb=runtime.in_memory_mb, seed=0,
+                              workers=runtime.workers, shuffle_buffer=runtime.shuffle_buffer)
+    histories = []
+    for seed_index, seed in enumerate(seeds):
+        if streamed:
+            source = source.with_seed(derive_seed(seed, "stream"))
+        model, history = train_classifier(source, None, n_classes, seed=seed,
+                                          device=runtime.torch_device, **settings)
+        save_classifier(directory / f"seed-{seed_index}.safetensors", model)
+        histories.append({"seed_index": seed_index, **history})
+        context.log.info(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
+                         f"{history['train_accuracy']:.3f}")
+    return histories, streamed
+
+
+def _train_ddp(context: dg.AssetExecutionContext, store: ArtifactStore, runtime: TorchRuntime,
+               shard_set: ShardSet, label: str, n_classes: int, seeds: list[int],
+               settings: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """Every seed trained with DDP on `runtime.devices` processes launched by torchrun."""
+    from synthfactory.ops.training.distributed import Recipe, train_distributed, write_job
+
+    work = store.path(".ddp", label)
+    shutil.rmtree(work, ignore_errors=True)
+    plan = settings["precision"]
+    recipe = Recipe(**{key: value for key, value in settings.items() if key != "precision"},
+                    autocast=plan.autocast, channels_last=plan.channels_last)
+    job = write_job(work, shard_set, n_classes=n_classes, seeds=seeds,
+                    stream_seeds=[derive_seed(seed, "stream") for seed in seeds],
+                    recipe=recipe, workers=runtime.workers,
+                    shuffle_buffer=runtime.shuffle_buffer, out_dir=directory,
+                    threads=runtime.threads)
+    context.log.info(f"{label}: DDP on {runtime.devices} processes (torchrun)")
+    histories = train_distributed(job, devices=runtime.devices, log=context.log.info)
+    shutil.rmtree(work, ignore_errors=True)
+    return [{"seed_index": index, **history} for index, history in enumerate(histories)]
 
 
 def build_classifier_scaling() -> dg.AssetsDefinition:
@@ -144,8 +235,9 @@ def build_classifier_scaling() -> dg.AssetsDefinition:
     return classifier_scaling
 
 
-def evaluation_assets(params: Params) -> list[dg.AssetsDefinition]:
-    """The assets `classifiers.arms` and `eval_report.scaling` ask for, `eval_report` last.
+def evaluation_assets(params: Params, devices: int = 1) -> list[dg.AssetsDefinition]:
+    """The assets `classifiers.arms` and `eval_report.scaling` ask for, `eval_report` last;
+    the shard-set arms' classifiers train on `devices` devices.
 
     Checks the arm names against the registry here (a ValueError naming them): params import
     nothing from ops.
@@ -154,7 +246,8 @@ def evaluation_assets(params: Params) -> list[dg.AssetsDefinition]:
 
     arms = check_arms(params.classifiers.arms, judge_backend=params.judge.backend,
                       floors=params.eval_report.accuracy_floor)
-    assets = [build_classifier(ARMS[arm]) for arm in arms if ARMS[arm].trained_by == "evaluation"]
+    assets = [build_classifier(ARMS[arm], devices) for arm in arms
+              if ARMS[arm].trained_by == "evaluation"]
     if scaling_to_train(params.eval_report.scaling, params.classifiers.arms):
         assets.append(build_classifier_scaling())
     return [*assets, build_eval_report(params)]
@@ -184,7 +277,8 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         Writes `metrics.json` (deterministic), `report.md`, a self-contained `report.html`
         and `cost.json` (wall times: kept out of metrics.json and report.md) to
         `eval_report.output_dir`, with lineage: params digest, generator, shard and judge
-        digests.
+        digests. The same files are published through the store (`eval_report/` under its
+        root, uploaded with a commit on an object store).
         """
         from synthfactory.assets.report_inputs import (asset_costs, grids, group_rows,
                                                        real_splits, scaling_metrics, score_arms)
@@ -225,8 +319,7 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
             # Wall time stays out: the same params must give the same metrics.json, byte for byte.
             "distillation": {key: value for key, value in distill_summary.items()
                              if key not in {"seconds"}},
-            # Every cell × architecture; `seconds` (distillation wall time) is its only field that
-            # differs between two runs of the same params.
+            # Every cell × architecture (wall times stay in each cell's cell.json).
             "distillation_table": distillation_table(
                 store.require("classifier_distilled"), store.require("distilled_set"),
                 distill_summary["cells"], test.images, test.labels, runtime.torch_device),
@@ -264,9 +357,14 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                   "distilled_set", *(dep for dep in deps if dep.startswith("classifier_"))]
         cost = cost_summary(asset_costs(context, costed, store, started),
                             str(runtime.torch_device), gpus=1)
-        with atomic_dir(output) as directory:
+        # Published through the store first (uploaded with its commit when the root is an
+        # object store, so other machines and people read the same report), then copied to
+        # output_dir.
+        with store.publish_dir("eval_report") as directory:
             write_report(directory, metrics, pictures, html_only=[cost_section(cost)])
             (directory / COST_JSON).write_text(dumps_json(cost))
+        with atomic_dir(output) as directory:
+            shutil.copytree(store.path("eval_report"), directory, dirs_exist_ok=True)
         plot = accuracy_plot(metrics)
         table = arm_table_markdown(metrics)
         context.log.info("eval_report:\n" + table)

@@ -9,10 +9,9 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from synthfactory.ops.data.real_images import read_split
+from synthfactory.ops.data.real_images import read_image_shape, read_split
 from synthfactory.ops.evaluation.arms import (ARMS, GROUPS, HISTORY_JSON, SCALING_ASSET,
-                                              distilled_arm, read_filter_records, retrieved_arm,
-                                              synthetic_arm)
+                                              distilled_arm, grid_samples, retrieved_arm)
 from synthfactory.ops.evaluation.cost import AssetCost
 from synthfactory.ops.evaluation.evaluate import (Split, checkpoints, evaluate_classifiers,
                                                   zero_shot_row)
@@ -103,10 +102,11 @@ def grids(store: ArtifactStore, class_names: list[str], per_class: int,
     retrieved when that arm ran)."""
     from synthfactory.ops.evaluation.plots import image_grid
 
-    real_images, real_labels, _ = read_split(store.require("real_images"), "test")
-    synthetic = synthetic_arm(store.require("synthetic_shards"))
-    records = {r["key"]: r for r in read_filter_records(store.require("filtered_set"))}
-    kept = np.array([records[key]["keep"] for key in synthetic.keys])
+    real_dir = store.require("real_images")
+    real_images, real_labels, _ = read_split(real_dir, "test")
+    # Only the pictured samples are read (the synthetic set may not fit in memory).
+    synthetic = grid_samples(store.require("synthetic_shards"), store.require("filtered_set"),
+                             per_class, read_image_shape(real_dir))
     distilled = distilled_arm(store.require("distilled_set"))
 
     def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -114,9 +114,9 @@ def grids(store: ArtifactStore, class_names: list[str], per_class: int,
 
     found = {
         "real": grid(real_images, real_labels),
-        "synthetic": grid(synthetic.images, synthetic.labels),
-        "kept": grid(synthetic.images[kept], synthetic.labels[kept]),
-        "rejected": grid(synthetic.images[~kept], synthetic.labels[~kept]),
+        "synthetic": grid(*synthetic["synthetic"]),
+        "kept": grid(*synthetic["kept"]),
+        "rejected": grid(*synthetic["rejected"]),
         "distilled": grid(distilled.images, distilled.labels),
     }
     if retrieved:
