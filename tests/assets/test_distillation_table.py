@@ -180,7 +180,12 @@ def test_one_cell_is_remade_alone_by_the_cli_and_dagster_cli(
 
     networks = root / "data" / "classifier_distilled"
     before = _cell_state(networks, "*/*.safetensors")
-    env = {**os.environ, "SYNTHFACTORY_PARAMS": params}
+    # The step in the CLI's own process: a multiprocess step would import the graph a second
+    # time, and the executor is not what this guards (the cells' inputs digest ignores it).
+    in_process = root / "params-in-process.yaml"
+    in_process.write_text(yaml.safe_dump({**yaml.safe_load(Path(params).read_text()),
+                                          "executor": {"kind": "in_process"}}))
+    env = {**os.environ, "SYNTHFACTORY_PARAMS": str(in_process)}
     done = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
          "synthfactory.definitions", "--select", "classifier_distilled",

@@ -36,7 +36,11 @@ def test_every_accelerator_asset_is_in_the_gpu_pool_and_asks_kubernetes_for_a_gp
         assert node.pool == "gpu", name
         # Dagster stores a dict op tag as JSON; dagster-k8s parses it back.
         assert json.loads(node.tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]
-    assert len(seen) == 14
+    assert seen == {"real_images", "prompts", "generator", "synthetic_shards", "judge",
+                    "shard_scores", "filtered_set", "retrieved_set", "expert_trajectories",
+                    "distilled_set", "classifier_distilled", "classifier_real",
+                    "classifier_retrieved", "classifier_synthetic", "classifier_filtered",
+                    "classifier_mixed", "classifier_scaling", "eval_report"}
 
 
 def test_ddp_classifiers_ask_kubernetes_for_one_gpu_per_device() -> None:

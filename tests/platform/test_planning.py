@@ -54,8 +54,9 @@ def assert_valid(graph: Any, plan: list[PlannedRun], selected: set[dg.AssetKey])
 
 def test_one_run_cannot_hold_the_graph_and_the_plan_keeps_the_rules(tmp_path: Path) -> None:
     """Guards why the planner exists and what it keeps: Dagster refuses one run over the whole
-    graph; the plan gives one run for the shards (refinement included), one per expert, one per
-    cell (distil, then its networks), then the report."""
+    graph; the plan gives one run for the shards (refinement, the retrieval baseline and the
+    scaling curve included: unpartitioned assets join their latest upstream's run), one per
+    expert, one per cell (distil, then its networks), then the report."""
     defs = _defs(tmp_path, distilled_set=TABLE, expert_trajectories={"experts": 2},
                  refinement={"rounds": 1})
     with pytest.raises(dg.DagsterInvalidDefinitionError):
@@ -67,9 +68,9 @@ def test_one_run_cannot_hold_the_graph_and_the_plan_keeps_the_rules(tmp_path: Pa
     shards_run = plan[0]
     assert {key.to_user_string() for key in shards_run.assets} == {
         "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
-        "filtered_set",
-        "classifier_real", "classifier_synthetic", "classifier_filtered", "refinement_plan",
-        "refined_shards", "classifier_refined", "classifier_uniform"}
+        "filtered_set", "retrieved_set", "classifier_real", "classifier_retrieved",
+        "classifier_synthetic", "classifier_filtered", "classifier_mixed", "classifier_scaling",
+        "refinement_plan", "refined_shards", "classifier_refined", "classifier_uniform"}
     assert shards_run.tags == {"dagster/asset_partition_range_start": "00000",
                                "dagster/asset_partition_range_end": "00002"}
     assert _described(plan[1:]) == [
