@@ -68,9 +68,11 @@ def test_filters_combine_with_counted_reasons() -> None:
     assert [r["key"] for r in records if r["keep"]] == ["k0", "k3", "k4"]
     assert summary["kept"] == 3 and summary["total"] == 6
     assert summary["reasons"] == {"duplicate": 1, "low_confidence": 1, "quality:constant": 1}
+    # Mean judge probability of the prompt class over all of a class's samples (kept or not):
+    # class a is samples 0-2 with p(a) = 0.9, 0.8, 0.3; class b samples 3-5 with p(b) 0.9, 0.8, 0.9.
     assert summary["per_class"]["a"] == {"total": 3, "kept": 1, "pass_rate": 1 / 3,
-                                         "mean_confidence": summary["per_class"]["a"][
-                                             "mean_confidence"]}
+                                         "mean_confidence": pytest.approx(2 / 3)}
+    assert summary["per_class"]["b"]["mean_confidence"] == pytest.approx(2.6 / 3)
     assert by_key["k2"]["margin"] < 0 < by_key["k0"]["margin"]
 
 
