@@ -98,7 +98,8 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
     digest and shard digests.
     """
-    from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
+    from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class,
+                                                     mean_std, per_class_accuracy)
     from synthfactory.ops.evaluation.plots import accuracy_plot
     from synthfactory.ops.evaluation.report import write_report
     from synthfactory.ops.evaluation.tables import arm_table_markdown
@@ -123,7 +124,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
         mean, std = mean_std(accuracies)
         arms[arm] = {"n_train": history["n_train"], "accuracy_mean": mean, "accuracy_std": std,
                      "seeds": len(accuracies), "accuracies": accuracies,
-                     "per_class_accuracy": np.mean(per_class, axis=0).tolist(),
+                     "per_class_accuracy": mean_per_class(per_class),
                      "confusion": confusion.tolist()}
 
     filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
