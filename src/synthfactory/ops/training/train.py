@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +30,13 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
 
     `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the ConvNet's.
 
-    Steps = max(min_steps, epochs × batches per epoch), so a 100-image distilled set still gets
-    enough updates; SGD with momentum and cosine decay. Deterministic on CPU for one seed.
+    Every pass over the data is a new seeded permutation cut into full batches: the last
+    `len(images) mod batch_size` images of a permutation are left out of that pass (the next
+    permutation shuffles them back in), so a pass is `len(images) // batch_size` steps. Steps
+    = max(min_steps, epochs × steps per pass), so a 100-image distilled set still gets enough
+    updates; SGD with momentum and cosine decay. The history counts what ran: steps, passes
+    (steps / steps per pass; more than `epochs` when min_steps decides), images left out per
+    pass. Deterministic on CPU for one seed.
     """
     if len(images) == 0:
         raise ValueError("cannot train a classifier on an empty set")
@@ -44,8 +48,8 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
               else torch.from_numpy(targets).long()).to(device)
     hard_labels = target.argmax(1) if soft else target
     batch_size = min(batch_size, len(images))
-    per_epoch = math.ceil(len(images) / batch_size)
-    total_steps = max(min_steps, epochs * per_epoch)
+    per_pass = len(images) // batch_size  # full batches only: see the loop below
+    total_steps = max(min_steps, epochs * per_pass)
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(architecture, channels=images.shape[3], n_classes=n_classes,
                         resolution=images.shape[1], width=width, depth=depth).to(device)
@@ -60,7 +64,7 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
     order = torch.randperm(len(images), generator=generator)
     position = 0
     for step in range(total_steps):
-        if position + batch_size > len(images):  # a new epoch: a new seeded permutation
+        if position + batch_size > len(images):  # a new pass: a new seeded permutation
             order, position = torch.randperm(len(images), generator=generator), 0
         batch = order[position:position + batch_size].to(device)
         position += batch_size
@@ -83,7 +87,9 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
     model.eval()
     train_accuracy = float(np.mean(
         predict_proba(model, images, device=device).argmax(1) == hard_labels.cpu().numpy()))
-    history = {"steps": total_steps, "epochs_equivalent": round(total_steps / per_epoch, 2),
+    history = {"steps": total_steps, "batch_size": batch_size, "steps_per_pass": per_pass,
+               "passes": round(total_steps / per_pass, 2),
+               "left_out_per_pass": len(images) - per_pass * batch_size,
                "loss": losses, "train_accuracy": train_accuracy,
                "seconds": round(time.perf_counter() - started, 3)}
     return model, history
