@@ -106,8 +106,8 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     """Which synthetic samples are kept, and why: no image copies, one record per sample.
 
     Filters, each switchable: quality flags (constant/blank images), judge confidence for the
-    prompt's class (threshold and/or top fraction per class), and near-duplicate removal in
-    judge-feature space. Reads every finished shard and says how many it used. Writes
+    prompt's class (threshold and/or top fraction per class), and near-copy removal (pixel
+    correlation of small thumbnails, `filters.dedup_features`). Reads every finished shard and says how many it used. Writes
     `manifest.jsonl` (scores, duplicate group, flags, keep, reasons) and `summary.json`.
     """
     from synthfactory.ops.curation.filters import FilterSettings, filter_samples
