@@ -107,8 +107,9 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
 
     Filters, each switchable: quality flags (constant/blank images), judge confidence for the
     prompt's class (threshold and/or top fraction per class), and near-copy removal (pixel
-    correlation of small thumbnails, `filters.dedup_features`). Reads every finished shard and says how many it used. Writes
-    `manifest.jsonl` (scores, duplicate group, flags, keep, reasons) and `summary.json`.
+    correlation of small thumbnails, `filters.dedup_features`). Reads every finished shard and
+    says how many it used. Writes `manifest.jsonl` (scores, duplicate group, flags, keep,
+    reasons) and `summary.json`.
     """
     from synthfactory.ops.curation.filters import FilterSettings, filter_samples
     from synthfactory.ops.curation.judges import ClipJudge, load_judge
