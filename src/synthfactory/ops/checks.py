@@ -18,6 +18,10 @@ from synthfactory.ops.storage.atomic import sha256_file
 from synthfactory.ops.storage.shards import finished_shards, read_samples, read_shard_info
 
 
+# A failing check's one-line description names at most this many classes (details: all).
+MAX_NAMED_CLASSES = 12
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     """The result of one check: pass/fail, what it found, and details for the UI."""
@@ -138,6 +142,8 @@ def shard_class_balance(directory: Path, records: Sequence[PromptRecord],
         parts = [f"class {name}: {count} missing" for name, count in short.items()]
         parts += [f"class {name}: {rows[name]['images']} images, expected "
                   f"{rows[name]['expected']}" for name in sorted(off) if name not in short]
+        if len(parts) > MAX_NAMED_CLASSES:  # the details name every class
+            parts = [*parts[:MAX_NAMED_CLASSES], f"… {len(parts) - MAX_NAMED_CLASSES} more"]
         description = (f"{n_expected - n_images - n_dropped} of {n_expected} images the prompts "
                        f"ask for are not in the shards: " + "; ".join(parts + problems[:3]))
     if not_made:
