@@ -86,9 +86,12 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     if not keys:
         raise ValueError(f"--select {select!r} matches no asset; assets are {names}")
     tags = {}
-    shards_key = dg.AssetKey("synthetic_shards")
-    if shards_key in keys:
-        all_shards = graph.get(shards_key).partitions_def.get_partition_keys()
+    # Every partitioned asset (synthetic_shards, the refinement rounds' refined_shards) shares
+    # the shard partitions: one range covers them all.
+    partitioned = sorted((key for key in keys if graph.get(key).partitions_def is not None),
+                         key=lambda key: key.to_user_string())
+    if partitioned:
+        all_shards = graph.get(partitioned[0]).partitions_def.get_partition_keys()
         first, last = _partition_range(partitions, all_shards)
         tags = {"dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last}
@@ -218,7 +221,9 @@ def _print_arm_table(metrics_path: Path) -> None:
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")
     print(f"{'arm':<10} {'n_train':>8}  {'accuracy':>16}  seeds")
-    for arm in ("real", "synthetic", "filtered", "distilled"):
+    for arm in ("real", "synthetic", "filtered", "distilled", "refined", "uniform"):
+        if arm not in metrics["arms"]:  # refined/uniform: only with refinement rounds
+            continue
         row = metrics["arms"][arm]
         spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
         print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")

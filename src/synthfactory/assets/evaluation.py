@@ -158,6 +158,13 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "distilled_sha256": distill_summary["sha256"],
         },
     }
+    if params.refinement.rounds:  # the loop's arms (last round) and every round's results
+        from synthfactory.assets.refinement import refinement_results
+
+        loop_arms, metrics["refinement"] = refinement_results(
+            params.refinement, store, runtime.torch_device, test_images, test_labels, class_names,
+            arms["synthetic"]["per_class_accuracy"])
+        arms.update(loop_arms)
     grids = _grids(store, class_names, params.eval_report.grid_per_class)
     output = Path(params.eval_report.output_dir)
     with atomic_dir(output) as directory:

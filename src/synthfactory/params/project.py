@@ -17,6 +17,7 @@ from synthfactory.params.distillation import DistilledSetParams
 from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import AutomationParams, ExecutorParams
+from synthfactory.params.refinement import RefinementParams
 from synthfactory.resources.dvc import DvcResource
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -38,6 +39,7 @@ class Params(dg.ConfigurableResource):
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
+    refinement: RefinementParams = RefinementParams()
 
     @model_validator(mode="after")
     def _filters_match_judge(self) -> Params:
