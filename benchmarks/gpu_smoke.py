@@ -63,13 +63,14 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=None,
                         help="default: generator.ddpm.train_steps")
     parser.add_argument("--dm-iterations", type=int, default=None,
-                        help="default: distilled_set.iterations")
+                        help="default: distilled_set.dm.iterations")
     args = parser.parse_args()
 
     from synthfactory.ops.data.digits import load_digits
     from synthfactory.ops.data.prompts import expand_prompts
     from synthfactory.ops.data.splits import carve_validation, stratified_split
-    from synthfactory.ops.distillation.dm import distribution_matching
+    from synthfactory.ops.distillation.dsa import DSA
+    from synthfactory.ops.distillation.matching import distribution_matching
     from synthfactory.ops.generation.ddpm import DdpmGenerator, save_generator, train_ddpm
     from synthfactory.ops.generation.samplers import SamplerSettings
     from synthfactory.ops.seeds import derive_seed
@@ -163,10 +164,13 @@ def main() -> None:
                 "images_per_second": round(len(images) / seconds, 1),
                 "judge_agreement": round(float(np.mean(predicted == labels)), 4)}
 
-    # Distribution matching on the float32 samples, each ipc timed and measured alone.
+    # Distribution matching on the float32 samples (as a `dm-ipc<N>-synthetic` cell), each ipc
+    # timed and measured alone, with the params' dm settings and DSA.
     source, source_labels = samples["float32"], np.array([r.class_id for r in records])
     distilled = params.distilled_set
-    iterations = args.dm_iterations or distilled.iterations
+    dm = distilled.dm
+    dsa = DSA(strategy=distilled.dsa.strategy, fill=distilled.dsa.fill)
+    iterations = args.dm_iterations or dm.iterations
     report["dm"] = []
     for ipc in args.ipc:
         if device.type == "cuda":
@@ -174,10 +178,12 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         else:
             baseline = reset_peak_rss()
-        (_, _, dm_history), seconds = timed(device, lambda ipc=ipc: distribution_matching(
-            source, source_labels, n_classes, ipc, seed=derive_seed(seed, "distilled_set"),
-            device=device, iterations=iterations, learning_rate=distilled.learning_rate,
-            batch_real=distilled.batch_real))
+        learned, seconds = timed(device, lambda ipc=ipc: distribution_matching(
+            source, source_labels, n_classes, ipc,
+            seed=derive_seed(seed, "distilled_set", f"dm-ipc{ipc}-synthetic", 0), device=device,
+            iterations=iterations, learning_rate=dm.learning_rate, batch_real=dm.batch_real,
+            dsa=dsa, width=distilled.eval.width))
+        dm_history = learned.history
         peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                 else peak_rss_mib() - baseline)
         ran = len(dm_history["loss"])

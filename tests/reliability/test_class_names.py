@@ -123,7 +123,7 @@ def test_ipc_above_what_a_class_kept_exits_2_naming_the_fix(
     # The filtered set keeps 3 of each class's 6 images (top half); ask for 5 per class.
     monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(_params(graph, distilled_set={"method": "random", "ipc": 5})))
+    params.write_text(yaml.safe_dump(_params(graph, distilled_set={"methods": ["random"], "ipcs": [5]})))
     before = (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes()
     assert main(["run", "--params", str(params), "--select", "distilled_set"]) == 2
     err = capsys.readouterr().err
@@ -131,5 +131,5 @@ def test_ipc_above_what_a_class_kept_exits_2_naming_the_fix(
     lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
     assert len(lines) == 1
     assert re.search(r"distilled_set: class \d+ has [0-4] samples in the source set", lines[0])
-    assert "fewer than distilled_set.ipc = 5: lower ipc or loosen filtered_set" in lines[0]
+    assert "fewer than ipc = 5: lower distilled_set.ipcs or use a larger source" in lines[0]
     assert (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes() == before

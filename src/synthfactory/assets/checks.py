@@ -90,13 +90,14 @@ def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="distilled_set", blocking=True)
 def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
-    """The distilled set holds exactly `ipc` images per class, in intact shards."""
+    """The headline distilled set (first cell) holds exactly its `ipc` images per class, in
+    intact shards."""
     directory = store.require("distilled_set")
     integrity = checks.shard_integrity(directory)
     if not integrity.passed:
         return _result(integrity)
     n_classes = len(read_classes(store.require("real_images")))
-    return _result(checks.distilled_size(directory, n_classes, params.distilled_set.ipc))
+    return _result(checks.distilled_size(directory, n_classes, params.distilled_set.ipcs[0]))
 
 
 @dg.asset_check(asset="eval_report")

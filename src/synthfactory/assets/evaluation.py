@@ -98,6 +98,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
     digest and shard digests.
     """
+    from synthfactory.ops.evaluation.distillation_table import distillation_table
     from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class,
                                                      mean_std, per_class_accuracy)
     from synthfactory.ops.evaluation.plots import accuracy_plot
@@ -141,10 +142,12 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                    if key not in {"shard_digests"}},
         # Wall time stays out: the same params must give the same metrics.json, byte for byte.
         "distillation": {key: value for key, value in distill_summary.items()
-                         if key not in {"history", "seconds"}} | {
-            "matching_loss": {k: distill_summary["history"].get(k)
-                              for k in ("initial_loss", "final_loss")}
-            if distill_summary["history"] else None},
+                         if key not in {"seconds"}},
+        # Every cell × architecture; `seconds` (distillation wall time) is its only field that
+        # differs between two runs of the same params.
+        "distillation_table": distillation_table(
+            store.require("classifier_distilled"), store.require("distilled_set"),
+            distill_summary["cells"], test_images, test_labels, runtime.torch_device),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
         "lineage": {
             "params_digest": params.digest(*Params.model_fields),

@@ -16,7 +16,7 @@ Unknown keys and wrong types fail with a message that names the key, the bad val
 from synthfactory.params.base import ParamsError, Section, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
-from synthfactory.params.distillation import DistilledSetParams
+from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
 from synthfactory.params.generation import (AdapterParams, DdpmParams, GeneratorParams,
                                             SyntheticShardsParams)
@@ -25,8 +25,9 @@ from synthfactory.params.platform import (AutomationParams, ExecutorParams, Sche
 from synthfactory.params.project import Params, ProjectConfig, load_params, parse_params
 from synthfactory.params.refinement import RefinementParams
 
-__all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "DdpmParams", "DistilledSetParams",
-           "EvalReportParams", "ExecutorParams", "FilteredSetParams", "GeneratorParams",
+__all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "DdpmParams",
+           "DistilledSetParams", "EvalReportParams", "ExecutorParams", "ExpertTrajectoriesParams",
+           "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
            "RealImagesParams", "RefinementParams", "ScheduleParams", "Section", "SensorParams",
            "SyntheticShardsParams", "config_digest", "load_params", "parse_params"]
