@@ -182,7 +182,7 @@ def main() -> None:
             source, source_labels, n_classes, ipc,
             seed=derive_seed(seed, "distilled_set", f"dm-ipc{ipc}-synthetic", 0), device=device,
             iterations=iterations, learning_rate=dm.learning_rate, batch_real=dm.batch_real,
-            dsa=dsa, width=distilled.eval.width))
+            dsa=dsa, architecture=distilled.architecture, width=distilled.eval.width))
         dm_history = learned.history
         peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                 else peak_rss_mib() - baseline)
