@@ -106,7 +106,7 @@ def test_any_corrupted_byte_of_a_finished_shard_is_detected(samples: list[Sample
 # Every count of params.yaml, with the rule it follows: (section, key, smallest valid value).
 COUNTS = [("prompts", "images_per_class", 1), ("synthetic_shards", "shard_size", 1),
           ("synthetic_shards", "steps", 1), ("synthetic_shards", "batch_size", 1),
-          ("distilled_set", "ipc", 1), ("distilled_set", "iterations", 1),
+          ("distilled_set", "repeats", 1), ("distilled_set", "eval_models", 1),
           ("classifiers", "n_seeds", 1), ("classifiers", "epochs", 1), ("judge", "epochs", 1),
           ("real_images", "shard_size", 1), ("real_images", "resolution", 4)]
 

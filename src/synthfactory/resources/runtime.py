@@ -19,6 +19,11 @@ class TorchRuntime(dg.ConfigurableResource):
     deterministic kernels wherever it has them (see `ops.tensors.use_deterministic_algorithms`:
     CUDA results are then reproducible except where an op has no deterministic kernel). torch
     is imported only when a step starts, never when the definitions load.
+
+    `devices` > 1 trains the classifiers with DistributedDataParallel, one process per device
+    (torchrun from the step; CUDA with NCCL, or CPU processes with gloo). Training data larger
+    than `in_memory_mb` (decoded uint8 images) — and every set under DDP — streams from its
+    shards through `workers` DataLoader processes per device with a `shuffle_buffer` of samples.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -28,6 +33,10 @@ class TorchRuntime(dg.ConfigurableResource):
     seed: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, gt=0)
     deterministic: bool = True
+    devices: int = Field(default=1, gt=0)
+    workers: int = Field(default=2, ge=0)
+    shuffle_buffer: int = Field(default=5000, ge=0)
+    in_memory_mb: float = Field(default=512.0, ge=0)
 
     _device: str | None = PrivateAttr(default=None)
 
