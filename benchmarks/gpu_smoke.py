@@ -66,6 +66,7 @@ def main() -> None:
                         help="default: distilled_set.dm.iterations")
     args = parser.parse_args()
 
+    from synthfactory.assets.evaluation import training_settings
     from synthfactory.ops.data.digits import load_digits
     from synthfactory.ops.data.prompts import expand_prompts
     from synthfactory.ops.data.splits import carve_validation, stratified_split
@@ -122,14 +123,14 @@ def main() -> None:
     report["judge"] = {"steps": judge_history["steps"], "seconds": round(seconds, 2),
                        "val_accuracy": round(float(np.mean(val_predictions
                                                            == data.labels[val])), 4)}
+    # The classifier assets' settings: the architecture's recipe and the device's precision plan.
+    classifier_settings = training_settings(classifier_config, device)
     (_, history), seconds = timed(device, lambda: train_classifier(
         train_images, train_labels, n_classes, seed=derive_seed(seed, "classifiers", 0),
-        device=device, epochs=classifier_config.epochs, min_steps=classifier_config.min_steps,
-        batch_size=classifier_config.batch_size, learning_rate=classifier_config.learning_rate,
-        width=classifier_config.width, architecture=classifier_config.architecture,
-        augmentation=classifier_config.augmentation, flip=classifier_config.flip))
+        device=device, **classifier_settings))
     report["classifier"] = {"architecture": classifier_config.architecture,
-                            "steps": history["steps"], "seconds": round(seconds, 2)}
+                            "precision": history["precision"], "steps": history["steps"],
+                            "seconds": round(seconds, 2)}
 
     # Sampling the prompts in each dtype, as synthetic_shards batches them.
     prompts = params.prompts

@@ -263,12 +263,12 @@ def _print_arm_table(metrics_path: Path) -> None:
     """The answer: accuracy per arm on the real test split."""
     import json
 
+    from synthfactory.ops.evaluation.tables import ordered_arms
+
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")
     print(f"{'arm':<10} {'n_train':>8}  {'accuracy':>16}  seeds")
-    for arm in ("real", "synthetic", "filtered", "distilled", "refined", "uniform"):
-        if arm not in metrics["arms"]:  # refined/uniform: only with refinement rounds
-            continue
+    for arm in ordered_arms(metrics):  # refined/uniform only with refinement rounds
         row = metrics["arms"][arm]
         spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
         print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")

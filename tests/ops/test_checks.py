@@ -173,11 +173,24 @@ def test_distilled_size(tmp_path: Path) -> None:
 
 
 def test_accuracy_floor(tmp_path: Path) -> None:
+    """Guards: an arm below its floor fails; a configured arm missing from the report fails (it
+    would pass a check that looked only at the rows present); a floor on an arm that is not
+    configured is an error; an arm without a floor is named, not silently skipped."""
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"arms": {"real": {"accuracy_mean": 0.95},
                                             "synthetic": {"accuracy_mean": 0.70}}}))
-    assert checks.accuracy_floor(metrics, {"real": 0.9}).passed
-    low = checks.accuracy_floor(metrics, {"real": 0.9, "synthetic": 0.8})
-    assert not low.passed and set(low.details["arms"]) == {"real", "synthetic"}
-    with pytest.raises(ValueError, match="does not have"):
-        checks.accuracy_floor(metrics, {"distilled": 0.5})
+    ok = checks.accuracy_floor(metrics, ["real", "synthetic"], {"real": 0.9})
+    assert ok.passed and ok.details["no_floor"] == ["synthetic"]
+    assert "no floor set for synthetic" in ok.description
+    assert ok.details["arms"] == {"real": {"accuracy": 0.95, "floor": 0.9},
+                                  "synthetic": {"accuracy": 0.7, "floor": None}}
+    low = checks.accuracy_floor(metrics, ["real", "synthetic"], {"real": 0.9, "synthetic": 0.8})
+    assert not low.passed and "below the accuracy floor" in low.description
+    assert "'synthetic'" in low.description and "'real'" not in low.description
+    # The report lacks a configured arm: it fails even though no floor is set on it.
+    missing = checks.accuracy_floor(metrics, ["real", "synthetic", "mixed"], {"real": 0.9})
+    assert not missing.passed and missing.details["missing"] == ["mixed"]
+    assert "missing from metrics.json: ['mixed']" in missing.description
+    assert missing.details["arms"]["mixed"] == {"accuracy": None, "floor": None}
+    with pytest.raises(ValueError, match=r"\['distilled'\] that are not configured"):
+        checks.accuracy_floor(metrics, ["real", "synthetic"], {"distilled": 0.5})

@@ -87,6 +87,8 @@ def test_gpu_smoke_benchmark_runs_on_cpu(tmp_path: Path, benchmarks_on_path: Non
     assert report["sampling"]["float32"]["images"] == 30
     assert "judge_agreement" in report["sampling"]["float32"]
     assert report["classifier"]["steps"] == 10  # tiny min_steps
+    # Trained as the classifier assets train (training_settings): the CPU plan is fp32.
+    assert report["classifier"]["precision"] == "fp32, contiguous"
     assert [row["ipc"] for row in report["dm"]] == [1, 2]
     assert all(row["iterations"] == 2 for row in report["dm"])
     assert report["date"] and "CPU" in report["machine"]

@@ -16,6 +16,7 @@ import dagster as dg
 from synthfactory.ops import checks
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
 from synthfactory.ops.data.real_images import read_classes
+from synthfactory.ops.evaluation.arms import configured_arms
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
@@ -102,11 +103,16 @@ def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckRes
 
 @dg.asset_check(asset="eval_report")
 def eval_report_accuracy_floor(params: Params) -> dg.AssetCheckResult:
-    """Each arm named in `eval_report.accuracy_floor` reaches its floor on the real test split."""
+    """Every configured arm of the registry (`classifiers.arms`, and the loop's arms with
+    `refinement.rounds`) is in the report, and each arm named in `eval_report.accuracy_floor`
+    reaches its floor on the real test split."""
     metrics = Path(params.eval_report.output_dir) / "metrics.json"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} does not exist: materialize 'eval_report' first")
-    return _result(checks.accuracy_floor(metrics, params.eval_report.accuracy_floor))
+    floors = params.eval_report.accuracy_floor
+    arms = configured_arms(params.classifiers.arms, judge_backend=params.judge.backend,
+                           floors=floors, refinement=params.refinement.rounds > 0)
+    return _result(checks.accuracy_floor(metrics, arms, floors))
 
 
 ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,

@@ -194,19 +194,38 @@ def distilled_size(directory: Path, n_classes: int, ipc: int) -> CheckOutcome:
                                               "classes_off": wrong})
 
 
-def accuracy_floor(metrics_path: Path, floors: Mapping[str, float]) -> CheckOutcome:
-    """The report's mean accuracy of each listed arm is at least its floor."""
-    metrics = json.loads(metrics_path.read_text())
-    arms = metrics["arms"]
-    unknown = sorted(set(floors) - set(arms))
-    if unknown:
-        raise ValueError(f"eval_report.accuracy_floor names arms {unknown} that the report does "
-                         f"not have; arms are {sorted(arms)}")
-    rows = {arm: {"accuracy": round(arms[arm]["accuracy_mean"], 4), "floor": floor}
-            for arm, floor in floors.items()}
-    low = {arm: row for arm, row in rows.items() if row["accuracy"] < row["floor"]}
-    description = ("every arm with a floor reaches it: " +
-                   ", ".join(f"{arm} {row['accuracy']:.4f} ≥ {row['floor']}"
-                             for arm, row in rows.items())
-                   if not low else f"below the accuracy floor: {low}")
-    return CheckOutcome(not low, description, {"arms": rows})
+def accuracy_floor(metrics_path: Path, arms: Sequence[str],
+                   floors: Mapping[str, float]) -> CheckOutcome:
+    """Every configured arm (`arms`, in report order) has a row in the report, and each arm with a
+    floor has a mean test accuracy at least that floor.
+
+    A configured arm the report lacks fails (a report written under other params, or an arm that
+    fell out of it): looking only at the rows the report happens to have would pass it. Arms
+    without a floor are rows with floor None, named in the description as not floored. A floor
+    on an arm that is not configured is a ValueError naming it (`check_arms` rejects it when the
+    definitions are built; a run's overrides reach only here).
+    """
+    stray = sorted(set(floors) - set(arms))
+    if stray:
+        raise ValueError(f"eval_report.accuracy_floor names arms {stray} that are not configured; "
+                         f"the configured arms are {list(arms)}")
+    reported = json.loads(metrics_path.read_text())["arms"]
+    absent = [arm for arm in arms if arm not in reported]
+    rows = {arm: {"accuracy": round(reported[arm]["accuracy_mean"], 4) if arm in reported
+                  else None, "floor": floors.get(arm)} for arm in arms}
+    low = {arm: row for arm, row in rows.items() if arm in reported and row["floor"] is not None
+           and reported[arm]["accuracy_mean"] < row["floor"]}
+    unfloored = [arm for arm, row in rows.items() if arm in reported and row["floor"] is None]
+    problems = ([f"below the accuracy floor: {low}"] if low else [])
+    problems += ([f"configured arms missing from {metrics_path.name}: {absent} (re-materialize "
+                  "eval_report with these params)"] if absent else [])
+    if problems:
+        description = "; ".join(problems)
+    else:
+        description = "every arm with a floor reaches it: " + (", ".join(
+            f"{arm} {row['accuracy']:.4f} ≥ {row['floor']}" for arm, row in rows.items()
+            if row["floor"] is not None) or "none has a floor")
+    if unfloored:
+        description += f"; no floor set for {', '.join(unfloored)}"
+    return CheckOutcome(not problems, description,
+                        {"arms": rows, "missing": absent, "no_floor": unfloored})

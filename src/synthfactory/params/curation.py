@@ -51,3 +51,17 @@ class FilteredSetParams(Section):
     quality: bool = True
     min_pass_rate: float = Field(default=0.2, ge=0.0, le=1.0)
 
+
+
+class RetrievalParams(Section):
+    """The retrieval baseline (`retrieved_set`, the `retrieved` arm): where its pool is.
+
+    `pool`: unlabeled real images — an image folder (searched recursively; sub-folders named
+    after classes give hidden labels, used only to measure label precision) or WebDataset shards
+    (a directory of .tar, a glob or a brace pattern; `.cls`/`.json` labels are hidden likewise).
+    null: the real train split with its labels hidden. `per_class`: images retrieved per class;
+    null: as many as the synthetic arm has (`prompts.images_per_class`).
+    """
+
+    pool: str | None = None
+    per_class: int | None = Field(default=None, gt=0)

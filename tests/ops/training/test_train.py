@@ -78,6 +78,7 @@ def test_history_counts_the_passes_the_loop_makes() -> None:
                                   batch_size=16, width=8)
     assert (history["steps"], history["steps_per_pass"], history["passes"]) == (12, 3, 4.0)
     assert history["left_out_per_pass"] == 2 and history["batch_size"] == 16
+    assert history["samples_seen"] == 12 * 16  # images drawn: the cost table's images/s
     # min_steps decides for a small set: 10 steps are 3.33 passes.
     _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1, min_steps=10,
                                   batch_size=16, width=8)
