@@ -7,10 +7,8 @@ fails the report's check without blocking anything (nothing is downstream of the
 The computations are in `ops/checks.py`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster validates the `context` hint as a type.
 import json
-from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -18,8 +16,8 @@ import dagster as dg
 from synthfactory.ops import checks
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
 from synthfactory.ops.data.real_images import read_classes
+from synthfactory.ops.evaluation.arms import configured_arms
 from synthfactory.ops.storage import SUMMARY_JSON
-from synthfactory.ops.storage.shards import finished_shards, read_samples
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 
@@ -50,28 +48,25 @@ def synthetic_shards_integrity(store: ArtifactStore) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="synthetic_shards", blocking=True, additional_deps=["prompts"])
-def synthetic_shards_class_balance(store: ArtifactStore) -> dg.AssetCheckResult:
-    """The shards hold, class by class, exactly the images the prompts asked for.
+def synthetic_shards_class_balance(context: dg.AssetCheckExecutionContext, params: Params,
+                                   store: ArtifactStore) -> dg.AssetCheckResult:
+    """The shards hold, class by class, exactly the images the prompt records ask for.
 
-    Counts the labels of the finished shards against the prompt records of the same keys (the
-    prompts interleave classes, so every shard range is balanced to within one image per class).
+    Expected counts come from `prompts.jsonl`, never from the shards themselves; an image may
+    be absent only as a drop counted in its shard's sidecar (`bad_images: drop`). A deleted
+    shard, or a shard that lost a class's images, fails with the missing count per class. The
+    shards expected are those Dagster recorded as materialized (and any on disk), so a backfill
+    of some shards passes and lists the rest as not made yet; with no record at all (a store
+    copied elsewhere) every shard is expected.
     """
-    class_of = {record.key: record.class_id
-                for record in read_prompts(store.require("prompts", PROMPTS_FILE))}
-    shards = finished_shards(store.require("synthetic_shards"))
-    samples = list(read_samples(shards, decode=False))
-    unknown = [sample.key for sample in samples if sample.key not in class_of]
-    if unknown:
-        return dg.AssetCheckResult(
-            passed=False, description=f"{len(unknown)} sample(s) not in prompts.jsonl (e.g. "
-                                      f"{unknown[0]!r}): the shards are from other prompts; "
-                                      "re-materialize synthetic_shards")
-    expected = Counter(class_of[sample.key] for sample in samples)
-    class_names = read_classes(store.require("real_images"))
-    outcome = checks.class_balance([sample.label for sample in samples], class_names, expected)
-    table = ["| class | images | expected |", "|---|---:|---:|"]
-    table += [f"| {name} | {row['count']} | {row['expected']} |"
-              for name, row in outcome.details["per_class"].items()]
+    records = read_prompts(store.require("prompts", PROMPTS_FILE))
+    made = context.instance.get_materialized_partitions(dg.AssetKey("synthetic_shards"))
+    outcome = checks.shard_class_balance(
+        store.require("synthetic_shards"), records, read_classes(store.require("real_images")),
+        params.synthetic_shards.shard_size, made=made or None)
+    table = ["| class | images | expected | dropped | missing |", "|---|---:|---:|---:|---:|"]
+    table += [f"| {name} | {row['images']} | {row['expected']} | {row['dropped']} | "
+              f"{row['missing']} |" for name, row in outcome.details["per_class"].items()]
     return _result(outcome, per_class_table=dg.MetadataValue.md("\n".join(table)))
 
 
@@ -108,11 +103,16 @@ def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckRes
 
 @dg.asset_check(asset="eval_report")
 def eval_report_accuracy_floor(params: Params) -> dg.AssetCheckResult:
-    """Each arm named in `eval_report.accuracy_floor` reaches its floor on the real test split."""
+    """Every configured arm of the registry (`classifiers.arms`, and the loop's arms with
+    `refinement.rounds`) is in the report, and each arm named in `eval_report.accuracy_floor`
+    reaches its floor on the real test split."""
     metrics = Path(params.eval_report.output_dir) / "metrics.json"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} does not exist: materialize 'eval_report' first")
-    return _result(checks.accuracy_floor(metrics, params.eval_report.accuracy_floor))
+    floors = params.eval_report.accuracy_floor
+    arms = configured_arms(params.classifiers.arms, judge_backend=params.judge.backend,
+                           floors=floors, refinement=params.refinement.rounds > 0)
+    return _result(checks.accuracy_floor(metrics, arms, floors))
 
 
 ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,

@@ -188,7 +188,7 @@ def _train_ddp(context: dg.AssetExecutionContext, store: ArtifactStore, runtime:
                     stream_seeds=[derive_seed(seed, "stream") for seed in seeds],
                     recipe=recipe, workers=runtime.workers,
                     shuffle_buffer=runtime.shuffle_buffer, out_dir=directory,
-                    threads=runtime.threads)
+                    threads=runtime.threads, deterministic=runtime.deterministic)
     context.log.info(f"{label}: DDP on {runtime.devices} processes (torchrun)")
     histories = train_distributed(job, devices=runtime.devices, log=context.log.info)
     shutil.rmtree(work, ignore_errors=True)

@@ -49,8 +49,9 @@ class EvalReportParams(Section):
     output_dir: str = "reports/eval"
     grid_per_class: int = Field(default=8, gt=0)
     scaling: list[float] = [0.1, 0.3, 1.0]
-    # arm → the lowest mean accuracy its asset check accepts; arms not listed are not checked
-    # (the names must be among classifiers.arms: checked when the definitions are built).
+    # arm → the lowest mean accuracy its asset check accepts; the check also fails when a
+    # configured arm is missing from the report, and names the arms without a floor (the names
+    # must be among classifiers.arms: checked when the definitions are built).
     accuracy_floor: dict[str, float] = {}
 
     @field_validator("scaling")

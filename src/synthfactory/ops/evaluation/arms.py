@@ -236,6 +236,17 @@ def check_arms(names: list[str], *, judge_backend: str,
     return arm_order(names)
 
 
+def configured_arms(names: list[str], *, judge_backend: str,
+                    floors: dict[str, float] | None = None, refinement: bool = False) -> list[str]:
+    """Every arm a report of this configuration has, in report order: `classifiers.arms`
+    (validated by `check_arms`) and, with `refinement` (rounds > 0), the arms the loop adds
+    (those whose `needs` is refinement)."""
+    chosen = check_arms(names, judge_backend=judge_backend, floors=floors)
+    if not refinement:
+        return chosen
+    return arm_order([*chosen, *(name for name, arm in ARMS.items() if arm.needs == "refinement")])
+
+
 # The same arms as shard sets: what a classifier streams when the set is too large for memory
 # (or trains under DDP), read without loading the images.
 

@@ -30,6 +30,8 @@ from synthfactory.ops.storage.atomic import dumps_json
 
 # The standard image grids, in the order the report shows them (one row per class).
 GRID_NAMES = ("real", "synthetic", "kept", "rejected", "distilled")
+# What the report says of a class that the test split has no image of (its accuracy is null).
+NO_TEST_IMAGES = "no test images"
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,18 @@ def summary_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 def per_class_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
     """Accuracy within each class, per arm."""
     arms = ordered_arms(metrics)
-    rows = [[name, *(f"{metrics['arms'][arm]['per_class_accuracy'][index]:.3f}" for arm in arms)]
+    rows = [[name, *(_accuracy_cell(metrics["arms"][arm]["per_class_accuracy"][index])
+                     for arm in arms)]
             for index, name in enumerate(metrics["classes"])]
     return ReportSection("Per-class accuracy",
                          [Table(["class", *arms], rows),
                           Figure("per_class.png", "per-class accuracy")],
                          files={"per_class.png": per_class_plot(metrics)})
+
+
+def _accuracy_cell(value: float | None) -> str:
+    """A per-class accuracy for a table; a class without test images has none."""
+    return NO_TEST_IMAGES if value is None else f"{value:.3f}"
 
 
 def filtering_section(metrics: dict[str, Any],
