@@ -109,9 +109,17 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     prompt's class (threshold and/or top fraction per class), and near-duplicate removal in
     judge-feature space. Reads every finished shard and says how many it used. Writes
     `manifest.jsonl` (scores, duplicate group, flags, keep, reasons) and `summary.json`.
+
+    With `drop_test_near_duplicates`, near-copies of real *test* images (the `contamination`
+    thresholds, the same rule the report counts with) are removed. This is the one read of test
+    images outside `eval_report`, and it is a leakage guard, not a choice tuned on test: it reads
+    test pixels and the judge's features of them, never test labels or any accuracy; its
+    thresholds are fixed in params.yaml, not searched; and it can only remove images that would
+    otherwise let an arm train on the very images it is measured on.
     """
     from synthfactory.ops.curation.filters import FilterSettings, filter_samples
     from synthfactory.ops.curation.judges import ClipJudge, load_judge
+    from synthfactory.ops.curation.leakage import near_copies_of_test
 
     shards_dir = store.require("synthetic_shards")
     data = synthetic_arm(shards_dir)
@@ -126,8 +134,20 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     else:
         probs = judge_model.predict_proba(data.images)
     settings = FilterSettings(**params.filtered_set.model_dump(exclude={"min_pass_rate"}))
+    near = None
+    if settings.drop_test_near_duplicates:
+        leakage = params.contamination
+        near = near_copies_of_test(data.images, features, store.require("real_images"),
+                                   judge_model.embed, feature_threshold=leakage.feature_threshold,
+                                   pixel_threshold=leakage.pixel_threshold,
+                                   pixel_resolution=leakage.pixel_resolution)
     records, summary = filter_samples(data.keys, data.labels, probs, features, data.images,
-                                      settings, class_names, clip_scores)
+                                      settings, class_names, clip_scores,
+                                      None if near is None else near[0])
+    if near is not None:
+        for record, match in zip(records, near[1], strict=True):
+            if match is not None:
+                record["test_near_duplicate"] = match
     shard_of = _shard_of_keys(shards_dir, data.sources)
     for record in records:
         record["shard"] = shard_of[record["key"]]

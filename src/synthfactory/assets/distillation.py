@@ -4,9 +4,11 @@ import time
 
 import dagster as dg
 
-from synthfactory.assets.metadata import class_counts_md, image_grid_md
+from synthfactory.assets.metadata import class_counts_md, image_grid_md, not_built_result
 from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import read_classes
+from synthfactory.ops.distillation.coresets import class_members
 from synthfactory.ops.evaluation.arms import filtered_arm
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
@@ -28,15 +30,25 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     randomly initialised ConvNets (or the judge's features, `dm_features: judge`) match the
     class means of the filtered set. Labels are hard, or
     the judge's probabilities with `labels: soft`. Written as shards like every other set.
+    When the filtered set lacks a class or keeps fewer than `ipc` images of one, the set is
+    published as not built (`not_built.json` with the reason) and the report lists the arm as
+    missing, instead of the run failing.
     """
     from synthfactory.ops.curation.judges import load_judge
     from synthfactory.ops.distillation.coresets import select_herding, select_kcenter, select_random
     from synthfactory.ops.distillation.dm import distribution_matching
 
     config = params.distilled_set
-    source = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
     class_names = read_classes(store.require("real_images"))
     n_classes = len(class_names)
+    try:
+        source = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
+        check_every_class(source.labels, class_names, "the filtered set",
+                          "loosen filtered_set thresholds or raise prompts.images_per_class")
+        class_members(source.labels, config.ipc)  # every class holds at least ipc images
+    except TooFewImages as error:
+        # Degrade, don't discard: the distilled arm is recorded as missing, the rest goes on.
+        return not_built_result(context, store, "distilled_set", str(error))
     judge_model = load_judge(store.require("judge"), runtime.torch_device, params.judge.batch_size)
     seed = derive_seed(runtime.seed, "distilled_set")
     started = time.perf_counter()

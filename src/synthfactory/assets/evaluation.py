@@ -9,7 +9,9 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from synthfactory.assets.metadata import not_built_result
 from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_split
 from synthfactory.ops.evaluation.arms import (
     TrainingData,
@@ -22,6 +24,7 @@ from synthfactory.ops.evaluation.arms import (
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -39,6 +42,13 @@ ARMS: dict[str, tuple[str, Callable[[ArtifactStore], TrainingData]]] = {
 }
 
 
+# What to change when an arm lacks a class altogether (it is then recorded as not built).
+MISSING_CLASS_FIX = {
+    "synthetic": "materialize every shard of synthetic_shards",
+    "filtered": "loosen filtered_set thresholds or raise prompts.images_per_class",
+}
+
+
 def build_classifier(arm: str) -> dg.AssetsDefinition:
     """The `classifier_<arm>` asset: `n_seeds` ConvNets trained from scratch on one arm."""
     upstream, load = ARMS[arm]
@@ -49,14 +59,24 @@ def build_classifier(arm: str) -> dg.AssetsDefinition:
               description=f"ConvNets trained from scratch on the {arm} arm ({upstream}), one per "
                           "seed, with standard augmentation: `seed-<k>.safetensors` and "
                           "`history.json`. All arms share one architecture and recipe, so "
-                          "their accuracies on the real test split compare the data alone.")
+                          "their accuracies on the real test split compare the data alone. "
+                          "An arm whose data cannot be made (a class missing, an upstream set "
+                          "not built) is published as not built, with the reason.")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
         from synthfactory.ops.training.train import save_classifier, train_classifier
 
         config = params.classifiers
-        data = load(store)
-        n_classes = len(read_classes(store.require("real_images")))
+        class_names = read_classes(store.require("real_images"))
+        n_classes = len(class_names)
+        try:
+            data = load(store)
+            check_every_class(data.labels, class_names, f"the {arm} arm",
+                              MISSING_CLASS_FIX.get(arm, f"rebuild {upstream} with every class"))
+        except TooFewImages as error:
+            # Degrade, don't discard: this arm is reported as missing, every other one is made.
+            passed_on = upstream if read_not_built(store.path(upstream)) else None
+            return not_built_result(context, store, f"classifier_{arm}", str(error), passed_on)
         histories = []
         with store.publish_dir(f"classifier_{arm}") as directory:
             for seed_index in range(config.n_seeds):
@@ -96,9 +116,15 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     Writes `metrics.json`, `report.md` and a self-contained `report.html` (arm table, per-class
     accuracy, confusion matrices, image grids of real / synthetic / kept / rejected / distilled
     images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
-    digest and shard digests.
+    digest and shard digests. Also what weakens the answer: the arms that were not built and why
+    (`missing_arms`), the real images per class and split with imbalance and small-test-class
+    warnings (`data`), and the near-copies of test images among the synthetic ones
+    (`contamination`, counted even when zero).
     """
+    from synthfactory.ops.evaluation.class_sizes import data_entry
+    from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
     from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
+    from synthfactory.ops.evaluation.missing import missing_arm_lines, missing_arms
     from synthfactory.ops.evaluation.plots import accuracy_plot
     from synthfactory.ops.evaluation.report import write_report
     from synthfactory.ops.evaluation.tables import arm_table_markdown
@@ -108,9 +134,13 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     real_dir = store.require("real_images")
     class_names = read_classes(real_dir)
     n_classes = len(class_names)
-    test_images, test_labels, _ = read_split(real_dir, "test")
-    arms = {}
+    test_images, test_labels, test_keys = read_split(real_dir, "test")
+    arms: dict[str, dict] = {}
+    # Arms recorded as not built are listed with their reason; every other one is measured.
+    missing = missing_arms({arm: store.require(f"classifier_{arm}") for arm in ARMS})
     for arm in ARMS:
+        if arm in missing:
+            continue
         directory = store.require(f"classifier_{arm}")
         history = json.loads((directory / HISTORY_JSON).read_text())
         accuracies, per_class, confusion = [], [], np.zeros((n_classes, n_classes), np.int64)
@@ -127,7 +157,9 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                      "confusion": confusion.tolist()}
 
     filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
-    distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
+    distill_dir = store.require("distilled_set")
+    distill_summary = (None if read_not_built(distill_dir)
+                       else json.loads((distill_dir / SUMMARY_JSON).read_text()))
     generator_info = json.loads((store.require("generator") / "generator.json").read_text())
     judge_info = json.loads((store.require("judge") / "judge.json").read_text())
     real_manifest = json.loads((real_dir / MANIFEST_JSON).read_text())
@@ -143,7 +175,9 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                          if key not in {"history", "seconds"}} | {
             "matching_loss": {k: distill_summary["history"].get(k)
                               for k in ("initial_loss", "final_loss")}
-            if distill_summary["history"] else None},
+            if distill_summary["history"] else None} if distill_summary else None,
+        "missing_arms": missing,
+        "data": data_entry(real_manifest["counts"]),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
         "lineage": {
             "params_digest": params.digest(*Params.model_fields),
@@ -154,10 +188,20 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "shard_digests": filter_summary["shard_digests"],
             # A trained judge has one weights file; a CLIP judge the digest of its directory.
             "judge_digest": judge_info.get("sha256") or judge_info["digest"],
-            "distilled_sha256": distill_summary["sha256"],
+            "distilled_sha256": distill_summary["sha256"] if distill_summary else None,
         },
     }
-    grids = _grids(store, class_names, params.eval_report.grid_per_class)
+    synthetic = synthetic_arm(store.require("synthetic_shards"))
+    leakage = params.contamination
+    metrics["contamination"], contamination_grid = contamination_in_store(
+        synthetic, test_images, test_keys, real_dir, store.require("judge"),
+        store.require("filtered_set"), class_names, runtime.torch_device,
+        feature_threshold=leakage.feature_threshold, pixel_threshold=leakage.pixel_threshold,
+        pixel_resolution=leakage.pixel_resolution, grid_pairs=leakage.grid_pairs)
+    grids = _grids(store, class_names, params.eval_report.grid_per_class, synthetic)
+    grids[GRID] = contamination_grid
+    for line in missing_arm_lines(missing):
+        context.log.warning(f"eval_report: {line}")
     output = Path(params.eval_report.output_dir)
     with atomic_dir(output) as directory:
         write_report(directory, metrics, grids)
@@ -172,29 +216,33 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                 f"![accuracy per arm](data:image/png;base64,{base64.b64encode(plot).decode()})"),
             **{f"accuracy_{arm}": dg.MetadataValue.float(round(row["accuracy_mean"], 4))
                for arm, row in arms.items()},
+            "missing_arms": dg.MetadataValue.json(missing),
+            "contamination_count": metrics["contamination"]["count"],
             "seconds": round(time.perf_counter() - started, 1),
         },
         data_version=dg.DataVersion(sha256_file(output / "metrics.json")[:16]),
     )
 
 
-def _grids(store: ArtifactStore, class_names: list[str], per_class: int) -> dict[str, np.ndarray]:
-    """Image grids of each set, per class: real, synthetic, kept, rejected, distilled."""
+def _grids(store: ArtifactStore, class_names: list[str], per_class: int,
+           synthetic: TrainingData) -> dict[str, np.ndarray]:
+    """Image grids of each set, per class: real, synthetic, kept, rejected, distilled (if built)."""
     from synthfactory.ops.evaluation.plots import image_grid
 
     real_images, real_labels, _ = read_split(store.require("real_images"), "test")
-    synthetic = synthetic_arm(store.require("synthetic_shards"))
     records = {r["key"]: r for r in read_filter_records(store.require("filtered_set"))}
     kept = np.array([records[key]["keep"] for key in synthetic.keys])
-    distilled = distilled_arm(store.require("distilled_set"))
 
     def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return image_grid(images, labels, class_names, per_class=per_class)
 
-    return {
+    grids = {
         "real": grid(real_images, real_labels),
         "synthetic": grid(synthetic.images, synthetic.labels),
         "kept": grid(synthetic.images[kept], synthetic.labels[kept]),
         "rejected": grid(synthetic.images[~kept], synthetic.labels[~kept]),
-        "distilled": grid(distilled.images, distilled.labels),
     }
+    if read_not_built(store.require("distilled_set")) is None:
+        distilled = distilled_arm(store.require("distilled_set"))
+        grids["distilled"] = grid(distilled.images, distilled.labels)
+    return grids

@@ -128,13 +128,18 @@ def accuracy_floor(metrics_path: Path, floors: Mapping[str, float]) -> CheckOutc
     """The report's mean accuracy of each listed arm is at least its floor."""
     metrics = json.loads(metrics_path.read_text())
     arms = metrics["arms"]
-    unknown = sorted(set(floors) - set(arms))
+    missing = metrics.get("missing_arms") or {}
+    unknown = sorted(set(floors) - set(arms) - set(missing))
     if unknown:
         raise ValueError(f"eval_report.accuracy_floor names arms {unknown} that the report does "
                          f"not have; arms are {sorted(arms)}")
-    rows = {arm: {"accuracy": round(arms[arm]["accuracy_mean"], 4), "floor": floor}
+    # An arm that was not built has no accuracy: it does not reach its floor.
+    rows = {arm: ({"accuracy": round(arms[arm]["accuracy_mean"], 4), "floor": floor}
+                  if arm in arms else {"accuracy": None, "floor": floor,
+                                       "not_built": missing[arm]})
             for arm, floor in floors.items()}
-    low = {arm: row for arm, row in rows.items() if row["accuracy"] < row["floor"]}
+    low = {arm: row for arm, row in rows.items()
+           if row["accuracy"] is None or row["accuracy"] < row["floor"]}
     description = ("every arm with a floor reaches it: " +
                    ", ".join(f"{arm} {row['accuracy']:.4f} ≥ {row['floor']}"
                              for arm, row in rows.items())

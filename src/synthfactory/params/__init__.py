@@ -17,14 +17,15 @@ from synthfactory.params.base import ParamsError, Section, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams
-from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
+from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
+                                             EvalReportParams)
 from synthfactory.params.generation import DdpmParams, GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import (AutomationParams, ExecutorParams, ScheduleParams,
                                           SensorParams)
 from synthfactory.params.project import Params, ProjectConfig, load_params, parse_params
 
-__all__ = ["AutomationParams", "ClassifiersParams", "DdpmParams", "DistilledSetParams",
-           "EvalReportParams", "ExecutorParams", "FilteredSetParams", "GeneratorParams",
+__all__ = ["AutomationParams", "ClassifiersParams", "ContaminationParams", "DdpmParams",
+           "DistilledSetParams", "EvalReportParams", "ExecutorParams", "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
            "RealImagesParams", "ScheduleParams", "Section", "SensorParams",
            "SyntheticShardsParams", "config_digest", "load_params", "parse_params"]

@@ -14,7 +14,8 @@ from synthfactory.params.base import ParamsError, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams
-from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
+from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
+                                             EvalReportParams)
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import AutomationParams, ExecutorParams
 from synthfactory.resources.dvc import DvcResource
@@ -38,6 +39,7 @@ class Params(dg.ConfigurableResource):
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
+    contamination: ContaminationParams = ContaminationParams()
 
     @model_validator(mode="after")
     def _filters_match_judge(self) -> Params:
@@ -46,9 +48,36 @@ class Params(dg.ConfigurableResource):
                              "judge.backend: clip (image-prompt similarity is a CLIP score)")
         return self
 
+    @model_validator(mode="after")
+    def _prompts_cover_the_distilled_set(self) -> Params:
+        # Known before any work: the filter only removes images, so a class can never keep more
+        # than images_per_class (or its top fraction); ipc above that is refused, not degraded.
+        ipc, n = self.distilled_set.ipc, self.prompts.images_per_class
+        fraction = self.filtered_set.top_fraction if self.filtered_set.confidence else None
+        if kept_at_most(n, fraction) >= ipc:
+            return self
+        needed = next(count for count in range(ipc, 100 * ipc + 100)
+                      if kept_at_most(count, fraction) >= ipc)
+        if fraction is None:
+            raise ValueError(f"prompts.images_per_class = {n} is below distilled_set.ipc = {ipc} "
+                             "(the filter only removes images): raise prompts.images_per_class "
+                             f"to at least {ipc} or lower distilled_set.ipc to {n} or less")
+        raise ValueError(f"prompts.images_per_class = {n} leaves a class at most "
+                         f"{kept_at_most(n, fraction)} images after filtered_set.top_fraction = "
+                         f"{fraction}, fewer than distilled_set.ipc = {ipc}: raise "
+                         f"prompts.images_per_class to at least {needed} or lower "
+                         f"distilled_set.ipc to {kept_at_most(n, fraction)} or less")
+
     def digest(self, *sections: str) -> str:
         """sha256 (16 hex digits) of the named sections: the config part of a data version."""
         return config_digest({name: getattr(self, name).model_dump() for name in sections})
+
+
+def kept_at_most(images_per_class: int, top_fraction: float | None) -> int:
+    """The most images of a class the filter can keep: all, or its top fraction (at least one)."""
+    if top_fraction is None:
+        return images_per_class
+    return max(1, int(round(images_per_class * top_fraction)))
 
 
 @dataclass(frozen=True)

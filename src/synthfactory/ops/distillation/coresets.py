@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.seeds import rng
 
 METHODS = ("random", "herding", "kcenter", "dm")
@@ -27,7 +28,8 @@ def class_members(labels: np.ndarray, ipc: int) -> list[np.ndarray]:
     for label in np.unique(labels):
         indices = np.flatnonzero(labels == label)
         if len(indices) < ipc:
-            raise ValueError(f"class {int(label)} has {len(indices)} samples in the source set, "
+            # Not a crash: the distilled arm is recorded as not built, with this reason.
+            raise TooFewImages(f"class {int(label)} has {len(indices)} samples in the source set, "
                              f"fewer than distilled_set.ipc = {ipc}: lower ipc or loosen "
                              "filtered_set")
         members.append(indices)

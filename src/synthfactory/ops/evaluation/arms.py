@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from synthfactory.ops.curation import FILTER_MANIFEST
+from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.data.real_images import read_training_images
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
 
 
@@ -62,14 +64,20 @@ def filtered_arm(shards_dir: Path, filtered_dir: Path) -> TrainingData:
                                 f"{shards_dir}: re-materialize 'filtered_set'")
     samples = [s for s in read_samples(paths) if s.key in kept]
     if not samples:
-        raise ValueError("the filtered set keeps no sample: loosen filtered_set thresholds")
+        raise TooFewImages("the filtered set keeps no sample: loosen filtered_set thresholds")
     images = np.stack([s.image if s.image.ndim == 3 else s.image[:, :, None] for s in samples])
     labels = np.asarray([s.label for s in samples], dtype=np.int64)
     return TrainingData(images, labels, labels, [s.key for s in samples], sources=shard_names)
 
 
 def distilled_arm(distilled_dir: Path) -> TrainingData:
-    """The distilled images, with the judge's soft labels as targets when the set has them."""
+    """The distilled images, with the judge's soft labels as targets when the set has them.
+
+    A distilled set recorded as not built raises `TooFewImages` with its reason.
+    """
+    record = read_not_built(distilled_dir)
+    if record is not None:
+        raise TooFewImages(f"distilled_set was not built: {record['reason']}")
     shards = finished_shards(distilled_dir)
     if not shards:
         raise FileNotFoundError(f"{distilled_dir} has no finished shards: materialize "
