@@ -1,0 +1,133 @@
+"""Refuse the meaningless, early: one line naming the value and the fix, exit 2, no traceback,
+and nothing trained (each case stops before the first step, or in `real_images`, the first one).
+
+The CLI is called in-process through `main`, like tests/reliability/test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from synthfactory.cli import main
+from tests.support import tiny_params, write_labelled_webdataset
+
+ONE_THREAD = {"runtime": {"device": "cpu", "threads": 1}}
+
+
+@pytest.fixture(autouse=True)
+def _restore_params_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
+
+
+def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, Any],
+             *names: str, step: str | None = None) -> str:
+    """Run the CLI; assert exit 2, one clean error line holding `names`, and no training."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    code = main(["run", "--params", str(params)])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], lines[0]
+    if step is None:  # refused before the run: no step started, nothing written
+        assert out == "" and not (tmp_path / "data").exists(), out
+    else:  # refused by the first step, after loading: nothing downstream ran
+        assert lines[0].startswith(f"synthfactory: error: {step}: "), lines[0]
+        assert "FAILED in ['real_images']" in out
+    assert not (tmp_path / "data" / "generator").exists()
+    return lines[0]
+
+
+def _folder(root: Path, sizes: dict[str, int], bad: dict[str, int] | None = None) -> Path:
+    """An image folder: `sizes[c]` decodable images and `bad[c]` undecodable ones per class."""
+    noise = np.random.default_rng(0)
+    for index, (name, count) in enumerate(sizes.items()):
+        (root / name).mkdir(parents=True)
+        for number in range(count):
+            pixels = noise.integers(0, 60, (10, 10, 3), dtype=np.uint8)
+            pixels[:, index % 10] = 250
+            Image.fromarray(pixels).save(root / name / f"{number}.png")
+        for number in range((bad or {}).get(name, 0)):
+            (root / name / f"broken{number}.png").write_text("not a png")
+    return root
+
+
+def _imagefolder(tmp_path: Path, root: Path, **real: Any) -> dict[str, Any]:
+    return tiny_params(tmp_path, **ONE_THREAD,
+                       real_images={"source": "imagefolder", "root": str(root), **real})
+
+
+def test_a_single_class_folder_is_refused(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    root = _folder(tmp_path / "photos", {"cat": 30})
+    _refused(tmp_path, capsys, _imagefolder(tmp_path, root), "gives 1 class ('cat')",
+             "at least 2 classes", "add a class")
+
+
+def test_a_single_class_list_is_refused(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_labelled_webdataset(tmp_path / "wds", ["cat", "dog"], per_class=5)
+    raw = tiny_params(tmp_path, **ONE_THREAD, real_images={
+        "source": "webdataset", "root": str(root), "class_names": ["cat"]})
+    _refused(tmp_path, capsys, raw, "real_images.class_names gives 1 class", "at least 2")
+
+
+def test_a_class_too_small_for_the_splits_is_refused_before_decoding(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _folder(tmp_path / "photos", {"cat": 30, "dog": 2})
+    line = _refused(tmp_path, capsys, _imagefolder(tmp_path, root),
+                    "'dog': 1 train, 0 validation, 1 test",
+                    "at least 1 train, 1 validation, 1 test image",
+                    "3 images per class before the split", "add images")
+    assert "'cat'" not in line
+
+
+def test_a_webdataset_class_too_small_is_refused_from_its_labels(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_labelled_webdataset(tmp_path / "wds", ["cat", "dog"], per_class=2)
+    raw = tiny_params(tmp_path, **ONE_THREAD, real_images={"source": "webdataset",
+                                                            "root": str(root)})
+    _refused(tmp_path, capsys, raw, "2 class(es) of real_images.root",
+             "'cat': 1 train, 0 validation, 1 test", "'dog': 1 train, 0 validation, 1 test")
+
+
+def test_an_own_test_set_without_a_class_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _folder(tmp_path / "photos", {"cat": 20, "dog": 20})
+    test_root = _folder(tmp_path / "test", {"cat": 5})
+    (test_root / "dog").mkdir()  # the folder is there, without an image
+    _refused(tmp_path, capsys, _imagefolder(tmp_path, root, test_root=str(test_root)),
+             "+ test_root", "'dog': 18 train, 2 validation, 0 test", "1 test image")
+
+
+def test_a_class_that_decodes_too_few_images_is_refused_by_real_images(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The preflight counts 5 files of 'dog' (it decodes nothing); 3 are not images, so the
+    check after decoding refuses the class, in real_images, before the generator trains."""
+    root = _folder(tmp_path / "photos", {"cat": 30, "dog": 2}, bad={"dog": 3})
+    _refused(tmp_path, capsys, _imagefolder(tmp_path, root), "'dog': 1 train, 0 validation",
+             step="real_images")
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"distilled_set": {"ipc": 4}},
+     ["prompts.images_per_class = 6 leaves a class at most 3 images after "
+      "filtered_set.top_fraction = 0.5, fewer than distilled_set.ipc = 4",
+      "raise prompts.images_per_class to at least 7 or lower distilled_set.ipc to 3 or less"]),
+    ({"distilled_set": {"ipc": 7}, "filtered_set": {"top_fraction": None}},
+     ["prompts.images_per_class = 6 is below distilled_set.ipc = 7",
+      "raise prompts.images_per_class to at least 7"]),
+])
+def test_images_per_class_below_what_ipc_needs_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict,
+        names: list[str]) -> None:
+    _refused(tmp_path, capsys, tiny_params(tmp_path, **ONE_THREAD, **overrides), *names)
