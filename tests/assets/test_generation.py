@@ -41,7 +41,7 @@ def test_graph_writes_shards_that_webdataset_reads(tiny_config: ProjectConfig) -
 
     real = json.loads((root / "real_images" / "manifest.json").read_text())
     assert real["classes"] == [str(d) for d in range(10)]
-    assert sum(real["counts"]["train"].values()) + sum(real["counts"]["test"].values()) == 1797
+    assert sum(sum(real["counts"][split].values()) for split in ("train", "val", "test")) == 1797
 
     generator = json.loads((root / "generator" / "generator.json").read_text())
     assert generator["backend"] == "ddpm" and len(generator["digest"]) == 64

@@ -71,7 +71,7 @@ def multiprocess_run(tmp_path_factory: pytest.TempPathFactory
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    job = dg.build_reconstructable_job("tests.test_pools_and_backfills", "gpu_job",
+    job = dg.build_reconstructable_job("tests.platform.test_pools_and_backfills", "gpu_job",
                                        reconstructable_args=(str(params_file),),
                                        reconstructor_working_directory=str(ROOT))
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -28,8 +28,8 @@ ENOSPC_SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import numpy as np
-    from synthfactory.ops.atomic import DiskFullError, atomic_dir, sha256_file
-    from synthfactory.ops.shards import Sample, verify_shard, write_shard
+    from synthfactory.ops.storage.atomic import DiskFullError, atomic_dir, sha256_file
+    from synthfactory.ops.storage.shards import Sample, verify_shard, write_shard
 
     root = Path(sys.argv[1])
     noise = np.random.default_rng(0)

@@ -23,7 +23,7 @@ class ArtifactStore(dg.ConfigurableResource):
     `root` may also be an fsspec URL (`s3://bucket/prefix`): then many machines share the data.
     Assets still read and write local files, in `cache`; publishing uploads the unit and its
     commit record, and `require` downloads what the object store has and the cache lacks (see
-    `synthfactory.ops.remote`). With a local root nothing of this happens.
+    `synthfactory.ops.storage.remote`). With a local root nothing of this happens.
     """
 
     model_config = ConfigDict(extra="forbid")
