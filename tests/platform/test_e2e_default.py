@@ -32,4 +32,8 @@ def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None
     assert arms["synthetic"] >= 0.88
     assert arms["filtered"] >= arms["synthetic"] - 0.005  # within seed noise of "not worse"
     assert metrics["filter"]["judge_agreement"] >= 0.85
+    assert metrics["missing_arms"] == {}
+    # The leakage check states its count on the default run: no generated digit copies a test one.
+    assert metrics["contamination"]["count"] == 0
+    assert metrics["contamination"]["real_val_baseline"]["count"] == 0
     shutil.rmtree(tmp_path / "data")
