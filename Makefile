@@ -61,10 +61,13 @@ bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the
 	$(BIN)/python benchmarks/distillation.py
 	$(BIN)/python benchmarks/distillation_methods.py
 	$(BIN)/python benchmarks/text2image_throughput.py --size tiny --height 32 --width 32 --steps 10
+	$(BIN)/python benchmarks/adapter_throughput.py --size tiny --resolution 32 --batch 4 --threads 1
 
-bench-gpu: $(STAMP)  ## SD 1.5 architecture (random weights) at 512x512, 25 steps, fp16, batch 16
+bench-gpu: $(STAMP)  ## SD 1.5 architecture (random weights) at 512x512: sampling (fp16, batch 16), LoRA fine-tune (bf16, batch 4)
 	$(BIN)/python benchmarks/text2image_throughput.py --size sd15 --device cuda --dtype float16 \
 		--height 512 --width 512 --steps 25 --batch 16 --images 128 --shard-size 64
+	$(BIN)/python benchmarks/adapter_throughput.py --size sd15 --device cuda --dtype bfloat16 \
+		--resolution 512 --batch 4 --steps 50
 
 dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the same definitions
 	$(BIN)/dagster dev -m synthfactory.definitions -h 127.0.0.1 -p 3000

@@ -97,9 +97,12 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     if dg.AssetKey("real_images") in keys:
         _preflight(config)
     tags = {}
-    shards_key = dg.AssetKey("synthetic_shards")
-    if shards_key in keys:
-        all_shards = graph.get(shards_key).partitions_def.get_partition_keys()
+    # Every partitioned asset (synthetic_shards, the refinement rounds' refined_shards) shares
+    # the shard partitions: one range covers them all.
+    partitioned = sorted((key for key in keys if graph.get(key).partitions_def is not None),
+                         key=lambda key: key.to_user_string())
+    if partitioned:
+        all_shards = graph.get(partitioned[0]).partitions_def.get_partition_keys()
         first, last = _partition_range(partitions, all_shards)
         tags = {"dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
@@ -19,6 +20,7 @@ from synthfactory.assets.distillation import distilled_set
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
+from synthfactory.assets.refinement import refinement_assets, report_deps
 from synthfactory.automation import (
     build_params_sensor,
     build_rebuild_schedule,
@@ -44,9 +46,17 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     Every asset's data version is DVC's md5 of its output. `params_path` is the file the sensor
     re-reads on every tick.
     """
-    assets = [real_images, prompts, generator, build_synthetic_shards(shard_partitions(config)),
-              judge, filtered_set, distilled_set, *[build_classifier(arm) for arm in ARMS],
-              eval_report]
+    partitions = shard_partitions(config)
+    shards, report = build_synthetic_shards(partitions), eval_report
+    adapters = []
+    if config.params.generator.adapt == "lora":  # shards come from the adapted generator
+        adapters = [generator_adapter]
+        shards = _with_deps(shards, [ADAPTER_ASSET])
+    if config.params.refinement.rounds:  # the report reads every round's classifiers
+        report = _with_deps(report, report_deps(config))
+    assets = [real_images, prompts, generator, *adapters, shards, judge, filtered_set,
+              distilled_set, *[build_classifier(arm) for arm in ARMS],
+              *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     job = rebuild_job()
@@ -60,6 +70,12 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         resources={"params": config.params, "store": config.store, "runtime": config.runtime,
                    "dvc": config.dvc},
     )
+
+
+def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str]) -> dg.AssetsDefinition:
+    """The same asset with more upstream assets (optional parts of the graph add themselves)."""
+    (mapped,) = dg.map_asset_specs(lambda spec: spec.merge_attributes(deps=deps), [assets_def])
+    return mapped
 
 
 def job_for_params(params_path: str, job_name: str = "rebuild") -> dg.JobDefinition:

@@ -191,6 +191,13 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "distilled_sha256": distill_summary["sha256"] if distill_summary else None,
         },
     }
+    if params.refinement.rounds:  # the loop's arms (last round) and every round's results
+        from synthfactory.assets.refinement import refinement_results
+
+        loop_arms, metrics["refinement"] = refinement_results(
+            params.refinement, store, runtime.torch_device, test_images, test_labels, class_names,
+            arms["synthetic"]["per_class_accuracy"])
+        arms.update(loop_arms)
     synthetic = synthetic_arm(store.require("synthetic_shards"))
     leakage = params.contamination
     metrics["contamination"], contamination_grid = contamination_in_store(

@@ -106,15 +106,19 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         partition range loads the generator once and writes each shard atomically (tar renamed
         into place, its sidecar written last), so the same params give byte-identical shards.
         """
-        from synthfactory.ops.generation.generate import generate_samples, open_generator  # torch: per step
+        from synthfactory.ops.generation.generate import (generate_samples, open_generator,
+                                                          read_adapter)  # torch: per step
         from synthfactory.ops.generation.samplers import SamplerSettings
 
         config = params.synthetic_shards
         records = read_prompts(store.require("prompts", PROMPTS_FILE))
         image_shape = read_image_shape(store.require("real_images"))
+        # With generator.adapt: lora, the LoRA fine-tuned on the real images is fused in.
+        lora = (read_adapter(store.require("generator_adapter"))
+                if params.generator.adapt == "lora" else None)
         model = open_generator(store.require("generator"), backend=params.generator.backend,
                                device=runtime.torch_device, dtype=runtime.torch_dtype,
-                               compile_model=params.generator.compile)
+                               compile_model=params.generator.compile, lora=lora)
         settings = SamplerSettings(steps=config.steps, scheduler=config.scheduler,
                                    height=config.height, width=config.width)
         written, started = [], time.perf_counter()

@@ -19,13 +19,16 @@ from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams
 from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
                                              EvalReportParams)
-from synthfactory.params.generation import DdpmParams, GeneratorParams, SyntheticShardsParams
+from synthfactory.params.generation import (AdapterParams, DdpmParams, GeneratorParams,
+                                            SyntheticShardsParams)
 from synthfactory.params.platform import (AutomationParams, ExecutorParams, ScheduleParams,
                                           SensorParams)
 from synthfactory.params.project import Params, ProjectConfig, load_params, parse_params
+from synthfactory.params.refinement import RefinementParams
 
-__all__ = ["AutomationParams", "ClassifiersParams", "ContaminationParams", "DdpmParams",
-           "DistilledSetParams", "EvalReportParams", "ExecutorParams", "FilteredSetParams", "GeneratorParams",
+__all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "ContaminationParams",
+           "DdpmParams", "DistilledSetParams", "EvalReportParams", "ExecutorParams",
+           "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
-           "RealImagesParams", "ScheduleParams", "Section", "SensorParams",
+           "RealImagesParams", "RefinementParams", "ScheduleParams", "Section", "SensorParams",
            "SyntheticShardsParams", "config_digest", "load_params", "parse_params"]

@@ -32,11 +32,30 @@ class DdpmParams(Section):
         return widths
 
 
+class AdapterParams(Section):
+    """LoRA fine-tuning of a pretrained pipeline on the real train images (`generator.adapt: lora`).
+
+    `rank` of the LoRA matrices (alpha = rank), `steps` of AdamW at `learning_rate` on
+    `batch_size` images, the text encoder adapted too when `text_encoder`. `resolution`: the
+    size images are upscaled to for training (null: the size `synthetic_shards` renders at).
+    """
+
+    rank: int = Field(default=4, gt=0)
+    steps: int = Field(default=500, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0.0)
+    batch_size: int = Field(default=4, gt=0)
+    text_encoder: bool = False
+    resolution: int | None = Field(default=None, ge=8)
+    checkpoint_every: int = Field(default=100, ge=0)  # steps between checkpoints; 0: none
+
+
 class GeneratorParams(Section):
     """Which diffusion model generates the images.
 
     `ddpm` trains the embedded class-conditional model; `diffusers` loads a pretrained
     text-to-image pipeline from `model` (a local directory or a hub id), safetensors only.
+    `adapt: lora` fine-tunes LoRA weights of that pipeline on the real train images first
+    (the `generator_adapter` asset, settings under `adapter`); the shards are generated with it.
     """
 
     backend: Literal["ddpm", "diffusers"] = "ddpm"
@@ -47,6 +66,8 @@ class GeneratorParams(Section):
     lora: str | None = None
     lora_scale: float = Field(default=1.0, ge=0.0)
     compile: bool = False
+    adapt: Literal["none", "lora"] = "none"
+    adapter: AdapterParams = AdapterParams()
     ddpm: DdpmParams = DdpmParams()
 
     @model_validator(mode="after")
@@ -57,6 +78,12 @@ class GeneratorParams(Section):
         if self.backend == "ddpm" and (self.model or self.lora):
             raise ValueError(f"generator.model {self.model!r} / lora {self.lora!r} need "
                              "generator.backend: diffusers (the ddpm backend trains its own model)")
+        if self.adapt == "lora" and self.backend != "diffusers":
+            raise ValueError("generator.adapt 'lora' needs generator.backend: diffusers (the ddpm "
+                             "backend is trained on your images already); set adapt: none")
+        if self.adapt == "lora" and self.lora:
+            raise ValueError(f"generator.adapt 'lora' trains its own LoRA and generator.lora "
+                             f"{self.lora!r} names another: keep one of them")
         return self
 
 

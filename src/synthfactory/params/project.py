@@ -18,6 +18,7 @@ from synthfactory.params.evaluation import (ClassifiersParams, ContaminationPara
                                              EvalReportParams)
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import AutomationParams, ExecutorParams
+from synthfactory.params.refinement import RefinementParams
 from synthfactory.resources.dvc import DvcResource
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -40,6 +41,7 @@ class Params(dg.ConfigurableResource):
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
     contamination: ContaminationParams = ContaminationParams()
+    refinement: RefinementParams = RefinementParams()
 
     @model_validator(mode="after")
     def _filters_match_judge(self) -> Params:

@@ -23,6 +23,7 @@ from synthfactory.ops.evaluation.contamination import contamination_section
 from synthfactory.ops.evaluation.missing import missing_arms_section
 from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
                                                png_bytes)
+from synthfactory.ops.evaluation.refinement_report import refinement_section
 from synthfactory.ops.evaluation.tables import (ARMS_CSV, arm_table, arm_table_csv,
                                                 markdown_table, ordered_arms)
 from synthfactory.ops.storage.atomic import dumps_json
@@ -157,8 +158,8 @@ def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 # The report, in order. Add a section here; a builder returning None leaves it out.
 SECTIONS: list[SectionBuilder] = [summary_section, missing_arms_section, class_sizes_section,
                                   per_class_section, filtering_section, distillation_section,
-                                  contamination_section, confusion_section, images_section,
-                                  lineage_section]
+                                  refinement_section, contamination_section, confusion_section,
+                                  images_section, lineage_section]
 
 
 def build_sections(metrics: dict[str, Any], grids: dict[str, np.ndarray],

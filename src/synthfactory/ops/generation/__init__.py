@@ -4,3 +4,5 @@ generation loop that turns prompt records into shard samples."""
 
 # The record a `generator` directory holds, whatever its backend (written last).
 GENERATOR_JSON = "generator.json"
+# The record of a `generator_adapter` directory (LoRA fine-tuned on the real images).
+ADAPTER_JSON = "adapter.json"

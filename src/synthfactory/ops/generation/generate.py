@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from PIL import Image
 
 from synthfactory.ops.data.images import to_square
 from synthfactory.ops.data.prompts import PromptRecord
-from synthfactory.ops.generation import GENERATOR_JSON
+from synthfactory.ops.generation import ADAPTER_JSON, GENERATOR_JSON
 from synthfactory.ops.generation.samplers import SamplerSettings
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.shards import Sample
@@ -104,11 +104,13 @@ def fit_image(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def open_generator(directory: Path, *, backend: str, device: torch.device, dtype: torch.dtype,
-                   compile_model: bool = False) -> ImageBackend:
+                   compile_model: bool = False, lora: dict | None = None) -> ImageBackend:
     """The generator a `generator` directory records, loaded for sampling.
 
     `backend` is the configured one: a directory made by another backend is an error, not a
-    surprise.
+    surprise. `lora` (`{path, scale, digest}`, e.g. the `generator_adapter` asset's weights)
+    replaces the record's LoRA: it is fused into the pipeline and its digest joins the
+    generator's.
     """
     info_path = directory / GENERATOR_JSON
     if not info_path.is_file():
@@ -118,6 +120,10 @@ def open_generator(directory: Path, *, backend: str, device: torch.device, dtype
     if record.get("backend") != backend:
         raise ValueError(f"generator.backend is {backend!r} but {directory} holds a "
                          f"{record.get('backend')!r} generator: materialize 'generator' again")
+    if lora is not None:
+        if backend != "diffusers":
+            raise ValueError(f"a LoRA adapter needs the diffusers backend, not {backend!r}")
+        record = {**record, "lora": lora}
     if backend == "diffusers":
         from synthfactory.ops.generation.text2image import Text2ImageGenerator
 
@@ -125,3 +131,15 @@ def open_generator(directory: Path, *, backend: str, device: torch.device, dtype
     from synthfactory.ops.generation.ddpm import DdpmGenerator
 
     return DdpmGenerator(directory, device, dtype)
+
+
+def read_adapter(directory: Path) -> dict[str, Any]:
+    """A finished `generator_adapter` directory as the `lora` entry of `open_generator`:
+    the weights' path, the scale they are fused at, and their sha256."""
+    info_path = directory / ADAPTER_JSON
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {ADAPTER_JSON}: materialize "
+                                "'generator_adapter' first")
+    info = json.loads(info_path.read_text())
+    return {"path": str((directory / info["weights"]).resolve()), "scale": info["scale"],
+            "digest": info["digest"]}

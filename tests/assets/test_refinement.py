@@ -1,0 +1,78 @@
+"""The refinement loop in the graph: two rounds on the tiny config, through Dagster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from synthfactory.definitions import build_definitions
+from synthfactory.ops.storage.shards import finished_shards, read_samples
+from synthfactory.params import parse_params
+from tests.support import tiny_params
+
+BUDGET = 20
+
+
+def _materialize(root: Path) -> dg.ExecuteInProcessResult:
+    config = parse_params(tiny_params(root, refinement={"rounds": 2, "budget": BUDGET}))
+    defs = build_definitions(config)
+    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
+    return dg.materialize(list(defs.assets), resources=defs.resources,
+                          raise_on_error=False, tags={
+                              "dagster/asset_partition_range_start": keys[0],
+                              "dagster/asset_partition_range_end": keys[-1]})
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("loop")
+    assert _materialize(root).success
+    return root
+
+
+def test_two_rounds_run_in_order_and_the_report_names_the_result(loop_run: Path) -> None:
+    data = loop_run / "data"
+    metrics = json.loads((loop_run / "reports" / "eval" / "metrics.json").read_text())
+    synthetic = metrics["arms"]["synthetic"]["n_train"]
+    # Equal cost: both arms add the budget per round to the same synthetic set.
+    assert metrics["arms"]["refined"]["n_train"] == synthetic + 2 * BUDGET
+    assert metrics["arms"]["uniform"]["n_train"] == synthetic + 2 * BUDGET
+    loop = metrics["refinement"]
+    assert [r["round"] for r in loop["rounds"]] == [1, 2]
+    assert loop["rounds"][0]["evaluated_arm"] == "classifier_synthetic"
+    # Round 2 planned from round 1's refined classifier, read through the store.
+    assert loop["rounds"][1]["evaluated_arm"] == "classifier_refined"
+    assert loop["rounds"][1]["refined"]["n_train"] == metrics["arms"]["refined"]["n_train"]
+    for r in loop["rounds"]:
+        assert sum(r["allocation"].values()) == BUDGET
+    worst = loop["worst_class"]
+    assert worst["name"] in metrics["classes"] and worst["chosen_on"] == "val"
+    assert {"before", "after", "uniform_after"} <= set(worst)
+    assert "Weak-class refinement" in (loop_run / "reports" / "eval" / "report.md").read_text()
+    for directory in ("refined_shards", "refined_shards_round2"):
+        for arm in ("refined", "uniform"):
+            shards = finished_shards(data / directory, f"{arm}-*.tar")
+            assert len(shards) == 3  # the synthetic shards' partition keys
+            samples = list(read_samples(shards, decode=False))
+            assert len(samples) == BUDGET
+            assert all(s.key.startswith(arm[0]) for s in samples)
+    plan = json.loads((data / "refinement_plan_round2" / "plan.json").read_text())
+    assert plan["split"] == "val" and plan["round"] == 2
+
+
+def test_the_plan_never_reads_the_test_split(loop_run: Path) -> None:
+    """Guards "choices on validation only": with the test shards gone the plans still run,
+    while eval_report (which must read test) fails on the same store."""
+    data = loop_run / "data"
+    for path in (data / "real_images").glob("test-*"):
+        path.unlink()
+    config = parse_params(tiny_params(loop_run, refinement={"rounds": 2, "budget": BUDGET}))
+    defs = build_definitions(config)
+    plans = [defs.get_assets_def(name) for name in ("refinement_plan", "refinement_plan_round2")]
+    assert dg.materialize(plans, resources=defs.resources).success
+    report = dg.materialize([defs.get_assets_def("eval_report")], resources=defs.resources,
+                            raise_on_error=False)
+    assert not report.success
