@@ -53,13 +53,13 @@ browser-deps:
 test-e2e: $(STAMP) $(DVC_STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: $(STAMP)  ## benchmarks, each prints JSON (the distillation ones read the store of `make run`)
+bench: $(STAMP)  ## benchmarks, each prints JSON (distillation_table runs its own graph, ~30 min)
 	$(BIN)/python benchmarks/import_time.py
 	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/generation_throughput.py
 	$(BIN)/python benchmarks/generation_memory.py
 	$(BIN)/python benchmarks/distillation.py
-	$(BIN)/python benchmarks/distillation_methods.py
+	$(BIN)/python benchmarks/distillation_table.py
 	$(BIN)/python benchmarks/text2image_throughput.py --size tiny --height 32 --width 32 --steps 10
 	$(BIN)/python benchmarks/adapter_throughput.py --size tiny --resolution 32 --batch 4 --threads 1
 

@@ -1,118 +1,141 @@
-"""Distribution matching (`dm`) speed and memory at ipc 1, 10 and 50 (prints JSON).
+"""Speed and memory of each learned distillation method per ipc (prints JSON).
 
-Each ipc runs in a fresh process so its peak memory is its own: peak RSS on CPU (the increase
-over the process's RSS once the data is loaded), `torch.cuda.max_memory_allocated` on CUDA.
-Source data: the filtered set of the store (`make run` first), else the real train split.
-"Seconds to converge" is the time until the smoothed matching loss first comes within 5% of its
-final value.
+Each (method, ipc) runs in a fresh process, so its peak memory is its own: on CPU the peak RSS
+minus the RSS once the data is loaded (`/proc/self/statm`, not the peak so far), on CUDA
+`torch.cuda.max_memory_allocated`. Data: the digits train split of the project (train without
+validation, 1132 images), the params' method settings (`distilled_set.dm/dc/mtt`), DSA as the
+params say. mtt's experts are trained first (`expert_trajectories` settings) and not timed. For
+dm the matching loss on 8 fixed random ConvNets is given for the images dm starts from and for
+the learned ones.
 
-    python benchmarks/distillation.py [--store data] [--iterations 1000] [--ipc 1 10 50]
+    python benchmarks/distillation.py [--params params.yaml] [--methods dm dc mtt]
+        [--ipc 1 10 50] [--iterations N (default: the params')]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+def rss_mib() -> float:
+    """The current resident set size of this process, in MiB."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    """The peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def load_source(store: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """The filtered set if the store has one, else the real train split."""
-    from synthfactory.ops.evaluation.arms import filtered_arm, real_arm
+def digits_train() -> tuple[np.ndarray, np.ndarray]:
+    """The project's digits train split (the validation part carved out), uint8 N×8×8×1."""
+    from synthfactory.ops.data.digits import load_digits
+    from synthfactory.ops.data.splits import carve_validation, stratified_split
 
-    if (store / "filtered_set" / "manifest.jsonl").is_file():
-        data = filtered_arm(store / "synthetic_shards", store / "filtered_set")
-        return data.images, data.labels, "filtered_set"
-    data = real_arm(store / "real_images")
-    return data.images, data.labels, "real_images train split"
-
-
-def seconds_to_converge(losses: list[list[float]], seconds_per_iteration: float) -> float:
-    """Seconds until the moving average of the loss is within 5% of its final value."""
-    values = np.array([value for _, value in losses])
-    iterations = np.array([iteration for iteration, _ in losses])
-    window = max(1, len(values) // 20)
-    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-    target = smooth[-1] * 1.05
-    first = int(np.argmax(smooth <= target))
-    return float(iterations[first + window - 1] + 1) * seconds_per_iteration
+    data = load_digits(8, 1)
+    train, _ = stratified_split(data.labels, 0.3, 0)
+    train, _ = carve_validation(data.labels, train, 0.1, 0)
+    return data.images[train], data.labels[train]
 
 
-def run_one(store: Path, ipc: int, iterations: int, device_name: str) -> dict:
-    """One DM run in this process; returns its measurements."""
+def run_one(params_path: str, method: str, ipc: int, iterations: int | None, device_name: str
+            ) -> dict:
+    """One method at one ipc in this process; returns its measurements."""
     import torch
 
-    from synthfactory.ops.distillation.dm import distribution_matching, matching_loss
+    from synthfactory.ops.distillation.dsa import DSA
+    from synthfactory.ops.distillation.matching import (distribution_matching,
+                                                        gradient_matching, matching_loss)
+    from synthfactory.ops.distillation.trajectories import train_expert, trajectory_matching
+    from synthfactory.params import load_params
 
-    images, labels, source = load_source(store)
-    n_classes = int(labels.max()) + 1
+    config = load_params(params_path).params
+    distill, experts_config = config.distilled_set, config.expert_trajectories
+    images, labels = digits_train()
     device = torch.device(device_name)
-    baseline = peak_rss_mb()
+    dsa = DSA(strategy=distill.dsa.strategy, fill=distill.dsa.fill)
+    settings = dict(getattr(distill, method).model_dump())
+    if iterations is not None:
+        settings["iterations"] = iterations
+    common = {"seed": 0, "device": device, "dsa": dsa, "width": distill.eval.width}
+    experts = []
+    if method == "mtt":
+        settings.pop("final_max_start_epoch")
+        settings.pop("label_learning_rate")
+        experts = [train_expert(images, labels, 10, seed=s, device=device,
+                                epochs=experts_config.epochs,
+                                learning_rate=experts_config.learning_rate,
+                                batch_size=experts_config.batch_size, dsa=dsa)[0]
+                   for s in range(experts_config.experts)]
+    if method == "dm":
+        settings.pop("features")
+    baseline = rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    distilled, distilled_labels, history = distribution_matching(
-        images, labels, n_classes, ipc, seed=0, device=device, iterations=iterations)
+    if method == "dm":
+        result = distribution_matching(images, labels, 10, ipc, **common, **settings)
+    elif method == "dc":
+        result = gradient_matching(images, labels, 10, ipc, **common, **settings)
+    else:
+        result = trajectory_matching(images, labels, 10, ipc, experts, **common, **settings)
     seconds = time.perf_counter() - started
-    # The loss of the initial images (real samples) vs the learned ones, on fixed random nets.
-    start = _first_per_class(labels, ipc)
-    initial = matching_loss(images, labels, images[start], labels[start], n_classes, seed=1, n_nets=8,
-                            device=device, width=128, depth=None)
-    final = matching_loss(images, labels, distilled, distilled_labels, n_classes, seed=1,
-                          n_nets=8, device=device, width=128, depth=None)
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else peak_rss_mb() - baseline)
-    return {"ipc": ipc, "source": source, "source_images": len(images),
-            "iterations": iterations, "seconds": round(seconds, 2),
-            "iterations_per_second": round(iterations / seconds, 2),
-            "seconds_to_converge": round(seconds_to_converge(history["loss"],
-                                                             seconds / iterations), 2),
-            "peak_memory_mib": round(peak, 1),
-            "matching_loss_fixed_nets": {"initial_images": round(initial, 4),
-                                         "distilled": round(final, 4)}}
-
-
-def _first_per_class(labels: np.ndarray, ipc: int) -> np.ndarray:
-    return np.concatenate([np.flatnonzero(labels == c)[:ipc] for c in np.unique(labels)])
+            else peak_rss_mib() - baseline)
+    row = {"method": method, "ipc": ipc, "iterations": settings["iterations"],
+           "seconds": round(seconds, 2),
+           "iterations_per_second": round(settings["iterations"] / seconds, 3),
+           "peak_memory_increase_mib": round(peak, 1)}
+    if method == "dm":
+        start = np.asarray(result.history["init"])
+        row["matching_loss_fixed_nets"] = {
+            "start_images": round(matching_loss(images, labels, images[start], labels[start], 10,
+                                                seed=1, n_nets=8, device=device), 4),
+            "learned": round(matching_loss(images, labels, result.images, result.labels, 10,
+                                           seed=1, n_nets=8, device=device), 4)}
+    return row
 
 
 def main() -> None:
-    """Run every ipc in its own process and print one JSON document."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", default="data")
-    parser.add_argument("--iterations", type=int, default=1000)
+    """Run every (method, ipc) in its own process and print one JSON document."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--methods", nargs="+", default=["dm", "dc", "mtt"])
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one is not None:
-        print(json.dumps(run_one(Path(args.store), args.one, args.iterations, args.device)))
-        return
-    runs = []
-    for ipc in args.ipc:
-        out = subprocess.run([sys.executable, __file__, "--store", args.store, "--iterations",
-                              str(args.iterations), "--device", args.device, "--one", str(ipc)],
-                             check=True, capture_output=True, text=True).stdout
-        runs.append(json.loads(out.strip().splitlines()[-1]))
-    print(json.dumps({"benchmark": "distribution_matching", "device": args.device,
-                      "runs": runs}, indent=2))
-
-
-def _cuda() -> bool:
     import torch
 
-    return torch.cuda.is_available()
+    torch.set_num_threads(1)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.one is not None:
+        print(json.dumps(run_one(args.params, args.one[0], int(args.one[1]), args.iterations,
+                                 device)))
+        return
+    runs = []
+    for method in args.methods:
+        for ipc in args.ipc:
+            command = [sys.executable, __file__, "--params", args.params, "--device", device,
+                       "--one", method, str(ipc)]
+            if args.iterations is not None:
+                command += ["--iterations", str(args.iterations)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "distillation", "device": device, "threads": 1,
+                      "torch": torch.__version__, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ TINY_PARAMS: dict[str, Any] = {
     # An undertrained generator makes poor digits: keep the top half of each class so every
     # class has enough samples for the distilled set.
     "filtered_set": {"threshold": None, "top_fraction": 0.5, "dedup_threshold": 0.999},
-    "distilled_set": {"method": "dm", "ipc": 2, "iterations": 10, "batch_real": 16},
+    "distilled_set": {"methods": ["dm"], "ipcs": [2], "eval_models": 2,
+                      "dm": {"iterations": 10, "batch_real": 16},
+                      "eval": {"epochs": 5, "width": 16}},
     "classifiers": {"n_seeds": 2, "epochs": 1, "min_steps": 10, "width": 16},
 }
 

@@ -44,8 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sync.add_argument("--output", default="dvc.yaml", help="where to write (default dvc.yaml)")
     sync.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 when the file differs from the definitions")
+    export = commands.add_parser("export", help="write a distilled cell as PNG class folders "
+                                                 "or one .npz, for other tools")
+    export.add_argument("asset", choices=["distilled_set"], help="what to export")
+    export.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    export.add_argument("--cell", default=None,
+                        help="<method>-ipc<N>-<source>, e.g. dm-ipc10-real (default: the first "
+                             "cell of the params)")
+    export.add_argument("--repeat", type=int, default=0, help="which repeat (default 0)")
+    export.add_argument("--format", default="imagefolder", choices=["imagefolder", "npz"])
+    export.add_argument("directory", help="where to write (created; must be empty if it exists)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "export":
+            return export_command(Path(args.params), args.cell, args.repeat, args.format,
+                                  Path(args.directory))
         if args.command == "dvc-sync":
             return dvc_sync_command(args.params, Path(args.output), args.check)
         if args.processes < 1:
@@ -160,7 +173,8 @@ def _preflight(config: ProjectConfig) -> None:
     source = config.params.real_images
     preflight_counts(source.source, source.root, source.test_root,
                      list_classes(source.source, source.root, source.class_names),
-                     source.test_fraction, source.val_fraction, config.runtime.seed)
+                     source.test_fraction, source.val_fraction, config.runtime.seed,
+                     config.params.train_images_needed())
 
 
 def _missing_arms(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, metrics_path: Path,
@@ -178,6 +192,38 @@ def _missing_arms(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, met
     if reported and metrics_path.is_file():
         missing.update(json.loads(metrics_path.read_text()).get("missing_arms") or {})
     return missing
+
+
+def export_command(params_path: Path, cell: str | None, repeat: int, fmt: str,
+                   directory: Path) -> int:
+    """Export one repeat of one distilled cell (uint8; soft labels in JSON or the npz)."""
+    from synthfactory.ops.data.real_images import read_classes
+    from synthfactory.ops.distillation.cells import parse_cell
+    from synthfactory.ops.distillation.cellstore import cell_dir, read_cell
+    from synthfactory.ops.distillation.export import export_distilled
+    from synthfactory.params import load_params
+
+    config = load_params(params_path)
+    store, distilled = config.store, config.params.distilled_set
+    key = cell or f"{distilled.methods[0]}-ipc{distilled.ipcs[0]}-{distilled.sources[0]}"
+    parse_cell(key)
+    source = cell_dir(store.path("distilled_set"), key)
+    if not source.is_dir():
+        raise FileNotFoundError(f"cell {key} is not in {store.path('distilled_set')}: add it to "
+                                "distilled_set.methods/ipcs/sources and materialize distilled_set")
+    repeats = read_cell(source)
+    if not 0 <= repeat < len(repeats):
+        raise ValueError(f"--repeat {repeat}: cell {key} has repeats 0..{len(repeats) - 1}")
+    if directory.exists() and any(directory.iterdir()):
+        raise ValueError(f"{directory} is not empty: give a new or empty directory")
+    chosen = repeats[repeat]
+    summary = export_distilled(chosen.images, chosen.labels,
+                               read_classes(store.require("real_images")), directory, fmt,
+                               soft_labels=chosen.soft_labels,
+                               info={"cell": key, "repeat": repeat})
+    print(f"exported {key} repeat {repeat}: {summary['count']} images as {fmt} to {directory} "
+          f"({summary['pixels_clipped_fraction']:.1%} of pixels clipped to [0, 255])")
+    return 0
 
 
 def dvc_sync_command(params_file: str, output: Path, check: bool) -> int:

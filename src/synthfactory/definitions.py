@@ -16,7 +16,7 @@ from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
-from synthfactory.assets.distillation import distilled_set
+from synthfactory.assets.distillation import classifier_distilled, distilled_set, expert_trajectories
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
 from synthfactory.assets.generation import build_synthetic_shards, generator
@@ -55,7 +55,8 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     if config.params.refinement.rounds:  # the report reads every round's classifiers
         report = _with_deps(report, report_deps(config))
     assets = [real_images, prompts, generator, *adapters, shards, judge, filtered_set,
-              distilled_set, *[build_classifier(arm) for arm in ARMS],
+              expert_trajectories, distilled_set, classifier_distilled,
+              *[build_classifier(arm) for arm in ARMS if arm != "distilled"],
               *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)

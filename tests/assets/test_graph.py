@@ -54,6 +54,11 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.Execute
         assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
     assert metrics["arms"]["distilled"]["n_train"] == 20  # ipc 2 × 10 classes
     assert metrics["distillation"]["method"] == "dm" and metrics["distillation"]["ipc"] == 2
+    [row] = metrics["distillation_table"]
+    assert {key: row[key] for key in ("method", "ipc", "source", "architecture", "n_models")} == {
+        "method": "dm", "ipc": 2, "source": "filtered", "architecture": "convnet",
+        "n_models": 2}
+    assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["seconds"] > 0
     assert metrics["filter"]["total"] == 60 and 0 < metrics["filter"]["kept"] <= 60
     assert metrics["missing_arms"] == {}  # every arm built
     contamination = metrics["contamination"]
@@ -106,7 +111,7 @@ def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, dg.Execu
 
 
 def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: Path) -> None:
-    result = _run_all(tmp_path, distilled_set={"method": "herding", "labels": "soft", "ipc": 2})
+    result = _run_all(tmp_path, distilled_set={"methods": ["herding"], "labels": "soft", "ipcs": [2]})
     assert result.success
     shards = finished_shards(tmp_path / "data" / "distilled_set")
     samples = list(read_samples(shards))

@@ -38,8 +38,8 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path,
                "templates": ["a photo of a {name}."], "batch_size": 8},
         filtered_set={"threshold": None, "top_fraction": 0.75, "clip_score": -1.0,
                       "dedup_threshold": 0.999},
-        distilled_set={"method": "dm", "dm_features": "judge", "ipc": 1, "iterations": 3,
-                       "batch_real": 8},
+        distilled_set={"methods": ["dm"], "ipcs": [1], "eval_models": 1,
+                       "dm": {"features": "judge", "iterations": 3, "batch_real": 8}},
     )
     params["generator"].pop("ddpm")
     defs = build_definitions(parse_params(params))

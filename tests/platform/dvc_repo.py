@@ -44,7 +44,8 @@ TINY_DVC_PARAMS: dict[str, Any] = {
     "synthetic_shards": {"shard_size": 20, "steps": 2, "batch_size": 20},
     "judge": {"epochs": 1, "width": 8},
     "filtered_set": {"threshold": None, "top_fraction": 0.5, "dedup_threshold": 0.999},
-    "distilled_set": {"method": "random", "ipc": 1},
+    "distilled_set": {"methods": ["random"], "ipcs": [1], "eval_models": 1,
+                      "eval": {"epochs": 2, "width": 8}},
     "classifiers": {"n_seeds": 1, "epochs": 1, "min_steps": 5, "width": 8, "augmentation": False},
     "eval_report": {"grid_per_class": 2},
 }

@@ -24,7 +24,8 @@ def test_module_loads_with_the_shipped_params() -> None:
                          check=True).stdout.splitlines()
     assert out[0] == str(sorted([
         "real_images", "prompts", "generator", "synthetic_shards", "judge", "filtered_set",
-        "distilled_set", "classifier_real", "classifier_synthetic", "classifier_filtered",
+        "expert_trajectories", "distilled_set", "classifier_real", "classifier_synthetic",
+        "classifier_filtered",
         "classifier_distilled", "eval_report"]))
     assert out[1] == "False False"  # nothing heavy at import
 

@@ -54,7 +54,7 @@ def test_imagenet100_sd15_builds_on_a_users_folders(tmp_path: Path) -> None:
     params = parse_params(raw, source="imagenet100-sd15.yaml").params
     assert params.generator.model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert params.synthetic_shards.scheduler == "dpm" and params.synthetic_shards.steps == 25
-    assert params.distilled_set.dm_features == "judge"
+    assert params.distilled_set.dm.features == "judge"
     assert params.prompts.guidance_range == [1.5, 5.0]
     # 3 classes × 1300 images / 1000 per shard.
     assert len(_partitions(raw)) == 4

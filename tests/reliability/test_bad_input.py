@@ -58,9 +58,14 @@ def _assert_one_clean_line(err: str, *names: str) -> str:
     ("prompts", {"images_per_class": "ten"}, ["prompts.images_per_class = 'ten'", "integer"]),
     ("prompts", {"images_per_class": 0}, ["prompts.images_per_class = 0", "greater than 0"]),
     ("classifiers", {"n_seeds": -3}, ["classifiers.n_seeds = -3", "greater than 0"]),
-    ("distilled_set", {"ipc": 0}, ["distilled_set.ipc = 0", "greater than 0"]),
+    ("distilled_set", {"ipcs": [0]}, ["distilled_set.ipcs = [0]", "at least 1"]),
+    ("distilled_set", {"ipc": 10}, ["distilled_set.ipc is gone: use distilled_set.ipcs"]),
+    ("distilled_set", {"method": "dm"}, ["distilled_set.method is gone: use distilled_set.methods"]),
+    ("distilled_set", {"sources": ["web"]},
+     ["distilled_set.sources = ['web']", "not one of filtered, synthetic, real"]),
     ("synthetic_shards", {"shard_size": -1}, ["synthetic_shards.shard_size = -1"]),
-    ("distilled_set", {"method": "gm"}, ["distilled_set.method = 'gm'", "'random'", "'dm'"]),
+    ("distilled_set", {"methods": ["gm"]},
+     ["distilled_set.methods = ['gm']", "'gm' not one of random", "mtt, datm"]),
     ("generator", {"backend": "gan"}, ["generator.backend = 'gan'", "'ddpm'"]),
     ("real_images", {"source": "mnist"}, ["real_images.source = 'mnist'", "'digits'"]),
     ("synthetic_shards", {"scheduler": "heun"}, ["synthetic_shards.scheduler = 'heun'"]),
@@ -162,7 +167,7 @@ def test_a_step_that_fails_on_bad_input_exits_2_without_traceback(
 
 def test_ipc_larger_than_a_class_of_the_source_set_names_the_class_and_the_fix() -> None:
     labels = np.array([0] * 5 + [1] * 2)
-    with pytest.raises(ValueError, match=r"class 1 has 2 samples.*distilled_set.ipc = 3: lower ipc"):
+    with pytest.raises(ValueError, match=r"class 1 has 2 samples.*ipc = 3: lower distilled_set.ipcs"):
         select_random(labels, 3, seed=0)
 
 

@@ -122,10 +122,11 @@ def test_ipc_above_what_the_filter_can_keep_exits_2_before_any_work(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The filter keeps at most the top half of each class's 6 images (3); ask for 5 per class.
     # Known from the params alone, so it is refused up front (a class that keeps fewer than ipc
-    # for reasons only the run can know degrades instead: tests/reliability/test_degraded_run.py).
+    # for reasons only the run can know degrades instead: tests/reliability/test_imperfect_inputs.py).
     monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(_params(graph, distilled_set={"method": "random", "ipc": 5})))
+    params.write_text(yaml.safe_dump(_params(graph, distilled_set={"methods": ["random"],
+                                                                   "ipcs": [5]})))
     before = (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes()
     assert main(["run", "--params", str(params), "--select", "distilled_set"]) == 2
     err = capsys.readouterr().err
@@ -133,6 +134,7 @@ def test_ipc_above_what_the_filter_can_keep_exits_2_before_any_work(
     lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
     assert len(lines) == 1
     assert re.search(r"prompts.images_per_class = 6 leaves a class at most 3 images after "
-                     r"filtered_set.top_fraction = 0.5, fewer than distilled_set.ipc = 5", lines[0])
-    assert "raise prompts.images_per_class to at least 10 or lower distilled_set.ipc" in lines[0]
+                     r"filtered_set.top_fraction = 0.5, fewer than distilled_set.ipcs 5 "
+                     r"\(source filtered\)", lines[0])
+    assert "raise prompts.images_per_class to at least 10 or lower the ipcs to 3" in lines[0]
     assert (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes() == before

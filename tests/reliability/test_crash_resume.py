@@ -153,7 +153,8 @@ def test_killed_generator_training_resumes_from_its_last_checkpoint(tmp_path: Pa
 def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(
         tmp_path: Path) -> None:
     overrides = {**ONE_THREAD,
-                 "distilled_set": {"method": "dm", "ipc": 2, "iterations": 150, "batch_real": 16}}
+                 "distilled_set": {"methods": ["dm"], "ipcs": [2],
+                                   "dm": {"iterations": 150, "batch_real": 16}}}
     graph = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "filtered_set",
              "distilled_set"]
     config = parse_params(tiny_params(tmp_path, **overrides))
@@ -167,8 +168,10 @@ def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(
     # summary.json records the seconds it took; the shard and its sidecar are the data.
     expected = digests(distilled, "distilled-*")
     assert sorted(expected) == ["distilled-00000.json", "distilled-00000.tar"]
-    assert finished_looking(distilled) == ["distilled-00000.json", "distilled-00000.tar",
-                                           "summary.json"]
+    assert finished_looking(distilled) == ["cells", "distilled-00000.json",
+                                           "distilled-00000.tar", "summary.json"]
+    # A rerun keeps a cell finished from the same inputs: remove it so the CLI distils again.
+    shutil.rmtree(distilled / "cells" / "dm-ipc2-filtered")
 
     params = write_params(tmp_path / "params.yaml", tiny_params(tmp_path, **overrides))
     args = ["run", "--params", str(params), "--select", "distilled_set"]

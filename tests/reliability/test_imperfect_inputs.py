@@ -2,9 +2,10 @@
 others (and says which are missing and why), and the leakage check finds copies of test images.
 
 One tiny run through the real CLI whose filter leaves one image per class (top half, then every
-image of a class is a near-duplicate of the first), so that `distilled_set` (ipc 2) cannot be
-built. The later tests work on copies of its store: a class emptied in the filter's manifest,
-and test images planted among the synthetic shards.
+image of a class is a near-duplicate of the first), so that the headline cell of `distilled_set`
+(dm, ipc 2, from the filtered set) cannot be built, and with it the distilled arm. The later
+tests work on copies of its store: a class emptied in the filter's manifest, and test images
+planted among the synthetic shards.
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ def test_the_report_is_made_from_the_arms_that_were_built(run: dict[str, Any]) -
     assert sorted(metrics["arms"]) == ["filtered", "real", "synthetic"]
     reason = metrics["missing_arms"]["distilled"]
     assert list(metrics["missing_arms"]) == ["distilled"]
-    assert reason.startswith("distilled_set was not built: class ")
-    assert "fewer than distilled_set.ipc = 2: lower ipc or loosen filtered_set" in reason
-    assert metrics["distillation"] is None and metrics["arms"]["filtered"]["n_train"] == 10
+    assert reason.startswith("distilled_set was not built: cell dm-ipc2-filtered: class ")
+    assert "fewer than ipc = 2: lower distilled_set.ipcs or use a larger source" in reason
+    assert list(metrics["distillation"]["not_built"]) == ["dm-ipc2-filtered"]
+    assert metrics["distillation_table"] == [] and metrics["arms"]["filtered"]["n_train"] == 10
     markdown = (run["report"] / "report.md").read_text()
     assert "## Arms not built" in markdown and f"| distilled | {reason} |" in markdown
+    assert "| dm-ipc2-filtered | class " in markdown  # the distillation table's cells not built
     assert (run["report"] / "report.html").is_file()
     for asset in ("distilled_set", "classifier_distilled"):
         record = json.loads((run["data"] / asset / "not_built.json").read_text())
@@ -113,7 +116,7 @@ def test_the_checks_flag_the_missing_arm_without_blocking(run: dict[str, Any]) -
     assert "arm 'distilled' was not built" in built.description
     size = distilled_set_size(params=params, store=store)
     assert not size.passed and size.severity == dg.AssetCheckSeverity.WARN
-    assert size.description.startswith("not built: class ")
+    assert size.description.startswith("not built: cell dm-ipc2-filtered: class ")
     assert filtered_set_every_class_kept(store=store).passed  # one image of each class is left
     assert eval_report_contamination(params=params).passed
 
@@ -131,7 +134,7 @@ def _materialize(defs: dg.Definitions, *names: str) -> None:
 
 def test_a_class_emptied_by_the_filter_leaves_out_the_arms_that_need_it(
         run: dict[str, Any], tmp_path: Path) -> None:
-    defs, report = _copy(run, tmp_path, distilled_set={"method": "random"})
+    defs, report = _copy(run, tmp_path, distilled_set={"methods": ["random"]})
     directory = tmp_path / "data" / "filtered_set"
     records = [json.loads(line) for line in (directory / "manifest.jsonl").read_text().splitlines()]
     for record in records:  # the filter rejects every image of class '3'
@@ -149,8 +152,8 @@ def test_a_class_emptied_by_the_filter_leaves_out_the_arms_that_need_it(
         "the filtered arm has no image of class(es) '3': loosen filtered_set thresholds or "
         "raise prompts.images_per_class")
     assert metrics["missing_arms"]["distilled"] == (
-        "distilled_set was not built: the filtered set has no image of class(es) '3': loosen "
-        "filtered_set thresholds or raise prompts.images_per_class")
+        "distilled_set was not built: cell random-ipc2-filtered: the filtered set has no image "
+        "of class(es) '3': loosen filtered_set thresholds or raise prompts.images_per_class")
     check = filtered_set_every_class_kept(store=ArtifactStore(root=str(tmp_path / "data")))
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
 

@@ -106,7 +106,7 @@ def test_any_corrupted_byte_of_a_finished_shard_is_detected(samples: list[Sample
 # Every count of params.yaml, with the rule it follows: (section, key, smallest valid value).
 COUNTS = [("prompts", "images_per_class", 1), ("synthetic_shards", "shard_size", 1),
           ("synthetic_shards", "steps", 1), ("synthetic_shards", "batch_size", 1),
-          ("distilled_set", "ipc", 1), ("distilled_set", "iterations", 1),
+          ("distilled_set", "repeats", 1), ("distilled_set", "eval_models", 1),
           ("classifiers", "n_seeds", 1), ("classifiers", "epochs", 1), ("judge", "epochs", 1),
           ("real_images", "shard_size", 1), ("real_images", "resolution", 4)]
 
@@ -116,12 +116,10 @@ COUNTS = [("prompts", "images_per_class", 1), ("synthetic_shards", "shard_size",
 def test_counts_are_accepted_exactly_when_valid(field: tuple[str, str, int], value: int) -> None:
     section, key, smallest = field
     raw: dict[str, Any] = {section: {key: value}}
-    # Keep the rule across the two (ipc ≤ what images_per_class can leave a class) out of the way:
-    # test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it checks it.
+    # Keep the rule across sections (ipcs ≤ what images_per_class can leave a class) out of the
+    # way: test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it checks it.
     if key == "images_per_class":
-        raw["distilled_set"] = {"ipc": 1}
-    elif key == "ipc":
-        raw["prompts"] = {"images_per_class": 10**6}
+        raw["distilled_set"] = {"ipcs": [1]}
     if value >= smallest and not (key == "resolution" and value > 1024):
         config = parse_params(raw)
         assert getattr(getattr(config.params, section), key) == value
@@ -139,7 +137,7 @@ def test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it(
         images_per_class: int, ipc: int, top_fraction: float | None, confidence: bool) -> None:
     """The filter keeps at most all of a class's images (or max(1, round(n × top_fraction)) of
     them when the confidence filter keeps a top fraction): more than that per class is refused."""
-    raw = {"prompts": {"images_per_class": images_per_class}, "distilled_set": {"ipc": ipc},
+    raw = {"prompts": {"images_per_class": images_per_class}, "distilled_set": {"ipcs": [ipc]},
            "filtered_set": {"top_fraction": top_fraction, "confidence": confidence}}
     fraction = top_fraction if confidence else None
     kept = images_per_class if fraction is None else max(1, round(images_per_class * fraction))
@@ -150,7 +148,7 @@ def test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it(
         parse_params(raw)
     message = str(error.value)
     assert f"prompts.images_per_class = {images_per_class}" in message and "\n" not in message
-    assert f"distilled_set.ipc = {ipc}" in message
+    assert f"distilled_set.ipcs {ipc}" in message
     needed = int(message.split("to at least ")[1].split(" ")[0])
     # The fix it names works, and is the smallest that does.
     assert parse_params({**raw, "prompts": {"images_per_class": needed}})

@@ -119,15 +119,32 @@ def test_a_class_that_decodes_too_few_images_is_refused_by_real_images(
 
 
 @pytest.mark.parametrize("overrides, names", [
-    ({"distilled_set": {"ipc": 4}},
+    ({"distilled_set": {"ipcs": [2, 4]}},
      ["prompts.images_per_class = 6 leaves a class at most 3 images after "
-      "filtered_set.top_fraction = 0.5, fewer than distilled_set.ipc = 4",
-      "raise prompts.images_per_class to at least 7 or lower distilled_set.ipc to 3 or less"]),
-    ({"distilled_set": {"ipc": 7}, "filtered_set": {"top_fraction": None}},
-     ["prompts.images_per_class = 6 is below distilled_set.ipc = 7",
+      "filtered_set.top_fraction = 0.5, fewer than distilled_set.ipcs 4 (source filtered)",
+      "raise prompts.images_per_class to at least 7 or lower the ipcs to 3 or less"]),
+    ({"distilled_set": {"ipcs": [7], "sources": ["synthetic"]}},
+     ["prompts.images_per_class = 6 is below distilled_set.ipcs 7 (source synthetic",
       "raise prompts.images_per_class to at least 7"]),
+    ({"distilled_set": {"ipcs": [3], "sources": ["real"]}, "real_images": {"few_shot": 2}},
+     ["real_images.few_shot = 2 leaves a class 2 real images, fewer than distilled_set.ipcs 3",
+      "raise few_shot to at least 3"]),
 ])
 def test_images_per_class_below_what_ipc_needs_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict,
         names: list[str]) -> None:
     _refused(tmp_path, capsys, tiny_params(tmp_path, **ONE_THREAD, **overrides), *names)
+
+
+def test_a_class_with_fewer_train_images_than_a_real_cell_distils_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Distilling the real images at ipc 12 needs 12 train images of every class: 'dog' has 10
+    after the splits (16 images: 5 test, 1 validation)."""
+    root = _folder(tmp_path / "photos", {"cat": 40, "dog": 16})
+    raw = _imagefolder(tmp_path, root)
+    raw["distilled_set"] = {**raw["distilled_set"], "ipcs": [12], "sources": ["real"]}
+    raw["prompts"] = {**raw["prompts"], "images_per_class": 30}
+    line = _refused(tmp_path, capsys, raw, "'dog': 10 train, 1 validation, 5 test",
+                    "at least 12 train, 1 validation, 1 test image (distilled_set.ipcs up to 12 "
+                    "with source real)")
+    assert "'cat'" not in line

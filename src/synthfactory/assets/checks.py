@@ -107,9 +107,9 @@ def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="distilled_set", blocking=True)
 def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
-    """The distilled set holds exactly `ipc` images per class, in intact shards.
-
-    A set recorded as not built warns with its reason (and blocks nothing: the report lists it).
+    """The headline distilled set (first cell) holds exactly its `ipc` images per class, in
+    intact shards. A headline recorded as not built warns with its reason (and blocks nothing:
+    the report lists the distilled arm as missing).
     """
     directory = store.require("distilled_set")
     record = read_not_built(directory)
@@ -120,7 +120,7 @@ def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckRes
     if not integrity.passed:
         return _result(integrity)
     n_classes = len(read_classes(store.require("real_images")))
-    return _result(checks.distilled_size(directory, n_classes, params.distilled_set.ipc))
+    return _result(checks.distilled_size(directory, n_classes, params.distilled_set.ipcs[0]))
 
 
 @dg.asset_check(asset="eval_report")

@@ -58,9 +58,10 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
     # The CLI counted files before decoding; what decoded is checked again, before any training.
     split_sizes = counts_of(dataset.labels, {"train": train, "val": val, "test": test},
                             dataset.class_names)
+    train_needed = params.train_images_needed()
     check_split_counts(split_sizes, describe_source(config.source, config.root, config.test_root),
                        minimum_images(config.test_fraction, config.val_fraction, runtime.seed,
-                                      own_test_set=bool(config.test_root)))
+                                      bool(config.test_root), train_needed), train_needed)
     for warning in class_size_warnings(split_sizes):
         context.log.warning(f"real_images: {warning}")
     for reason, count in dataset.skipped.items():

@@ -123,6 +123,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     """
     from synthfactory.ops.evaluation.class_sizes import data_entry
     from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
+    from synthfactory.ops.evaluation.distillation_table import distillation_table
     from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
     from synthfactory.ops.evaluation.missing import missing_arm_lines, missing_arms
     from synthfactory.ops.evaluation.plots import accuracy_plot
@@ -157,9 +158,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                      "confusion": confusion.tolist()}
 
     filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
-    distill_dir = store.require("distilled_set")
-    distill_summary = (None if read_not_built(distill_dir)
-                       else json.loads((distill_dir / SUMMARY_JSON).read_text()))
+    distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
     generator_info = json.loads((store.require("generator") / "generator.json").read_text())
     judge_info = json.loads((store.require("judge") / "judge.json").read_text())
     real_manifest = json.loads((real_dir / MANIFEST_JSON).read_text())
@@ -172,10 +171,13 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
                    if key not in {"shard_digests"}},
         # Wall time stays out: the same params must give the same metrics.json, byte for byte.
         "distillation": {key: value for key, value in distill_summary.items()
-                         if key not in {"history", "seconds"}} | {
-            "matching_loss": {k: distill_summary["history"].get(k)
-                              for k in ("initial_loss", "final_loss")}
-            if distill_summary["history"] else None} if distill_summary else None,
+                         if key not in {"seconds"}},
+        # Every cell × architecture; `seconds` (distillation wall time) is its only field that
+        # differs between two runs of the same params. Cells not built are in
+        # distillation.not_built, with their reasons.
+        "distillation_table": distillation_table(
+            store.require("classifier_distilled"), store.require("distilled_set"),
+            distill_summary["cells"], test_images, test_labels, runtime.torch_device),
         "missing_arms": missing,
         "data": data_entry(real_manifest["counts"]),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
@@ -188,7 +190,7 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "shard_digests": filter_summary["shard_digests"],
             # A trained judge has one weights file; a CLIP judge the digest of its directory.
             "judge_digest": judge_info.get("sha256") or judge_info["digest"],
-            "distilled_sha256": distill_summary["sha256"] if distill_summary else None,
+            "distilled_sha256": distill_summary.get("sha256"),  # none: not built
         },
     }
     if params.refinement.rounds:  # the loop's arms (last round) and every round's results

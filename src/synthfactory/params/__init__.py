@@ -16,7 +16,7 @@ Unknown keys and wrong types fail with a message that names the key, the bad val
 from synthfactory.params.base import ParamsError, Section, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
-from synthfactory.params.distillation import DistilledSetParams
+from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
                                              EvalReportParams)
 from synthfactory.params.generation import (AdapterParams, DdpmParams, GeneratorParams,
@@ -28,6 +28,7 @@ from synthfactory.params.refinement import RefinementParams
 
 __all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "ContaminationParams",
            "DdpmParams", "DistilledSetParams", "EvalReportParams", "ExecutorParams",
+           "ExpertTrajectoriesParams",
            "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
            "RealImagesParams", "RefinementParams", "ScheduleParams", "Section", "SensorParams",

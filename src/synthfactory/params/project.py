@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from synthfactory.params.base import ParamsError, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
-from synthfactory.params.distillation import DistilledSetParams
+from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
                                              EvalReportParams)
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
@@ -37,6 +37,7 @@ class Params(dg.ConfigurableResource):
     synthetic_shards: SyntheticShardsParams = SyntheticShardsParams()
     judge: JudgeParams = JudgeParams()
     filtered_set: FilteredSetParams = FilteredSetParams()
+    expert_trajectories: ExpertTrajectoriesParams = ExpertTrajectoriesParams()
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
@@ -51,24 +52,40 @@ class Params(dg.ConfigurableResource):
         return self
 
     @model_validator(mode="after")
-    def _prompts_cover_the_distilled_set(self) -> Params:
+    def _sources_cover_the_distilled_set(self) -> Params:
         # Known before any work: the filter only removes images, so a class can never keep more
-        # than images_per_class (or its top fraction); ipc above that is refused, not degraded.
-        ipc, n = self.distilled_set.ipc, self.prompts.images_per_class
+        # than images_per_class (or its top fraction), and the few-shot real set holds
+        # few_shot images per class; an ipc above that is refused, not degraded.
+        ipc, n = max(self.distilled_set.ipcs), self.prompts.images_per_class
         fraction = self.filtered_set.top_fraction if self.filtered_set.confidence else None
-        if kept_at_most(n, fraction) >= ipc:
+        sources = self.distilled_set.sources
+        few_shot = self.real_images.few_shot
+        if "real" in sources and few_shot is not None and few_shot < ipc:
+            raise ValueError(f"real_images.few_shot = {few_shot} leaves a class {few_shot} real "
+                             f"images, fewer than distilled_set.ipcs {ipc} with source real: "
+                             f"raise few_shot to at least {ipc} or lower the ipcs")
+        reach = {"synthetic": n, "filtered": kept_at_most(n, fraction)}
+        short = [source for source in sources if source in reach and reach[source] < ipc]
+        if not short:
             return self
+        if "filtered" not in short or fraction is None:
+            raise ValueError(f"prompts.images_per_class = {n} is below distilled_set.ipcs {ipc} "
+                             f"(source {short[0]}; the filter only removes images): raise "
+                             f"prompts.images_per_class to at least {ipc} or lower the ipcs to "
+                             f"{n} or less")
         needed = next(count for count in range(ipc, 100 * ipc + 100)
                       if kept_at_most(count, fraction) >= ipc)
-        if fraction is None:
-            raise ValueError(f"prompts.images_per_class = {n} is below distilled_set.ipc = {ipc} "
-                             "(the filter only removes images): raise prompts.images_per_class "
-                             f"to at least {ipc} or lower distilled_set.ipc to {n} or less")
         raise ValueError(f"prompts.images_per_class = {n} leaves a class at most "
                          f"{kept_at_most(n, fraction)} images after filtered_set.top_fraction = "
-                         f"{fraction}, fewer than distilled_set.ipc = {ipc}: raise "
-                         f"prompts.images_per_class to at least {needed} or lower "
-                         f"distilled_set.ipc to {kept_at_most(n, fraction)} or less")
+                         f"{fraction}, fewer than distilled_set.ipcs {ipc} (source filtered): "
+                         f"raise prompts.images_per_class to at least {needed} or lower the ipcs "
+                         f"to {kept_at_most(n, fraction)} or less")
+
+    def train_images_needed(self) -> int:
+        """The fewest train images every class needs: one, or the largest ipc distilled from the
+        real images (the preflight and `real_images` refuse a class with fewer)."""
+        config = self.distilled_set
+        return max(config.ipcs) if "real" in config.sources else 1
 
     def digest(self, *sections: str) -> str:
         """sha256 (16 hex digits) of the named sections: the config part of a data version."""

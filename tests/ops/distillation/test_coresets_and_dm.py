@@ -10,7 +10,7 @@ import torch
 
 from synthfactory.ops.data.digits import load_digits
 from synthfactory.ops.distillation.coresets import check_method, select_herding, select_kcenter, select_random
-from synthfactory.ops.distillation.dm import distribution_matching, matching_loss
+from synthfactory.ops.distillation.matching import distribution_matching, matching_loss
 
 CPU = torch.device("cpu")
 
@@ -58,7 +58,7 @@ def test_kcenter_covers_the_extremes() -> None:
 def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="class 0 has 10 samples.*ipc = 11"):
         select_random(_labels(), 11, seed=0)
-    with pytest.raises(ValueError, match="'gm' is not one of random, herding, kcenter, dm"):
+    with pytest.raises(ValueError, match="'gm', not one of random, herding, kcenter, dm, dc, mtt"):
         check_method("gm")
 
 
@@ -72,10 +72,11 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 def test_dm_lowers_the_matching_loss(digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
     init = select_random(labels, 2, seed=3)
-    distilled, distilled_labels, history = distribution_matching(
+    result = distribution_matching(
         images, labels, 3, 2, seed=0, device=CPU, iterations=40, batch_real=64, width=32,
         init_indices=init)
-    assert distilled.shape == (6, 8, 8, 1) and distilled.dtype == np.uint8
+    distilled, distilled_labels, history = result.images, result.labels, result.history
+    assert distilled.shape == (6, 1, 8, 8) and distilled.dtype == np.float32
     assert distilled_labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert history["final_loss"] < history["initial_loss"]
 
@@ -89,5 +90,20 @@ def test_dm_lowers_the_matching_loss(digits: tuple[np.ndarray, np.ndarray]) -> N
 def test_dm_is_deterministic(digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
     runs = [distribution_matching(images, labels, 3, 1, seed=2, device=CPU, iterations=3,
-                                  batch_real=16, width=16)[0] for _ in range(2)]
+                                  batch_real=16, width=16).images for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_kcenter_never_picks_a_sample_twice() -> None:
+    """Duplicates leave every remaining distance at 0: the old argmax re-picked the start."""
+    points = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]])
+    chosen = select_kcenter(points, np.zeros(5, np.int64), 4, seed=0)
+    assert len(set(chosen.tolist())) == 4
+
+
+def test_dm_keeps_float_images_without_a_clamp(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """The shipped dm clamped to [-1, 1] every step; a large step must now leave the range."""
+    images, labels = digits
+    result = distribution_matching(images, labels, 3, 1, seed=0, device=CPU, iterations=5,
+                                   batch_real=32, width=16, learning_rate=200.0)
+    assert np.abs(result.images).max() > 1.0

@@ -38,7 +38,8 @@ from synthfactory.ops.data.webdataset import webdataset_label_counts
 
 MIN_CLASSES = 2
 # What every class needs in each split: one image to learn from (generator, judge, real arm), one
-# to choose on (every threshold and recipe reads validation), one to be measured on.
+# to choose on (every threshold and recipe reads validation), one to be measured on. A run that
+# distils the real images at ipc N needs N train images per class (`minimums`).
 MIN_PER_SPLIT = {"train": 1, "val": 1, "test": 1}
 SPLIT_WORDS = {"train": "train", "val": "validation", "test": "test"}
 IMBALANCE_RATIO = 10.0
@@ -123,36 +124,46 @@ def split_counts(per_class: Mapping[str, int], test_fraction: float, val_fractio
             "test": {name: int(test_counts.get(index, 0)) for index, name in enumerate(names)}}
 
 
+def minimums(train_needed: int = 1) -> dict[str, int]:
+    """Images each class needs per split: `MIN_PER_SPLIT`, with `train_needed` train images."""
+    return {**MIN_PER_SPLIT, "train": max(MIN_PER_SPLIT["train"], train_needed)}
+
+
 def minimum_images(test_fraction: float, val_fraction: float, seed: int,
-                   own_test_set: bool) -> int:
-    """The fewest images a class needs (in `root`) to meet `MIN_PER_SPLIT` after the splits."""
-    for total in range(1, 10_000):
+                   own_test_set: bool, train_needed: int = 1) -> int:
+    """The fewest images a class needs (in `root`) to meet `minimums` after the splits."""
+    need = minimums(train_needed)
+    for total in range(1, 100_000):
         counts = split_counts({"c": total}, test_fraction, val_fraction, seed,
-                              {"c": MIN_PER_SPLIT["test"]} if own_test_set else None)
-        if all(counts[split]["c"] >= need for split, need in MIN_PER_SPLIT.items()):
+                              {"c": need["test"]} if own_test_set else None)
+        if all(counts[split]["c"] >= count for split, count in need.items()):
             return total
-    raise ValueError(f"no class size meets {MIN_PER_SPLIT} with test_fraction {test_fraction} "
+    raise ValueError(f"no class size meets {need} with test_fraction {test_fraction} "
                      f"and val_fraction {val_fraction}")
 
 
-def check_split_counts(counts: Counts, where: str, minimum_total: int) -> None:
-    """Refuse when a class has fewer images in a split than `MIN_PER_SPLIT`; one line.
+def check_split_counts(counts: Counts, where: str, minimum_total: int,
+                       train_needed: int = 1) -> None:
+    """Refuse when a class has fewer images in a split than `minimums(train_needed)`; one line.
 
     `where` names the data ("real_images.root 'photos'"); `minimum_total` is how many images a
     class needs before the split (from `minimum_images`), stated in the fix.
     """
-    short = {name: {split: counts[split].get(name, 0) for split in MIN_PER_SPLIT}
+    required = minimums(train_needed)
+    short = {name: {split: counts[split].get(name, 0) for split in required}
              for name in counts["train"]
-             if any(counts[split].get(name, 0) < need for split, need in MIN_PER_SPLIT.items())}
+             if any(counts[split].get(name, 0) < need for split, need in required.items())}
     if not short:
         return
     shown = "; ".join(f"{name!r}: " + ", ".join(f"{row[split]} {SPLIT_WORDS[split]}"
-                                               for split in MIN_PER_SPLIT)
+                                               for split in required)
                       for name, row in list(short.items())[:5])
     more = f" (and {len(short) - 5} more)" if len(short) > 5 else ""
-    need = ", ".join(f"{count} {SPLIT_WORDS[split]}" for split, count in MIN_PER_SPLIT.items())
+    need = ", ".join(f"{count} {SPLIT_WORDS[split]}" for split, count in required.items())
+    why = (f" (distilled_set.ipcs up to {train_needed} with source real)"
+           if train_needed > 1 else "")
     raise ValueError(f"{len(short)} class(es) of {where} have too few images after the "
-                     f"splits ({shown}{more}): every class needs at least {need} image "
+                     f"splits ({shown}{more}): every class needs at least {need} image{why} "
                      f"({minimum_total} images per class before the split, with these "
                      "test_fraction and val_fraction): add images to those classes or remove "
                      "them")
@@ -160,7 +171,7 @@ def check_split_counts(counts: Counts, where: str, minimum_total: int) -> None:
 
 def preflight_counts(source: str, root: str | None, test_root: str | None,
                      class_names: Sequence[str], test_fraction: float, val_fraction: float,
-                     seed: int) -> Counts | None:
+                     seed: int, train_needed: int = 1) -> Counts | None:
     """Count the source's images per class and split without decoding, and refuse too few.
 
     What the CLI runs before materializing `real_images`: seconds on any folder, and the same
@@ -172,7 +183,8 @@ def preflight_counts(source: str, root: str | None, test_root: str | None,
     tests = source_counts(source, test_root, class_names) if test_root else None
     counts = split_counts(totals, test_fraction, val_fraction, seed, tests)
     check_split_counts(counts, describe_source(source, root, test_root),
-                       minimum_images(test_fraction, val_fraction, seed, tests is not None))
+                       minimum_images(test_fraction, val_fraction, seed, tests is not None,
+                                      train_needed), train_needed)
     return counts
 
 

@@ -11,27 +11,28 @@ import numpy as np
 from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.seeds import rng
 
-METHODS = ("random", "herding", "kcenter", "dm")
+METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm")
 
 
 def check_method(method: str) -> None:
     """Unknown method names fail with the list of known ones."""
     if method not in METHODS:
-        raise ValueError(f"distilled_set.method {method!r} is not one of {', '.join(METHODS)}")
+        raise ValueError(f"distilled_set.methods has {method!r}, not one of {', '.join(METHODS)}")
 
 
 def class_members(labels: np.ndarray, ipc: int) -> list[np.ndarray]:
     """Indices of each class, checking every class has at least `ipc` samples."""
     if ipc <= 0:
-        raise ValueError(f"distilled_set.ipc = {ipc}: must be at least 1")
+        raise ValueError(f"ipc {ipc}: every distilled_set.ipcs entry must be at least 1")
     members = []
     for label in np.unique(labels):
         indices = np.flatnonzero(labels == label)
         if len(indices) < ipc:
-            # Not a crash: the distilled arm is recorded as not built, with this reason.
+            # Not a crash: the cell (and, for the headline cell, the distilled arm) is recorded
+            # as not built, with this reason.
             raise TooFewImages(f"class {int(label)} has {len(indices)} samples in the source set, "
-                             f"fewer than distilled_set.ipc = {ipc}: lower ipc or loosen "
-                             "filtered_set")
+                               f"fewer than ipc = {ipc}: lower distilled_set.ipcs or use a "
+                               "larger source (loosen filtered_set)")
         members.append(indices)
     return members
 
@@ -69,7 +70,9 @@ def select_herding(features: np.ndarray, labels: np.ndarray, ipc: int) -> np.nda
 def select_kcenter(features: np.ndarray, labels: np.ndarray, ipc: int, seed: int) -> np.ndarray:
     """Greedy k-center: start nearest the class mean, then always add the farthest sample.
 
-    Deterministic; `seed` is accepted for a uniform signature with the random selection.
+    A picked sample is never picked again: with duplicates every remaining distance can be 0, and
+    `argmax` would return an earlier pick (the previous version did). Deterministic; `seed` is
+    accepted for a uniform signature with the random selection.
     """
     del seed  # the start is the sample nearest the mean, so no randomness is needed
     unit = _unit(features.astype(np.float64))
@@ -79,10 +82,12 @@ def select_kcenter(features: np.ndarray, labels: np.ndarray, ipc: int, seed: int
         first = int(np.argmin(np.linalg.norm(points - points.mean(axis=0), axis=1)))
         picks = [first]
         nearest = np.linalg.norm(points - points[first], axis=1)
+        nearest[first] = -np.inf
         while len(picks) < ipc:
             pick = int(np.argmax(nearest))
             picks.append(pick)
             nearest = np.minimum(nearest, np.linalg.norm(points - points[pick], axis=1))
+            nearest[picks] = -np.inf
         chosen.extend(members[picks])
     return np.asarray(chosen, dtype=np.int64)
 

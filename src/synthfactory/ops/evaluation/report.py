@@ -20,6 +20,7 @@ import numpy as np
 
 from synthfactory.ops.evaluation.class_sizes import NOISE_NOTE, class_sizes_section, noise_mark
 from synthfactory.ops.evaluation.contamination import contamination_section
+from synthfactory.ops.evaluation.distillation_table import distillation_table_section
 from synthfactory.ops.evaluation.missing import missing_arms_section
 from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
                                                png_bytes)
@@ -126,7 +127,9 @@ def distillation_section(metrics: dict[str, Any],
         return None
     return ReportSection("Distillation", [Paragraph(
         f"Method {distillation.get('method')}, {distillation.get('ipc')} images per class, "
-        f"{distillation.get('labels', 'hard')} labels.")])
+        f"{distillation.get('labels', 'hard')} labels"
+        + (f", from the {distillation['source']} set" if distillation.get("source") else "")
+        + " (the distilled arm: the first cell of the table).")])
 
 
 def confusion_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
@@ -158,8 +161,9 @@ def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 # The report, in order. Add a section here; a builder returning None leaves it out.
 SECTIONS: list[SectionBuilder] = [summary_section, missing_arms_section, class_sizes_section,
                                   per_class_section, filtering_section, distillation_section,
-                                  refinement_section, contamination_section, confusion_section,
-                                  images_section, lineage_section]
+                                  distillation_table_section, refinement_section,
+                                  contamination_section, confusion_section, images_section,
+                                  lineage_section]
 
 
 def build_sections(metrics: dict[str, Any], grids: dict[str, np.ndarray],

@@ -1,0 +1,47 @@
+"""Distillation cells: one (method, ipc, source) combination, named `<method>-ipc<N>-<source>`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm")
+LEARNED = ("dm", "dc", "mtt", "datm")
+TRAJECTORY_METHODS = ("mtt", "datm")
+SOURCES = ("filtered", "synthetic", "real")
+_CELL = re.compile(r"^(?P<method>[a-z]+)-ipc(?P<ipc>[1-9][0-9]*)-(?P<source>[a-z]+)$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the distillation table."""
+
+    method: str
+    ipc: int
+    source: str
+
+    @property
+    def key(self) -> str:
+        """The partition key, e.g. `dm-ipc10-real`."""
+        return f"{self.method}-ipc{self.ipc}-{self.source}"
+
+    @property
+    def learned(self) -> bool:
+        """Whether the cell learns its images (as opposed to selecting samples)."""
+        return self.method in LEARNED
+
+
+def parse_cell(key: str) -> Cell:
+    """`dm-ipc10-real` → Cell('dm', 10, 'real'); a bad key names the right form."""
+    match = _CELL.match(key)
+    if (match is None or match["method"] not in METHODS or match["source"] not in SOURCES):
+        raise ValueError(f"cell {key!r} is not <method>-ipc<N>-<source> with method in "
+                         f"{', '.join(METHODS)} and source in {', '.join(SOURCES)} "
+                         "(e.g. dm-ipc10-real)")
+    return Cell(match["method"], int(match["ipc"]), match["source"])
+
+
+def cells(methods: list[str], ipcs: list[int], sources: list[str]) -> list[Cell]:
+    """Every combination, sources outermost, then methods, then ipc (the table's order)."""
+    return [Cell(method, ipc, source) for source in sources for method in methods
+            for ipc in ipcs]

@@ -1,0 +1,64 @@
+"""Export a distilled set for other tools: an image folder or one `.npz`.
+
+The float32 learned images are the source of truth; exports are uint8 (the model space
+x ∈ [-1, 1] ↔ uint8 = round((x + 1) · 127.5), values outside [-1, 1] clipped) and say how many
+pixels were clipped, so a user knows what the rounding lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FORMATS = ("imagefolder", "npz")
+
+
+def to_uint8_nhwc(images: np.ndarray) -> np.ndarray:
+    """float32 N×C×H×W model space → uint8 N×H×W×C (clipped to [-1, 1], rounded)."""
+    scaled = np.clip(images, -1.0, 1.0)
+    return np.round((scaled + 1.0) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def export_distilled(images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                     directory: Path, fmt: str, soft_labels: np.ndarray | None = None,
+                     info: dict | None = None) -> dict:
+    """Write `directory` as `imagefolder` (PNG class folders + labels.json) or `npz`.
+
+    Class folders are numbered (`000_<name>`-free: the folder is the class index) so that any
+    class name — spaces, slashes, unicode — is data in labels.json, never a path.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    pixels = to_uint8_nhwc(images)
+    clipped = float(np.mean(np.abs(images) > 1.0))
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = {"format": fmt, "count": int(len(pixels)), "classes": class_names,
+               "pixels_clipped_fraction": round(clipped, 6),
+               "normalisation": "uint8 = round((x + 1) * 127.5), x the float32 model-space value",
+               **(info or {})}
+    if fmt == "npz":
+        arrays = {"images": pixels, "labels": labels.astype(np.int64)}
+        if soft_labels is not None:
+            arrays["soft_labels"] = soft_labels.astype(np.float32)
+        np.savez(directory / "distilled.npz", **arrays)
+        summary["files"] = ["distilled.npz"]
+    else:
+        entries = []
+        for index, (pixel, label) in enumerate(zip(pixels, labels, strict=True)):
+            folder = directory / f"{int(label):03d}"
+            folder.mkdir(exist_ok=True)
+            name = f"{int(label):03d}/{index:05d}.png"
+            image = pixel[:, :, 0] if pixel.shape[2] == 1 else pixel
+            Image.fromarray(image).save(directory / name)
+            entry = {"file": name, "label": int(label), "class": class_names[int(label)]}
+            if soft_labels is not None:
+                entry["soft_label"] = [round(float(v), 6) for v in soft_labels[index]]
+            entries.append(entry)
+        (directory / "labels.json").write_text(json.dumps(entries, indent=1))
+        summary["files"] = ["labels.json"] + [entry["file"] for entry in entries]
+    (directory / "export.json").write_text(json.dumps({k: v for k, v in summary.items()
+                                                       if k != "files"}, indent=1))
+    return summary
