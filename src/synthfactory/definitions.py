@@ -14,7 +14,7 @@ import dagster as dg
 
 from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
-from synthfactory.assets.curation import filtered_set, judge
+from synthfactory.assets.curation import build_shard_scores, filtered_set, judge
 from synthfactory.assets.data import prompts, real_images
 from synthfactory.assets.distillation import classifier_distilled, distilled_set, expert_trajectories
 from synthfactory.assets.dvc_versions import wrap_all
@@ -54,9 +54,11 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         shards = _with_deps(shards, [ADAPTER_ASSET])
     if config.params.refinement.rounds:  # the report reads every round's classifiers
         report = _with_deps(report, report_deps(config))
-    assets = [real_images, prompts, generator, *adapters, shards, judge, filtered_set,
+    assets = [real_images, prompts, generator, *adapters, shards, judge,
+              build_shard_scores(partitions), filtered_set,
               expert_trajectories, distilled_set, classifier_distilled,
-              *[build_classifier(arm) for arm in ARMS if arm != "distilled"],
+              *[build_classifier(arm, config.runtime.devices) for arm in ARMS
+                if arm != "distilled"],
               *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)

@@ -21,6 +21,15 @@ GPU_OP_TAGS: dict[str, Any] = {
 }
 
 
+def gpu_op_tags(devices: int) -> dict[str, Any]:
+    """The op tags of a step that uses `devices` GPUs (a DDP classifier): its pod asks for that
+    many."""
+    if devices == 1:
+        return GPU_OP_TAGS
+    limits = {"nvidia.com/gpu": str(devices)}
+    return {"dagster-k8s/config": {"container_config": {"resources": {"limits": limits}}}}
+
+
 def build_executor(config: ExecutorParams) -> dg.ExecutorDefinition:
     """The executor definition for `executor.kind`; `k8s` needs dagster-k8s installed."""
     if config.kind == "in_process":

@@ -14,7 +14,8 @@ from synthfactory.definitions import build_definitions
 from synthfactory.params import ParamsError, load_params, parse_params
 from tests.support import tiny_params
 
-DOWNSTREAM_OF_PROMPTS = {"prompts", "synthetic_shards", "filtered_set", "distilled_set",
+DOWNSTREAM_OF_PROMPTS = {"prompts", "synthetic_shards", "shard_scores", "filtered_set",
+                         "expert_trajectories", "distilled_set",
                          "classifier_synthetic", "classifier_filtered", "classifier_distilled",
                          "eval_report"}
 

@@ -23,7 +23,8 @@ def test_module_loads_with_the_shipped_params() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out[0] == str(sorted([
-        "real_images", "prompts", "generator", "synthetic_shards", "judge", "filtered_set",
+        "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
+        "filtered_set",
         "expert_trajectories", "distilled_set", "classifier_real", "classifier_synthetic",
         "classifier_filtered",
         "classifier_distilled", "eval_report"]))

@@ -18,7 +18,8 @@ from synthfactory.params import ExecutorParams, ParamsError, load_params, parse_
 from tests.support import PROJECT_ROOT
 
 ROOT = PROJECT_ROOT
-CPU_ONLY = {"real_images", "prompts"}  # they read files and numbers, never a torch device
+# They read files and numbers, never a torch device (the filter decides from shard_scores).
+CPU_ONLY = {"real_images", "prompts", "filtered_set"}
 
 
 def test_every_accelerator_asset_is_in_the_gpu_pool_and_asks_kubernetes_for_a_gpu() -> None:
@@ -34,7 +35,19 @@ def test_every_accelerator_asset_is_in_the_gpu_pool_and_asks_kubernetes_for_a_gp
         assert node.pool == "gpu", name
         # Dagster stores a dict op tag as JSON; dagster-k8s parses it back.
         assert json.loads(node.tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]
-    assert len(seen) == 12
+    assert len(seen) == 14
+
+
+def test_ddp_classifiers_ask_kubernetes_for_one_gpu_per_device() -> None:
+    defs = build_definitions(parse_params({"runtime": {"devices": 4}}))
+    for assets_def in defs.assets:
+        name = assets_def.key.to_user_string()
+        if assets_def.node_def.pool != "gpu":
+            continue
+        limits = json.loads(assets_def.node_def.tags["dagster-k8s/config"])[
+            "container_config"]["resources"]["limits"]
+        ddp = name in {"classifier_real", "classifier_synthetic", "classifier_filtered"}
+        assert limits == {"nvidia.com/gpu": "4" if ddp else "1"}, name
 
 
 def test_executor_follows_params() -> None:

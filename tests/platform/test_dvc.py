@@ -69,16 +69,25 @@ def test_stages_list_code_upstream_outputs_and_exact_params() -> None:
         assert {d for d in stage["deps"] if d.startswith("data/")} == {f"data/{p}" for p in parents}
         assert all(Path(ROOT, d).is_file() for d in stage["deps"] if d.startswith("src/"))
         assert "src/synthfactory/resources/dvc.py" not in stage["deps"]  # runs after the output
-    # The filter's own keys (the batch size it loads the judge with, and the contamination
-    # thresholds it drops near-copies of test images with); the expensive upstream steps do not
-    # read them.
+    # The filter's own keys (and the seed of its ties, the batch size it loads the judge with
+    # and the contamination thresholds it drops near-copies of test images with); the judge's
+    # scores are shard_scores', which reads only the batch size it loads the judge with; the
+    # expensive upstream steps read neither.
     assert stages["filtered_set"]["params"] == ["contamination", "filtered_set",
-                                                "judge.batch_size"]
+                                                "judge.batch_size", "seed"]
+    assert stages["shard_scores"]["params"] == ["judge.batch_size"]
     assert "src/synthfactory/ops/curation/filters.py" in stages["filtered_set"]["deps"]
-    for upstream in ["real_images", "prompts", "generator", "synthetic_shards", "judge"]:
+    for upstream in ["real_images", "prompts", "generator", "synthetic_shards", "judge",
+                     "shard_scores"]:
         assert not any(p.startswith("filtered_set") for p in stages[upstream]["params"]), upstream
-        assert "src/synthfactory/ops/curation/filters.py" not in stages[upstream]["deps"], upstream
-    assert stages["judge"]["params"] == ["classifiers.flip", "judge", "seed"]
+        # shard_scores computes the filters' per-sample features (dedup, quality flags): a change
+        # of filters.py re-scores the shards; the generator and the judge stay.
+        if upstream != "shard_scores":
+            assert "src/synthfactory/ops/curation/filters.py" not in stages[upstream]["deps"], \
+                upstream
+    # The judge trains through the streaming loader: its memory and worker settings are inputs.
+    assert stages["judge"]["params"] == ["classifiers.flip", "judge", "runtime.in_memory_mb",
+                                         "runtime.shuffle_buffer", "runtime.workers", "seed"]
     assert document["metrics"] == ["reports/eval/metrics.json"]
     (plot,) = document["plots"]
     assert list(plot) == ["reports/eval/arms.csv"]

@@ -18,7 +18,7 @@ from synthfactory.ops.storage.dvc_hash import dvc_md5
 from tests.platform.dvc_repo import ASSETS, FILTER_DOWNSTREAM, DvcRepo, make_repo, snapshot
 
 pytestmark = pytest.mark.e2e
-UPSTREAM = ["real_images", "prompts", "generator", "synthetic_shards", "judge"]
+UPSTREAM = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores"]
 
 
 def _outputs(repo: DvcRepo) -> dict[str, str]:

@@ -136,7 +136,7 @@ def test_local_root_never_touches_a_mirror(tmp_path: Path) -> None:
 def test_two_machines_share_the_graph_through_the_object_store(s3_endpoint: str,
                                                                tmp_path: Path) -> None:
     """Machine A makes the upstream assets and every shard; machine B, with an empty cache,
-    runs the judge and the filter from what the object store holds."""
+    runs the judge, the shard scores and the filter from what the object store holds."""
     options = {"endpoint_url": s3_endpoint, **CREDENTIALS}
 
     def config(machine: str) -> object:
@@ -159,17 +159,20 @@ def test_two_machines_share_the_graph_through_the_object_store(s3_endpoint: str,
     defs_b = build_definitions(second)
     # With the checks: the shard integrity check reads the downloaded shards of machine B.
     result = dg.materialize([*defs_b.assets, *ASSET_CHECKS], resources=defs_b.resources,
-                            selection=dg.AssetSelection.assets("judge", "filtered_set").without_checks()
+                            selection=dg.AssetSelection.assets("judge", "shard_scores",
+                                                               "filtered_set").without_checks()
                             | dg.AssetSelection.checks_for_assets("synthetic_shards", "filtered_set"),
                             tags=all_shards_tags(keys))
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {
-        "judge", "filtered_set"}
+        "judge", "shard_scores", "filtered_set"}
     assert result.success
     shards_a = finished_shards(tmp_path / "a" / "data" / "synthetic_shards")
     shards_b = finished_shards(tmp_path / "b" / "data" / "synthetic_shards")
     assert [p.name for p in shards_b] == [p.name for p in shards_a] and len(shards_b) == len(keys)
     assert [sha256_file(p) for p in shards_b] == [sha256_file(p) for p in shards_a]
-    assert "_commits/filtered_set.json" in _objects(s3_endpoint, "graph")
+    objects = _objects(s3_endpoint, "graph")
+    assert "_commits/filtered_set.json" in objects
+    assert {f"_commits/shard_scores/scores-{key}.safetensors.json" for key in keys} <= set(objects)
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks and all(checks.values()), checks
@@ -187,3 +190,53 @@ def _write(endpoint: str, path: str, data: bytes) -> None:
 
     s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True,
                       **CREDENTIALS).pipe_file(f"{BUCKET}/{path}", data)
+
+
+# Two writers of one unit: each process pushes its own version of a directory unit several
+# times, with every upload slowed down so that the pushes overlap.
+WRITER = r"""
+import json, sys, time
+from pathlib import Path
+from synthfactory.resources.store import ArtifactStore
+endpoint, prefix, cache, tag, rounds = sys.argv[1:6]
+store = ArtifactStore(root=f"s3://synthfactory-test/{prefix}", cache=cache,
+                      storage_options={"endpoint_url": endpoint, "key": "testing",
+                                       "secret": "testing"})
+mirror = store.mirror()
+put = mirror.fs.put_file
+def slow_put(*args, **kwargs):
+    time.sleep(0.05)  # a slow network: the other writer's pushes get in between
+    return put(*args, **kwargs)
+mirror.fs.put_file = slow_put
+log = []
+for round_ in range(int(rounds)):
+    unit = Path(cache) / "eval_report"
+    unit.mkdir(parents=True, exist_ok=True)
+    for name in "abcde":
+        (unit / f"{name}.txt").write_text(f"{tag}-{round_}")
+    mirror.push("eval_report")
+    with store.lock("shard_scores", "00001"):  # the partition lease of shard_scores
+        start = time.time()
+        time.sleep(0.2)
+        log.append((start, time.time()))
+print(json.dumps(log))
+"""
+
+
+def test_two_processes_pushing_one_unit_take_turns(s3_endpoint: str, tmp_path: Path) -> None:
+    """Each push holds the unit's lease: the final commit lists exactly the files under it (one
+    writer's version), and two holders of a partition's lease never overlap. Without the lease
+    the same two processes leave a commit over a mix of both writers' files (sha256 mismatch)."""
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, s3_endpoint, "race",
+                                 str(tmp_path / f"cache-{tag}"), tag, "4"],
+                                stdout=subprocess.PIPE, text=True) for tag in ("A", "B")]
+    logs = [json.loads(writer.communicate(timeout=300)[0]) for writer in writers]
+    assert all(writer.returncode == 0 for writer in writers)
+    reader = _store(s3_endpoint, "race", tmp_path / "reader")
+    path = reader.require("eval_report")  # checks every file against the commit
+    contents = {p.read_text() for p in path.glob("*.txt")}
+    assert len(contents) == 1 and contents.pop() in {"A-3", "B-3"}
+    intervals = sorted(interval for log in logs for interval in log)
+    assert len(intervals) == 8
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False))
+    assert not _objects(s3_endpoint, "race/_locks")  # every lease was released

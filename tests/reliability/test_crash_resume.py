@@ -155,8 +155,8 @@ def test_killed_distillation_keeps_the_previous_set_and_a_rerun_is_identical(
     overrides = {**ONE_THREAD,
                  "distilled_set": {"methods": ["dm"], "ipcs": [2],
                                    "dm": {"iterations": 150, "batch_real": 16}}}
-    graph = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "filtered_set",
-             "distilled_set"]
+    graph = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
+             "filtered_set", "expert_trajectories", "distilled_set"]
     config = parse_params(tiny_params(tmp_path, **overrides))
     defs = build_definitions(config)
     keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()

@@ -29,6 +29,8 @@ from synthfactory.assets.checks import (
     filtered_set_every_class_kept,
 )
 from synthfactory.cli import main
+from synthfactory.ops.curation import FILTER_KEEP
+from synthfactory.ops.curation.selection import read_keep_masks, write_keep_masks
 from synthfactory.definitions import build_definitions
 from synthfactory.ops.data.real_images import read_split
 from synthfactory.ops.storage import SUMMARY_JSON
@@ -141,6 +143,15 @@ def test_a_class_emptied_by_the_filter_leaves_out_the_arms_that_need_it(
         if record["class_name"] == "3":
             record["keep"], record["reasons"] = False, ["low_confidence"]
     (directory / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # The classifiers stream through the per-shard keep masks: clear class '3' there as well
+    # (records are in shard order, so a record's position in its shard is its mask index).
+    masks = read_keep_masks(directory / FILTER_KEEP)
+    position: dict[str, int] = {}
+    for record in records:
+        index = position[record["shard"]] = position.get(record["shard"], -1) + 1
+        if record["class_name"] == "3":
+            masks[record["shard"]][index] = 0
+    write_keep_masks(directory / FILTER_KEEP, iter(masks.items()))
     summary = json.loads((directory / SUMMARY_JSON).read_text())
     summary["per_class"]["3"]["kept"] = 0
     (directory / SUMMARY_JSON).write_text(json.dumps(summary))
@@ -194,6 +205,10 @@ def test_the_filter_drops_planted_copies_when_asked(run: dict[str, Any], tmp_pat
     defs, _ = _copy(run, tmp_path, filtered_set={**DEGRADED["filtered_set"],
                                                  "drop_test_near_duplicates": True})
     planted = _plant(tmp_path / "data", 2)
+    # The planted shard's bytes changed: score it again, then filter from the scores.
+    result = dg.materialize(list(defs.assets), selection=["shard_scores"], partition_key="00001",
+                            resources=defs.resources)
+    assert result.success
     _materialize(defs, "filtered_set")
     lines = (tmp_path / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()
     records = {record["key"]: record for record in map(json.loads, lines)}

@@ -229,7 +229,8 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
             seconds = time.perf_counter() - cell_started
             records[cell.key] = write_cell(cell_dir(directory, cell), cell, repeats, {
                 "inputs_digest": digest, "labels": config.labels, "source_size": len(data.images),
-                "seconds": round(seconds, 3)})
+                # The method's own settings as they ran (dm's features: judge or random_convnet).
+                "settings": method_config, "seconds": round(seconds, 3)})
             context.log.info(f"{cell.key}: {config.repeats} repeat(s) in {seconds:.1f}s")
         headline = table[0]
         from synthfactory.ops.distillation.cellstore import read_cell

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,21 +11,24 @@ import dagster as dg
 import numpy as np
 
 from synthfactory.assets.metadata import not_built_result
-from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.executors import GPU_OP_TAGS, gpu_op_tags
 from synthfactory.ops.data.preflight import TooFewImages, check_every_class
-from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_split
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_image_shape, read_split
 from synthfactory.ops.evaluation.arms import (
     TrainingData,
     distilled_arm,
     filtered_arm,
-    read_filter_records,
+    filtered_shard_set,
+    grid_samples,
     real_arm,
     synthetic_arm,
+    synthetic_shard_set,
 )
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
 from synthfactory.ops.storage.not_built import read_not_built
+from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -49,19 +53,37 @@ MISSING_CLASS_FIX = {
 }
 
 
-def build_classifier(arm: str) -> dg.AssetsDefinition:
-    """The `classifier_<arm>` asset: `n_seeds` ConvNets trained from scratch on one arm."""
-    upstream, load = ARMS[arm]
+def _image_shape(store: ArtifactStore) -> tuple[int, int, int]:
+    return read_image_shape(store.require("real_images"))
+
+
+# Each arm as shards: what its classifiers read (loaded when small, streamed otherwise).
+SHARD_SETS: dict[str, Callable[[ArtifactStore], ShardSet]] = {
+    "real": lambda store: real_shard_set(store.require("real_images")),
+    "synthetic": lambda store: synthetic_shard_set(store.require("synthetic_shards"),
+                                                   _image_shape(store)),
+    "filtered": lambda store: filtered_shard_set(store.require("synthetic_shards"),
+                                                 store.require("filtered_set"),
+                                                 _image_shape(store)),
+}
+
+
+def build_classifier(arm: str, devices: int = 1) -> dg.AssetsDefinition:
+    """The `classifier_<arm>` asset: `n_seeds` ConvNets trained from scratch on one arm, on
+    `devices` devices (its Kubernetes pod asks for that many GPUs)."""
+    upstream, _ = ARMS[arm]
 
     @dg.asset(name=f"classifier_{arm}", group_name="evaluation",
-              kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,
-              deps=[upstream, "real_images"],
+              kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
+              op_tags=gpu_op_tags(devices), deps=[upstream, "real_images"],
               description=f"ConvNets trained from scratch on the {arm} arm ({upstream}), one per "
                           "seed, with standard augmentation: `seed-<k>.safetensors` and "
                           "`history.json`. All arms share one architecture and recipe, so "
                           "their accuracies on the real test split compare the data alone. "
-                          "An arm whose data cannot be made (a class missing, an upstream set "
-                          "not built) is published as not built, with the reason.")
+                          "Sets above `runtime.in_memory_mb` stream from their shards; with "
+                          "`runtime.devices` > 1 the seeds train with DDP (torchrun). An arm "
+                          "whose data cannot be made (a class missing, an upstream set not "
+                          "built) is published as not built, with the reason.")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
         from synthfactory.ops.training.train import save_classifier, train_classifier
@@ -70,39 +92,72 @@ def build_classifier(arm: str) -> dg.AssetsDefinition:
         class_names = read_classes(store.require("real_images"))
         n_classes = len(class_names)
         try:
-            data = load(store)
-            check_every_class(data.labels, class_names, f"the {arm} arm",
+            shard_set = SHARD_SETS[arm](store)
+            # Labels only: the images are not decoded for this check.
+            check_every_class(shard_set.labels(), class_names, f"the {arm} arm",
                               MISSING_CLASS_FIX.get(arm, f"rebuild {upstream} with every class"))
         except TooFewImages as error:
             # Degrade, don't discard: this arm is reported as missing, every other one is made.
             passed_on = upstream if read_not_built(store.path(upstream)) else None
             return not_built_result(context, store, f"classifier_{arm}", str(error), passed_on)
-        histories = []
+        seeds = [derive_seed(runtime.seed, "classifiers", index) for index in range(config.n_seeds)]
+        recipe = dict(epochs=config.epochs, min_steps=config.min_steps,
+                      batch_size=config.batch_size, learning_rate=config.learning_rate,
+                      width=config.width, architecture=config.architecture,
+                      augmentation=config.augmentation, flip=config.flip)
+        streamed = runtime.devices > 1 or shard_set.decoded_mib > runtime.in_memory_mb
         with store.publish_dir(f"classifier_{arm}") as directory:
-            for seed_index in range(config.n_seeds):
-                model, history = train_classifier(
-                    data.images, data.targets, n_classes,
-                    seed=derive_seed(runtime.seed, "classifiers", seed_index),
-                    device=runtime.torch_device, epochs=config.epochs,
-                    min_steps=config.min_steps, batch_size=config.batch_size,
-                    learning_rate=config.learning_rate, width=config.width,
-                    architecture=config.architecture,
-                    augmentation=config.augmentation, flip=config.flip)
-                save_classifier(directory / f"seed-{seed_index}.safetensors", model)
-                histories.append({"seed_index": seed_index, **history})
-                context.log.info(f"classifier_{arm} seed {seed_index}: {history['steps']} steps, "
-                                 f"train accuracy {history['train_accuracy']:.3f}")
+            if runtime.devices > 1:
+                histories = _train_ddp(context, store, runtime, shard_set, arm, n_classes, seeds,
+                                       recipe, directory)
+            else:
+                source = shard_set.source(in_memory_mb=runtime.in_memory_mb, seed=0,
+                                          workers=runtime.workers,
+                                          shuffle_buffer=runtime.shuffle_buffer)
+                histories = []
+                for seed_index, seed in enumerate(seeds):
+                    if streamed:
+                        source = source.with_seed(derive_seed(seed, "stream"))
+                    model, history = train_classifier(source, None, n_classes, seed=seed,
+                                                      device=runtime.torch_device, **recipe)
+                    save_classifier(directory / f"seed-{seed_index}.safetensors", model)
+                    histories.append({"seed_index": seed_index, **history})
+                    context.log.info(f"classifier_{arm} seed {seed_index}: {history['steps']} "
+                                     f"steps, train accuracy {history['train_accuracy']:.3f}")
             (directory / HISTORY_JSON).write_text(dumps_json({
-                "arm": arm, "n_train": len(data.images), "sources": data.sources,
-                "soft_labels": data.targets.ndim == 2, "seeds": histories}))
+                "arm": arm, "n_train": shard_set.n_samples,
+                "sources": [shard.path.name for shard in shard_set.shards],
+                "soft_labels": shard_set.soft, "streamed": streamed, "devices": runtime.devices,
+                "seeds": histories}))
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(store.path(f"classifier_{arm}"))),
-            "n_train": len(data.images), "seeds": config.n_seeds,
-            "sources": len(data.sources),
+            "n_train": shard_set.n_samples, "seeds": config.n_seeds,
+            "sources": len(shard_set.shards), "streamed": streamed, "devices": runtime.devices,
             "train_seconds": round(sum(h["seconds"] for h in histories), 1),
         })
 
     return classifier
+
+
+def _train_ddp(context: dg.AssetExecutionContext, store: ArtifactStore, runtime: TorchRuntime,
+               shard_set: ShardSet, arm: str, n_classes: int, seeds: list[int],
+               recipe: dict, directory: Path) -> list[dict]:
+    """Every seed trained with DDP on `runtime.devices` processes launched by torchrun."""
+    import shutil
+
+    from synthfactory.ops.training.distributed import Recipe, train_distributed, write_job
+
+    work = store.path(".ddp", f"classifier_{arm}")
+    shutil.rmtree(work, ignore_errors=True)
+    job = write_job(work, shard_set, n_classes=n_classes, seeds=seeds,
+                    stream_seeds=[derive_seed(seed, "stream") for seed in seeds],
+                    recipe=Recipe(**recipe), workers=runtime.workers,
+                    shuffle_buffer=runtime.shuffle_buffer, out_dir=directory,
+                    threads=runtime.threads)
+    context.log.info(f"classifier_{arm}: DDP on {runtime.devices} processes (torchrun)")
+    histories = train_distributed(job, devices=runtime.devices, log=context.log.info)
+    shutil.rmtree(work, ignore_errors=True)
+    return [{"seed_index": index, **history} for index, history in enumerate(histories)]
 
 
 @dg.asset(group_name="evaluation", kinds={"html", "json"}, code_version="1", pool="gpu",
@@ -119,7 +174,8 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     digest and shard digests. Also what weakens the answer: the arms that were not built and why
     (`missing_arms`), the real images per class and split with imbalance and small-test-class
     warnings (`data`), and the near-copies of test images among the synthetic ones
-    (`contamination`, counted even when zero).
+    (`contamination`, counted even when zero). The same files are published through the store
+    (`eval_report/` under its root, uploaded with a commit on an object store).
     """
     from synthfactory.ops.evaluation.class_sizes import data_entry
     from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
@@ -200,20 +256,24 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
             params.refinement, store, runtime.torch_device, test_images, test_labels, class_names,
             arms["synthetic"]["per_class_accuracy"])
         arms.update(loop_arms)
-    synthetic = synthetic_arm(store.require("synthetic_shards"))
     leakage = params.contamination
     metrics["contamination"], contamination_grid = contamination_in_store(
-        synthetic, test_images, test_keys, real_dir, store.require("judge"),
-        store.require("filtered_set"), class_names, runtime.torch_device,
+        store.require("synthetic_shards"), store.path("shard_scores"), test_images, test_keys,
+        real_dir,
+        store.require("judge"), store.require("filtered_set"), class_names, runtime.torch_device,
         feature_threshold=leakage.feature_threshold, pixel_threshold=leakage.pixel_threshold,
         pixel_resolution=leakage.pixel_resolution, grid_pairs=leakage.grid_pairs)
-    grids = _grids(store, class_names, params.eval_report.grid_per_class, synthetic)
+    grids = _grids(store, class_names, params.eval_report.grid_per_class)
     grids[GRID] = contamination_grid
     for line in missing_arm_lines(missing):
         context.log.warning(f"eval_report: {line}")
     output = Path(params.eval_report.output_dir)
-    with atomic_dir(output) as directory:
+    # Published through the store first (uploaded with its commit when the root is an object
+    # store, so other machines and people read the same report), then copied to output_dir.
+    with store.publish_dir("eval_report") as directory:
         write_report(directory, metrics, grids)
+    with atomic_dir(output) as directory:
+        shutil.copytree(store.path("eval_report"), directory, dirs_exist_ok=True)
     plot = accuracy_plot(metrics)
     table = arm_table_markdown(metrics)
     context.log.info("eval_report:\n" + table)
@@ -233,23 +293,24 @@ def eval_report(context: dg.AssetExecutionContext, params: Params, store: Artifa
     )
 
 
-def _grids(store: ArtifactStore, class_names: list[str], per_class: int,
-           synthetic: TrainingData) -> dict[str, np.ndarray]:
+def _grids(store: ArtifactStore, class_names: list[str],
+           per_class: int) -> dict[str, np.ndarray]:
     """Image grids of each set, per class: real, synthetic, kept, rejected, distilled (if built)."""
     from synthfactory.ops.evaluation.plots import image_grid
 
     real_images, real_labels, _ = read_split(store.require("real_images"), "test")
-    records = {r["key"]: r for r in read_filter_records(store.require("filtered_set"))}
-    kept = np.array([records[key]["keep"] for key in synthetic.keys])
+    # Only the pictured samples are read (the synthetic set may not fit in memory).
+    synthetic = grid_samples(store.require("synthetic_shards"), store.require("filtered_set"),
+                             per_class, _image_shape(store))
 
     def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return image_grid(images, labels, class_names, per_class=per_class)
 
     grids = {
         "real": grid(real_images, real_labels),
-        "synthetic": grid(synthetic.images, synthetic.labels),
-        "kept": grid(synthetic.images[kept], synthetic.labels[kept]),
-        "rejected": grid(synthetic.images[~kept], synthetic.labels[~kept]),
+        "synthetic": grid(*synthetic["synthetic"]),
+        "kept": grid(*synthetic["kept"]),
+        "rejected": grid(*synthetic["rejected"]),
     }
     if read_not_built(store.require("distilled_set")) is None:
         distilled = distilled_arm(store.require("distilled_set"))

@@ -17,6 +17,11 @@ class TorchRuntime(dg.ConfigurableResource):
     `device` is `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:<index>`; `threads`
     caps torch's CPU threads (null keeps torch's default). torch is imported only when a step
     starts, never when the definitions load.
+
+    `devices` > 1 trains the classifiers with DistributedDataParallel, one process per device
+    (torchrun from the step; CUDA with NCCL, or CPU processes with gloo). Training data larger
+    than `in_memory_mb` (decoded uint8 images) — and every set under DDP — streams from its
+    shards through `workers` DataLoader processes per device with a `shuffle_buffer` of samples.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -25,6 +30,10 @@ class TorchRuntime(dg.ConfigurableResource):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, gt=0)
+    devices: int = Field(default=1, gt=0)
+    workers: int = Field(default=2, ge=0)
+    shuffle_buffer: int = Field(default=5000, ge=0)
+    in_memory_mb: float = Field(default=512.0, ge=0)
 
     _device: str | None = PrivateAttr(default=None)
 

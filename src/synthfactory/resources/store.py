@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,40 @@ class ArtifactStore(dg.ConfigurableResource):
                                     f"first (store root {self.root!r})")
         return path
 
+    def require_files(self, asset: str, pattern: str) -> list[Path]:
+        """The files of a partitioned asset's directory whose names match `pattern` (a glob),
+        sorted; with an object-store root only those are downloaded (a filter reads the shards'
+        sidecars and scores, never their tars)."""
+        if self.is_remote:
+            self.mirror().pull(asset, match=pattern)
+        return sorted(self.path(asset).glob(pattern))
+
     def push(self, *parts: str) -> None:
         """Upload an artifact that an op wrote in place (a shard) when the root is a URL."""
         if self.is_remote:
             self.mirror().push("/".join(parts))
+
+    def refresh(self, *parts: str) -> Path:
+        """The local path of an artifact, downloaded first when the object store has a newer
+        commit of it; unlike `require`, a missing artifact is not an error (it may be about to be
+        written)."""
+        if self.is_remote:
+            self.mirror().pull("/".join(parts))
+        return self.path(*parts)
+
+    def lock(self, *parts: str) -> AbstractContextManager[Any]:
+        """Hold the writers' lease of an artifact (one partition, say) for a block: two runs of
+        the same partition take turns instead of racing. On an object store the lease is an
+        object under `_locks/`, shared by every machine; on a local root a file under `.locks/`."""
+        unit = "/".join(parts)
+        if self.is_remote:
+            return self.mirror().lease(f"partition/{unit}")
+        import fsspec
+
+        from synthfactory.ops.storage.locks import lease
+
+        path = self.local_root.resolve() / ".locks" / f"{unit}.json"
+        return lease(fsspec.filesystem("file"), path.as_posix())
 
     def retract(self, *parts: str) -> None:
         """Withdraw an artifact from the object store before rewriting it in place (a shard's

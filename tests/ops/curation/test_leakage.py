@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from synthfactory.ops.curation.filters import FilterSettings, filter_samples
-from synthfactory.ops.curation.leakage import nearest_test, pixel_vectors
+from synthfactory.ops.curation.leakage import (LeakageReference, copy_match, nearest_test,
+                                               pixel_vectors, scan_shards, unit_rows)
+from synthfactory.ops.curation.scores import ShardScores, write_scores
+from synthfactory.ops.curation.selection import ScoredShard, iter_records, select_from_scores
 from synthfactory.ops.data.digits import load_digits
 from synthfactory.ops.data.splits import stratified_split
+from synthfactory.ops.storage.shards import Sample, write_shard
 
 RULE = {"feature_threshold": 0.95, "pixel_threshold": 0.995}
 
@@ -89,3 +95,44 @@ def test_the_filter_drops_test_copies_only_when_asked() -> None:
     assert summary["reasons"] == {"test_near_duplicate": 1}
     with pytest.raises(ValueError, match="drop_test_near_duplicates needs"):
         filter_samples(*args, on, ["x", "y"])
+
+
+def test_the_scores_path_finds_and_drops_planted_copies(digits: tuple, tmp_path: Path) -> None:
+    """At scale the rule runs shard by shard, the judge's features taken from `shard_scores`:
+    the same near-copies as `nearest_test` on the whole set, and `select_from_scores` drops
+    exactly those (reason and matched test key in their records) only when asked."""
+    independent, test, projection = digits
+    queries = np.concatenate([independent[:60], test[[4, 40]]])  # two planted test images
+    labels = np.arange(len(queries)) % 2
+    shards = []
+    for number, rows in enumerate(np.array_split(np.arange(len(queries)), 3)):
+        tar = tmp_path / f"shard-{number:05d}.tar"
+        info = write_shard(tar, (Sample(f"s{i:03d}", queries[i], int(labels[i])) for i in rows))
+        features = _features(queries[rows], projection).astype(np.float32)
+        scores = ShardScores(keys=[f"s{i:03d}" for i in rows], labels=labels[rows],
+                             probs=np.full((len(rows), 2), 0.5, np.float32), embeddings=features,
+                             dedup=features, quality=np.zeros(len(rows), np.uint8))
+        path = tmp_path / f"scores-{number:05d}.safetensors"
+        write_scores(path, scores, shard_sha256=info.sha256, judge_digest="j")
+        shards.append(ScoredShard(tar.name, path))
+    side = LeakageReference([f"t{i}" for i in range(len(test))], unit_rows(_features(test, projection)),
+                    pixel_vectors(test, 16))
+    scanned = scan_shards([(tmp_path / s.name, s.scores_path) for s in shards], side, None,
+                          pixel_resolution=16, **RULE)
+    whole = nearest_test(_features(queries, projection), pixel_vectors(queries, 16),
+                         side.features, side.pixels, **RULE)
+    assert np.flatnonzero(scanned.near.is_copy).tolist() == [60, 61]
+    assert np.array_equal(scanned.near.copy_index, whole.copy_index)
+    matches = {int(i): copy_match(scanned.near, int(i), side.keys) for i in [60, 61]}
+    on = FilterSettings(threshold=None, dedup=False, quality=False, drop_test_near_duplicates=True)
+    selection = select_from_scores(shards, on, clip=False, seed=0,
+                                   test_copies=scanned.near.is_copy, test_matches=matches)
+    records = list(iter_records(selection, ["x", "y"]))
+    assert [r["key"] for r in records if not r["keep"]] == ["s060", "s061"]
+    assert records[60]["reasons"] == ["test_near_duplicate"]
+    assert records[61]["test_near_duplicate"]["test_key"] == "t40"
+    off = FilterSettings(threshold=None, dedup=False, quality=False)
+    assert select_from_scores(shards, off, clip=False, seed=0,
+                              test_copies=scanned.near.is_copy).keep.all()
+    with pytest.raises(ValueError, match="drop_test_near_duplicates needs"):
+        select_from_scores(shards, on, clip=False, seed=0)

@@ -23,12 +23,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from synthfactory.ops.curation.scores import read_columns, read_scores_metadata
 from synthfactory.ops.data.real_images import read_split
+from synthfactory.ops.storage.shards import read_samples
+
+if TYPE_CHECKING:
+    import torch
 
 # Query rows compared with every test image at once: memory is about CHUNK × n_test × 32 bytes
 # (two similarity matrices and their masks), 80 MB for 10 000 test images.
@@ -43,6 +48,7 @@ class NearestTest:
     feature_index: np.ndarray       # int (N,): the test image it belongs to
     pixel_similarity: np.ndarray    # float (N,): best low-resolution pixel correlation
     pixel_index: np.ndarray         # int (N,)
+    feature_at_pixel_nearest: np.ndarray  # float (N,): feature cosine to the pixel-nearest one
     is_copy: np.ndarray             # bool (N,): some test image within both thresholds
     copy_index: np.ndarray          # int (N,): that test image (the closest in pixels), or -1
     copy_feature_similarity: np.ndarray  # float (N,): the match's similarities (nan: no match)
@@ -86,6 +92,7 @@ def nearest_test(query_features: np.ndarray, query_pixels: np.ndarray,
     query_features, test_features = unit_rows(query_features), unit_rows(test_features)
     n = len(query_features)
     result = {name: np.zeros(n) for name in ("feature_similarity", "pixel_similarity",
+                                             "feature_at_pixel_nearest",
                                              "copy_feature_similarity", "copy_pixel_similarity")}
     indices = {name: np.zeros(n, np.int64) for name in ("feature_index", "pixel_index",
                                                         "copy_index")}
@@ -97,6 +104,8 @@ def nearest_test(query_features: np.ndarray, query_pixels: np.ndarray,
         for space, matrix in (("feature", features), ("pixel", pixels)):
             indices[f"{space}_index"][rows] = matrix.argmax(axis=1)
             result[f"{space}_similarity"][rows] = matrix.max(axis=1)
+        result["feature_at_pixel_nearest"][rows] = features[np.arange(features.shape[0]),
+                                                            indices["pixel_index"][rows]]
         both = (features >= feature_threshold) & (pixels >= pixel_threshold)
         match = np.where(both, pixels, -np.inf).argmax(axis=1)
         found = both.any(axis=1)
@@ -108,25 +117,97 @@ def nearest_test(query_features: np.ndarray, query_pixels: np.ndarray,
     return NearestTest(is_copy=is_copy, **result, **indices)
 
 
-def near_copies_of_test(images: np.ndarray, features: np.ndarray, real_dir: Path,
-                        embed: Callable[[np.ndarray], np.ndarray], *, feature_threshold: float,
-                        pixel_threshold: float, pixel_resolution: int
-                        ) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
-    """Which images (with their judge `features`) are near-copies of a test image of `real_dir`,
-    and for each one the test key and both similarities (None for the others).
+@dataclass(frozen=True)
+class LeakageReference:
+    """The real test images as the leakage rule sees them: keys, unit judge features, pixel
+    vectors. Their labels are never read."""
 
-    Reads the test split's pixels and keys; its labels are dropped as they are read.
+    keys: list[str]
+    features: np.ndarray
+    pixels: np.ndarray
+
+
+def leakage_reference(real_dir: Path, embed: Callable[[np.ndarray], np.ndarray],
+                      pixel_resolution: int) -> LeakageReference:
+    """Embed and pixel-reduce the test split of `real_dir` (its labels dropped as it is read)."""
+    images, _, keys = read_split(real_dir, "test")
+    return LeakageReference(keys, unit_rows(embed(images)), pixel_vectors(images, pixel_resolution))
+
+
+@dataclass(frozen=True)
+class ScannedShards:
+    """`nearest_test` over a set of shards, in shard order, with each sample's key and label."""
+
+    keys: list[str]
+    labels: np.ndarray
+    shard_of: np.ndarray  # int: the index in the scanned shards of each sample's shard
+    near: NearestTest
+
+
+def scan_shards(shards: list[tuple[Path, Path | None]], test: LeakageReference,
+                embed: Callable[[np.ndarray], np.ndarray] | None, *, feature_threshold: float,
+                pixel_threshold: float, pixel_resolution: int) -> ScannedShards:
+    """Nearest test image of every sample of `shards`, one shard's images in memory at a time.
+
+    Each shard is a (tar, scores) pair: the judge features come from its `shard_scores` file
+    (the `embeddings` column, written by the same judge) when it has one, else from `embed`
+    (None: every shard must have scores). Pixels are always read from the tar, since the scores
+    do not keep them.
     """
-    test_images, _, test_keys = read_split(real_dir, "test")
-    near = nearest_test(features, pixel_vectors(images, pixel_resolution), embed(test_images),
-                        pixel_vectors(test_images, pixel_resolution),
-                        feature_threshold=feature_threshold, pixel_threshold=pixel_threshold)
-    matches: list[dict[str, Any] | None] = [
-        {"test_key": test_keys[near.copy_index[i]],
-         "feature_similarity": round(float(near.copy_feature_similarity[i]), 6),
-         "pixel_similarity": round(float(near.copy_pixel_similarity[i]), 6)}
-        if near.is_copy[i] else None for i in range(len(images))]
-    return near.is_copy, matches
+    keys: list[str] = []
+    labels, shard_of, parts = [], [], []
+    for tar_path, scores_path in shards:
+        samples = list(read_samples([tar_path]))
+        images = np.stack([s.image if s.image.ndim == 3 else s.image[:, :, None]
+                           for s in samples])
+        shard_keys = [s.key for s in samples]
+        if scores_path is not None:
+            if read_scores_metadata(scores_path)["keys"] != shard_keys:
+                raise ValueError(f"{scores_path.name} does not list the samples of "
+                                 f"{tar_path.name}: re-materialize its shard_scores partition")
+            features = read_columns(scores_path, ("embeddings",))["embeddings"]
+        elif embed is not None:
+            features = embed(images)
+        else:
+            raise ValueError(f"{tar_path.name} has no scores and no judge was given to embed it")
+        parts.append(nearest_test(features, pixel_vectors(images, pixel_resolution),
+                                  test.features, test.pixels,
+                                  feature_threshold=feature_threshold,
+                                  pixel_threshold=pixel_threshold))
+        keys += shard_keys
+        labels.append(np.asarray([s.label for s in samples], dtype=np.int64))
+        shard_of.append(np.full(len(samples), len(parts) - 1, np.int64))
+    if not parts:
+        raise ValueError("the leakage check needs at least one synthetic shard")
+    near = NearestTest(**{name: np.concatenate([getattr(part, name) for part in parts])
+                          for name in NearestTest.__dataclass_fields__})
+    return ScannedShards(keys, np.concatenate(labels), np.concatenate(shard_of), near)
+
+
+def copy_match(near: NearestTest, index: int, test_keys: list[str]) -> dict[str, Any]:
+    """The manifest's record of a near-copy: its test image's key and both similarities."""
+    return {"test_key": test_keys[int(near.copy_index[index])],
+            "feature_similarity": round(float(near.copy_feature_similarity[index]), 6),
+            "pixel_similarity": round(float(near.copy_pixel_similarity[index]), 6)}
+
+
+def scored_near_copies(shards: list[tuple[Path, Path]], real_dir: Path, judge_dir: Path,
+                       device: torch.device, *, batch_size: int, feature_threshold: float,
+                       pixel_threshold: float, pixel_resolution: int
+                       ) -> tuple[np.ndarray, dict[int, dict[str, Any]]]:
+    """Which samples of the scored `shards` ((tar, scores) pairs, in filter order) are near-copies
+    of a test image of `real_dir`, and each one's match by sample index: the judge's features
+    from the scores (never re-scored), the pixels from the tars, the test split embedded once by
+    the judge of `judge_dir` (at `batch_size`, a speed setting)."""
+    from synthfactory.ops.curation.judges import load_judge
+
+    judge = load_judge(judge_dir, device, batch_size)
+    test = leakage_reference(real_dir, judge.embed, pixel_resolution)
+    scanned = scan_shards(list(shards), test, None, feature_threshold=feature_threshold,
+                          pixel_threshold=pixel_threshold, pixel_resolution=pixel_resolution)
+    copies = scanned.near.is_copy
+    return copies, {int(i): copy_match(scanned.near, int(i), test.keys)
+                    for i in np.flatnonzero(copies)}
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from synthfactory.ops.curation import FILTER_MANIFEST
+from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST
+from synthfactory.ops.curation.selection import read_keep_masks
 from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.data.real_images import read_training_images
 from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
+from synthfactory.ops.training.shardsets import ShardSet, shard_refs
 
 
 @dataclass
@@ -90,3 +92,64 @@ def distilled_arm(distilled_dir: Path) -> TrainingData:
         targets = np.asarray([s.meta["soft_label"] for s in samples], dtype=np.float32)
     return TrainingData(images, labels, targets, [s.key for s in samples],
                         sources=[p.name for p in shards])
+
+
+# The same arms as shard sets: what a classifier streams when the set is too large for memory
+# (or trains under DDP), read without loading the images.
+
+
+def synthetic_shard_set(shards_dir: Path, image_shape: tuple[int, int, int]) -> ShardSet:
+    """Every finished synthetic shard."""
+    paths = finished_shards(shards_dir)
+    if not paths:
+        raise FileNotFoundError(f"{shards_dir} has no finished shards: materialize "
+                                "'synthetic_shards' (all partitions or a range) first")
+    return ShardSet(shard_refs(paths), image_shape)
+
+
+def filtered_shard_set(shards_dir: Path, filtered_dir: Path,
+                    image_shape: tuple[int, int, int]) -> ShardSet:
+    """The shards the filtered set scored, each with its keep mask."""
+    masks = read_keep_masks(filtered_dir / FILTER_KEEP)
+    paths = [shards_dir / name for name in sorted(masks)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"filtered_set refers to shards {missing} that are gone from "
+                                f"{shards_dir}: re-materialize 'filtered_set'")
+    shard_set = ShardSet(shard_refs(paths, masks), image_shape)
+    if shard_set.n_samples == 0:
+        raise TooFewImages("the filtered set keeps no sample: loosen filtered_set thresholds")
+    return shard_set
+
+
+def grid_samples(shards_dir: Path, filtered_dir: Path, per_class: int,
+                 image_shape: tuple[int, int, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The first `per_class` synthetic, kept and rejected images of each class, for grids.
+
+    Streams the filtered set's manifest (one record at a time) to pick them, then reads only
+    the shards that hold a picked sample: memory and reading stay bounded by the grids, not by
+    the set.
+    """
+    path = filtered_dir / FILTER_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: materialize 'filtered_set' first")
+    picks: dict[str, list[tuple[str, str, int]]] = {"synthetic": [], "kept": [], "rejected": []}
+    counts: dict[tuple[str, int], int] = {}
+    with open(path) as handle:
+        for line in handle:
+            record = json.loads(line)
+            for grid in ("synthetic", "kept" if record["keep"] else "rejected"):
+                if counts.get((grid, record["label"]), 0) < per_class:
+                    counts[(grid, record["label"])] = counts.get((grid, record["label"]), 0) + 1
+                    picks[grid].append((record["shard"], record["key"], record["label"]))
+    wanted = {key for chosen in picks.values() for _, key, _ in chosen}
+    images: dict[str, np.ndarray] = {}
+    for shard in sorted({shard for chosen in picks.values() for shard, _, _ in chosen}):
+        for sample in read_samples([shards_dir / shard]):
+            if sample.key in wanted:
+                images[sample.key] = sample.image if sample.image.ndim == 3 else \
+                    sample.image[:, :, None]
+    empty = np.zeros((0, *image_shape), np.uint8)
+    return {grid: (np.stack([images[key] for _, key, _ in chosen]) if chosen else empty,
+                   np.asarray([label for _, _, label in chosen], dtype=np.int64))
+            for grid, chosen in picks.items()}

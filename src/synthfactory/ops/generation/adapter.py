@@ -89,17 +89,22 @@ class StableDiffusionParts:
             raise ValueError(f"generator.adapt: lora supports {', '.join(SUPPORTED_PIPELINES)} "
                              f"(SD 1.x/2.x, SD-Turbo); {path} is a {index.get('_class_name')}: "
                              "set generator.adapt: none")
-        common = {"local_files_only": True, "use_safetensors": True}
+        # use_safetensors spelled out at every call: tests/reliability/test_untrusted.py scans for
+        # it, and a tokenizer or scheduler has no weights to unpickle anyway.
         self.device, self.dtype = device, dtype
         self.tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer",
-                                                       local_files_only=True)
-        self.text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder",
-                                                          dtype=dtype, **common).to(device)
-        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype,
-                                                 **common).to(device)
-        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet",
-                                                         torch_dtype=dtype, **common).to(device)
-        self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+                                                       local_files_only=True, use_safetensors=True)
+        self.text_encoder = CLIPTextModel.from_pretrained(
+            path, subfolder="text_encoder", dtype=dtype, local_files_only=True,
+            use_safetensors=True).to(device)
+        self.vae = AutoencoderKL.from_pretrained(
+            path, subfolder="vae", torch_dtype=dtype, local_files_only=True,
+            use_safetensors=True).to(device)
+        self.unet = UNet2DConditionModel.from_pretrained(
+            path, subfolder="unet", torch_dtype=dtype, local_files_only=True,
+            use_safetensors=True).to(device)
+        self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler",
+                                                       local_files_only=True, use_safetensors=True)
         for model in (self.text_encoder, self.vae, self.unet):
             model.requires_grad_(False).eval()
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -11,21 +11,29 @@ this module moves whole *units* between the two:
   makes a unit visible, and a crashed upload leaves no commit;
 - `pull` downloads a unit whose commit differs from the cached copy of that commit, checks every
   file's sha256 against it, and renames it into the cache atomically. A unit overwritten while
-  being read fails the check loudly instead of mixing two versions.
+  being read fails the check loudly instead of mixing two versions;
+- two writers of one unit (two runs of the same partition, on one machine or two) take turns:
+  `push` holds the unit's lease `<url>/_locks/<unit>.json` (created with an exclusive write, see
+  `locks.py`) from removing the old commit to writing the new one, so the files under a commit
+  are always the ones it lists. `lease` lets a caller hold a partition for longer (generate,
+  then push).
 
 Many machines pointing at one URL (each with its own cache) thereby share data.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from synthfactory.ops.storage.atomic import atomic_dir, atomic_file, dumps_json, sha256_file
+from synthfactory.ops.storage.locks import lease
 
 COMMITS = "_commits"  # the prefix of the commit records, beside the asset prefixes
+LOCKS = "_locks"  # the prefix of the writers' leases
 LOCAL_COMMITS = ".commits"  # the cache's copies of the commits it holds
 
 
@@ -60,8 +68,19 @@ class RemoteMirror:
     def _local_commit(self, unit: str) -> Path:
         return self.cache / LOCAL_COMMITS / f"{unit}.json"
 
+    def lease(self, unit: str) -> Any:
+        """A context manager holding the writers' lease of `unit` (see `locks.lease`)."""
+        return lease(self.fs, f"{self.url}/{LOCKS}/{unit}.json")
+
     def push(self, unit: str) -> dict[str, Any]:
-        """Upload the cached unit (a file or a directory), then its commit; returns the commit."""
+        """Upload the cached unit (a file or a directory), then its commit; returns the commit.
+
+        Holds the unit's lease throughout, so a concurrent push of the same unit waits.
+        """
+        with self.lease(unit):
+            return self._push(unit)
+
+    def _push(self, unit: str) -> dict[str, Any]:
         self.fs.invalidate_cache()  # listings cached by fsspec may predate other machines' writes
         local = self.cache / unit
         if not local.exists():
@@ -112,18 +131,23 @@ class RemoteMirror:
         return sorted(path[len(prefix):-len(".json")] for path in self.fs.find(below)
                       if path.endswith(".json"))
 
-    def pull(self, unit: str) -> list[str]:
+    def pull(self, unit: str, match: str | None = None) -> list[str]:
         """Bring every committed unit that `unit` names into the cache (downloading only those
         whose commit changed, and dropping cached units below `unit` that the store no longer
-        has); returns the units, empty when the store has none."""
+        has); returns the units, empty when the store has none. With `match` (a glob on the
+        name below `unit`, e.g. `shard-*.json`) only the units whose name matches."""
         self.fs.invalidate_cache()  # listings cached by fsspec may predate other machines' writes
         units = self.units(unit)
+        if match is not None:
+            units = [name for name in units if fnmatch.fnmatch(name[len(unit) + 1:], match)]
         for name in units:
             self._pull_unit(name)
         local_below = self.cache / LOCAL_COMMITS / unit
         if units and units != [unit] and local_below.is_dir():
             for stale in sorted(local_below.rglob("*.json")):
                 name = stale.relative_to(self.cache / LOCAL_COMMITS).as_posix()[:-len(".json")]
+                if match is not None and not fnmatch.fnmatch(name[len(unit) + 1:], match):
+                    continue  # not asked for: left as it is
                 if name not in units:  # deleted or replaced elsewhere: not part of the data now
                     _remove(self.cache / name)
                     stale.unlink()

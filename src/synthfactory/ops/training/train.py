@@ -19,59 +19,63 @@ from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.architectures import build_model, model_from_config
 from synthfactory.ops.training.augmentation import augment
+from synthfactory.ops.training.data import InMemorySource, TrainingSource
 
 
-def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *, seed: int,
+def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | None,
+                     n_classes: int, *, seed: int,
                      device: torch.device, epochs: int = 30, min_steps: int = 300,
                      batch_size: int = 128, learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, width: int = 128, depth: int | None = None,
                      architecture: str = "convnet", augmentation: bool = True, flip: bool = False,
-                     log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                     log: Callable[[str], None] | None = None,
+                     wrap: Callable[[nn.Module], nn.Module] | None = None,
+                     ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a classifier from scratch on uint8 images; `targets` are labels (N,) or soft (N×K).
 
+    `images` may instead be a source of batches (`data.ShardSource`: shards streamed from disk,
+    one rank's share under DDP), with `targets` None. `wrap` wraps the model for the training
+    steps (DistributedDataParallel, see `distributed.py`); the unwrapped model is returned.
     `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the ConvNet's.
 
     Steps = max(min_steps, epochs × batches per epoch), so a 100-image distilled set still gets
-    enough updates; SGD with momentum and cosine decay. Deterministic on CPU for one seed.
+    enough updates; SGD with momentum and cosine decay. `batch_size` is the global batch: each
+    of a source's `world_size` ranks takes its share. Deterministic on CPU for one seed.
     """
-    if len(images) == 0:
-        raise ValueError("cannot train a classifier on an empty set")
-    soft = targets.ndim == 2
-    if soft and targets.shape[1] != n_classes:
-        raise ValueError(f"soft targets have {targets.shape[1]} columns, expected {n_classes}")
-    data = to_model_space(images).to(device)
-    target = (torch.from_numpy(targets).float() if soft
-              else torch.from_numpy(targets).long()).to(device)
-    hard_labels = target.argmax(1) if soft else target
-    batch_size = min(batch_size, len(images))
-    per_epoch = math.ceil(len(images) / batch_size)
+    source = images if targets is None else InMemorySource(images, targets)
+    soft = source.soft
+    if soft and source.n_targets != n_classes:
+        raise ValueError(f"soft targets have {source.n_targets} columns, expected {n_classes}")
+    batch_size = min(batch_size, source.n_samples)
+    if batch_size % source.world_size:
+        raise ValueError(f"classifiers.batch_size {batch_size} must be a multiple of "
+                         f"runtime.devices {source.world_size} (each device takes an equal share)")
+    per_epoch = math.ceil(source.n_samples / batch_size)
     total_steps = max(min_steps, epochs * per_epoch)
     torch.manual_seed(derive_seed(seed, "init"))
-    model = build_model(architecture, channels=images.shape[3], n_classes=n_classes,
-                        resolution=images.shape[1], width=width, depth=depth).to(device)
+    model = build_model(architecture, channels=source.channels, n_classes=n_classes,
+                        resolution=source.resolution, width=width, depth=depth).to(device)
+    trained = model if wrap is None else wrap(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
                                 weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "batches"))
+    # Rank 0 (and a single process) keeps the single-process stream of augmentations.
+    generator = torch.Generator().manual_seed(
+        derive_seed(seed, "batches", *([source.rank] if source.rank else [])))
     log_every = max(1, total_steps // 20)
     losses: list[list[float]] = []
     started = time.perf_counter()
     model.train()
-    order = torch.randperm(len(images), generator=generator)
-    position = 0
+    batches = source.batches(batch_size // source.world_size, generator, device)
     for step in range(total_steps):
-        if position + batch_size > len(images):  # a new epoch: a new seeded permutation
-            order, position = torch.randperm(len(images), generator=generator), 0
-        batch = order[position:position + batch_size].to(device)
-        position += batch_size
-        inputs = data[batch]
+        inputs, batch_targets = next(batches)
         if augmentation:
             inputs = augment(inputs.cpu(), generator, flip=flip).to(device)
-        logits = model(inputs)
+        logits = trained(inputs)
         if soft:
-            loss = -(target[batch] * F.log_softmax(logits, dim=1)).sum(1).mean()
+            loss = -(batch_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
         else:
-            loss = F.cross_entropy(logits, target[batch])
+            loss = F.cross_entropy(logits, batch_targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -80,11 +84,12 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, n_classes: int, *,
             losses.append([step, round(loss.item(), 6)])
             if log is not None:
                 log(f"step {step + 1}/{total_steps}: loss {loss.item():.4f}")
+    batches.close()  # a streamed source stops its loader workers
     model.eval()
-    train_accuracy = float(np.mean(
-        predict_proba(model, images, device=device).argmax(1) == hard_labels.cpu().numpy()))
+    train_accuracy, measured_on = source.accuracy(model, device)
     history = {"steps": total_steps, "epochs_equivalent": round(total_steps / per_epoch, 2),
                "loss": losses, "train_accuracy": train_accuracy,
+               "train_accuracy_samples": measured_on,
                "seconds": round(time.perf_counter() - started, 3)}
     return model, history
 
