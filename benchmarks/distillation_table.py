@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--skip-run", action="store_true",
                         help="only read the outputs of an earlier run")
     args = parser.parse_args()
+    from synthfactory.ops.distillation.cellstore import cell_dir, read_cell_record
     from synthfactory.params import load_params
 
     config = load_params(args.params)
@@ -44,7 +45,9 @@ def main() -> None:
     for row in metrics["distillation_table"]:
         key = f"{row['method']}-ipc{row['ipc']}-{row['source']}"
         val = [m["val_accuracy"] for m in history["cells"][key][row["architecture"]]]
-        rows.append({**row, "val_accuracy_mean": float(np.mean(val)),
+        cell = read_cell_record(cell_dir(config.store.path("distilled_set"), key))
+        rows.append({**row, "distill_seconds": cell["seconds"],
+                     "val_accuracy_mean": float(np.mean(val)),
                      "val_accuracy_std": float(np.std(val, ddof=1)) if len(val) > 1 else 0.0})
     print(json.dumps({"benchmark": "distillation_table", "params": args.params,
                       "n_test": metrics["n_test"], "wall_seconds": round(

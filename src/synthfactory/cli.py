@@ -109,6 +109,10 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
         raise ValueError(f"--select {select!r} matches no asset; assets are {names}")
     if dg.AssetKey("real_images") in keys:
         _preflight(config)
+    if dg.AssetKey("retrieved_set") in keys and config.params.retrieval.pool is not None:
+        from synthfactory.ops.data.preflight import preflight_pool
+
+        preflight_pool(config.params.retrieval.pool)  # before any work, like the real images'
     tags = {}
     # Every partitioned asset (synthetic_shards, the refinement rounds' refined_shards) shares
     # the shard partitions: one range covers them all.
@@ -179,16 +183,19 @@ def _preflight(config: ProjectConfig) -> None:
 
 def _missing_arms(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, metrics_path: Path,
                   reported: bool) -> dict[str, str]:
-    """arm → reason for the arms not built: from the report when it ran, and from the classifier
-    assets that this run published as not built."""
+    """arm → reason for the arms not built: from the report when it ran, and from the arms'
+    classifier assets (the registry's) that this run published as not built."""
     import json
 
+    from synthfactory.ops.evaluation.arms import ARMS
+
+    arm_of = {arm.classifier_asset: name for name, arm in ARMS.items() if arm.classifier_asset}
     missing: dict[str, str] = {}
     for event in result.get_asset_materialization_events():
         name = event.asset_key.to_user_string()
         reason = event.materialization.metadata.get("not_built_reason")
-        if name.startswith("classifier_") and reason is not None:
-            missing[name.removeprefix("classifier_")] = str(reason.value)
+        if name in arm_of and reason is not None:
+            missing[arm_of[name]] = str(reason.value)
     if reported and metrics_path.is_file():
         missing.update(json.loads(metrics_path.read_text()).get("missing_arms") or {})
     return missing
@@ -316,7 +323,7 @@ def _print_arm_table(metrics_path: Path) -> None:
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")
     print(f"{'arm':<10} {'n_train':>8}  {'accuracy':>16}  seeds")
-    for arm in ordered_arms(metrics):
+    for arm in ordered_arms(metrics):  # refined/uniform only with refinement rounds
         row = metrics["arms"][arm]
         spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
         print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")

@@ -14,11 +14,11 @@ import dagster as dg
 
 from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
-from synthfactory.assets.curation import build_shard_scores, filtered_set, judge
+from synthfactory.assets.curation import build_shard_scores, filtered_set, judge, retrieved_set
 from synthfactory.assets.data import prompts, real_images
 from synthfactory.assets.distillation import classifier_distilled, distilled_set, expert_trajectories
 from synthfactory.assets.dvc_versions import wrap_all
-from synthfactory.assets.evaluation import ARMS, build_classifier, eval_report
+from synthfactory.assets.evaluation import evaluation_assets
 from synthfactory.assets.generation import build_synthetic_shards, generator
 from synthfactory.assets.refinement import refinement_assets, report_deps
 from synthfactory.automation import (
@@ -47,18 +47,18 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     re-reads on every tick.
     """
     partitions = shard_partitions(config)
-    shards, report = build_synthetic_shards(partitions), eval_report
+    shards = build_synthetic_shards(partitions)
+    *classifiers, report = evaluation_assets(config.params, config.runtime.devices)
     adapters = []
     if config.params.generator.adapt == "lora":  # shards come from the adapted generator
         adapters = [generator_adapter]
         shards = _with_deps(shards, [ADAPTER_ASSET])
     if config.params.refinement.rounds:  # the report reads every round's classifiers
         report = _with_deps(report, report_deps(config))
+    retrieval = [retrieved_set] if "retrieved" in config.params.classifiers.arms else []
     assets = [real_images, prompts, generator, *adapters, shards, judge,
-              build_shard_scores(partitions), filtered_set,
-              expert_trajectories, distilled_set, classifier_distilled,
-              *[build_classifier(arm, config.runtime.devices) for arm in ARMS
-                if arm != "distilled"],
+              build_shard_scores(partitions), filtered_set, expert_trajectories, distilled_set,
+              classifier_distilled, *retrieval, *classifiers,
               *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)

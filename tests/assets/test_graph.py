@@ -20,7 +20,7 @@ from synthfactory.params import Params, parse_params
 from synthfactory.resources.store import ArtifactStore
 from tests.support import tiny_params
 
-ARMS = ["real", "synthetic", "filtered", "distilled"]
+ARMS = ["real", "retrieved", "synthetic", "filtered", "distilled", "mixed"]
 
 
 def _run_all(root: Path, **overrides: dict) -> dg.ExecuteInProcessResult:
@@ -53,12 +53,27 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.Execute
         assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["accuracy_std"] >= 0.0
         assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
     assert metrics["arms"]["distilled"]["n_train"] == 20  # ipc 2 × 10 classes
+    for arm in ARMS:  # what choices read: the validation split, never test
+        assert 0.0 <= metrics["arms"][arm]["val_accuracy_mean"] <= 1.0
+    # mixed = the real train split + the filtered synthetic set; retrieved = 6 per class (as
+    # many as the synthetic arm) from the train split with hidden labels.
+    assert metrics["arms"]["mixed"]["n_train"] == (metrics["arms"]["real"]["n_train"]
+                                                   + metrics["arms"]["filtered"]["n_train"])
+    retrieved = metrics["arms"]["retrieved"]
+    assert retrieved["n_train"] == 60 and retrieved["retrieval"]["per_class"] == 6
+    assert 0.0 <= retrieved["label_precision"]["overall"] <= 1.0
+    scaling = metrics["scaling"]
+    assert [p["fraction"] for p in scaling["points"]] == [0.1, 0.3, 1.0]
+    assert set(scaling["fit"]) == {"a", "b", "c"} and "how" in scaling["real_equivalent"]
+    # 1.0 is the filtered arm itself (same data, same seeds): not trained twice.
+    assert scaling["points"][-1]["accuracies"] == metrics["arms"]["filtered"]["accuracies"]
+    assert metrics["classifier"]["architecture"] == "convnet" and "ddof 1" in metrics["spread"]
     assert metrics["distillation"]["method"] == "dm" and metrics["distillation"]["ipc"] == 2
     [row] = metrics["distillation_table"]
     assert {key: row[key] for key in ("method", "ipc", "source", "architecture", "n_models")} == {
         "method": "dm", "ipc": 2, "source": "filtered", "architecture": "convnet",
         "n_models": 2}
-    assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["seconds"] > 0
+    assert 0.0 <= row["accuracy_mean"] <= 1.0 and "seconds" not in row  # in cell.json
     assert metrics["filter"]["total"] == 60 and 0 < metrics["filter"]["kept"] <= 60
     assert metrics["missing_arms"] == {}  # every arm built
     contamination = metrics["contamination"]
@@ -75,7 +90,8 @@ def test_report_files_and_metadata(graph_run: tuple[Path, dg.ExecuteInProcessRes
     root, result = graph_run
     report = root / "reports" / "eval"
     for name in ["report.md", "report.html", "accuracy.png", "grid_kept.png",
-                 "grid_rejected.png", "grid_distilled.png", "confusion_real.png"]:
+                 "grid_rejected.png", "grid_distilled.png", "confusion_real.png",
+                 "scaling.png", "grid_retrieved.png", "cost.json"]:
         assert (report / name).is_file(), name
     html = (report / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="http' not in html
@@ -178,3 +194,52 @@ def test_ui_metadata_has_grids_counts_timings_and_paths(
         assert "data:image/png;base64," in meta["filtered_set"][key].value
     assert "data:image/png;base64," in meta["distilled_set"]["grid"].value
     assert "| 9 | 2 |" in meta["distilled_set"]["per_class"].value  # ipc 2
+
+
+def test_cost_is_recorded_outside_metrics_and_report_md(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+    """Seconds per asset come from the run's step records; they are in cost.json and
+    report.html, and never in metrics.json or report.md (which must stay byte-identical)."""
+    root, _ = graph_run
+    report = root / "reports" / "eval"
+    cost = json.loads((report / "cost.json").read_text())
+    seconds = {row["asset"]: row["seconds"] for row in cost["assets"]}
+    assert cost["device"] == "cpu" and cost["unrecorded"] == []
+    assert all(value is not None and value >= 0 for value in seconds.values())
+    assert {"generator", "classifier_mixed", "classifier_scaling", "retrieved_set",
+            "eval_report"} <= set(seconds)
+    rates = {row["asset"]: row["images_per_second"] for row in cost["assets"]}
+    assert rates["synthetic_shards"] > 0 and rates["classifier_real"] > 0
+    assert "seconds" not in (report / "metrics.json").read_text()
+    markdown, page = (report / "report.md").read_text(), (report / "report.html").read_text()
+    assert "classifier_mixed" not in markdown and "In report.html only" in markdown
+    assert "<h2>Cost</h2>" in page and "classifier_mixed" in page
+
+
+def test_retrieval_reads_a_users_pool_and_measures_its_hidden_labels(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
+    """retrieval.pool: an image folder whose class folders are hidden labels; loose files have
+    none. Only retrieved_set runs, on a copy of the graph's store."""
+    import shutil
+
+    from synthfactory.ops.data.real_images import read_split
+    from tests.support import png_bytes
+
+    root, _ = graph_run
+    shutil.copytree(root / "data", tmp_path / "data")
+    images, labels, _ = read_split(tmp_path / "data" / "real_images", "test")
+    pool = tmp_path / "pool"
+    for index in range(40):  # real test digits as a user's photos: 0-29 in class folders
+        folder = pool / str(labels[index]) if index < 30 else pool
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{index}.png").write_bytes(png_bytes(images[index][:, :, 0]))
+    config = parse_params(tiny_params(tmp_path, retrieval={"pool": str(pool), "per_class": 2}))
+    defs = build_definitions(config)
+    result = dg.materialize([defs.get_assets_def("retrieved_set")], resources=defs.resources,
+                            selection=["retrieved_set"])
+    assert result.success
+    summary = json.loads((tmp_path / "data" / "retrieved_set" / "summary.json").read_text())
+    assert summary["pool"] == str(pool) and summary["pool_size"] == 40
+    assert summary["pool_labelled"] == 30 and 0 < summary["n_images"] <= 20
+    precision = summary["label_precision"]
+    assert 0 < precision["labelled"] <= summary["n_images"] and 0 <= precision["overall"] <= 1

@@ -40,6 +40,9 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path,
                       "dedup_threshold": 0.999},
         distilled_set={"methods": ["dm"], "ipcs": [1], "eval_models": 1,
                        "dm": {"features": "judge", "iterations": 3, "batch_real": 8}},
+        # With a CLIP judge: its zero-shot reference row, and retrieval by the class's text.
+        classifiers={"arms": ["real", "zero_shot", "retrieved", "synthetic", "filtered",
+                              "distilled", "mixed"]},
     )
     params["generator"].pop("ddpm")
     defs = build_definitions(parse_params(params))
@@ -57,7 +60,13 @@ def test_every_asset_materializes_and_the_report_names_the_models(
     root, result = pretrained_run
     metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
     assert metrics["classes"] == CLASSES
-    assert sorted(metrics["arms"]) == ["distilled", "filtered", "real", "synthetic"]
+    assert sorted(metrics["arms"]) == ["distilled", "filtered", "mixed", "real", "retrieved",
+                                       "synthetic", "zero_shot"]
+    zero_shot = metrics["arms"]["zero_shot"]
+    assert zero_shot["n_train"] == 0 and zero_shot["seeds"] == 1 and zero_shot["accuracy_std"] == 0
+    assert 0.0 <= zero_shot["accuracy_mean"] <= 1.0 and "val_accuracy_mean" in zero_shot
+    retrieval = metrics["arms"]["retrieved"]["retrieval"]
+    assert retrieval["query"] == "CLIP text embedding of the class" and retrieval["per_class"] == 4
     assert metrics["arms"]["synthetic"]["n_train"] == 12
     assert metrics["arms"]["distilled"]["n_train"] == 3
     assert metrics["judge"]["kind"] == "clip"

@@ -17,7 +17,7 @@ from tests.support import tiny_params
 DOWNSTREAM_OF_PROMPTS = {"prompts", "synthetic_shards", "shard_scores", "filtered_set",
                          "expert_trajectories", "distilled_set",
                          "classifier_synthetic", "classifier_filtered", "classifier_distilled",
-                         "eval_report"}
+                         "classifier_mixed", "classifier_scaling", "eval_report"}
 
 
 def _write(path: Path, raw: dict[str, Any]) -> Path:

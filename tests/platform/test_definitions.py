@@ -24,10 +24,9 @@ def test_module_loads_with_the_shipped_params() -> None:
                          check=True).stdout.splitlines()
     assert out[0] == str(sorted([
         "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
-        "filtered_set",
-        "expert_trajectories", "distilled_set", "classifier_real", "classifier_synthetic",
-        "classifier_filtered",
-        "classifier_distilled", "eval_report"]))
+        "filtered_set", "expert_trajectories", "distilled_set", "retrieved_set",
+        "classifier_real", "classifier_retrieved", "classifier_synthetic", "classifier_filtered",
+        "classifier_distilled", "classifier_mixed", "classifier_scaling", "eval_report"]))
     assert out[1] == "False False"  # nothing heavy at import
 
 

@@ -1,4 +1,4 @@
-"""The whole graph on the shipped params.yaml (about 6 minutes on 2 cores): `make test-e2e`.
+"""The whole graph on the shipped params.yaml (about 7 minutes on 2 cores): `make test-e2e`.
 
 Checks the targets the project states in its README on the embedded default.
 """
@@ -28,10 +28,16 @@ def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None
     assert main(["run", "--params", str(params)]) == 0
     metrics = json.loads((tmp_path / "reports" / "eval" / "metrics.json").read_text())
     arms = {arm: row["accuracy_mean"] for arm, row in metrics["arms"].items()}
+    # Issue 13's targets, on accuracy on real test images (judge agreement is reported, never a
+    # target: it rewards less diverse images).
     assert arms["real"] >= 0.97
-    assert arms["synthetic"] >= 0.88
-    assert arms["filtered"] >= arms["synthetic"] - 0.005  # within seed noise of "not worse"
-    assert metrics["filter"]["judge_agreement"] >= 0.85
+    assert arms["synthetic"] >= arms["real"] - 0.01  # within 1 point of real
+    assert arms["filtered"] >= arms["synthetic"] - 0.005  # the default filter costs nothing
+    assert arms["mixed"] >= arms["real"] - 0.003
+    assert metrics["arms"]["retrieved"]["label_precision"]["overall"] > 0.9
+    scaling = metrics["scaling"]
+    assert len(scaling["points"]) >= 3 and set(scaling["fit"]) == {"a", "b", "c"}
+    assert scaling["real_equivalent"]["how"] in {"measured", "extrapolated", "unreachable"}
     assert metrics["missing_arms"] == {}
     # The leakage check states its count on the default run: no generated digit copies a test one.
     assert metrics["contamination"]["count"] == 0

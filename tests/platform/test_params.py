@@ -40,6 +40,11 @@ def test_the_shipped_params_file_loads_with_the_design_defaults() -> None:
     ({"runtime": {"device": "tpu"}}, "runtime.device = 'tpu'"),
     ({"seed": -1}, "seed = -1"),
     ({"runtime": {"seed": 3}}, "runtime.seed: the seed is the top-level key"),
+    ({"classifiers": {"architecture": "alexnet"}}, "classifiers.architecture = 'alexnet'"),
+    ({"classifiers": {"precision": "fp16"}}, "classifiers.precision = 'fp16'"),
+    ({"classifiers": {"label_smoothing": 1.0}}, "classifiers.label_smoothing = 1.0"),
+    ({"eval_report": {"scaling": [0.0, 1.0]}}, "eval_report.scaling [0.0]: fractions"),
+    ({"eval_report": {"scaling": [0.5]}}, "two or more different fractions"),
 ])
 def test_bad_values_name_the_key_and_the_rule(raw: dict, message: str) -> None:
     with pytest.raises(ParamsError) as error:
@@ -72,5 +77,27 @@ def test_shipped_presets_parse() -> None:
     for preset in presets:
         config = load_params(preset)
         assert config.store.root != "data", f"{preset.name} must not overwrite the default store"
-    mix = load_params(ROOT / "configs" / "digits-guidance-mix.yaml")
-    assert mix.params.prompts.guidance == [1.0, 2.0, 3.0]
+    # The guidance mix is the default; the single scale 2 is kept as the comparison.
+    assert load_params(ROOT / "params.yaml").params.prompts.guidance == [1.0, 2.0, 3.0]
+    assert load_params(ROOT / "configs" / "digits-guidance2.yaml").params.prompts.guidance == [
+        2.0]
+    few_shot = load_params(ROOT / "configs" / "digits-few-shot.yaml").params
+    assert few_shot.real_images.few_shot == 10 and "mixed" in few_shot.classifiers.arms
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"classifiers": {"arms": ["real", "retreived"]}},
+     "classifiers.arms ['retreived'] are not arms; choose from real, zero_shot, retrieved"),
+    ({"classifiers": {"arms": ["real", "real"]}}, "lists ['real'] more than once"),
+    ({"classifiers": {"arms": []}}, "classifiers.arms is empty"),
+    ({"classifiers": {"arms": ["real", "zero_shot"]}}, "zero_shot, which needs judge.backend: clip"),
+    ({"eval_report": {"accuracy_floor": {"mixd": 0.9}}},
+     "eval_report.accuracy_floor names ['mixd'], which are not in classifiers.arms"),
+])
+def test_arm_choices_are_checked_against_the_registry(raw: dict, message: str) -> None:
+    """Arm names are checked when the definitions are built (params import nothing from ops)."""
+    from synthfactory.definitions import build_definitions
+
+    with pytest.raises(ValueError) as error:
+        build_definitions(parse_params(raw))
+    assert message in str(error.value)

@@ -34,6 +34,7 @@ def test_cifar10_sd_turbo_builds_without_touching_models_or_images() -> None:
     assert params.prompts.strategy == "hypernym_background" and params.real_images.resolution == 32
     assert (params.synthetic_shards.height, params.synthetic_shards.steps) == (512, 1)
     assert config.runtime.dtype == "float16"
+    assert params.classifiers.architecture == "resnet18" and "zero_shot" in params.classifiers.arms
     # 10 classes × 5000 images / 1000 per shard: the class list is in the preset, so nothing
     # is read from the (absent) image folders and no model is opened.
     assert len(_partitions(raw)) == 50
@@ -56,5 +57,6 @@ def test_imagenet100_sd15_builds_on_a_users_folders(tmp_path: Path) -> None:
     assert params.synthetic_shards.scheduler == "dpm" and params.synthetic_shards.steps == 25
     assert params.distilled_set.dm.features == "judge"
     assert params.prompts.guidance_range == [1.5, 5.0]
+    assert params.classifiers.architecture == "resnet50" and params.classifiers.batch_size is None
     # 3 classes × 1300 images / 1000 per shard.
     assert len(_partitions(raw)) == 4

@@ -74,7 +74,7 @@ def _metrics(report: Path) -> dict[str, Any]:
 def test_the_report_is_made_from_the_arms_that_were_built(run: dict[str, Any]) -> None:
     assert run["code"] == 0, run["err"][-2000:]
     metrics = _metrics(run["report"])
-    assert sorted(metrics["arms"]) == ["filtered", "real", "synthetic"]
+    assert sorted(metrics["arms"]) == ["filtered", "mixed", "real", "retrieved", "synthetic"]
     reason = metrics["missing_arms"]["distilled"]
     assert list(metrics["missing_arms"]) == ["distilled"]
     assert reason.startswith("distilled_set was not built: cell dm-ipc2-filtered: class ")
@@ -85,6 +85,10 @@ def test_the_report_is_made_from_the_arms_that_were_built(run: dict[str, Any]) -
     assert "## Arms not built" in markdown and f"| distilled | {reason} |" in markdown
     assert "| dm-ipc2-filtered | class " in markdown  # the distillation table's cells not built
     assert (run["report"] / "report.html").is_file()
+    # One filtered image per class at every fraction: no curve, and the report says why.
+    assert metrics["scaling"]["not_built"].startswith("every fraction [0.1, 0.3, 1.0] of the "
+                                                      "filtered set gives 1 images per class")
+    assert "No scaling curve: every fraction" in markdown
     for asset in ("distilled_set", "classifier_distilled"):
         record = json.loads((run["data"] / asset / "not_built.json").read_text())
         assert record["built"] is False and record["asset"] == asset
@@ -136,6 +140,10 @@ def _materialize(defs: dg.Definitions, *names: str) -> None:
 
 def test_a_class_emptied_by_the_filter_leaves_out_the_arms_that_need_it(
         run: dict[str, Any], tmp_path: Path) -> None:
+    """Both paths of `classifier_<arm>` degrade: the filtered arm (a shard set, streamed) and
+    the retrieved arm (assembled in memory) each lose class '3' and are recorded as not built;
+    the mixed arm still has class '3' from its real images and is measured; the scaling curve
+    follows the filtered arm."""
     defs, report = _copy(run, tmp_path, distilled_set={"methods": ["random"]})
     directory = tmp_path / "data" / "filtered_set"
     records = [json.loads(line) for line in (directory / "manifest.jsonl").read_text().splitlines()]
@@ -155,10 +163,17 @@ def test_a_class_emptied_by_the_filter_leaves_out_the_arms_that_need_it(
     summary = json.loads((directory / SUMMARY_JSON).read_text())
     summary["per_class"]["3"]["kept"] = 0
     (directory / SUMMARY_JSON).write_text(json.dumps(summary))
-    _materialize(defs, "classifier_filtered", "distilled_set", "classifier_distilled",
-                 "eval_report")
+    retrieved = tmp_path / "data" / "retrieved_set" / "retrieved-00000.tar"
+    write_shard(retrieved, [s for s in read_samples([retrieved]) if s.label != 3])
+    _materialize(defs, "classifier_filtered", "classifier_retrieved", "classifier_mixed",
+                 "distilled_set", "classifier_distilled", "eval_report")
     metrics = _metrics(report)
-    assert sorted(metrics["arms"]) == ["real", "synthetic"]
+    assert sorted(metrics["arms"]) == ["mixed", "real", "synthetic"]
+    assert metrics["missing_arms"]["retrieved"] == (
+        "the retrieved arm has no image of class(es) '3': point retrieval.pool at images of "
+        "every class")
+    assert metrics["scaling"] == {"not_built": "the filtered arm was not built: "
+                                  + metrics["missing_arms"]["filtered"]}
     assert metrics["missing_arms"]["filtered"] == (
         "the filtered arm has no image of class(es) '3': loosen filtered_set thresholds or "
         "raise prompts.images_per_class")

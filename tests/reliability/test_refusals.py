@@ -148,3 +148,33 @@ def test_a_class_with_fewer_train_images_than_a_real_cell_distils_is_refused(
                     "at least 12 train, 1 validation, 1 test image (distilled_set.ipcs up to 12 "
                     "with source real)")
     assert "'cat'" not in line
+
+
+def test_an_empty_retrieval_pool_is_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The retrieved arm's pool is counted (files, not decoded) before the first step: a pool
+    folder with no image file would otherwise fail only after the generator and the judge."""
+    pool = tmp_path / "pool"
+    (pool / "cats").mkdir(parents=True)
+    (pool / "cats" / "notes.txt").write_text("not an image")
+    raw = tiny_params(tmp_path, **ONE_THREAD, retrieval={"pool": str(pool)},
+                      classifiers={"arms": ["real", "retrieved"]})
+    _refused(tmp_path, capsys, raw, f"retrieval.pool {str(pool)!r} holds no image file",
+             "remove retrieved from classifiers.arms")
+
+
+def test_a_missing_retrieval_pool_of_shards_is_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = tiny_params(tmp_path, **ONE_THREAD, retrieval={"pool": str(tmp_path / "pool-*.tar")},
+                      classifiers={"arms": ["real", "retrieved"]})
+    _refused(tmp_path, capsys, raw, "retrieval.pool", "no .tar shards found",
+             "point retrieval.pool at unlabeled images")
+
+
+def test_the_zero_shot_arm_without_a_clip_judge_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An arm the configuration cannot make (zero_shot needs the CLIP judge) is refused when
+    the definitions are built, before any step."""
+    raw = tiny_params(tmp_path, **ONE_THREAD, classifiers={"arms": ["real", "zero_shot"]})
+    _refused(tmp_path, capsys, raw, "classifiers.arms lists zero_shot",
+             "needs judge.backend: clip")

@@ -18,7 +18,7 @@ from synthfactory.ops.training.shardsets import real_shard_set
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import digest_of_digests, dumps_json, sha256_file
-from synthfactory.ops.storage.shards import read_samples, read_shard_info
+from synthfactory.ops.storage.shards import Sample, read_samples, read_shard_info, write_shard
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -316,3 +316,74 @@ def _pass_rate_table(summary: dict) -> str:
         rows.append(f"| {name} | {row['kept']} | {row['total']} | {row['pass_rate']:.2f} | "
                     f"{row['mean_confidence']:.3f} |")
     return "\n".join(rows)
+
+
+@dg.asset(group_name="curation", kinds={"pytorch", "webdataset"}, code_version="1", pool="gpu",
+          op_tags=GPU_OP_TAGS, deps=["real_images", "judge"])
+def retrieved_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+                  runtime: TorchRuntime) -> dg.MaterializeResult:
+    """The retrieval baseline: real images taken from an unlabeled pool instead of generated.
+
+    The pool is `retrieval.pool` (an image folder or WebDataset shards), or the real train split
+    with its labels hidden. Each class takes as many images as the synthetic arm has
+    (`retrieval.per_class`, default `prompts.images_per_class`), ranked by cosine similarity in
+    the judge's feature space to the class: CLIP's text embedding of the class with the CLIP
+    judge, the mean judge embedding of the class's real training images otherwise; an image
+    competes only for its most similar class. Writes `retrieved-00000.tar` (labels = the class
+    each image was retrieved for) and `summary.json` with the label precision where the pool has
+    hidden labels (ops/curation/retrieval.py).
+    """
+    from synthfactory.ops.curation.judges import ClipJudge, load_judge
+    from synthfactory.ops.curation.retrieval import class_prototypes, label_precision, retrieve
+    from synthfactory.ops.data.pool import Pool, load_pool
+    from synthfactory.ops.data.real_images import read_image_shape, read_training_images
+
+    real_dir = store.require("real_images")
+    class_names = read_classes(real_dir)
+    judge_model = load_judge(store.require("judge"), runtime.torch_device, params.judge.batch_size)
+    pool_source = params.retrieval.pool
+    if pool_source is None:
+        images, labels, keys = read_split(real_dir, "train")  # all of train, labels hidden
+        pool = Pool(images, labels, keys)
+    else:
+        height, _, channels = read_image_shape(real_dir)
+        pool = load_pool(pool_source, height, channels, class_names)
+    if isinstance(judge_model, ClipJudge):
+        assert judge_model.class_embeddings is not None  # set by load_judge
+        queries, query = judge_model.class_embeddings.numpy(), "CLIP text embedding of the class"
+    else:
+        train_images, train_labels, _ = read_training_images(real_dir)
+        queries = class_prototypes(judge_model.embed(train_images), train_labels, len(class_names))
+        query = "mean judge embedding of the class's real training images"
+    per_class = params.retrieval.per_class or params.prompts.images_per_class
+    found = retrieve(judge_model.embed(pool.images), queries, per_class)
+    precision = label_precision(found.classes, pool.hidden_labels[found.indices], class_names)
+    counts = np.bincount(found.classes, minlength=len(class_names))
+    summary = {"pool": pool_source or "real train split (labels hidden)", "query": query,
+               "per_class": per_class, "pool_size": len(pool.keys), "n_images": len(found.indices),
+               "pool_labelled": pool.labelled, "pool_skipped": dict(sorted(pool.skipped.items())),
+               "shortfall": {name: int(per_class - count) for name, count in
+                             zip(class_names, counts, strict=True) if count < per_class},
+               "label_precision": precision}
+    with store.publish_dir("retrieved_set") as directory:
+        samples = (Sample(key=f"r{position:06d}", image=pool.images[index],
+                          label=int(found.classes[position]),
+                          meta={"pool_key": pool.keys[index],
+                                "score": round(float(found.scores[position]), 6),
+                                "hidden_label": int(pool.hidden_labels[index])})
+                   for position, index in enumerate(found.indices))
+        shard = write_shard(directory / "retrieved-00000.tar", samples)
+        summary["sha256"] = shard.sha256
+        (directory / SUMMARY_JSON).write_text(dumps_json(summary))
+    if summary["shortfall"]:
+        context.log.warning(f"retrieved_set: classes short of {per_class} images: "
+                            f"{summary['shortfall']} (the pool has too few near them)")
+    overall = None if precision is None else round(float(precision["overall"]), 4)
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(store.path("retrieved_set"))),
+                  "pool_size": len(pool.keys), "n_images": len(found.indices),
+                  "label_precision": dg.MetadataValue.float(overall) if overall is not None
+                  else "no hidden labels",
+                  "grid": image_grid_md(pool.images[found.indices], found.classes, class_names,
+                                        "retrieved")},
+        data_version=dg.DataVersion(shard.sha256[:16]))

@@ -1,4 +1,10 @@
-"""The answer: classifiers trained on each arm, evaluated on real held-out images."""
+"""The answer: classifiers trained on each arm, evaluated on real held-out images.
+
+Which assets exist follows `classifiers.arms` and the arm registry (ops/evaluation/arms.py): a
+`classifier_<arm>` per arm that trains, `classifier_scaling` when `eval_report.scaling` has
+fractions below 1, and `eval_report`, which depends on exactly those (and on `retrieved_set`,
+a curation asset, when the `retrieved` arm is asked for).
+"""
 
 import base64
 import json
@@ -6,58 +12,78 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-import numpy as np
 
 from synthfactory.assets.metadata import not_built_result
 from synthfactory.executors import GPU_OP_TAGS, gpu_op_tags
 from synthfactory.ops.data.preflight import TooFewImages, check_every_class
-from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_image_shape, read_split
-from synthfactory.ops.evaluation.arms import (
-    TrainingData,
-    distilled_arm,
-    filtered_arm,
-    filtered_shard_set,
-    grid_samples,
-    real_arm,
-    synthetic_arm,
-    synthetic_shard_set,
-)
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_image_shape
+from synthfactory.ops.evaluation.arms import (ARMS, HISTORY_JSON, SCALING_ASSET, Arm,
+                                              TrainingData, arm_order, check_arms, filtered_arm,
+                                              filtered_shard_set, synthetic_shard_set)
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
 from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
-from synthfactory.params import Params
+from synthfactory.params import ClassifiersParams, Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
-HISTORY_JSON = "history.json"
 
-# Each arm: the upstream asset its data comes from, and how to read that data from the store.
-ARMS: dict[str, tuple[str, Callable[[ArtifactStore], TrainingData]]] = {
-    "real": ("real_images", lambda store: real_arm(store.require("real_images"))),
-    "synthetic": ("synthetic_shards",
-                  lambda store: synthetic_arm(store.require("synthetic_shards"))),
-    "filtered": ("filtered_set", lambda store: filtered_arm(store.require("synthetic_shards"),
-                                                            store.require("filtered_set"))),
-    "distilled": ("distilled_set", lambda store: distilled_arm(store.require("distilled_set"))),
-}
+def training_settings(config: ClassifiersParams, device: Any) -> dict[str, Any]:
+    """`train_classifier` keyword arguments (data, seed and device aside) for `classifiers`:
+    the architecture's recipe with the section's overrides, the precision plan of the device,
+    steps and augmentation. Every classifier asset and benchmark trains through this."""
+    import torch
+
+    from synthfactory.ops.training.recipes import precision_plan, recipe_for
+
+    recipe = recipe_for(config.architecture, learning_rate=config.learning_rate,
+                        batch_size=config.batch_size, weight_decay=config.weight_decay,
+                        label_smoothing=config.label_smoothing)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return {"epochs": config.epochs, "min_steps": config.min_steps,
+            "batch_size": recipe.batch_size, "learning_rate": recipe.learning_rate,
+            "momentum": recipe.momentum, "weight_decay": recipe.weight_decay,
+            "label_smoothing": recipe.label_smoothing, "width": config.width,
+            "architecture": config.architecture, "augmentation": config.augmentation,
+            "flip": config.flip,
+            "precision": precision_plan(config.precision, device.type, bf16_supported=bf16,
+                                        channels_last=config.channels_last)}
 
 
-# What to change when an arm lacks a class altogether (it is then recorded as not built).
-MISSING_CLASS_FIX = {
-    "synthetic": "materialize every shard of synthetic_shards",
-    "filtered": "loosen filtered_set thresholds or raise prompts.images_per_class",
-}
+def _train_seeds(context: dg.AssetExecutionContext, config: ClassifiersParams, data: Any,
+                 n_classes: int, runtime: TorchRuntime, directory: Path, label: str
+                 ) -> list[dict[str, Any]]:
+    """`n_seeds` classifiers on one training set, saved as `seed-<k>.safetensors` in
+    `directory`; the same seeds for every arm, so arms differ by their data alone."""
+    from synthfactory.ops.training.train import save_classifier, train_classifier
+
+    settings = training_settings(config, runtime.torch_device)
+    histories = []
+    directory.mkdir(parents=True, exist_ok=True)
+    for seed_index in range(config.n_seeds):
+        model, history = train_classifier(
+            data.images, data.targets, n_classes,
+            seed=derive_seed(runtime.seed, "classifiers", seed_index),
+            device=runtime.torch_device, **settings)
+        save_classifier(directory / f"seed-{seed_index}.safetensors", model)
+        histories.append({"seed_index": seed_index, **history})
+        context.log.info(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
+                         f"{history['train_accuracy']:.3f}")
+    return histories
 
 
 def _image_shape(store: ArtifactStore) -> tuple[int, int, int]:
     return read_image_shape(store.require("real_images"))
 
 
-# Each arm as shards: what its classifiers read (loaded when small, streamed otherwise).
+# The arms whose sets are shards on disk: their classifiers read them as shard sets (loaded when
+# small, streamed above `runtime.in_memory_mb`, dealt to ranks under DDP). The other arms
+# (retrieved, mixed) are assembled in memory by their registry `load`.
 SHARD_SETS: dict[str, Callable[[ArtifactStore], ShardSet]] = {
     "real": lambda store: real_shard_set(store.require("real_images")),
     "synthetic": lambda store: synthetic_shard_set(store.require("synthetic_shards"),
@@ -68,251 +94,341 @@ SHARD_SETS: dict[str, Callable[[ArtifactStore], ShardSet]] = {
 }
 
 
-def build_classifier(arm: str, devices: int = 1) -> dg.AssetsDefinition:
-    """The `classifier_<arm>` asset: `n_seeds` ConvNets trained from scratch on one arm, on
-    `devices` devices (its Kubernetes pod asks for that many GPUs)."""
-    upstream, _ = ARMS[arm]
+def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
+    """The `classifier_<arm>` asset: `n_seeds` classifiers trained from scratch on one arm, on
+    `devices` devices for a shard-set arm (its Kubernetes pod asks for that many GPUs)."""
+    if arm.load is None or arm.trained_by != "evaluation":
+        raise ValueError(f"arm {arm.name!r} has no classifier_{arm.name} of this module")
+    load = arm.load
+    shard_set_of = SHARD_SETS.get(arm.name)
 
-    @dg.asset(name=f"classifier_{arm}", group_name="evaluation",
-              kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
-              op_tags=gpu_op_tags(devices), deps=[upstream, "real_images"],
-              description=f"ConvNets trained from scratch on the {arm} arm ({upstream}), one per "
-                          "seed, with standard augmentation: `seed-<k>.safetensors` and "
-                          "`history.json`. All arms share one architecture and recipe, so "
-                          "their accuracies on the real test split compare the data alone. "
-                          "Sets above `runtime.in_memory_mb` stream from their shards; with "
-                          "`runtime.devices` > 1 the seeds train with DDP (torchrun). An arm "
-                          "whose data cannot be made (a class missing, an upstream set not "
-                          "built) is published as not built, with the reason.")
+    @dg.asset(name=f"classifier_{arm.name}", group_name="evaluation",
+              kinds={"pytorch", "safetensors"}, code_version="2", pool="gpu",
+              op_tags=gpu_op_tags(devices if shard_set_of else 1),
+              deps=sorted({*arm.upstream, "real_images"}),
+              description=f"Classifiers trained from scratch on the {arm.name} arm "
+                          f"({', '.join(arm.upstream)}): {arm.question}. One per seed, with "
+                          "standard augmentation: `seed-<k>.safetensors` and `history.json`. "
+                          "All arms share one architecture, recipe and seeds, so their "
+                          "accuracies on the real test split compare the data alone. Shard "
+                          "sets above `runtime.in_memory_mb` stream from their shards; with "
+                          "`runtime.devices` > 1 they train with DDP (torchrun). An arm whose "
+                          "data cannot be made (a class missing, an upstream set not built) "
+                          "is published as not built, with the reason.")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
-        from synthfactory.ops.training.train import save_classifier, train_classifier
-
-        config = params.classifiers
         class_names = read_classes(store.require("real_images"))
         n_classes = len(class_names)
+        label = f"classifier_{arm.name}"
+        data: TrainingData | None = None
+        shard_set: ShardSet | None = None
         try:
-            shard_set = SHARD_SETS[arm](store)
-            # Labels only: the images are not decoded for this check.
-            check_every_class(shard_set.labels(), class_names, f"the {arm} arm",
-                              MISSING_CLASS_FIX.get(arm, f"rebuild {upstream} with every class"))
+            if shard_set_of is None:  # assembled in memory: one device
+                data = load(store.require)
+                labels = data.labels
+            else:
+                shard_set = shard_set_of(store)
+                labels = shard_set.labels()  # labels only: no image is decoded for the check
+            check_every_class(labels, class_names, f"the {arm.name} arm", arm.missing_class_fix)
         except TooFewImages as error:
             # Degrade, don't discard: this arm is reported as missing, every other one is made.
-            passed_on = upstream if read_not_built(store.path(upstream)) else None
-            return not_built_result(context, store, f"classifier_{arm}", str(error), passed_on)
-        seeds = [derive_seed(runtime.seed, "classifiers", index) for index in range(config.n_seeds)]
-        recipe = dict(epochs=config.epochs, min_steps=config.min_steps,
-                      batch_size=config.batch_size, learning_rate=config.learning_rate,
-                      width=config.width, architecture=config.architecture,
-                      augmentation=config.augmentation, flip=config.flip)
-        streamed = runtime.devices > 1 or shard_set.decoded_mib > runtime.in_memory_mb
-        with store.publish_dir(f"classifier_{arm}") as directory:
-            if runtime.devices > 1:
-                histories = _train_ddp(context, store, runtime, shard_set, arm, n_classes, seeds,
-                                       recipe, directory)
+            passed_on = next((name for name in arm.upstream
+                              if read_not_built(store.path(name)) is not None), None)
+            return not_built_result(context, store, label, str(error), passed_on)
+        with store.publish_dir(label) as directory:
+            if shard_set is None:  # assembled in memory: one device
+                assert data is not None
+                histories = _train_seeds(context, params.classifiers, data, n_classes, runtime,
+                                         directory, label)
+                record = {"n_train": len(data.images), "sources": data.sources,
+                          "soft_labels": data.targets.ndim == 2, "streamed": False,
+                          "devices": 1}
             else:
-                source = shard_set.source(in_memory_mb=runtime.in_memory_mb, seed=0,
-                                          workers=runtime.workers,
-                                          shuffle_buffer=runtime.shuffle_buffer)
-                histories = []
-                for seed_index, seed in enumerate(seeds):
-                    if streamed:
-                        source = source.with_seed(derive_seed(seed, "stream"))
-                    model, history = train_classifier(source, None, n_classes, seed=seed,
-                                                      device=runtime.torch_device, **recipe)
-                    save_classifier(directory / f"seed-{seed_index}.safetensors", model)
-                    histories.append({"seed_index": seed_index, **history})
-                    context.log.info(f"classifier_{arm} seed {seed_index}: {history['steps']} "
-                                     f"steps, train accuracy {history['train_accuracy']:.3f}")
+                histories, streamed = _train_shard_set(context, params.classifiers, shard_set,
+                                                       n_classes, runtime, store, directory,
+                                                       label)
+                record = {"n_train": shard_set.n_samples,
+                          "sources": [shard.path.name for shard in shard_set.shards],
+                          "soft_labels": shard_set.soft, "streamed": streamed,
+                          "devices": runtime.devices}
             (directory / HISTORY_JSON).write_text(dumps_json({
-                "arm": arm, "n_train": shard_set.n_samples,
-                "sources": [shard.path.name for shard in shard_set.shards],
-                "soft_labels": shard_set.soft, "streamed": streamed, "devices": runtime.devices,
-                "seeds": histories}))
+                "arm": arm.name, **record, "seeds": histories}))
         return dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(str(store.path(f"classifier_{arm}"))),
-            "n_train": shard_set.n_samples, "seeds": config.n_seeds,
-            "sources": len(shard_set.shards), "streamed": streamed, "devices": runtime.devices,
+            "path": dg.MetadataValue.path(str(store.path(label))),
+            "n_train": record["n_train"], "seeds": params.classifiers.n_seeds,
+            "sources": len(record["sources"]), "architecture": params.classifiers.architecture,
+            "streamed": record["streamed"], "devices": record["devices"],
             "train_seconds": round(sum(h["seconds"] for h in histories), 1),
         })
 
     return classifier
 
 
-def _train_ddp(context: dg.AssetExecutionContext, store: ArtifactStore, runtime: TorchRuntime,
-               shard_set: ShardSet, arm: str, n_classes: int, seeds: list[int],
-               recipe: dict, directory: Path) -> list[dict]:
-    """Every seed trained with DDP on `runtime.devices` processes launched by torchrun."""
-    import shutil
+def _train_shard_set(context: dg.AssetExecutionContext, config: ClassifiersParams,
+                     shard_set: ShardSet, n_classes: int, runtime: TorchRuntime,
+                     store: ArtifactStore, directory: Path, label: str
+                     ) -> tuple[list[dict[str, Any]], bool]:
+    """`n_seeds` classifiers on a shard set (loaded, streamed, or with DDP on
+    `runtime.devices` processes); the histories and whether the set was streamed."""
+    from synthfactory.ops.training.train import save_classifier, train_classifier
 
+    settings = training_settings(config, runtime.torch_device)
+    seeds = [derive_seed(runtime.seed, "classifiers", index) for index in range(config.n_seeds)]
+    streamed = runtime.devices > 1 or shard_set.decoded_mib > runtime.in_memory_mb
+    if runtime.devices > 1:
+        return _train_ddp(context, store, runtime, shard_set, label, n_classes, seeds, settings,
+                          directory), streamed
+    source = shard_set.source(in_memory_mb=runtime.in_memory_mb, seed=0,
+                              workers=runtime.workers, shuffle_buffer=runtime.shuffle_buffer)
+    histories = []
+    for seed_index, seed in enumerate(seeds):
+        if streamed:
+            source = source.with_seed(derive_seed(seed, "stream"))
+        model, history = train_classifier(source, None, n_classes, seed=seed,
+                                          device=runtime.torch_device, **settings)
+        save_classifier(directory / f"seed-{seed_index}.safetensors", model)
+        histories.append({"seed_index": seed_index, **history})
+        context.log.info(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
+                         f"{history['train_accuracy']:.3f}")
+    return histories, streamed
+
+
+def _train_ddp(context: dg.AssetExecutionContext, store: ArtifactStore, runtime: TorchRuntime,
+               shard_set: ShardSet, label: str, n_classes: int, seeds: list[int],
+               settings: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """Every seed trained with DDP on `runtime.devices` processes launched by torchrun."""
     from synthfactory.ops.training.distributed import Recipe, train_distributed, write_job
 
-    work = store.path(".ddp", f"classifier_{arm}")
+    work = store.path(".ddp", label)
     shutil.rmtree(work, ignore_errors=True)
+    plan = settings["precision"]
+    recipe = Recipe(**{key: value for key, value in settings.items() if key != "precision"},
+                    autocast=plan.autocast, channels_last=plan.channels_last)
     job = write_job(work, shard_set, n_classes=n_classes, seeds=seeds,
                     stream_seeds=[derive_seed(seed, "stream") for seed in seeds],
-                    recipe=Recipe(**recipe), workers=runtime.workers,
+                    recipe=recipe, workers=runtime.workers,
                     shuffle_buffer=runtime.shuffle_buffer, out_dir=directory,
                     threads=runtime.threads)
-    context.log.info(f"classifier_{arm}: DDP on {runtime.devices} processes (torchrun)")
+    context.log.info(f"{label}: DDP on {runtime.devices} processes (torchrun)")
     histories = train_distributed(job, devices=runtime.devices, log=context.log.info)
     shutil.rmtree(work, ignore_errors=True)
     return [{"seed_index": index, **history} for index, history in enumerate(histories)]
 
 
-@dg.asset(group_name="evaluation", kinds={"html", "json"}, code_version="1", pool="gpu",
-          op_tags=GPU_OP_TAGS,
-          deps=[f"classifier_{arm}" for arm in ARMS] + ["filtered_set", "distilled_set",
-                                                         "generator", "real_images", "judge"])
-def eval_report(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
-                runtime: TorchRuntime) -> dg.MaterializeResult:
-    """The answer: accuracy of every arm on the real test split, mean ± std over seeds.
+def build_classifier_scaling() -> dg.AssetsDefinition:
+    """`classifier_scaling`: classifiers on nested, seeded subsets of the filtered set."""
 
-    Writes `metrics.json`, `report.md` and a self-contained `report.html` (arm table, per-class
-    accuracy, confusion matrices, image grids of real / synthetic / kept / rejected / distilled
-    images, accuracy plot) to `eval_report.output_dir`, with lineage: params digest, generator
-    digest and shard digests. Also what weakens the answer: the arms that were not built and why
-    (`missing_arms`), the real images per class and split with imbalance and small-test-class
-    warnings (`data`), and the near-copies of test images among the synthetic ones
-    (`contamination`, counted even when zero). The same files are published through the store
-    (`eval_report/` under its root, uploaded with a commit on an object store).
+    @dg.asset(name=SCALING_ASSET, group_name="evaluation", kinds={"pytorch", "safetensors"},
+              code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,
+              deps=["synthetic_shards", "filtered_set", "real_images"])
+    def classifier_scaling(context: dg.AssetExecutionContext, params: Params,
+                           store: ArtifactStore, runtime: TorchRuntime) -> dg.MaterializeResult:
+        """Classifiers on nested, seeded subsets of each class's filtered images (the fractions
+        of `eval_report.scaling` below 1; 1 is the filtered arm itself), `n_seeds` each, with
+        the filtered arm's recipe and seeds: `fraction-<f>/seed-<k>.safetensors`, `history.json`.
+        """
+        from synthfactory.ops.evaluation.scaling import nested_subsets, scaling_to_train
+
+        # Read here, not when the definitions are built: a run's overrides and DVC's params
+        # tracking both see the fractions this asset trains.
+        fractions = scaling_to_train(params.eval_report.scaling, params.classifiers.arms)
+        class_names = read_classes(store.require("real_images"))
+        n_classes = len(class_names)
+        try:  # the curve's subsets are the filtered arm's data: it degrades with that arm
+            data = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
+            check_every_class(data.labels, class_names, "the filtered set (scaling curve)",
+                              ARMS["filtered"].missing_class_fix)
+        except TooFewImages as error:
+            return not_built_result(context, store, SCALING_ASSET, str(error))
+        subsets = nested_subsets(data.labels, fractions, derive_seed(runtime.seed, SCALING_ASSET))
+        rows = []
+        with store.publish_dir(SCALING_ASSET) as directory:
+            for fraction, chosen in subsets.items():
+                subset = TrainingData(data.images[chosen], data.labels[chosen],
+                                      data.targets[chosen], [data.keys[i] for i in chosen],
+                                      data.sources)
+                histories = _train_seeds(context, params.classifiers, subset, n_classes, runtime,
+                                         directory / f"fraction-{fraction:g}",
+                                         f"{SCALING_ASSET} {fraction:g}")
+                rows.append({"fraction": fraction, "n_train": len(chosen),
+                             "images_per_class": len(chosen) / n_classes, "seeds": histories})
+            (directory / HISTORY_JSON).write_text(dumps_json({"fractions": rows}))
+        return dg.MaterializeResult(metadata={
+            "path": dg.MetadataValue.path(str(store.path(SCALING_ASSET))),
+            "fractions": dg.MetadataValue.json({f"{r['fraction']:g}": r["n_train"] for r in rows}),
+            "train_seconds": round(sum(h["seconds"] for r in rows for h in r["seeds"]), 1)})
+
+    return classifier_scaling
+
+
+def evaluation_assets(params: Params, devices: int = 1) -> list[dg.AssetsDefinition]:
+    """The assets `classifiers.arms` and `eval_report.scaling` ask for, `eval_report` last;
+    the shard-set arms' classifiers train on `devices` devices.
+
+    Checks the arm names against the registry here (a ValueError naming them): params import
+    nothing from ops.
     """
-    from synthfactory.ops.evaluation.class_sizes import data_entry
-    from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
-    from synthfactory.ops.evaluation.distillation_table import distillation_table
-    from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
-    from synthfactory.ops.evaluation.missing import missing_arm_lines, missing_arms
-    from synthfactory.ops.evaluation.plots import accuracy_plot
-    from synthfactory.ops.evaluation.report import write_report
-    from synthfactory.ops.evaluation.tables import arm_table_markdown
-    from synthfactory.ops.training.train import load_classifier, predict_proba
+    from synthfactory.ops.evaluation.scaling import scaling_to_train
 
-    started = time.perf_counter()
-    real_dir = store.require("real_images")
-    class_names = read_classes(real_dir)
-    n_classes = len(class_names)
-    test_images, test_labels, test_keys = read_split(real_dir, "test")
-    arms: dict[str, dict] = {}
-    # Arms recorded as not built are listed with their reason; every other one is measured.
-    missing = missing_arms({arm: store.require(f"classifier_{arm}") for arm in ARMS})
-    for arm in ARMS:
-        if arm in missing:
-            continue
-        directory = store.require(f"classifier_{arm}")
-        history = json.loads((directory / HISTORY_JSON).read_text())
-        accuracies, per_class, confusion = [], [], np.zeros((n_classes, n_classes), np.int64)
-        for checkpoint in sorted(directory.glob("seed-*.safetensors")):
-            model = load_classifier(checkpoint, runtime.torch_device)
-            predicted = predict_proba(model, test_images, device=runtime.torch_device).argmax(1)
-            accuracies.append(accuracy(predicted, test_labels))
-            per_class.append(per_class_accuracy(predicted, test_labels, n_classes))
-            confusion += confusion_matrix(predicted, test_labels, n_classes)
-        mean, std = mean_std(accuracies)
-        arms[arm] = {"n_train": history["n_train"], "accuracy_mean": mean, "accuracy_std": std,
-                     "seeds": len(accuracies), "accuracies": accuracies,
-                     "per_class_accuracy": np.mean(per_class, axis=0).tolist(),
-                     "confusion": confusion.tolist()}
-
-    filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
-    distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
-    generator_info = json.loads((store.require("generator") / "generator.json").read_text())
-    judge_info = json.loads((store.require("judge") / "judge.json").read_text())
-    real_manifest = json.loads((real_dir / MANIFEST_JSON).read_text())
-    metrics = {
-        "dataset": real_manifest["source"],
-        "classes": class_names,
-        "n_test": len(test_labels),
-        "arms": arms,
-        "filter": {key: value for key, value in filter_summary.items()
-                   if key not in {"shard_digests"}},
-        # Wall time stays out: the same params must give the same metrics.json, byte for byte.
-        "distillation": {key: value for key, value in distill_summary.items()
-                         if key not in {"seconds"}},
-        # Every cell × architecture; `seconds` (distillation wall time) is its only field that
-        # differs between two runs of the same params. Cells not built are in
-        # distillation.not_built, with their reasons.
-        "distillation_table": distillation_table(
-            store.require("classifier_distilled"), store.require("distilled_set"),
-            distill_summary["cells"], test_images, test_labels, runtime.torch_device),
-        "missing_arms": missing,
-        "data": data_entry(real_manifest["counts"]),
-        "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
-        "lineage": {
-            "params_digest": params.digest(*Params.model_fields),
-            "seed": runtime.seed,
-            "real_images_digest": real_manifest["digest"],
-            "generator_digest": generator_info["digest"],
-            "generator_source": generator_info["source"],
-            "shard_digests": filter_summary["shard_digests"],
-            # A trained judge has one weights file; a CLIP judge the digest of its directory.
-            "judge_digest": judge_info.get("sha256") or judge_info["digest"],
-            "distilled_sha256": distill_summary.get("sha256"),  # none: not built
-        },
-    }
-    if params.refinement.rounds:  # the loop's arms (last round) and every round's results
-        from synthfactory.assets.refinement import refinement_results
-
-        loop_arms, metrics["refinement"] = refinement_results(
-            params.refinement, store, runtime.torch_device, test_images, test_labels, class_names,
-            arms["synthetic"]["per_class_accuracy"])
-        arms.update(loop_arms)
-    leakage = params.contamination
-    metrics["contamination"], contamination_grid = contamination_in_store(
-        store.require("synthetic_shards"), store.path("shard_scores"), test_images, test_keys,
-        real_dir,
-        store.require("judge"), store.require("filtered_set"), class_names, runtime.torch_device,
-        feature_threshold=leakage.feature_threshold, pixel_threshold=leakage.pixel_threshold,
-        pixel_resolution=leakage.pixel_resolution, grid_pairs=leakage.grid_pairs)
-    grids = _grids(store, class_names, params.eval_report.grid_per_class)
-    grids[GRID] = contamination_grid
-    for line in missing_arm_lines(missing):
-        context.log.warning(f"eval_report: {line}")
-    output = Path(params.eval_report.output_dir)
-    # Published through the store first (uploaded with its commit when the root is an object
-    # store, so other machines and people read the same report), then copied to output_dir.
-    with store.publish_dir("eval_report") as directory:
-        write_report(directory, metrics, grids)
-    with atomic_dir(output) as directory:
-        shutil.copytree(store.path("eval_report"), directory, dirs_exist_ok=True)
-    plot = accuracy_plot(metrics)
-    table = arm_table_markdown(metrics)
-    context.log.info("eval_report:\n" + table)
-    return dg.MaterializeResult(
-        metadata={
-            "report": dg.MetadataValue.path(str(output / "report.html")),
-            "arms": dg.MetadataValue.md(table),
-            "accuracy_plot": dg.MetadataValue.md(
-                f"![accuracy per arm](data:image/png;base64,{base64.b64encode(plot).decode()})"),
-            **{f"accuracy_{arm}": dg.MetadataValue.float(round(row["accuracy_mean"], 4))
-               for arm, row in arms.items()},
-            "missing_arms": dg.MetadataValue.json(missing),
-            "contamination_count": metrics["contamination"]["count"],
-            "seconds": round(time.perf_counter() - started, 1),
-        },
-        data_version=dg.DataVersion(sha256_file(output / "metrics.json")[:16]),
-    )
+    arms = check_arms(params.classifiers.arms, judge_backend=params.judge.backend,
+                      floors=params.eval_report.accuracy_floor)
+    assets = [build_classifier(ARMS[arm], devices) for arm in arms
+              if ARMS[arm].trained_by == "evaluation"]
+    if scaling_to_train(params.eval_report.scaling, params.classifiers.arms):
+        assets.append(build_classifier_scaling())
+    return [*assets, build_eval_report(params)]
 
 
-def _grids(store: ArtifactStore, class_names: list[str],
-           per_class: int) -> dict[str, np.ndarray]:
-    """Image grids of each set, per class: real, synthetic, kept, rejected, distilled (if built)."""
-    from synthfactory.ops.evaluation.plots import image_grid
+def build_eval_report(config: Params) -> dg.AssetsDefinition:
+    """`eval_report`, depending on the classifiers of the configured arms (and scaling)."""
+    from synthfactory.ops.evaluation.scaling import scaling_to_train
+    arms = arm_order(config.classifiers.arms)
+    deps = [asset for arm in arms if (asset := ARMS[arm].classifier_asset) is not None]
+    deps += [SCALING_ASSET] if scaling_to_train(config.eval_report.scaling,
+                                                config.classifiers.arms) else []
+    # The distillation table (every cell) is reported whether or not `distilled` is an arm.
+    deps += sorted({"classifier_distilled", "filtered_set", "distilled_set", "generator",
+                    "real_images", "judge"} - set(deps))
+    deps += ["retrieved_set"] if "retrieved" in arms else []
 
-    real_images, real_labels, _ = read_split(store.require("real_images"), "test")
-    # Only the pictured samples are read (the synthetic set may not fit in memory).
-    synthetic = grid_samples(store.require("synthetic_shards"), store.require("filtered_set"),
-                             per_class, _image_shape(store))
+    @dg.asset(name="eval_report", group_name="evaluation", kinds={"html", "json"},
+              code_version="2", pool="gpu", op_tags=GPU_OP_TAGS, deps=deps)
+    def eval_report(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
+                    runtime: TorchRuntime) -> dg.MaterializeResult:
+        """The answer: accuracy of every arm on the real test split, mean ± sample std over
+        seeds, grouped (references, synthetic, combined) with the difference to real; the
+        validation accuracies that choices read; the scaling curve with its power-law fit and
+        real-equivalent; the cost of every asset. Also what weakens the answer: the arms that
+        were not built and why (`missing_arms`), the real images per class and split with
+        imbalance and small-test-class warnings (`data`), and the near-copies of test images
+        among the synthetic ones (`contamination`, counted even when zero).
 
-    def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return image_grid(images, labels, class_names, per_class=per_class)
+        Writes `metrics.json` (deterministic), `report.md`, a self-contained `report.html`
+        and `cost.json` (wall times: kept out of metrics.json and report.md) to
+        `eval_report.output_dir`, with lineage: params digest, generator, shard and judge
+        digests. The same files are published through the store (`eval_report/` under its
+        root, uploaded with a commit on an object store).
+        """
+        from synthfactory.assets.report_inputs import (asset_costs, grids, group_rows,
+                                                       not_built_arms, real_splits,
+                                                       scaling_metrics, score_arms)
+        from synthfactory.ops.evaluation.class_sizes import data_entry
+        from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
+        from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
+        from synthfactory.ops.evaluation.distillation_table import distillation_table
+        from synthfactory.ops.evaluation.evaluate import SPREAD
+        from synthfactory.ops.evaluation.missing import missing_arm_lines
+        from synthfactory.ops.evaluation.plots import accuracy_plot
+        from synthfactory.ops.evaluation.report import write_report
+        from synthfactory.ops.evaluation.tables import arm_table_markdown
 
-    grids = {
-        "real": grid(real_images, real_labels),
-        "synthetic": grid(*synthetic["synthetic"]),
-        "kept": grid(*synthetic["kept"]),
-        "rejected": grid(*synthetic["rejected"]),
-    }
-    if read_not_built(store.require("distilled_set")) is None:
-        distilled = distilled_arm(store.require("distilled_set"))
-        grids["distilled"] = grid(distilled.images, distilled.labels)
-    return grids
+        started = time.perf_counter()
+        real_dir = store.require("real_images")
+        class_names = read_classes(real_dir)
+        test, _ = real_splits(store)
+        # Arms recorded as not built are listed with their reason; every other one is measured.
+        missing = not_built_arms(store, arms)
+        arm_rows = score_arms(store, runtime, arms, len(class_names), params.judge.batch_size)
+        filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
+        distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
+        generator_info = json.loads((store.require("generator") / "generator.json").read_text())
+        judge_info = json.loads((store.require("judge") / "judge.json").read_text())
+        real_manifest = json.loads((real_dir / MANIFEST_JSON).read_text())
+        settings = training_settings(params.classifiers, runtime.torch_device)
+        metrics: dict[str, Any] = {
+            "dataset": real_manifest["source"],
+            "classes": class_names,
+            "n_test": sum(real_manifest["counts"]["test"].values()),
+            "n_val": sum(real_manifest["counts"]["val"].values()),
+            "few_shot": params.real_images.few_shot,
+            "classifier": {"architecture": params.classifiers.architecture,
+                           **{key: settings[key] for key in (
+                               "batch_size", "learning_rate", "weight_decay",
+                               "label_smoothing", "epochs", "min_steps")},
+                           "precision": settings["precision"].describe()},
+            "spread": SPREAD,
+            "arm_order": arms,  # report order: by group (references, synthetic, combined)
+            "arms": arm_rows,
+            "filter": {key: value for key, value in filter_summary.items()
+                       if key not in {"shard_digests"}},
+            # Wall time stays out: the same params must give the same metrics.json, byte for byte.
+            "distillation": {key: value for key, value in distill_summary.items()
+                             if key not in {"seconds"}},
+            # Every cell × architecture (wall times stay in each cell's cell.json).
+            "distillation_table": distillation_table(
+                store.require("classifier_distilled"), store.require("distilled_set"),
+                distill_summary["cells"], test.images, test.labels, runtime.torch_device),
+            "missing_arms": missing,
+            "data": data_entry(real_manifest["counts"]),
+            "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
+            "lineage": {
+                "params_digest": params.digest(*Params.model_fields),
+                "seed": runtime.seed,
+                "real_images_digest": real_manifest["digest"],
+                "generator_digest": generator_info["digest"],
+                "generator_source": generator_info["source"],
+                "shard_digests": filter_summary["shard_digests"],
+                # A trained judge has one weights file; a CLIP judge the digest of its directory.
+                "judge_digest": judge_info.get("sha256") or judge_info["digest"],
+                "distilled_sha256": distill_summary.get("sha256"),  # none: not built
+            },
+        }
+        if params.refinement.rounds:  # the loop's arms (last round) and every round's results
+            from synthfactory.assets.refinement import refinement_results
+
+            loop_arms, metrics["refinement"] = refinement_results(
+                params.refinement, store, runtime.torch_device, test.images, test.labels,
+                class_names, arm_rows["synthetic"]["per_class_accuracy"])
+            arm_rows.update(group_rows(loop_arms))
+            metrics["arm_order"] = arm_order([*arms, *loop_arms])
+        if params.eval_report.scaling:
+            metrics["scaling"] = scaling_metrics(
+                store, runtime, params.eval_report.scaling, arm_rows, len(class_names),
+                real_images_per_class=(arm_rows["real"]["n_train"] / len(class_names)
+                                       if "real" in arm_rows else None), missing=missing)
+        leakage = params.contamination
+        metrics["contamination"], contamination_grid = contamination_in_store(
+            store.require("synthetic_shards"), store.path("shard_scores"), test.images,
+            test.keys, real_dir, store.require("judge"), store.require("filtered_set"),
+            class_names, runtime.torch_device, feature_threshold=leakage.feature_threshold,
+            pixel_threshold=leakage.pixel_threshold, pixel_resolution=leakage.pixel_resolution,
+            grid_pairs=leakage.grid_pairs)
+        pictures = grids(store, class_names, params.eval_report.grid_per_class,
+                         "retrieved" in arm_rows)
+        pictures[GRID] = contamination_grid
+        for line in missing_arm_lines(missing):
+            context.log.warning(f"eval_report: {line}")
+        output = Path(params.eval_report.output_dir)
+        costed = ["real_images", "prompts", "generator", "synthetic_shards", "judge",
+                  "filtered_set", *(["retrieved_set"] if "retrieved" in arms else []),
+                  "distilled_set", *(dep for dep in deps if dep.startswith("classifier_"))]
+        cost = cost_summary(asset_costs(context, costed, store, started),
+                            str(runtime.torch_device), gpus=1)
+        # Published through the store first (uploaded with its commit when the root is an
+        # object store, so other machines and people read the same report), then copied to
+        # output_dir.
+        with store.publish_dir("eval_report") as directory:
+            write_report(directory, metrics, pictures, html_only=[cost_section(cost)])
+            (directory / COST_JSON).write_text(dumps_json(cost))
+        with atomic_dir(output) as directory:
+            shutil.copytree(store.path("eval_report"), directory, dirs_exist_ok=True)
+        plot = accuracy_plot(metrics)
+        table = arm_table_markdown(metrics)
+        context.log.info("eval_report:\n" + table)
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.path(str(output / "report.html")),
+                "arms": dg.MetadataValue.md(table),
+                "accuracy_plot": dg.MetadataValue.md(
+                    f"![accuracy per arm](data:image/png;base64,{base64.b64encode(plot).decode()})"),
+                **{f"accuracy_{arm}": dg.MetadataValue.float(round(row["accuracy_mean"], 4))
+                   for arm, row in arm_rows.items()},
+                "missing_arms": dg.MetadataValue.json(missing),
+                "contamination_count": metrics["contamination"]["count"],
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            data_version=dg.DataVersion(sha256_file(output / "metrics.json")[:16]),
+        )
+
+    return eval_report
+

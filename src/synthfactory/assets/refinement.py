@@ -265,18 +265,17 @@ def train_arm(context: dg.AssetExecutionContext, config: ClassifiersParams, stor
     The seeds are those of every other arm (`derive_seed(seed, "classifiers", k)`): arms
     differ by their data alone.
     """
+    from synthfactory.assets.evaluation import training_settings
     from synthfactory.ops.training.train import save_classifier, train_classifier
 
     histories = []
+    settings = training_settings(config, runtime.torch_device)  # the recipe of every arm
     with store.publish_dir(name) as directory:
         for seed_index in range(config.n_seeds):
             model, history = train_classifier(
                 data.images, data.targets, n_classes,
                 seed=derive_seed(runtime.seed, "classifiers", seed_index),
-                device=runtime.torch_device, epochs=config.epochs, min_steps=config.min_steps,
-                batch_size=config.batch_size, learning_rate=config.learning_rate,
-                width=config.width, architecture=config.architecture,
-                augmentation=config.augmentation, flip=config.flip)
+                device=runtime.torch_device, **settings)
             save_classifier(directory / f"seed-{seed_index}.safetensors", model)
             histories.append({"seed_index": seed_index, **history})
             context.log.info(f"{name} seed {seed_index}: {history['steps']} steps, "

@@ -14,7 +14,7 @@ Unknown keys and wrong types fail with a message that names the key, the bad val
 """
 
 from synthfactory.params.base import ParamsError, Section, config_digest
-from synthfactory.params.curation import FilteredSetParams, JudgeParams
+from synthfactory.params.curation import FilteredSetParams, JudgeParams, RetrievalParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
@@ -31,5 +31,6 @@ __all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "Contaminat
            "ExpertTrajectoriesParams",
            "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
-           "RealImagesParams", "RefinementParams", "ScheduleParams", "Section", "SensorParams",
+           "RealImagesParams", "RefinementParams", "RetrievalParams", "ScheduleParams",
+           "Section", "SensorParams",
            "SyntheticShardsParams", "config_digest", "load_params", "parse_params"]

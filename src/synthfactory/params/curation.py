@@ -51,3 +51,17 @@ class FilteredSetParams(Section):
     # leakage guard that reads test pixels, never test labels or accuracies.
     drop_test_near_duplicates: bool = False
 
+
+
+class RetrievalParams(Section):
+    """The retrieval baseline (`retrieved_set`, the `retrieved` arm): where its pool is.
+
+    `pool`: unlabeled real images — an image folder (searched recursively; sub-folders named
+    after classes give hidden labels, used only to measure label precision) or WebDataset shards
+    (a directory of .tar, a glob or a brace pattern; `.cls`/`.json` labels are hidden likewise).
+    null: the real train split with its labels hidden. `per_class`: images retrieved per class;
+    null: as many as the synthetic arm has (`prompts.images_per_class`).
+    """
+
+    pool: str | None = None
+    per_class: int | None = Field(default=None, gt=0)

@@ -64,7 +64,9 @@ class PromptsParams(Section):
     context_table: str | None = None
     display_names: str | None = None
     negative_prompt: str = ""
-    guidance: list[float] = [2.0]
+    # Cycled over each class's images: the mix measured best for training (README), not the
+    # single scale whose images a judge recognises most often.
+    guidance: list[float] = [1.0, 2.0, 3.0]
     guidance_range: list[float] | None = None
 
     @field_validator("templates")

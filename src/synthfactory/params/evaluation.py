@@ -8,40 +8,66 @@ from pydantic import Field, field_validator
 
 from synthfactory.params.base import Section
 
+# What `classifiers.arms` is by default: ops/evaluation/arms.py's DEFAULT_ARMS (a test keeps the
+# two equal). The names are checked against that registry when the definitions are built, so
+# that params import nothing from ops (every DVC stage depends on the params modules).
+DEFAULT_ARMS = ["real", "retrieved", "synthetic", "filtered", "distilled", "mixed"]
+
 
 class ClassifiersParams(Section):
-    """Training of the evaluation classifiers: one architecture, every arm, `n_seeds` seeds.
+    """Training of the evaluation classifiers: which arms, one architecture, `n_seeds` seeds.
 
+    `arms`: the rows of the report (ops/evaluation/arms.py lists them and what each answers).
     `architecture`: the DD ConvNet (default; `width` is its width), or the standard ResNet-18,
-    ResNet-50 or VGG-11 of the synthetic-data and cross-architecture literature.
+    ResNet-50 or VGG-11 of the synthetic-data and cross-architecture literature. Each has a
+    training recipe (ops/training/recipes.py); `learning_rate`, `batch_size`, `weight_decay` and
+    `label_smoothing` override it when set (a batch size alone scales the learning rate).
+    `precision: auto` trains in bf16 autocast with channels-last on CUDA, float32 on CPU.
     """
 
+    arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     architecture: Literal["convnet", "resnet18", "resnet50", "vgg11"] = "convnet"
     n_seeds: int = Field(default=3, gt=0)
     epochs: int = Field(default=30, gt=0)
     min_steps: int = Field(default=300, gt=0)
-    batch_size: int = Field(default=128, gt=0)
-    learning_rate: float = Field(default=0.01, gt=0.0)
+    batch_size: int | None = Field(default=None, gt=0)
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    weight_decay: float | None = Field(default=None, ge=0.0)
+    label_smoothing: float | None = Field(default=None, ge=0.0, lt=1.0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | None = None
     width: int = Field(default=128, gt=0)
     augmentation: bool = True
     flip: bool = False
 
 
 class EvalReportParams(Section):
-    """Where the report goes (relative to the working directory) and how big its grids are."""
+    """Where the report goes (relative to the working directory), how big its grids are, and the
+    scaling curve: `scaling` lists fractions of each class's filtered images (nested, seeded
+    subsets; [] for none); 1.0 reuses the filtered arm's classifiers."""
 
     output_dir: str = "reports/eval"
     grid_per_class: int = Field(default=8, gt=0)
-    # arm → the lowest mean accuracy its asset check accepts; arms not listed are not checked.
+    scaling: list[float] = [0.1, 0.3, 1.0]
+    # arm → the lowest mean accuracy its asset check accepts; arms not listed are not checked
+    # (the names must be among classifiers.arms: checked when the definitions are built).
     accuracy_floor: dict[str, float] = {}
+
+    @field_validator("scaling")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        bad = [f for f in fractions if not 0.0 < f <= 1.0]
+        if bad:
+            raise ValueError(f"eval_report.scaling {bad}: fractions of the filtered set must be "
+                             "in (0, 1], e.g. [0.1, 0.3, 1.0]")
+        if fractions and len(set(fractions)) < 2:
+            raise ValueError(f"eval_report.scaling {fractions}: a curve needs two or more "
+                             "different fractions (or [] for none)")
+        return sorted(set(fractions))
 
     @field_validator("accuracy_floor")
     @classmethod
     def _floors_are_fractions(cls, floors: dict[str, float]) -> dict[str, float]:
-        arms = ("real", "synthetic", "filtered", "distilled")
-        unknown = sorted(set(floors) - set(arms))
-        if unknown:
-            raise ValueError(f"eval_report.accuracy_floor names {unknown}; arms are {list(arms)}")
         bad = {arm: floor for arm, floor in floors.items() if not 0.0 <= floor <= 1.0}
         if bad:
             raise ValueError(f"eval_report.accuracy_floor {bad}: floors are accuracies in [0, 1]")

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from synthfactory.params.base import ParamsError, config_digest
-from synthfactory.params.curation import FilteredSetParams, JudgeParams
+from synthfactory.params.curation import FilteredSetParams, JudgeParams, RetrievalParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
 from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
@@ -37,6 +37,7 @@ class Params(dg.ConfigurableResource):
     synthetic_shards: SyntheticShardsParams = SyntheticShardsParams()
     judge: JudgeParams = JudgeParams()
     filtered_set: FilteredSetParams = FilteredSetParams()
+    retrieval: RetrievalParams = RetrievalParams()
     expert_trajectories: ExpertTrajectoriesParams = ExpertTrajectoriesParams()
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()

@@ -5,7 +5,9 @@ Refusals (a `ValueError` naming the value and the fix; the CLI exits 2) come bef
 - fewer than `MIN_CLASSES` classes: a one-class "classification" is 100% accurate and means
   nothing;
 - a class with fewer train, validation or test images than the run needs (`MIN_PER_SPLIT`): it
-  could not be learned, chosen on, or measured.
+  could not be learned, chosen on, or measured;
+- with the `retrieved` arm, a `retrieval.pool` that is missing or holds no image file
+  (`preflight_pool`): the arm would have nothing to retrieve from.
 
 Per-class counts are checked twice: by `source_counts` + `split_counts` before anything is
 decoded (the CLI's preflight: files are counted, not opened, so it takes seconds on any folder),
@@ -34,7 +36,7 @@ import numpy as np
 
 from synthfactory.ops.data.imagefolder import IMAGE_EXTENSIONS
 from synthfactory.ops.data.splits import carve_validation, stratified_split
-from synthfactory.ops.data.webdataset import webdataset_label_counts
+from synthfactory.ops.data.webdataset import resolve_shards, webdataset_label_counts
 
 MIN_CLASSES = 2
 # What every class needs in each split: one image to learn from (generator, judge, real arm), one
@@ -186,6 +188,25 @@ def preflight_counts(source: str, root: str | None, test_root: str | None,
                        minimum_images(test_fraction, val_fraction, seed, tests is not None,
                                       train_needed), train_needed)
     return counts
+
+
+def preflight_pool(pool: str) -> int:
+    """Count the retrieval pool's image files (an image folder) or shards (WebDataset) without
+    decoding any; refuse a pool that is missing or empty. The files that decode are counted
+    again by `retrieved_set` (ops/data/pool.py), which refuses a pool where none does."""
+    path = Path(pool)
+    fix = "point retrieval.pool at unlabeled images, or remove retrieved from classifiers.arms"
+    if path.is_dir() and not any(path.glob("*.tar")):
+        found = sum(1 for file in path.rglob("*") if file.is_file()
+                    and file.suffix.lower() in IMAGE_EXTENSIONS and file.stat().st_size > 0)
+        if not found:
+            raise ValueError(f"retrieval.pool {pool!r} holds no image file: {fix}")
+        return found
+    try:
+        return len(resolve_shards(pool))
+    except FileNotFoundError as error:
+        problem = str(error).split(": ", 1)[-1].split(";", 1)[0]
+        raise ValueError(f"retrieval.pool {pool!r}: {problem}: {fix}") from None
 
 
 def counts_of(labels: np.ndarray, splits: Mapping[str, np.ndarray],

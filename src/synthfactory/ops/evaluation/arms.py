@@ -1,11 +1,25 @@
-"""The training data of each evaluation arm, read from the directories the assets wrote."""
+"""The evaluation arms: what each one answers, which assets its data comes from, and how that
+data is read from the directories the assets wrote.
+
+`ARMS` is the registry, one `Arm` record per arm, in the order the report shows them within
+their group (references, then synthetic, then combined). Everything else follows from it: the
+`classifier_<arm>` assets and their upstream dependencies, the choices `classifiers.arms`
+accepts, the grouped arm table. To add an arm: write a loader `(require) -> TrainingData` in
+this module (`require(asset)` is the directory an upstream asset wrote, e.g.
+`ArtifactStore.require`), and append an `Arm` to `_REGISTRY`. An arm without a loader trains no
+classifier: `eval_report` computes it itself (`zero_shot`).
+
+Data loading stays behind the loaders here, so a different reader (streaming, sharded for DDP)
+changes these functions, not the assets.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,6 +41,58 @@ class TrainingData:
     targets: np.ndarray
     keys: list[str]
     sources: list[str]
+
+
+# The files of a classifier directory: `seed-<k>.safetensors` and this history.
+HISTORY_JSON = "history.json"
+# The classifiers of the scaling curve: `<asset>/fraction-<f>/seed-<k>.safetensors`.
+SCALING_ASSET = "classifier_scaling"
+
+# The directory an upstream asset wrote (`ArtifactStore.require`): how loaders find their data.
+Require = Callable[[str], Path]
+Group = Literal["reference", "synthetic", "combined"]
+# The report's groups, in order, with their headings.
+GROUPS: dict[Group, str] = {"reference": "references", "synthetic": "synthetic",
+                            "combined": "combined"}
+
+
+# Who trains an arm's classifiers: the generic `classifier_<arm>` asset of assets/evaluation.py
+# (from `load`), another module's `classifier_<arm>` (distilled: the DD protocol of
+# assets/distillation.py; refined/uniform: the loop's rounds in assets/refinement.py), or nobody
+# (zero_shot: the CLIP judge itself is the reference).
+TrainedBy = Literal["evaluation", "distillation", "refinement", "nobody"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the arms table.
+
+    `upstream`: the assets whose output `load` reads (the generic classifier asset's
+    dependencies). `load`: its training data; None when `trained_by` is not `evaluation`.
+    `needs`: a condition on the configuration: `clip_judge` (zero_shot), or `refinement`
+    (refined, uniform: added by `refinement.rounds` > 0, never listed in `classifiers.arms`).
+    `fix`: what to change when the arm's data lacks a class (the arm is then recorded as not
+    built with this advice; empty: rebuild its upstream assets with every class).
+    """
+
+    name: str
+    group: Group
+    question: str
+    upstream: tuple[str, ...] = ()
+    load: Callable[[Require], TrainingData] | None = None
+    trained_by: TrainedBy = "evaluation"
+    needs: Literal["clip_judge", "refinement"] | None = None
+    fix: str = ""
+
+    @property
+    def missing_class_fix(self) -> str:
+        """What to change when this arm's training data lacks a class."""
+        return self.fix or f"rebuild {', '.join(self.upstream)} with images of every class"
+
+    @property
+    def classifier_asset(self) -> str | None:
+        """The asset holding this arm's `seed-<k>.safetensors` and history.json, if any."""
+        return None if self.trained_by == "nobody" else f"classifier_{self.name}"
 
 
 def real_arm(real_dir: Path) -> TrainingData:
@@ -92,6 +158,105 @@ def distilled_arm(distilled_dir: Path) -> TrainingData:
         targets = np.asarray([s.meta["soft_label"] for s in samples], dtype=np.float32)
     return TrainingData(images, labels, targets, [s.key for s in samples],
                         sources=[p.name for p in shards])
+
+
+def retrieved_arm(retrieved_dir: Path) -> TrainingData:
+    """The pool images retrieved for each class, labelled with the class they were retrieved for."""
+    shards = finished_shards(retrieved_dir)
+    if not shards:
+        raise FileNotFoundError(f"{retrieved_dir} has no finished shards: materialize "
+                                "'retrieved_set' first")
+    if next(iter(read_samples(shards, decode=False)), None) is None:
+        raise TooFewImages(f"retrieved_set holds no image ({retrieved_dir}): point "
+                           "retrieval.pool at images of every class")
+    images, labels, keys = load_arrays(shards)
+    return TrainingData(images, labels, labels, keys, sources=[p.name for p in shards])
+
+
+def mixed_arm(real_dir: Path, shards_dir: Path, filtered_dir: Path) -> TrainingData:
+    """The real training images (train, or its few-shot subset) plus the filtered synthetic set."""
+    real = real_arm(real_dir)
+    synthetic = filtered_arm(shards_dir, filtered_dir)
+    if real.images.shape[1:] != synthetic.images.shape[1:]:
+        raise ValueError(f"real images are {real.images.shape[1:]} but synthetic ones "
+                         f"{synthetic.images.shape[1:]}: re-materialize synthetic_shards at "
+                         "real_images.resolution")
+    labels = np.concatenate([real.labels, synthetic.labels])
+    return TrainingData(np.concatenate([real.images, synthetic.images]), labels, labels,
+                        real.keys + synthetic.keys, sources=real.sources + synthetic.sources)
+
+
+_REGISTRY = [
+    Arm("real", "reference", "the ceiling: the classifier on the real training images",
+        ("real_images",), lambda require: real_arm(require("real_images")),
+        fix="add real images to that class (or remove the class)"),
+    Arm("zero_shot", "reference", "what the CLIP judge gets with no training at all",
+        trained_by="nobody", needs="clip_judge"),
+    Arm("retrieved", "reference", "would real images retrieved from an unlabeled pool do as "
+        "well as generating? (as many per class as the synthetic arm)",
+        ("retrieved_set",), lambda require: retrieved_arm(require("retrieved_set")),
+        fix="point retrieval.pool at images of every class"),
+    Arm("synthetic", "synthetic", "every generated image, no real image seen by the classifier",
+        ("synthetic_shards",), lambda require: synthetic_arm(require("synthetic_shards")),
+        fix="materialize every shard of synthetic_shards"),
+    Arm("filtered", "synthetic", "the generated images the filter keeps",
+        ("synthetic_shards", "filtered_set"),
+        lambda require: filtered_arm(require("synthetic_shards"), require("filtered_set")),
+        fix="loosen filtered_set thresholds or raise prompts.images_per_class"),
+    # The headline cell of the distillation table, evaluated by the DD protocol (DSA, its own
+    # evaluation recipe) in assets/distillation.py; `distilled_arm` reads its images.
+    Arm("distilled", "synthetic", "a few learned or selected images per class (the first cell "
+        "of the distillation table)", trained_by="distillation"),
+    Arm("refined", "synthetic", "extra images aimed at the weak classes (a plan made on "
+        "validation): do they beat the same number spread evenly?", trained_by="refinement",
+        needs="refinement"),
+    Arm("uniform", "synthetic", "the equal-budget control: as many extra images spread evenly "
+        "over the classes", trained_by="refinement", needs="refinement"),
+    Arm("mixed", "combined", "does synthetic data help on top of the real training images?",
+        ("real_images", "synthetic_shards", "filtered_set"),
+        lambda require: mixed_arm(require("real_images"), require("synthetic_shards"),
+                                  require("filtered_set"))),
+]
+ARMS: dict[str, Arm] = {arm.name: arm for arm in _REGISTRY}
+# What `classifiers.arms` is by default: every arm that is cheap on the embedded run (zero_shot
+# needs a CLIP judge; the presets that have one list it).
+DEFAULT_ARMS = ("real", "retrieved", "synthetic", "filtered", "distilled", "mixed")
+
+
+def arm_order(names: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+    """`names` in report order: by group, then registry order; names not registered last, sorted."""
+    known = [arm.name for group in GROUPS for arm in _REGISTRY
+             if arm.group == group and arm.name in names]
+    return known + sorted(set(names) - set(known))
+
+
+def check_arms(names: list[str], *, judge_backend: str,
+               floors: dict[str, float] | None = None) -> list[str]:
+    """`classifiers.arms` in report order, if every name is a registered arm, none repeats, the
+    configuration meets each arm's `needs`, and `eval_report.accuracy_floor` names only chosen
+    arms; else a ValueError naming the bad values and the choices."""
+    unknown = [name for name in names if name not in ARMS]
+    if unknown:
+        raise ValueError(f"classifiers.arms {unknown} are not arms; choose from "
+                         f"{', '.join(ARMS)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"classifiers.arms lists {repeated} more than once")
+    if not names:
+        raise ValueError("classifiers.arms is empty: list at least one arm, e.g. [real]")
+    for name in names:
+        if ARMS[name].needs == "clip_judge" and judge_backend != "clip":
+            raise ValueError(f"classifiers.arms lists {name}, which needs judge.backend: clip; "
+                             "remove it or use a CLIP judge")
+        if ARMS[name].needs == "refinement":
+            raise ValueError(f"classifiers.arms lists {name}, which refinement.rounds > 0 adds "
+                             "by itself; remove it from classifiers.arms")
+    added = {name for name, arm in ARMS.items() if arm.needs == "refinement"}
+    stray = sorted(set(floors or {}) - set(names) - added)
+    if stray:
+        raise ValueError(f"eval_report.accuracy_floor names {stray}, which are not in "
+                         f"classifiers.arms {names}")
+    return arm_order(names)
 
 
 # The same arms as shard sets: what a classifier streams when the set is too large for memory

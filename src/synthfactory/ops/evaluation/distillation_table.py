@@ -1,10 +1,10 @@
 """The distillation table: test accuracy of every cell's evaluation networks, and its report part.
 
-Rows are `{method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models, repeats,
-seconds}`: mean ± sample std (ddof 1) over every network of the cell (repeats × eval_models),
-the randomness of distillation seeds and of network initialisation and batches together.
-`seconds` is the cell's distillation wall time (all repeats; the only field that differs
-between two identical runs).
+Rows are `{method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models, repeats}`:
+mean ± sample std (ddof 1) over every network of the cell (repeats × eval_models), the
+randomness of distillation seeds and of network initialisation and batches together. A cell's
+wall time stays in its cell.json (and the cost table): metrics.json is byte-identical between
+two runs of the same params.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
             rows.append({"method": cell.method, "ipc": cell.ipc, "source": cell.source,
                          "architecture": architecture_dir.name, "accuracy_mean": mean,
                          "accuracy_std": std, "n_models": len(accuracies),
-                         "repeats": len(record["repeats"]), "seconds": record.get("seconds")})
+                         "repeats": len(record["repeats"])})
     return rows
 
 

@@ -13,9 +13,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from synthfactory.ops.evaluation.tables import ordered_arms
+from synthfactory.ops.evaluation.tables import arm_group, ordered_arms
 
 GRID_BACKGROUND = 96  # grey for empty cells and separators
+# One colour per group of arms in the accuracy plot.
+GROUP_COLOURS = {"references": "#4c72b0", "synthetic": "#dd8452", "combined": "#55a868",
+                 "other": "#8c8c8c"}
 
 
 def image_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], *,
@@ -77,9 +80,10 @@ def accuracy_plot(metrics: dict[str, Any]) -> bytes:
     arms = ordered_arms(metrics)
     means = [metrics["arms"][arm]["accuracy_mean"] for arm in arms]
     stds = [metrics["arms"][arm]["accuracy_std"] for arm in arms]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(arms)), 3.5))
     bars = axis.bar(arms, means, yerr=stds, capsize=4,
-                    color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(arms)])
+                    color=[GROUP_COLOURS.get(arm_group(metrics, arm), GROUP_COLOURS["other"])
+                           for arm in arms])
     for bar, mean in zip(bars, means, strict=True):
         # Inside the bar, clear of the error bar above it.
         axis.text(bar.get_x() + bar.get_width() / 2, max(mean - 0.08, 0.02), f"{mean:.3f}",

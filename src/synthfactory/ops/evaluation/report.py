@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from synthfactory.ops.evaluation.baselines import arms_section
 from synthfactory.ops.evaluation.class_sizes import NOISE_NOTE, class_sizes_section, noise_mark
 from synthfactory.ops.evaluation.contamination import contamination_section
 from synthfactory.ops.evaluation.distillation_table import distillation_table_section
@@ -25,6 +26,7 @@ from synthfactory.ops.evaluation.missing import missing_arms_section
 from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
                                                png_bytes)
 from synthfactory.ops.evaluation.refinement_report import refinement_section
+from synthfactory.ops.evaluation.scaling_report import scaling_section
 from synthfactory.ops.evaluation.tables import (ARMS_CSV, arm_table, arm_table_csv,
                                                 markdown_table, ordered_arms)
 from synthfactory.ops.storage.atomic import dumps_json
@@ -72,15 +74,26 @@ SectionBuilder = Callable[[dict[str, Any], dict[str, np.ndarray]], ReportSection
 
 
 def summary_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
-    """The question, the arm table and the accuracy plot."""
-    return ReportSection(
-        title=f"synthfactory evaluation: {metrics['dataset']}",
-        blocks=[Paragraph("How good is synthetic data for these classes, and what did each step "
-                          "add? Every arm trains the same classifier from scratch and is tested "
-                          f"on the same real held-out images ({metrics.get('n_test', '?')} of "
-                          "them)."),
-                Table(*arm_table(metrics)), Figure("accuracy.png", "accuracy per arm")],
-        files={"accuracy.png": accuracy_plot(metrics)})
+    """The question, the arm table (grouped, Δ vs real), what the spread covers, the plot."""
+    classifier = metrics.get("classifier", {})
+    architecture = classifier.get("architecture")
+    blocks: list[Block] = [
+        Paragraph("How good is synthetic data for these classes, and what did each step add? "
+                  "Every arm trains the same classifier from scratch and is tested on the same "
+                  f"real held-out images ({metrics.get('n_test', '?')} of them)."),
+        Table(*arm_table(metrics))]
+    if metrics.get("spread"):
+        blocks.append(Paragraph(f"± is the {metrics['spread']}. Validation accuracy (the real "
+                                "validation split, held out of everything that learns) is what "
+                                "choices read; test accuracy is the final number."))
+    if architecture:
+        blocks.append(Paragraph(f"Classifier: {architecture}, " + ", ".join(
+            f"{key.replace('_', ' ')} {value}" for key, value in classifier.items()
+            if key != "architecture") + "."))
+    blocks.append(Figure("accuracy.png", "accuracy per arm"))
+    title = f"synthfactory evaluation: {metrics['dataset']}"
+    return ReportSection(title=title + (f" ({architecture})" if architecture else ""),
+                         blocks=blocks, files={"accuracy.png": accuracy_plot(metrics)})
 
 
 def per_class_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
@@ -160,7 +173,8 @@ def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 
 # The report, in order. Add a section here; a builder returning None leaves it out.
 SECTIONS: list[SectionBuilder] = [summary_section, missing_arms_section, class_sizes_section,
-                                  per_class_section, filtering_section, distillation_section,
+                                  arms_section, scaling_section, per_class_section,
+                                  filtering_section, distillation_section,
                                   distillation_table_section, refinement_section,
                                   contamination_section, confusion_section, images_section,
                                   lineage_section]
@@ -172,20 +186,28 @@ def build_sections(metrics: dict[str, Any], grids: dict[str, np.ndarray],
     return [section for builder in builders if (section := builder(metrics, grids)) is not None]
 
 
-def write_report(directory: Path, metrics: dict[str, Any],
-                 grids: dict[str, np.ndarray]) -> dict[str, Path]:
-    """Write metrics.json, arms.csv, every section's PNGs, report.md and report.html."""
+def write_report(directory: Path, metrics: dict[str, Any], grids: dict[str, np.ndarray],
+                 html_only: Sequence[ReportSection] = ()) -> dict[str, Path]:
+    """Write metrics.json, arms.csv, every section's PNGs, report.md and report.html.
+
+    `html_only` sections (wall times: the cost table) are appended to report.html; report.md
+    gets only their title and a pointer, so that it stays byte-identical for the same params.
+    """
     sections = build_sections(metrics, grids)
     written: dict[str, Path] = {}
     for section in sections:
         for name, data in section.files.items():
             (directory / name).write_bytes(data)
             written[name] = directory / name
-    files = {name: data for section in sections for name, data in section.files.items()}
+    files = {name: data for section in [*sections, *html_only]
+             for name, data in section.files.items()}
+    pointers = [ReportSection(section.title, [Paragraph(
+        "In report.html only: its numbers change from run to run, and this file does not.")])
+        for section in html_only]
     (directory / "metrics.json").write_text(dumps_json(metrics))
     (directory / ARMS_CSV).write_text(arm_table_csv(metrics))
-    (directory / "report.md").write_text(render_markdown(sections))
-    (directory / "report.html").write_text(render_html(sections, files))
+    (directory / "report.md").write_text(render_markdown([*sections, *pointers]))
+    (directory / "report.html").write_text(render_html([*sections, *html_only], files))
     for name in ("metrics.json", ARMS_CSV, "report.md", "report.html"):
         written[name] = directory / name
     return written

@@ -45,6 +45,12 @@ class Recipe:
     architecture: str = "convnet"
     augmentation: bool = True
     flip: bool = False
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    # The precision plan as plain values (the job file is JSON): see recipes.PrecisionPlan.
+    autocast: str | None = None
+    channels_last: bool = False
 
 
 def write_job(directory: Path, shard_set: ShardSet, *, n_classes: int, seeds: list[int],
@@ -115,6 +121,7 @@ def _worker(job_path: Path) -> None:
 
     from synthfactory.ops.training.data import ShardSource
     from synthfactory.ops.training.train import save_classifier, train_classifier
+    from synthfactory.ops.training.recipes import PrecisionPlan
 
     job = json.loads(job_path.read_text())
     if job["threads"]:
@@ -151,8 +158,12 @@ def _worker(job_path: Path) -> None:
                              n_targets=job["n_targets"], seed=stream_seed, rank=rank,
                              world_size=world, workers=job["workers"],
                              shuffle_buffer=job["shuffle_buffer"])
+        recipe = dict(job["recipe"])
+        plan = PrecisionPlan(autocast=recipe.pop("autocast"),
+                             channels_last=recipe.pop("channels_last"))
         model, history = train_classifier(source, None, job["n_classes"], seed=seed,
-                                          device=device, log=log, wrap=wrap, **job["recipe"])
+                                          device=device, log=log, wrap=wrap, precision=plan,
+                                          **recipe)
         # Every rank ends with the same weights; the digest shows it.
         digest = float(sum(p.double().sum() for p in model.state_dict().values()))
         history.update({"rank": rank, "world_size": world, "parameter_sum": digest})

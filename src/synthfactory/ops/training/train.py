@@ -20,6 +20,7 @@ from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.architectures import build_model, model_from_config
 from synthfactory.ops.training.augmentation import augment
 from synthfactory.ops.training.data import InMemorySource, TrainingSource
+from synthfactory.ops.training.recipes import PrecisionPlan
 
 
 def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | None,
@@ -28,6 +29,7 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
                      batch_size: int = 128, learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, width: int = 128, depth: int | None = None,
                      architecture: str = "convnet", augmentation: bool = True, flip: bool = False,
+                     label_smoothing: float = 0.0, precision: PrecisionPlan | None = None,
                      log: Callable[[str], None] | None = None,
                      wrap: Callable[[nn.Module], nn.Module] | None = None,
                      ) -> tuple[nn.Module, dict[str, Any]]:
@@ -37,6 +39,10 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     one rank's share under DDP), with `targets` None. `wrap` wraps the model for the training
     steps (DistributedDataParallel, see `distributed.py`); the unwrapped model is returned.
     `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the ConvNet's.
+    `recipes.recipe_for` gives each architecture's learning rate, batch size, weight decay and
+    label smoothing (applied to hard labels only: soft targets are already smooth).
+    `precision` (see `recipes.precision_plan`) turns on bf16 autocast and channels-last; None is
+    float32 in the default layout.
 
     Steps = max(min_steps, epochs × batches per epoch), so a 100-image distilled set still gets
     enough updates; SGD with momentum and cosine decay. `batch_size` is the global batch: each
@@ -52,9 +58,12 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
                          f"runtime.devices {source.world_size} (each device takes an equal share)")
     per_epoch = math.ceil(source.n_samples / batch_size)
     total_steps = max(min_steps, epochs * per_epoch)
+    plan = precision or PrecisionPlan(autocast=None, channels_last=False)
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(architecture, channels=source.channels, n_classes=n_classes,
-                        resolution=source.resolution, width=width, depth=depth).to(device)
+                        resolution=source.resolution, width=width, depth=depth)
+    model = model.to(device, memory_format=layout)
     trained = model if wrap is None else wrap(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
                                 weight_decay=weight_decay)
@@ -71,11 +80,16 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
         inputs, batch_targets = next(batches)
         if augmentation:
             inputs = augment(inputs.cpu(), generator, flip=flip).to(device)
-        logits = trained(inputs)
+        inputs = inputs.contiguous(memory_format=layout)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                            enabled=plan.autocast is not None):
+            logits = trained(inputs)
+        # The loss in float32 whatever the autocast: a bf16 log-softmax loses the small terms.
+        logits = logits.float()
         if soft:
             loss = -(batch_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
         else:
-            loss = F.cross_entropy(logits, batch_targets)
+            loss = F.cross_entropy(logits, batch_targets, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -88,7 +102,10 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     model.eval()
     train_accuracy, measured_on = source.accuracy(model, device)
     history = {"steps": total_steps, "epochs_equivalent": round(total_steps / per_epoch, 2),
-               "loss": losses, "train_accuracy": train_accuracy,
+               "batch_size": batch_size, "samples_seen": total_steps * batch_size,
+               "learning_rate": learning_rate, "weight_decay": weight_decay,
+               "label_smoothing": 0.0 if soft else label_smoothing,
+               "precision": plan.describe(), "loss": losses, "train_accuracy": train_accuracy,
                "train_accuracy_samples": measured_on,
                "seconds": round(time.perf_counter() - started, 3)}
     return model, history
