@@ -38,8 +38,11 @@ dvc-env: $(DVC_STAMP)  ## install DVC into .venv-dvc (`.venv-dvc/bin/dvc`)
 run: $(STAMP)  ## materialize the graph on params.yaml
 	$(BIN)/synthfactory run
 
+# Two workers (pytest-xdist), one test file per worker at a time so a file's module fixtures (a
+# whole graph run) are built once: most tests run one torch thread or a subprocess.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(DVC_STAMP) browser-deps  ## the fast, offline suite (CI runs this)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Debian's chromium + chromedriver for tests/test_browser.py (no browser download). Installed
 # when missing and we are root with apt-get (CI); elsewhere the browser test is skipped with a

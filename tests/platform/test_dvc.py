@@ -7,6 +7,7 @@ real git repositories in tmp_path and real materializations on tiny params.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -132,10 +133,28 @@ def test_commit_and_push_after_materialization(tmp_path: Path) -> None:
     assert "are in sync" in repo.dvc("status", "--cloud", "prompts")
 
 
+def test_dvc_reads_the_asset_graph_from_dvc_yaml(tmp_path: Path) -> None:
+    """DVC itself parses the synced dvc.yaml of a fresh repository: its stage graph (`dvc dag`)
+    has every asset as a stage and exactly the asset graph's edges. (The real repro: the e2e
+    test below.)"""
+    repo = make_repo(tmp_path)
+    dot = repo.dvc("dag", "--dot")
+    edges = {tuple(part.strip().strip('";') for part in line.split("->"))
+             for line in dot.splitlines() if "->" in line}
+    nodes = {line.strip().strip('";') for line in dot.splitlines()
+             if line.strip().startswith('"') and "->" not in line}
+    assert nodes == set(ASSETS)
+    graph = build_definitions(parse_params({})).resolve_asset_graph()
+    assert edges == {(parent.to_user_string(), name) for name in ASSETS
+                     for parent in graph.get(dg.AssetKey(name)).parent_keys}
+
+
+@pytest.mark.e2e
 def test_dvc_repro_builds_the_graph_once(tmp_path: Path) -> None:
     """The whole graph through `dvc repro` on tiny params; a second repro does nothing; a filter
     parameter schedules filtered_set, not the generator or the shards. (The re-run itself, push,
-    pull, checkout and experiments: tests/test_dvc_e2e.py.)"""
+    pull, checkout and experiments: tests/test_dvc_e2e.py.) Behind the e2e marker: about three
+    minutes on two cores."""
     repo = make_repo(tmp_path)
     seconds, ran = repo.repro()
     print(f"\nfirst dvc repro: {seconds:.1f}s, {len(ran)} stages")
@@ -145,7 +164,8 @@ def test_dvc_repro_builds_the_graph_once(tmp_path: Path) -> None:
         out = stage["outs"][0]
         assert out["md5"] == dvc_md5(repo.path / out["path"]), name
     csv = (repo.path / "reports" / "eval" / "arms.csv").read_text().splitlines()
-    assert csv[0] == "arm,n_train,accuracy_mean,accuracy_std,seeds" and len(csv) == 5
+    arms = json.loads((repo.path / "reports" / "eval" / "metrics.json").read_text())["arms"]
+    assert csv[0] == "arm,n_train,accuracy_mean,accuracy_std,seeds" and len(csv) == 1 + len(arms)
     seconds, ran = repo.repro()
     print(f"second dvc repro: {seconds:.1f}s, {ran} stages")
     assert ran == []
