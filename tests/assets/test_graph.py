@@ -89,6 +89,11 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.Execute
                (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()]
     assert metrics["filter"]["total"] == 60
     assert metrics["filter"]["kept"] == sum(r["keep"] for r in records) > 0
+    assert metrics["missing_arms"] == {}  # every arm built
+    contamination = metrics["contamination"]
+    assert contamination["count"] == 0 and contamination["n_synthetic"] == 60
+    assert set(contamination["per_class"]) == set(metrics["classes"])
+    assert metrics["data"]["class_counts"]["test"]["0"] > 20 and metrics["data"]["warnings"] == []
     lineage = metrics["lineage"]
     assert len(lineage["generator_digest"]) == 64 and lineage["params_digest"]
     assert sorted(lineage["shard_digests"]) == ["shard-00000.tar", "shard-00001.tar",
@@ -155,10 +160,11 @@ def test_every_asset_check_ran_and_the_gates_passed(
     root, result = graph_run
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
-    assert len(evaluations) == 7
+    assert len(evaluations) == 10
     for name in ["real_images_integrity", "synthetic_shards_integrity",
                  "synthetic_shards_class_balance", "filtered_set_every_class_kept",
-                 "distilled_set_size"]:
+                 "distilled_set_size", "real_images_class_sizes", "eval_report_arms_built",
+                 "eval_report_contamination"]:
         assert evaluations[name].passed, (name, evaluations[name].description)
     assert evaluations["synthetic_shards_integrity"].metadata["samples"].value == 60
     assert evaluations["distilled_set_size"].metadata["n_images"].value == 20

@@ -1,10 +1,12 @@
 """Asset checks: the data-quality gates a user reads next to each asset in the UI.
 
 Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards,
-a class that the filter wiped out, a distilled set of the wrong size. The pass-rate floor only
-warns (a generator blind spot is worth seeing, not worth stopping for), and the accuracy floor
-fails the report's check without blocking anything (nothing is downstream of the report).
-The computations are in `ops/checks.py`.
+a distilled set of the wrong size. The pass-rate floor only warns (a generator blind spot is
+worth seeing, not worth stopping for), and the accuracy floor fails the report's check without
+blocking anything (nothing is downstream of the report). An arm whose data ran out (a class the
+filter wiped out, `ipc` above what a class kept) is not a stop either: it is recorded as not
+built, its checks warn, the report is still made and `eval_report_arms_built` names it. The
+computations are in `ops/checks.py` and beside the report sections in `ops/evaluation/`.
 """
 
 # No `from __future__ import annotations`: Dagster validates the `context` hint as a type.
@@ -15,9 +17,13 @@ import dagster as dg
 
 from synthfactory.ops import checks
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
-from synthfactory.ops.data.real_images import read_classes
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
 from synthfactory.ops.evaluation.arms import configured_arms
+from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
+from synthfactory.ops.evaluation.contamination import contamination_outcome
+from synthfactory.ops.evaluation.missing import arms_built
 from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 
@@ -84,16 +90,27 @@ def filtered_set_pass_rate_floor(params: Params, store: ArtifactStore) -> dg.Ass
 
 @dg.asset_check(asset="filtered_set", blocking=True)
 def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
-    """Every class keeps at least one image; otherwise the filtered and distilled arms lack it."""
+    """Every class keeps at least one image; otherwise the filtered and distilled arms lack it.
+
+    A warning, so it blocks nothing: those arms are then recorded as not built (with this
+    reason) and the report is made from the others.
+    """
     summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
-    return _result(checks.every_class_kept(summary["per_class"], 1))
+    return _result(checks.every_class_kept(summary["per_class"], 1),
+                   severity=dg.AssetCheckSeverity.WARN)
 
 
 @dg.asset_check(asset="distilled_set", blocking=True)
 def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
     """The headline distilled set (first cell) holds exactly its `ipc` images per class, in
-    intact shards."""
+    intact shards. A headline recorded as not built warns with its reason (and blocks nothing:
+    the report lists the distilled arm as missing).
+    """
     directory = store.require("distilled_set")
+    record = read_not_built(directory)
+    if record is not None:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"not built: {record['reason']}")
     integrity = checks.shard_integrity(directory)
     if not integrity.passed:
         return _result(integrity)
@@ -115,6 +132,36 @@ def eval_report_accuracy_floor(params: Params) -> dg.AssetCheckResult:
     return _result(checks.accuracy_floor(metrics, arms, floors))
 
 
+@dg.asset_check(asset="real_images")
+def real_images_class_sizes(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Warns when a class is more than 10x another, or has fewer than 20 test images (its
+    per-class accuracy is then noise; the report marks it)."""
+    manifest = json.loads((store.require("real_images") / MANIFEST_JSON).read_text())
+    return _result(class_sizes_outcome(manifest["counts"]), severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="eval_report")
+def eval_report_arms_built(params: Params) -> dg.AssetCheckResult:
+    """Every arm was built and measured; a warning names each missing arm and why."""
+    return _result(arms_built(_report_metrics(params)), severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="eval_report")
+def eval_report_contamination(params: Params) -> dg.AssetCheckResult:
+    """No synthetic image is a near-copy of a real test image (the leakage check); fails with
+    the count per class otherwise (the report shows the pairs side by side)."""
+    return _result(contamination_outcome(_report_metrics(params)))
+
+
+def _report_metrics(params: Params) -> dict:
+    """The report's metrics.json (a clear error when the report was not made yet)."""
+    metrics = Path(params.eval_report.output_dir) / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} does not exist: materialize 'eval_report' first")
+    return json.loads(metrics.read_text())
+
+
 ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,
                 filtered_set_pass_rate_floor, filtered_set_every_class_kept, distilled_set_size,
-                eval_report_accuracy_floor]
+                eval_report_accuracy_floor, real_images_class_sizes, eval_report_arms_built,
+                eval_report_contamination]

@@ -196,6 +196,15 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     whose scores describe its current bytes under the current judge, and says which shards it
     left out. Writes `manifest.jsonl` (scores, duplicate group, flags, keep, reasons),
     `keep.safetensors` (a keep mask per shard, for streaming readers) and `summary.json`.
+
+    With `drop_test_near_duplicates`, near-copies of real *test* images (the `contamination`
+    thresholds, the same rule the report counts with) are removed. Their judge features are the
+    scores' `embeddings`; their pixels are read shard by shard (the scores do not keep pixels),
+    and the judge embeds the test split once. This is the one read of test images outside
+    `eval_report`, and it is a leakage guard, not a choice tuned on test: it reads test pixels
+    and the judge's features of them, never test labels or any accuracy; its thresholds are
+    fixed in params.yaml, not searched; and it can only remove images that would otherwise let
+    an arm train on the very images it is measured on.
     """
     from synthfactory.ops.curation.filters import FilterSettings
     from synthfactory.ops.curation.scores import read_scores_metadata, scores_name
@@ -225,10 +234,22 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
         raise FileNotFoundError(f"no synthetic shard under {store.path('synthetic_shards')} has "
                                 "current scores: materialize 'shard_scores' (all partitions)")
     settings = FilterSettings(**params.filtered_set.model_dump(exclude={"min_pass_rate"}))
+    test_copies, test_matches = None, None
+    if settings.drop_test_near_duplicates:
+        from synthfactory.ops.curation.leakage import scored_near_copies
+
+        leakage = params.contamination
+        test_copies, test_matches = scored_near_copies(
+            [(store.require("synthetic_shards", shard.name), shard.scores_path)
+             for shard in usable], store.require("real_images"), store.require("judge"),
+            runtime.torch_device, batch_size=params.judge.batch_size,
+            feature_threshold=leakage.feature_threshold, pixel_threshold=leakage.pixel_threshold,
+            pixel_resolution=leakage.pixel_resolution)
     spill = store.path(".spill")
     spill.mkdir(parents=True, exist_ok=True)
     selection = select_from_scores(usable, settings, clip=judge["kind"] == "clip",
-                                   seed=derive_seed(runtime.seed, "filtered_set"), spill_dir=spill)
+                                   seed=derive_seed(runtime.seed, "filtered_set"), spill_dir=spill,
+                                   test_copies=test_copies, test_matches=test_matches)
     summary = summarise_selection(selection, class_names, settings)
     agreement = float(np.mean(selection.predicted == selection.labels))
     shard_digests = {shard.name: sidecars[shard.name].sha256 for shard in usable}
@@ -263,8 +284,11 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
             "shards_path": dg.MetadataValue.path(str(store.path("synthetic_shards"))),
         },
         data_version=dg.DataVersion(digest_of_digests(
-            [*shard_digests.values(), judge["digest"], params.digest("filtered_set")])[:16]),
+            [*shard_digests.values(), judge["digest"], params.digest("filtered_set"),
+             *([params.digest("contamination")] if settings.drop_test_near_duplicates
+               else [])])[:16]),
     )
+
 
 
 def _grid_images(store: ArtifactStore, selection: Any,

@@ -15,18 +15,25 @@ import numpy as np
 
 from synthfactory.assets.metadata import class_counts_md, image_grid_md
 from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import read_classes, read_split
 from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, Cell, cells
+from synthfactory.ops.distillation.coresets import class_members
 from synthfactory.ops.evaluation.arms import TrainingData, filtered_arm, real_arm, synthetic_arm
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import dumps_json
+from synthfactory.ops.storage.not_built import read_not_built, write_not_built
 from synthfactory.params import Params, config_digest
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 TRAJECTORIES_JSON = "trajectories.json"
 HISTORY_JSON = "history.json"
+# What to change when a source lacks a class or holds fewer than ipc images of one.
+SOURCE_FIX = {"filtered": "loosen filtered_set thresholds or raise prompts.images_per_class",
+              "synthetic": "raise prompts.images_per_class",
+              "real": "add real images to the class or lower distilled_set.ipcs"}
 
 
 def _source(store: ArtifactStore, source: str) -> TrainingData:
@@ -140,6 +147,10 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     its own). The first cell is the headline: its first repeat is also written as the top-level
     shard that the `distilled` arm and the report's grid read. A rerun keeps every cell finished
     from the same inputs.
+
+    A cell whose source lacks a class or holds fewer than its ipc images of one is not an error:
+    its directory holds `not_built.json` with the reason, every other cell is made, and when it
+    is the headline cell the `distilled` arm is reported missing (top-level `not_built.json`).
     """
     from synthfactory.ops.curation.judges import load_judge
     from synthfactory.ops.distillation.cellstore import (cell_dir, load_trajectory, reuse_cell,
@@ -159,12 +170,23 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     previous = store.path("distilled_set")
     sources: dict[str, TrainingData] = {}
     records: dict[str, Any] = {}
+    not_built: dict[str, str] = {}
     started = time.perf_counter()
     with store.publish_dir("distilled_set") as directory:
         for cell in table:
-            if cell.source not in sources:  # one read of each source for all its cells
-                sources[cell.source] = _source(store, cell.source)
-            data = sources[cell.source]
+            try:  # degrade, don't discard: a cell the data cannot make is recorded, not fatal
+                if cell.source not in sources:  # one read of each source for all its cells
+                    sources[cell.source] = _source(store, cell.source)
+                data = sources[cell.source]
+                check_every_class(data.labels, class_names, f"the {cell.source} set",
+                                  SOURCE_FIX[cell.source])
+                class_members(data.labels, cell.ipc)  # every class holds at least ipc images
+            except TooFewImages as error:
+                not_built[cell.key] = str(error)
+                cell_dir(directory, cell).mkdir(parents=True)
+                write_not_built(cell_dir(directory, cell), f"distilled_set {cell.key}", str(error))
+                context.log.warning(f"{cell.key}: not built: {error}")
+                continue
             method_config = (config.mtt.model_dump() if cell.method in TRAJECTORY_METHODS
                              else getattr(config, cell.method).model_dump()
                              if cell.learned else {})
@@ -213,25 +235,36 @@ def distilled_set(context: dg.AssetExecutionContext, params: Params, store: Arti
         headline = table[0]
         from synthfactory.ops.distillation.cellstore import read_cell
 
-        first = read_cell(cell_dir(directory, headline))[0]
-        pixels = to_uint8_nhwc(first.images)
-        shard = write_shard(directory / "distilled-00000.tar", (
-            Sample(key=f"d{i:06d}", image=pixels[i], label=int(first.labels[i]),
-                   meta={"method": headline.method, "cell": headline.key,
-                         **({"soft_label": first.soft_labels[i].round(6).tolist()}
-                            if first.soft_labels is not None else {})})
-            for i in range(len(pixels))))
         summary = {"method": headline.method, "ipc": headline.ipc, "source": headline.source,
-                   "labels": config.labels, "n_images": len(pixels), "sha256": shard.sha256,
-                   "cells": [cell.key for cell in table], "repeats": config.repeats,
-                   "seconds": round(time.perf_counter() - started, 2)}
+                   "labels": config.labels, "cells": [cell.key for cell in table],
+                   "not_built": not_built, "repeats": config.repeats}
+        if headline.key in not_built:  # the distilled arm itself cannot be made
+            reason = f"cell {headline.key}: {not_built[headline.key]}"
+            write_not_built(directory, "distilled_set", reason)
+        else:
+            first = read_cell(cell_dir(directory, headline))[0]
+            pixels = to_uint8_nhwc(first.images)
+            shard = write_shard(directory / "distilled-00000.tar", (
+                Sample(key=f"d{i:06d}", image=pixels[i], label=int(first.labels[i]),
+                       meta={"method": headline.method, "cell": headline.key,
+                             **({"soft_label": first.soft_labels[i].round(6).tolist()}
+                                if first.soft_labels is not None else {})})
+                for i in range(len(pixels))))
+            summary |= {"n_images": len(pixels), "sha256": shard.sha256}
+        summary["seconds"] = round(time.perf_counter() - started, 2)
         (directory / SUMMARY_JSON).write_text(dumps_json(summary))
+    metadata: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(store.path("distilled_set"))),
+        "cells": ", ".join(cell.key for cell in table),
+        "kept": sum(1 for r in records.values() if r.get("kept")),
+        "not_built_cells": dg.MetadataValue.json(not_built),
+        "seconds": round(time.perf_counter() - started, 1)}
+    if headline.key in not_built:
+        return dg.MaterializeResult(metadata={**metadata, "built": False,
+                                              "not_built_reason": reason})
     return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(store.path("distilled_set"))),
-                  "cells": ", ".join(cell.key for cell in table),
-                  "kept": sum(1 for r in records.values() if r.get("kept")),
-                  "method": headline.method, "ipc": headline.ipc, "n_images": len(pixels),
-                  "seconds": round(time.perf_counter() - started, 1),
+        metadata={**metadata, "method": headline.method, "ipc": headline.ipc,
+                  "n_images": len(pixels),
                   "per_class": class_counts_md(first.labels, class_names),
                   "grid": image_grid_md(pixels, first.labels, class_names,
                                         f"{headline.key}, repeat 0",
@@ -247,7 +280,9 @@ def classifier_distilled(context: dg.AssetExecutionContext, params: Params, stor
     distilled repeat, trained on its float32 images with DSA (`cells/<cell>/<architecture>/
     r<repeat>-m<k>.safetensors`), for the ConvNet and each of `cross_architectures`. The
     headline cell's ConvNets are also `seed-<i>.safetensors`: the `distilled` arm of the
-    report. Validation accuracy is in history.json; test accuracy only in eval_report."""
+    report. Validation accuracy is in history.json; test accuracy only in eval_report. Cells
+    recorded as not built are skipped; when the headline cell is one of them, this asset records
+    the `distilled` arm as not built (`not_built.json`) and the report lists it as missing."""
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell
     from synthfactory.ops.distillation.protocol import accuracy, train_network
     from synthfactory.ops.tensors import to_model_space
@@ -267,6 +302,10 @@ def classifier_distilled(context: dg.AssetExecutionContext, params: Params, stor
     started = time.perf_counter()
     with store.publish_dir("classifier_distilled") as directory:
         for cell in table:
+            record = read_not_built(cell_dir(distilled_dir, cell))
+            if record is not None:
+                cells_history[cell.key] = {"not_built": record["reason"]}
+                continue
             repeats = read_cell(cell_dir(distilled_dir, cell))
             cells_history[cell.key] = {}
             for architecture in architectures:
@@ -299,13 +338,24 @@ def classifier_distilled(context: dg.AssetExecutionContext, params: Params, stor
                 if accuracies:
                     context.log.info(f"{cell.key} {architecture}: val accuracy "
                                      f"{np.mean(accuracies):.4f} over {len(accuracies)} models")
-        headline = read_cell(cell_dir(distilled_dir, table[0]))[0]
+        missing = read_not_built(distilled_dir)
+        if missing is not None:  # no headline cell: the distilled arm is reported missing
+            reason = f"distilled_set was not built: {missing['reason']}"
+            write_not_built(directory, "classifier_distilled", reason, upstream="distilled_set")
+            headline_info: dict[str, Any] = {"n_train": 0, "soft_labels": None}
+        else:
+            headline = read_cell(cell_dir(distilled_dir, table[0]))[0]
+            headline_info = {"n_train": len(headline.images),
+                             "soft_labels": headline.soft_labels is not None}
         (directory / HISTORY_JSON).write_text(dumps_json({
-            "arm": "distilled", "n_train": len(headline.images), "sources": [table[0].key],
-            "soft_labels": headline.soft_labels is not None, "seeds": headline_models,
-            "cells": cells_history}))
-    return dg.MaterializeResult(metadata={
+            "arm": "distilled", **headline_info, "sources": [table[0].key],
+            "seeds": headline_models, "cells": cells_history}))
+    metadata: dict[str, Any] = {
         "path": dg.MetadataValue.path(str(store.path("classifier_distilled"))),
         "cells": len(table), "architectures": ", ".join(architectures),
-        "models": sum(len(rows) for arch in cells_history.values() for rows in arch.values()),
-        "seconds": round(time.perf_counter() - started, 1)})
+        "models": sum(len(rows) for arch in cells_history.values() if "not_built" not in arch
+                      for rows in arch.values()),
+        "seconds": round(time.perf_counter() - started, 1)}
+    if missing is not None:
+        metadata |= {"built": False, "not_built_reason": reason}
+    return dg.MaterializeResult(metadata=metadata)

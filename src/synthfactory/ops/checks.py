@@ -200,21 +200,29 @@ def accuracy_floor(metrics_path: Path, arms: Sequence[str],
     floor has a mean test accuracy at least that floor.
 
     A configured arm the report lacks fails (a report written under other params, or an arm that
-    fell out of it): looking only at the rows the report happens to have would pass it. Arms
-    without a floor are rows with floor None, named in the description as not floored. A floor
-    on an arm that is not configured is a ValueError naming it (`check_arms` rejects it when the
-    definitions are built; a run's overrides reach only here).
+    fell out of it): looking only at the rows the report happens to have would pass it. An arm
+    the run recorded as not built (`missing_arms`, with its reason) has no accuracy: it fails when
+    it has a floor (it does not reach it) and is named either way. Arms without a floor are rows
+    with floor None, named in the description as not floored. A floor on an arm that is not
+    configured is a ValueError naming it (`check_arms` rejects it when the definitions are
+    built; a run's overrides reach only here).
     """
     stray = sorted(set(floors) - set(arms))
     if stray:
         raise ValueError(f"eval_report.accuracy_floor names arms {stray} that are not configured; "
                          f"the configured arms are {list(arms)}")
-    reported = json.loads(metrics_path.read_text())["arms"]
-    absent = [arm for arm in arms if arm not in reported]
-    rows = {arm: {"accuracy": round(reported[arm]["accuracy_mean"], 4) if arm in reported
-                  else None, "floor": floors.get(arm)} for arm in arms}
-    low = {arm: row for arm, row in rows.items() if arm in reported and row["floor"] is not None
-           and reported[arm]["accuracy_mean"] < row["floor"]}
+    metrics = json.loads(metrics_path.read_text())
+    reported = metrics["arms"]
+    not_built = metrics.get("missing_arms") or {}
+    absent = [arm for arm in arms if arm not in reported and arm not in not_built]
+    rows: dict[str, dict] = {}
+    for arm in arms:
+        rows[arm] = {"accuracy": round(reported[arm]["accuracy_mean"], 4) if arm in reported
+                     else None, "floor": floors.get(arm)}
+        if arm in not_built:
+            rows[arm]["not_built"] = not_built[arm]
+    low = {arm: row for arm, row in rows.items() if row["floor"] is not None
+           and arm not in absent and (row["accuracy"] is None or row["accuracy"] < row["floor"])}
     unfloored = [arm for arm, row in rows.items() if arm in reported and row["floor"] is None]
     problems = ([f"below the accuracy floor: {low}"] if low else [])
     problems += ([f"configured arms missing from {metrics_path.name}: {absent} (re-materialize "
@@ -227,5 +235,8 @@ def accuracy_floor(metrics_path: Path, arms: Sequence[str],
             if row["floor"] is not None) or "none has a floor")
     if unfloored:
         description += f"; no floor set for {', '.join(unfloored)}"
+    unbuilt_unfloored = [arm for arm in not_built if arm in rows and rows[arm]["floor"] is None]
+    if unbuilt_unfloored:
+        description += f"; not built: {', '.join(unbuilt_unfloored)}"
     return CheckOutcome(not problems, description,
                         {"arms": rows, "missing": absent, "no_floor": unfloored})

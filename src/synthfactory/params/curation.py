@@ -50,6 +50,9 @@ class FilteredSetParams(Section):
     dedup_threshold: float = Field(default=0.99, gt=0.0, le=1.0)
     quality: bool = True
     min_pass_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Remove synthetic near-copies of real test images (the `contamination` thresholds): a
+    # leakage guard that reads test pixels, never test labels or accuracies.
+    drop_test_near_duplicates: bool = False
 
 
 

@@ -2,9 +2,10 @@
 near-duplicates.
 
 Each filter can be switched off; a switched-off filter rejects nothing. They apply in order —
-quality, CLIP score (image–prompt similarity, CLIP judge only), confidence, margin, then
-de-duplication among the samples still kept — so a rejected sample is never chosen as the
-representative of a duplicate group.
+quality and near-copies of real test images (off by default; see `leakage.py`), CLIP score
+(image–prompt similarity, CLIP judge only), confidence, margin, then de-duplication among the
+samples still kept — so a rejected sample is never chosen as the representative of a duplicate
+group.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class FilterSettings:
     dedup: bool = True
     dedup_threshold: float = 0.99
     quality: bool = True
+    drop_test_near_duplicates: bool = False
 
 
 def quality_flags(images: np.ndarray) -> list[list[str]]:
@@ -163,21 +165,31 @@ def near_duplicates(features: np.ndarray, labels: np.ndarray, order: np.ndarray,
 
 def filter_samples(keys: list[str], labels: np.ndarray, probs: np.ndarray, features: np.ndarray,
                    images: np.ndarray, settings: FilterSettings, class_names: list[str],
-                   clip_scores: np.ndarray | None = None) -> tuple[list[dict], dict]:
+                   clip_scores: np.ndarray | None = None,
+                   test_copies: np.ndarray | None = None) -> tuple[list[dict], dict]:
     """Score every sample, decide keep/reject with reasons, and summarise per class.
 
     `probs` are the judge's class probabilities (a trained classifier's softmax, or CLIP's
     zero-shot softmax over the class prompts); `clip_scores` the cosine similarity of each image
-    to its own prompt, needed only when `settings.clip_score` is set.
+    to its own prompt, needed only when `settings.clip_score` is set; `test_copies` marks the
+    near-copies of real test images (`leakage.nearest_test`), needed only when
+    `settings.drop_test_near_duplicates` is set.
     """
     n = len(keys)
     if settings.clip_score is not None and clip_scores is None:
         raise ValueError(f"filtered_set.clip_score {settings.clip_score} needs CLIP scores: set "
                          "judge.backend: clip")
+    if settings.drop_test_near_duplicates and test_copies is None:
+        raise ValueError("filtered_set.drop_test_near_duplicates needs the near-copies of the "
+                         "test images (leakage.nearest_test)")
     confidence = confidence_scores(probs, labels)
     margin = margin_scores(probs, labels)
     flags = quality_flags(images) if settings.quality else [[] for _ in range(n)]
     reasons: list[list[str]] = [[f"quality:{flag}" for flag in found] for found in flags]
+    if settings.drop_test_near_duplicates and test_copies is not None:
+        # A leakage guard, not a quality choice: a copy of a test image is never kept.
+        for index in np.flatnonzero(test_copies):
+            reasons[index].append("test_near_duplicate")
     alive = np.array([not r for r in reasons])
     if settings.clip_score is not None and clip_scores is not None:
         for index in np.flatnonzero(alive & (clip_scores < settings.clip_score)):

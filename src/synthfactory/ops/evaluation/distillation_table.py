@@ -20,6 +20,7 @@ import torch
 from synthfactory.ops.distillation.cells import parse_cell
 from synthfactory.ops.distillation.cellstore import CELL_JSON, cell_dir
 from synthfactory.ops.evaluation.metrics import accuracy, mean_std
+from synthfactory.ops.storage.not_built import read_not_built
 
 # The published MNIST table (DC paper, ConvNet, IPC 1/10/50), for scale: another dataset.
 PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
@@ -30,12 +31,15 @@ PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
 def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[str],
                        test_images: np.ndarray, test_labels: np.ndarray,
                        device: torch.device) -> list[dict[str, Any]]:
-    """Test accuracy of every cell × architecture from `classifier_distilled`'s networks."""
+    """Test accuracy of every cell × architecture from `classifier_distilled`'s networks (cells
+    recorded as not built have no row)."""
     from synthfactory.ops.training.train import load_classifier, predict_proba
 
     rows = []
     for key in cells:
         cell = parse_cell(key)
+        if read_not_built(cell_dir(distilled_dir, key)) is not None:
+            continue
         record = json.loads((cell_dir(distilled_dir, key) / CELL_JSON).read_text())
         for architecture_dir in sorted(p for p in cell_dir(classifier_dir, key).iterdir()
                                        if p.is_dir()):
@@ -85,13 +89,19 @@ def distillation_table_section(metrics: dict[str, Any], grids: dict[str, np.ndar
     from synthfactory.ops.evaluation.report import Paragraph, ReportSection, Table
 
     rows = metrics.get("distillation_table")
-    if not rows:
+    not_built = (metrics.get("distillation") or {}).get("not_built") or {}
+    if not rows and not not_built:
         return None
-    first = rows[0]["architecture"]
     blocks: list[Any] = [Paragraph(
         "Accuracy on the real test images of networks trained only on each distilled set (DD "
         "protocol: fresh networks with DSA; mean ± sample std over repeats × evaluation "
         "networks).")]
+    if not_built:  # cells the data could not make: absent from the tables below
+        blocks.append(Table(["cell not built", "why"], [[key, reason]
+                                                        for key, reason in not_built.items()]))
+    if not rows:
+        return ReportSection("Distillation table", blocks)
+    first = rows[0]["architecture"]
     for source in dict.fromkeys(r["source"] for r in rows):
         blocks += [Paragraph(f"Source {source}, {first}:"), Table(*table_by_ipc(rows, first,
                                                                                   source))]

@@ -20,10 +20,11 @@ SPREAD = ("sample standard deviation (ddof 1) over the classifier seeds only: th
 
 @dataclass(frozen=True)
 class Split:
-    """Images and labels of one real split."""
+    """Images, labels and sample keys of one real split."""
 
     images: np.ndarray
     labels: np.ndarray
+    keys: tuple[str, ...] = ()
 
 
 def checkpoints(directory: Path) -> list[Path]:
