@@ -63,10 +63,16 @@ bench: $(STAMP)  ## benchmarks, each prints JSON (distillation_table runs its ow
 	$(BIN)/python benchmarks/generation_memory.py
 	$(BIN)/python benchmarks/distillation.py
 	$(BIN)/python benchmarks/distillation_table.py
+	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/text2image_throughput.py --size tiny --height 32 --width 32 --steps 10
 	$(BIN)/python benchmarks/adapter_throughput.py --size tiny --resolution 32 --batch 4 --threads 1
 
-bench-gpu: $(STAMP)  ## SD 1.5 architecture (random weights) at 512x512: sampling (fp16, batch 16), LoRA fine-tune (bf16, batch 4)
+# The embedded default's stages on the GPU (DDPM training, sampling in fp32/fp16 with judge
+# agreement, a classifier, dm at ipc 1/10/50); then SD 1.5's architecture (random weights) at
+# 512x512 through the synthetic_shards asset against a bare loop (fp16, 25 steps, batch 16)
+# and its LoRA fine-tune (bf16, batch 4).
+bench-gpu: $(STAMP)  ## GPU benchmarks, JSON (needs CUDA)
+	$(BIN)/python benchmarks/gpu_smoke.py --device cuda
 	$(BIN)/python benchmarks/text2image_throughput.py --size sd15 --device cuda --dtype float16 \
 		--height 512 --width 512 --steps 25 --batch 16 --images 128 --shard-size 64
 	$(BIN)/python benchmarks/adapter_throughput.py --size sd15 --device cuda --dtype bfloat16 \

@@ -1,12 +1,14 @@
 """Speed and memory of each learned distillation method per ipc (prints JSON).
 
 Each (method, ipc) runs in a fresh process, so its peak memory is its own: on CPU the peak RSS
-minus the RSS once the data is loaded (`/proc/self/statm`, not the peak so far), on CUDA
-`torch.cuda.max_memory_allocated`. Data: the digits train split of the project (train without
-validation, 1132 images), the params' method settings (`distilled_set.dm/dc/mtt`), DSA as the
-params say. mtt's experts are trained first (`expert_trajectories` settings) and not timed. For
-dm the matching loss on 8 fixed random ConvNets is given for the images dm starts from and for
-the learned ones.
+while the method runs minus the RSS just before it (Linux's peak counter is reset after the
+data is loaded and mtt's experts are trained, and read before the matching loss below is
+evaluated: `memory.py`), on CUDA `torch.cuda.max_memory_allocated` over the method alone.
+`iterations` are those the method ran (its loss history). Data: the digits train split of
+the project (train without validation, 1132 images), the params' method settings
+(`distilled_set.dm/dc/mtt`), DSA as the params say. mtt's experts are trained first
+(`expert_trajectories` settings) and not timed. For dm the matching loss on 8 fixed random
+ConvNets is given for the images dm starts from and for the learned ones.
 
     python benchmarks/distillation.py [--params params.yaml] [--methods dm dc mtt]
         [--ipc 1 10 50] [--iterations N (default: the params')]
@@ -15,25 +17,17 @@ the learned ones.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
-import resource
+import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-
-def rss_mib() -> float:
-    """The current resident set size of this process, in MiB."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mib() -> float:
-    """The peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from memory import peak_rss_mib, reset_peak_rss
 
 
 def digits_train() -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +72,11 @@ def run_one(params_path: str, method: str, ipc: int, iterations: int | None, dev
                    for s in range(experts_config.experts)]
     if method == "dm":
         settings.pop("features")
-    baseline = rss_mib()
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        baseline = reset_peak_rss()  # loading and mtt's experts are behind us
     started = time.perf_counter()
     if method == "dm":
         result = distribution_matching(images, labels, 10, ipc, **common, **settings)
@@ -88,12 +84,14 @@ def run_one(params_path: str, method: str, ipc: int, iterations: int | None, dev
         result = gradient_matching(images, labels, 10, ipc, **common, **settings)
     else:
         result = trajectory_matching(images, labels, 10, ipc, experts, **common, **settings)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else peak_rss_mib() - baseline)
-    row = {"method": method, "ipc": ipc, "iterations": settings["iterations"],
-           "seconds": round(seconds, 2),
-           "iterations_per_second": round(settings["iterations"] / seconds, 3),
+    ran = len(result.history["loss"])  # what ran, not what was asked
+    row = {"method": method, "ipc": ipc, "iterations": ran, "seconds": round(seconds, 2),
+           "iterations_per_second": round(ran / seconds, 3),
            "peak_memory_increase_mib": round(peak, 1)}
     if method == "dm":
         start = np.asarray(result.history["init"])
@@ -135,7 +133,9 @@ def main() -> None:
             runs.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"benchmark": "distillation", "device": device, "threads": 1,
-                      "torch": torch.__version__, "runs": runs}, indent=2))
+                      "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "runs": runs},
+                     indent=2))
 
 
 if __name__ == "__main__":

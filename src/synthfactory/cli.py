@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # dagster is imported when a command runs, so `--help` stays instant
     import dagster as dg
 
+    from synthfactory.params import ProjectConfig
     from synthfactory.planning import PlanResult
 
 EXIT_BAD_INPUT = 2
@@ -36,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="1 (default): every step in this process; N > 1: the multiprocess "
                           "executor, a process per step, at most N at once (GPU steps still "
                           "wait for the instance's gpu pool slot)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when an arm could not be built (by default the report is made "
+                          "from the other arms, a warning names each missing one, and the exit "
+                          "code is 0)")
     sync = commands.add_parser("dvc-sync", help="write dvc.yaml (one stage per asset) from the "
                                                  "Dagster definitions")
     sync.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -63,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--processes {args.processes}: give 1 (in-process) or more")
         _use_project_instance()
         return run_command(Path(args.params), args.select, args.partitions, args.processes,
-                           debug=args.debug)
+                           debug=args.debug, strict=args.strict)
     except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
@@ -72,18 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(params_path: Path, select: str, partitions: str | None, processes: int = 1,
-                debug: bool = False) -> int:
+                debug: bool = False, strict: bool = False) -> int:
     """Materialize the selection; print what ran, how long it took and where outputs are.
 
     The selection runs as the ordered runs of `synthfactory.planning.plan_runs` (one Dagster run
     holds one partitions definition: shards, cells, experts), each printed as it starts.
     `processes` 1 runs every step in this process; more use the multiprocess executor. Returns
     0 on success, 2 when a step failed on bad input (its message printed on one line), 1 when
-    it failed otherwise. Tracebacks are shown only with `debug`.
+    it failed otherwise. Tracebacks are shown only with `debug`. Before a selection that reads
+    the user's images, a preflight counts them per class (without decoding) and refuses too few.
+    An arm that could not be built is a warning line (exit 0), or exit 1 with `strict`.
     """
     import dagster as dg
 
     from synthfactory.console import concise_console, failure_line, step_failures
+    from synthfactory.ops.evaluation.missing import missing_arm_lines
     from synthfactory.params import load_params
     from synthfactory.planning import execute_plan, materialize_plan, plan_runs
 
@@ -105,6 +113,12 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
         raise ValueError(f"--select {select!r}: {error}; assets are {names}") from None
     if not keys:
         raise ValueError(f"--select {select!r} matches no asset; assets are {names}")
+    if dg.AssetKey("real_images") in keys:
+        _preflight(config)
+    if dg.AssetKey("retrieved_set") in keys and config.params.retrieval.pool is not None:
+        from synthfactory.ops.data.preflight import preflight_pool
+
+        preflight_pool(config.params.retrieval.pool)  # before any work, like the real images'
     plan = plan_runs(graph, keys, partitions)  # a bad --partitions fails here, before any run
 
     def announce(number: int, run: Any) -> None:
@@ -141,11 +155,50 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     if result.success and dg.AssetKey("eval_report") in keys:
         _print_arm_table(report_dir / "metrics.json")
     if result.success:
+        missing = _missing_arms(result, report_dir / "metrics.json",
+                                dg.AssetKey("eval_report") in keys)
+        for line in missing_arm_lines(missing):
+            print(f"synthfactory: warning: {line}", file=sys.stderr)
+        if strict and missing:
+            print(f"synthfactory: error: --strict: {len(missing)} arm(s) not built "
+                  f"({', '.join(sorted(missing))})", file=sys.stderr)
+            return 1
         return 0
     failures = step_failures(result)
     for failure in failures:
         print(f"synthfactory: error: {failure_line(failure)}", file=sys.stderr)
     return EXIT_BAD_INPUT if failures and all(f.bad_input for f in failures) else 1
+
+
+def _preflight(config: ProjectConfig) -> None:
+    """Count the user's images per class and split without decoding; refuse too few (exit 2)."""
+    from synthfactory.ops.data.preflight import preflight_counts
+    from synthfactory.ops.data.real_images import list_classes
+
+    source = config.params.real_images
+    preflight_counts(source.source, source.root, source.test_root,
+                     list_classes(source.source, source.root, source.class_names),
+                     source.test_fraction, source.val_fraction, config.runtime.seed,
+                     config.params.train_images_needed())
+
+
+def _missing_arms(result: PlanResult, metrics_path: Path, reported: bool) -> dict[str, str]:
+    """arm → reason for the arms not built: from the report when it ran, and from the arms'
+    classifier assets (the registry's) that this run published as not built."""
+    import json
+
+    from synthfactory.ops.evaluation.arms import ARMS
+
+    arm_of = {arm.classifier_asset: name for name, arm in ARMS.items() if arm.classifier_asset}
+    missing: dict[str, str] = {}
+    for event in result.get_asset_materialization_events():
+        name = event.asset_key.to_user_string()
+        reason = event.materialization.metadata.get("not_built_reason")
+        if name in arm_of and reason is not None:
+            missing[arm_of[name]] = str(reason.value)
+    if reported and metrics_path.is_file():
+        missing.update(json.loads(metrics_path.read_text()).get("missing_arms") or {})
+    return missing
 
 
 def export_command(params_path: Path, cell: str | None, repeat: int, fmt: str,
@@ -238,6 +291,11 @@ def _print_summary(result: PlanResult, seconds: float, store_root: str, report_d
         materialized.setdefault(name, [])
         if event.partition:
             materialized[name].append(event.partition)
+    # In the plan's order (its definitions' key order), not in the order steps finished.
+    order = {key: index for index, key in enumerate(
+        key for run, _ in result.runs for key in run.partition_keys)}
+    for partition_keys in materialized.values():
+        partition_keys.sort(key=lambda key: order.get(key, len(order)))
     print(f"\n{'asset':<20} {'seconds':>8}  output")
     for name, partition_keys in materialized.items():
         where = report_dir if name == "eval_report" else str(Path(store_root) / name)
@@ -268,6 +326,12 @@ def _print_arm_table(metrics_path: Path) -> None:
         row = metrics["arms"][arm]
         spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
         print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")
+    for arm in sorted(metrics.get("missing_arms") or {}):
+        print(f"{arm:<10} {'-':>8}  {'not built':>16}  -")
+    contamination = metrics.get("contamination")
+    if contamination:
+        print(f"near-copies of real test images: {contamination['count']} of "
+              f"{contamination['n_synthetic']} synthetic images")
     print(f"report: {metrics_path.parent / 'report.html'}")
 
 

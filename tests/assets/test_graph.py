@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import dagster as dg
@@ -12,16 +13,19 @@ from synthfactory.assets.checks import (
     ASSET_CHECKS,
     distilled_set_size,
     eval_report_accuracy_floor,
+    synthetic_shards_class_balance,
     synthetic_shards_integrity,
 )
 from synthfactory.definitions import build_definitions
-from synthfactory.ops.storage.shards import finished_shards, read_samples
+from synthfactory.ops.storage.shards import (finished_shards, read_samples, read_shard_info,
+                                              write_shard)
 from synthfactory.params import Params, parse_params
 from synthfactory.planning import PlanResult, materialize_plan
 from synthfactory.resources.store import ArtifactStore
 from tests.support import tiny_params
 
 ARMS = ["real", "retrieved", "synthetic", "filtered", "distilled", "mixed"]
+FLOORS = {"real": 0.0, "synthetic": 1.0}
 
 
 def _run_all(root: Path, **overrides: dict) -> PlanResult:
@@ -34,7 +38,9 @@ def _run_all(root: Path, **overrides: dict) -> PlanResult:
 @pytest.fixture(scope="module")
 def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PlanResult]:
     root = tmp_path_factory.mktemp("graph")
-    result = _run_all(root)
+    # Floors the tiny run meets (real ≥ 0) and cannot meet (synthetic = 1.0): the report's check
+    # must tell them apart.
+    result = _run_all(root, eval_report={"accuracy_floor": FLOORS})
     assert result.success
     return root, result
 
@@ -49,7 +55,12 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
     for arm in ARMS:
         row = metrics["arms"][arm]
         assert isinstance(row["n_train"], int) and row["n_train"] > 0
-        assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["accuracy_std"] >= 0.0
+        # Each seed's accuracy is a count of the n_test images; the mean and the sample std are
+        # of those (computed here with the standard library, not the code's mean_std).
+        for value in row["accuracies"]:
+            assert abs(value * metrics["n_test"] - round(value * metrics["n_test"])) < 1e-6
+        assert row["accuracy_mean"] == pytest.approx(statistics.mean(row["accuracies"]))
+        assert row["accuracy_std"] == pytest.approx(statistics.stdev(row["accuracies"]))
         assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
     assert metrics["arms"]["distilled"]["n_train"] == 20  # ipc 2 × 10 classes
     for arm in ARMS:  # what choices read: the validation split, never test
@@ -72,8 +83,16 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
     assert {key: row[key] for key in ("method", "ipc", "source", "architecture", "n_models")} == {
         "method": "dm", "ipc": 2, "source": "filtered", "architecture": "convnet",
         "n_models": 2}
-    assert 0.0 <= row["accuracy_mean"] <= 1.0 and "seconds" not in row  # in cell.json
-    assert metrics["filter"]["total"] == 60 and 0 < metrics["filter"]["kept"] <= 60
+    assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["seconds"] > 0
+    records = [json.loads(line) for line in
+               (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()]
+    assert metrics["filter"]["total"] == 60
+    assert metrics["filter"]["kept"] == sum(r["keep"] for r in records) > 0
+    assert metrics["missing_arms"] == {}  # every arm built
+    contamination = metrics["contamination"]
+    assert contamination["count"] == 0 and contamination["n_synthetic"] == 60
+    assert set(contamination["per_class"]) == set(metrics["classes"])
+    assert metrics["data"]["class_counts"]["test"]["0"] > 20 and metrics["data"]["warnings"] == []
     lineage = metrics["lineage"]
     assert len(lineage["generator_digest"]) == 64 and lineage["params_digest"]
     assert sorted(lineage["shard_digests"]) == ["shard-00000.tar", "shard-00001.tar",
@@ -94,7 +113,11 @@ def test_report_files_and_metadata(graph_run: tuple[Path, PlanResult]) -> None:
     assert set(events) >= {f"classifier_{arm}" for arm in ARMS} | {"eval_report", "judge"}
     assert "| real |" in events["eval_report"]["arms"].value
     assert "data:image/png;base64," in events["eval_report"]["accuracy_plot"].value
-    assert 0.0 <= events["filtered_set"]["judge_agreement"].value <= 1.0
+    # The judge's agreement: the share of samples it predicts as their prompt's class.
+    records = [json.loads(line) for line in
+               (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()]
+    agreement = sum(r["predicted"] == r["label"] for r in records) / len(records)
+    assert events["filtered_set"]["judge_agreement"].value == pytest.approx(agreement, abs=1e-4)
     assert events["filtered_set"]["shards_used"].value == 3
 
 
@@ -133,20 +156,84 @@ def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: P
 
 def test_every_asset_check_ran_and_the_gates_passed(
         graph_run: tuple[Path, PlanResult]) -> None:
-    _, result = graph_run
+    root, result = graph_run
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
-    assert len(evaluations) == 7
+    assert len(evaluations) == 10
     for name in ["real_images_integrity", "synthetic_shards_integrity",
                  "synthetic_shards_class_balance", "filtered_set_every_class_kept",
-                 "distilled_set_size"]:
+                 "distilled_set_size", "real_images_class_sizes", "eval_report_arms_built",
+                 "eval_report_contamination"]:
         assert evaluations[name].passed, (name, evaluations[name].description)
     assert evaluations["synthetic_shards_integrity"].metadata["samples"].value == 60
     assert evaluations["distilled_set_size"].metadata["n_images"].value == 20
-    assert "| 0 | 6 | 6 |" in evaluations["synthetic_shards_class_balance"].metadata[
+    # 6 images of class 0 asked for by the prompts (not counted from the shards), none missing.
+    assert "| 0 | 6 | 6 | 0 | 0 |" in evaluations["synthetic_shards_class_balance"].metadata[
         "per_class_table"].value
-    # The pass-rate floor only warns; with top_fraction 0.5 every class keeps half.
-    assert evaluations["filtered_set_pass_rate_floor"].severity == dg.AssetCheckSeverity.WARN
+
+    # The pass-rate floor (a warning) passed, and its lowest rate is the manifest's: kept/total
+    # of the worst class, counted here from the per-sample records.
+    records = [json.loads(line) for line in
+               (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()]
+    rates = [sum(r["keep"] for r in records if r["label"] == c)
+             / sum(r["label"] == c for r in records) for c in range(10)]
+    floor = evaluations["filtered_set_pass_rate_floor"]
+    assert floor.passed and floor.severity == dg.AssetCheckSeverity.WARN
+    assert floor.metadata["lowest_pass_rate"].value == pytest.approx(min(rates), abs=1e-4)
+
+    # The accuracy floor: its verdict is what metrics.json says of each floored arm, and its
+    # rows cover every configured arm (those without a floor named as such).
+    metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
+    below = sorted(arm for arm, value in FLOORS.items()
+                   if metrics["arms"][arm]["accuracy_mean"] < value)
+    accuracy = evaluations["eval_report_accuracy_floor"]
+    assert below == ["synthetic"] and accuracy.passed is False
+    assert "below the accuracy floor" in accuracy.description and "synthetic" in \
+        accuracy.description and "'real'" not in accuracy.description
+    assert accuracy.metadata["arms"].value == {
+        arm: {"accuracy": round(metrics["arms"][arm]["accuracy_mean"], 4),
+              "floor": FLOORS.get(arm)} for arm in metrics["arm_order"]}
+    assert sorted(metrics["arm_order"]) == sorted(ARMS)
+    assert accuracy.metadata["no_floor"].value == [arm for arm in metrics["arm_order"]
+                                                   if arm not in FLOORS]
+
+
+def test_class_balance_fails_on_a_deleted_shard_and_on_lost_class_images(
+        graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
+    """Expected counts come from the prompts: a store that lost images fails, naming the class
+    and how many are missing (the old check compared the shards with themselves and passed)."""
+    import shutil
+
+    root, _ = graph_run
+    params = parse_params(tiny_params(root)).params
+    copy = tmp_path / "data"
+    shutil.copytree(root / "data", copy)
+    store = ArtifactStore(root=str(copy))
+    shards = copy / "synthetic_shards"
+
+    def balance() -> dg.AssetCheckResult:
+        # A fresh instance has no record of what was made: every shard is expected.
+        return synthetic_shards_class_balance(dg.build_asset_check_context(), params=params,
+                                              store=store)
+
+    assert balance().passed
+    # Class 0 taken out of shard 00000 (records 0, 10 and 20), rewritten with a consistent
+    # sidecar: the integrity check cannot see it, the balance check must.
+    tar = shards / "shard-00000.tar"
+    extra = read_shard_info(tar).extra
+    write_shard(tar, [s for s in read_samples([tar]) if s.label != 0], extra=extra)
+    assert synthetic_shards_integrity(store=store).passed
+    lost = balance()
+    assert not lost.passed and "class 0: 3 missing" in lost.description
+    table = lost.metadata["per_class_table"].value
+    assert "| 0 | 3 | 6 | 0 | 3 |" in table and "| 0 | 6 | 6 |" not in table
+
+    # A deleted shard: 00002 holds records 50–59, one image of every class.
+    (shards / "shard-00002.tar").unlink()
+    (shards / "shard-00002.json").unlink()
+    gone = balance()
+    assert not gone.passed and "shard(s) 00002 missing" in gone.description
+    assert "class 0: 4 missing" in gone.description and "class 9: 1 missing" in gone.description
 
 
 def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
@@ -177,6 +264,15 @@ def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
     low = eval_report_accuracy_floor(params=Params(
         eval_report={"output_dir": report, "accuracy_floor": {"real": 1.0, "synthetic": 1.0}}))
     assert not low.passed and "below the accuracy floor" in low.description
+    # A report that lost a configured arm fails, though every floor it has is met.
+    short = tmp_path / "report"
+    metrics = json.loads((Path(report) / "metrics.json").read_text())
+    del metrics["arms"]["mixed"]
+    short.mkdir()
+    (short / "metrics.json").write_text(json.dumps(metrics))
+    lost = eval_report_accuracy_floor(params=Params(
+        eval_report={"output_dir": str(short), "accuracy_floor": {"real": 0.0}}))
+    assert not lost.passed and "missing from metrics.json: ['mixed']" in lost.description
 
 
 def test_ui_metadata_has_grids_counts_timings_and_paths(
@@ -209,7 +305,10 @@ def test_cost_is_recorded_outside_metrics_and_report_md(
             "eval_report"} <= set(seconds)
     rates = {row["asset"]: row["images_per_second"] for row in cost["assets"]}
     assert rates["synthetic_shards"] > 0 and rates["classifier_real"] > 0
-    assert "seconds" not in (report / "metrics.json").read_text()
+    # The one wall time metrics.json keeps: each distillation cell's (issue 14's table format).
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert all(row.pop("seconds") > 0 for row in metrics["distillation_table"])
+    assert "seconds" not in json.dumps(metrics)
     markdown, page = (report / "report.md").read_text(), (report / "report.html").read_text()
     assert "classifier_mixed" not in markdown and "In report.html only" in markdown
     assert "<h2>Cost</h2>" in page and "classifier_mixed" in page

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from synthfactory.definitions import build_definitions
+from synthfactory.ops.curation.judges import load_judge
 from synthfactory.ops.evaluation.arms import read_filter_records
 from synthfactory.ops.storage.shards import finished_shards, read_samples
 from synthfactory.params import parse_params
@@ -94,7 +97,17 @@ def test_filtered_set_records_clip_scores_and_zero_shot_margins(
     root, _ = pretrained_run
     records = read_filter_records(root / "data" / "filtered_set")
     assert len(records) == 12
-    assert all(-1.0 <= r["clip_score"] <= 1.0 and -1.0 <= r["margin"] <= 1.0 for r in records)
+    # Each recorded CLIP score is the cosine of that sample's image and its own prompt's text,
+    # recomputed here from the judge's embeddings (a mix-up of keys or prompts would show).
+    judge = load_judge(root / "data" / "judge", torch.device("cpu"))
+    samples = {s.key: s for s in read_samples(finished_shards(root / "data" / "synthetic_shards"))}
+    images = np.stack([samples[r["key"]].image for r in records])
+    texts = [samples[r["key"]].meta["prompt"]["text"] for r in records]
+    cosines = np.sum(judge.embed(images) * judge.embed_texts(texts), axis=1)
+    assert [r["clip_score"] for r in records] == pytest.approx(cosines.tolist(), abs=1e-5)
+    # The zero-shot margin is positive exactly when the prompt's class is the prediction.
+    assert all((r["margin"] > 0) == (r["predicted"] == r["label"]) for r in records)
+    assert all(r["margin"] <= r["confidence"] for r in records)
     assert sum(r["keep"] for r in records) == 9  # top 75% of each class of 4
     summary = json.loads((root / "data" / "distilled_set" / "summary.json").read_text())
     assert summary["n_images"] == 3

@@ -70,10 +70,12 @@ def test_stages_list_code_upstream_outputs_and_exact_params() -> None:
         assert {d for d in stage["deps"] if d.startswith("data/")} == {f"data/{p}" for p in parents}
         assert all(Path(ROOT, d).is_file() for d in stage["deps"] if d.startswith("src/"))
         assert "src/synthfactory/resources/dvc.py" not in stage["deps"]  # runs after the output
-    # The filter's own keys (and the seed of its ties); the judge's scores are shard_scores',
-    # which reads only the batch size it loads the judge with; the expensive upstream steps
-    # read neither.
-    assert stages["filtered_set"]["params"] == ["filtered_set", "seed"]
+    # The filter's own keys (and the seed of its ties, the batch size it loads the judge with
+    # and the contamination thresholds it drops near-copies of test images with); the judge's
+    # scores are shard_scores', which reads only the batch size it loads the judge with; the
+    # expensive upstream steps read neither.
+    assert stages["filtered_set"]["params"] == ["contamination", "filtered_set",
+                                                "judge.batch_size", "seed"]
     assert stages["shard_scores"]["params"] == ["judge.batch_size"]
     assert "src/synthfactory/ops/curation/filters.py" in stages["filtered_set"]["deps"]
     for upstream in ["real_images", "prompts", "generator", "synthetic_shards", "judge",

@@ -38,4 +38,8 @@ def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None
     scaling = metrics["scaling"]
     assert len(scaling["points"]) >= 3 and set(scaling["fit"]) == {"a", "b", "c"}
     assert scaling["real_equivalent"]["how"] in {"measured", "extrapolated", "unreachable"}
+    assert metrics["missing_arms"] == {}
+    # The leakage check states its count on the default run: no generated digit copies a test one.
+    assert metrics["contamination"]["count"] == 0
+    assert metrics["contamination"]["real_val_baseline"]["count"] == 0
     shutil.rmtree(tmp_path / "data")

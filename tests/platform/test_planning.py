@@ -14,9 +14,9 @@ from synthfactory.params import parse_params
 from synthfactory.planning import PlannedRun, plan_runs
 from tests.support import tiny_params
 
-TABLE = {"methods": ["dm", "mtt"], "ipcs": [1, 10], "sources": ["real", "filtered"]}
-CELLS = ["dm-ipc1-real", "dm-ipc10-real", "mtt-ipc1-real", "mtt-ipc10-real", "dm-ipc1-filtered",
-         "dm-ipc10-filtered", "mtt-ipc1-filtered", "mtt-ipc10-filtered"]
+TABLE = {"methods": ["dm", "mtt"], "ipcs": [1, 2], "sources": ["real", "filtered"]}
+CELLS = ["dm-ipc1-real", "dm-ipc2-real", "mtt-ipc1-real", "mtt-ipc2-real", "dm-ipc1-filtered",
+         "dm-ipc2-filtered", "mtt-ipc1-filtered", "mtt-ipc2-filtered"]
 
 
 def _defs(tmp_path: Path, **overrides: Any) -> dg.Definitions:
@@ -110,8 +110,8 @@ def test_partitions_pick_keys_of_their_own_definition(tmp_path: Path) -> None:
     defs = _defs(tmp_path, distilled_set=TABLE, expert_trajectories={"experts": 2})
     graph = defs.resolve_asset_graph()
     below = dg.AssetSelection.assets("distilled_set").downstream().resolve(graph)
-    assert _described(plan_runs(graph, below, "mtt-ipc10-real...dm-ipc1-filtered")) == [
-        "distilled_set, classifier_distilled [mtt-ipc10-real]",
+    assert _described(plan_runs(graph, below, "mtt-ipc2-real...dm-ipc1-filtered")) == [
+        "distilled_set, classifier_distilled [mtt-ipc2-real]",
         "distilled_set, classifier_distilled [dm-ipc1-filtered]", "eval_report"]
     everything = graph.get_all_asset_keys()
     plan = plan_runs(graph, everything, "00001...00002")
@@ -119,14 +119,14 @@ def test_partitions_pick_keys_of_their_own_definition(tmp_path: Path) -> None:
     assert [run.partition_keys for run in plan[1:3]] == [("real-expert-0",), ("real-expert-1",)]
     assert len(plan) == 1 + 4 + len(CELLS) + 1  # the experts and cells all run
     with pytest.raises(ValueError, match=r"'dm-ipc1-real' is not a partition after "
-                                         r"'dm-ipc10-real'; distilled_set, classifier_distilled:"):
-        plan_runs(graph, below, "dm-ipc10-real...dm-ipc1-real")
+                                         r"'dm-ipc2-real'; distilled_set, classifier_distilled:"):
+        plan_runs(graph, below, "dm-ipc2-real...dm-ipc1-real")
     with pytest.raises(ValueError) as error:
-        plan_runs(graph, everything, "dm-ipc2-real")
-    assert "'dm-ipc2-real' is not a partition of the selected assets" in str(error.value)
+        plan_runs(graph, everything, "dm-ipc3-real")
+    assert "'dm-ipc3-real' is not a partition of the selected assets" in str(error.value)
     for listed in ("synthetic_shards, shard_scores: 00000...00002 (00000, 00001, 00002)",
                    "expert_trajectories: real-expert-0...filtered-expert-1",
-                   "distilled_set, classifier_distilled: dm-ipc1-real...mtt-ipc10-filtered "
+                   "distilled_set, classifier_distilled: dm-ipc1-real...mtt-ipc2-filtered "
                    "(8 keys)"):
         assert listed in str(error.value)
     with pytest.raises(ValueError, match="the selection has no partitioned asset"):

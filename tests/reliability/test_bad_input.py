@@ -149,14 +149,18 @@ def test_a_step_that_fails_on_bad_input_exits_2_without_traceback(
     root = tmp_path / "photos"
     (root / "cat").mkdir(parents=True)
     (root / "dog").mkdir()
-    Image.new("RGB", (12, 12), (200, 0, 0)).save(root / "cat" / "a.png")
+    for index in range(3):
+        Image.new("RGB", (12, 12), (200, index, 0)).save(root / "cat" / f"{index}.png")
     (root / "dog" / "a.png").write_bytes(b"")
-    (root / "dog" / "b.jpg").write_text("not a jpeg")
+    # Non-empty files with an image extension: the CLI's preflight counts them (it decodes
+    # nothing), so it is the step that finds out they are not images.
+    for name in ("b.jpg", "c.jpg", "d.jpg"):
+        (root / "dog" / name).write_text("not a jpeg")
     code, err = _run(tmp_path, capsys, _imagefolder_params(tmp_path, root),
                      "--select", "real_images")
     assert code == 2
     line = _assert_one_clean_line(err, "real_images:", "'dog'", "no readable image",
-                                  "1 empty file", "1 unrecognised image format")
+                                  "1 empty file", "3 unrecognised image format")
     assert "add images to it or remove the folder" in line
     assert "Execution of step \"real_images\" failed" in err  # the log says which step, briefly
 

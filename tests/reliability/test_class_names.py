@@ -112,19 +112,24 @@ def test_path_like_names_stay_data(graph: Path, tmp_path: Path) -> None:
     assert json.loads((report / "metrics.json").read_text())["classes"] == list(PATH_NAMES)
 
 
-def test_ipc_above_what_a_class_kept_exits_2_naming_the_fix(
+def test_ipc_above_what_the_filter_can_keep_exits_2_before_any_work(
         graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # The filtered set keeps 3 of each class's 6 images (top half); ask for 5 per class.
+    # The filter keeps at most the top half of each class's 6 images (3); ask for 5 per class.
+    # Known from the params alone, so it is refused up front (a class that keeps fewer than ipc
+    # for reasons only the run can know degrades instead: tests/reliability/test_imperfect_inputs.py).
     monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(_params(graph, distilled_set={"methods": ["random"], "ipcs": [5]})))
+    params.write_text(yaml.safe_dump(_params(graph, distilled_set={"methods": ["random"],
+                                                                   "ipcs": [5]})))
     before = (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes()
     assert main(["run", "--params", str(params), "--select", "distilled_set"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Stack Trace" not in err
     lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
     assert len(lines) == 1
-    assert re.search(r"distilled_set: class \d+ has [0-4] samples in the source set", lines[0])
-    assert "fewer than ipc = 5: lower distilled_set.ipcs or use a larger source" in lines[0]
+    assert re.search(r"prompts.images_per_class = 6 leaves a class at most 3 images after "
+                     r"filtered_set.top_fraction = 0.5, fewer than distilled_set.ipcs 5 "
+                     r"\(source filtered\)", lines[0])
+    assert "raise prompts.images_per_class to at least 10 or lower the ipcs to 3" in lines[0]
     assert (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes() == before

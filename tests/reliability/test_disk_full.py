@@ -70,8 +70,9 @@ def test_a_full_tmpfs_fails_with_the_path_and_keeps_the_previous_outputs(tmp_pat
     mount = tmp_path / "small-disk"
     mount.mkdir()
     if not _private_tmpfs_works(mount):
-        pytest.skip("this machine allows no private tmpfs (unshare -rm + mount); the "
-                    "RLIMIT_FSIZE test below covers the same path with EFBIG")
+        pytest.skip("this machine allows no private tmpfs (unshare -rm + mount); the /dev/full "
+                    "test below and the RLIMIT_FSIZE test in test_crash_resume.py cover the "
+                    "same path")
     script = tmp_path / "fill.py"
     script.write_text(ENOSPC_SCRIPT)
     done = subprocess.run(

@@ -115,7 +115,11 @@ COUNTS = [("prompts", "images_per_class", 1), ("synthetic_shards", "shard_size",
 @given(field=st.sampled_from(COUNTS), value=st.integers(-10**6, 10**6))
 def test_counts_are_accepted_exactly_when_valid(field: tuple[str, str, int], value: int) -> None:
     section, key, smallest = field
-    raw = {section: {key: value}}
+    raw: dict[str, Any] = {section: {key: value}}
+    # Keep the rule across sections (ipcs ≤ what images_per_class can leave a class) out of the
+    # way: test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it checks it.
+    if key == "images_per_class":
+        raw["distilled_set"] = {"ipcs": [1]}
     if value >= smallest and not (key == "resolution" and value > 1024):
         config = parse_params(raw)
         assert getattr(getattr(config.params, section), key) == value
@@ -124,6 +128,32 @@ def test_counts_are_accepted_exactly_when_valid(field: tuple[str, str, int], val
             parse_params(raw)
         message = str(error.value)
         assert f"{section}.{key} = {value}" in message and "\n" not in message
+
+
+@settings(max_examples=40, deadline=None)
+@given(images_per_class=st.integers(1, 400), ipc=st.integers(1, 400),
+       top_fraction=st.none() | st.floats(0.01, 1.0), confidence=st.booleans())
+def test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it(
+        images_per_class: int, ipc: int, top_fraction: float | None, confidence: bool) -> None:
+    """The filter keeps at most all of a class's images (or max(1, round(n × top_fraction)) of
+    them when the confidence filter keeps a top fraction): more than that per class is refused."""
+    raw = {"prompts": {"images_per_class": images_per_class}, "distilled_set": {"ipcs": [ipc]},
+           "filtered_set": {"top_fraction": top_fraction, "confidence": confidence}}
+    fraction = top_fraction if confidence else None
+    kept = images_per_class if fraction is None else max(1, round(images_per_class * fraction))
+    if ipc <= kept:
+        parse_params(raw)
+        return
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert f"prompts.images_per_class = {images_per_class}" in message and "\n" not in message
+    assert f"distilled_set.ipcs {ipc}" in message
+    needed = int(message.split("to at least ")[1].split(" ")[0])
+    # The fix it names works, and is the smallest that does.
+    assert parse_params({**raw, "prompts": {"images_per_class": needed}})
+    with pytest.raises(ParamsError):
+        parse_params({**raw, "prompts": {"images_per_class": needed - 1}})
 
 
 WRONG_TYPES = st.one_of(st.text(min_size=1, max_size=5).filter(lambda t: not t.strip().lstrip("-")

@@ -1,25 +1,28 @@
 """Asset checks: the data-quality gates a user reads next to each asset in the UI.
 
 Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards,
-a class that the filter wiped out, a distilled set of the wrong size. The pass-rate floor only
-warns (a generator blind spot is worth seeing, not worth stopping for), and the accuracy floor
-fails the report's check without blocking anything (nothing is downstream of the report).
-The computations are in `ops/checks.py`.
+a distilled set of the wrong size. The pass-rate floor only warns (a generator blind spot is
+worth seeing, not worth stopping for), and the accuracy floor fails the report's check without
+blocking anything (nothing is downstream of the report). An arm whose data ran out (a class the
+filter wiped out, `ipc` above what a class kept) is not a stop either: it is recorded as not
+built, its checks warn, the report is still made and `eval_report_arms_built` names it. The
+computations are in `ops/checks.py` and beside the report sections in `ops/evaluation/`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster validates the `context` hint as a type.
 import json
-from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 
 from synthfactory.ops import checks
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
-from synthfactory.ops.data.real_images import read_classes
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
+from synthfactory.ops.evaluation.arms import configured_arms
+from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
+from synthfactory.ops.evaluation.contamination import contamination_outcome
+from synthfactory.ops.evaluation.missing import arms_built
 from synthfactory.ops.storage import SUMMARY_JSON
-from synthfactory.ops.storage.shards import finished_shards, read_samples
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 
@@ -50,28 +53,25 @@ def synthetic_shards_integrity(store: ArtifactStore) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="synthetic_shards", blocking=True, additional_deps=["prompts"])
-def synthetic_shards_class_balance(store: ArtifactStore) -> dg.AssetCheckResult:
-    """The shards hold, class by class, exactly the images the prompts asked for.
+def synthetic_shards_class_balance(context: dg.AssetCheckExecutionContext, params: Params,
+                                   store: ArtifactStore) -> dg.AssetCheckResult:
+    """The shards hold, class by class, exactly the images the prompt records ask for.
 
-    Counts the labels of the finished shards against the prompt records of the same keys (the
-    prompts interleave classes, so every shard range is balanced to within one image per class).
+    Expected counts come from `prompts.jsonl`, never from the shards themselves; an image may
+    be absent only as a drop counted in its shard's sidecar (`bad_images: drop`). A deleted
+    shard, or a shard that lost a class's images, fails with the missing count per class. The
+    shards expected are those Dagster recorded as materialized (and any on disk), so a backfill
+    of some shards passes and lists the rest as not made yet; with no record at all (a store
+    copied elsewhere) every shard is expected.
     """
-    class_of = {record.key: record.class_id
-                for record in read_prompts(store.require("prompts", PROMPTS_FILE))}
-    shards = finished_shards(store.require("synthetic_shards"))
-    samples = list(read_samples(shards, decode=False))
-    unknown = [sample.key for sample in samples if sample.key not in class_of]
-    if unknown:
-        return dg.AssetCheckResult(
-            passed=False, description=f"{len(unknown)} sample(s) not in prompts.jsonl (e.g. "
-                                      f"{unknown[0]!r}): the shards are from other prompts; "
-                                      "re-materialize synthetic_shards")
-    expected = Counter(class_of[sample.key] for sample in samples)
-    class_names = read_classes(store.require("real_images"))
-    outcome = checks.class_balance([sample.label for sample in samples], class_names, expected)
-    table = ["| class | images | expected |", "|---|---:|---:|"]
-    table += [f"| {name} | {row['count']} | {row['expected']} |"
-              for name, row in outcome.details["per_class"].items()]
+    records = read_prompts(store.require("prompts", PROMPTS_FILE))
+    made = context.instance.get_materialized_partitions(dg.AssetKey("synthetic_shards"))
+    outcome = checks.shard_class_balance(
+        store.require("synthetic_shards"), records, read_classes(store.require("real_images")),
+        params.synthetic_shards.shard_size, made=made or None)
+    table = ["| class | images | expected | dropped | missing |", "|---|---:|---:|---:|---:|"]
+    table += [f"| {name} | {row['images']} | {row['expected']} | {row['dropped']} | "
+              f"{row['missing']} |" for name, row in outcome.details["per_class"].items()]
     return _result(outcome, per_class_table=dg.MetadataValue.md("\n".join(table)))
 
 
@@ -89,34 +89,80 @@ def filtered_set_pass_rate_floor(params: Params, store: ArtifactStore) -> dg.Ass
 
 @dg.asset_check(asset="filtered_set", blocking=True)
 def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
-    """Every class keeps at least one image; otherwise the filtered and distilled arms lack it."""
+    """Every class keeps at least one image; otherwise the filtered and distilled arms lack it.
+
+    A warning, so it blocks nothing: those arms are then recorded as not built (with this
+    reason) and the report is made from the others.
+    """
     summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
-    return _result(checks.every_class_kept(summary["per_class"], 1))
+    return _result(checks.every_class_kept(summary["per_class"], 1),
+                   severity=dg.AssetCheckSeverity.WARN)
 
 
 @dg.asset_check(asset="distilled_set", blocking=True)
 def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
     """Every finished cell holds exactly its `ipc` images per class in each repeat, in intact
     shards, and so does the headline set (the first cell) at the top. Cells not made yet are
-    listed (a backfill makes one cell per run)."""
+    listed (a backfill makes one cell per run); cells recorded as not built warn with their
+    reasons (and block nothing: the report lists them, and the distilled arm as missing when
+    the headline cell is one of them)."""
     from synthfactory.ops.distillation.cells import cells
 
     config = params.distilled_set
     table = cells(list(config.methods), list(config.ipcs), list(config.sources))
     n_classes = len(read_classes(store.require("real_images")))
-    return _result(checks.distilled_cells(store.require("distilled_set"), n_classes,
-                                          [(cell.key, cell.ipc) for cell in table]))
+    outcome = checks.distilled_cells(store.require("distilled_set"), n_classes,
+                                     [(cell.key, cell.ipc) for cell in table])
+    if outcome.passed and outcome.details["not_built"]:
+        return _result(checks.CheckOutcome(False, outcome.description, outcome.details),
+                       severity=dg.AssetCheckSeverity.WARN)
+    return _result(outcome)
 
 
 @dg.asset_check(asset="eval_report")
 def eval_report_accuracy_floor(params: Params) -> dg.AssetCheckResult:
-    """Each arm named in `eval_report.accuracy_floor` reaches its floor on the real test split."""
+    """Every configured arm of the registry (`classifiers.arms`, and the loop's arms with
+    `refinement.rounds`) is in the report, and each arm named in `eval_report.accuracy_floor`
+    reaches its floor on the real test split."""
     metrics = Path(params.eval_report.output_dir) / "metrics.json"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} does not exist: materialize 'eval_report' first")
-    return _result(checks.accuracy_floor(metrics, params.eval_report.accuracy_floor))
+    floors = params.eval_report.accuracy_floor
+    arms = configured_arms(params.classifiers.arms, judge_backend=params.judge.backend,
+                           floors=floors, refinement=params.refinement.rounds > 0)
+    return _result(checks.accuracy_floor(metrics, arms, floors))
+
+
+@dg.asset_check(asset="real_images")
+def real_images_class_sizes(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Warns when a class is more than 10x another, or has fewer than 20 test images (its
+    per-class accuracy is then noise; the report marks it)."""
+    manifest = json.loads((store.require("real_images") / MANIFEST_JSON).read_text())
+    return _result(class_sizes_outcome(manifest["counts"]), severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="eval_report")
+def eval_report_arms_built(params: Params) -> dg.AssetCheckResult:
+    """Every arm was built and measured; a warning names each missing arm and why."""
+    return _result(arms_built(_report_metrics(params)), severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="eval_report")
+def eval_report_contamination(params: Params) -> dg.AssetCheckResult:
+    """No synthetic image is a near-copy of a real test image (the leakage check); fails with
+    the count per class otherwise (the report shows the pairs side by side)."""
+    return _result(contamination_outcome(_report_metrics(params)))
+
+
+def _report_metrics(params: Params) -> dict:
+    """The report's metrics.json (a clear error when the report was not made yet)."""
+    metrics = Path(params.eval_report.output_dir) / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} does not exist: materialize 'eval_report' first")
+    return json.loads(metrics.read_text())
 
 
 ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,
                 filtered_set_pass_rate_floor, filtered_set_every_class_kept, distilled_set_size,
-                eval_report_accuracy_floor]
+                eval_report_accuracy_floor, real_images_class_sizes, eval_report_arms_built,
+                eval_report_contamination]

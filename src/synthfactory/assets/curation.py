@@ -32,7 +32,8 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
 
     Backend `convnet` (default) trains a ConvNet on the real train split (or its few-shot
     subset); its softmax is the confidence filter's score and its penultimate features the space
-    of near-duplicate removal, herding and k-center. Backend `clip` loads a CLIP model (local
+    of herding and k-center (near-copies are found in pixel space, `filters.dedup_features`).
+    Backend `clip` loads a CLIP model (local
     directory or hub id, safetensors only) and stores one text embedding per class (templates
     averaged) for zero-shot scoring; CLIP image embeddings are then the feature space.
     `judge.json` records the judge's accuracy on the real validation split (never test).
@@ -115,7 +116,7 @@ def build_shard_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefiniti
 
 def _shard_scores_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="shard_scores", group_name="curation", kinds={"pytorch", "safetensors"},
-              code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,
+              code_version="2", pool="gpu", op_tags=GPU_OP_TAGS,
               deps=["synthetic_shards", "judge"], partitions_def=partitions,
               backfill_policy=dg.BackfillPolicy.single_run())
     def shard_scores(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
@@ -123,9 +124,10 @@ def _shard_scores_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         """The judge's view of one synthetic shard: everything the filter decides from.
 
         Per sample: the judge's class probabilities, its features (embeddings), the
-        near-duplicate features, the quality flags and, with a CLIP judge, the image's CLIP
-        score against its own prompt; one `scores-<key>.safetensors` per partition (the shard's
-        sha256 and the judge's digest in its metadata). Backfilled over GPUs beside generation;
+        near-duplicate features (thumbnails, `filters.dedup_features`), the quality flags and,
+        with a CLIP judge, the image's CLIP score against its own prompt; one
+        `scores-<key>.safetensors` per partition (the shard's sha256 and the judge's digest in
+        its metadata). Backfilled over GPUs beside generation;
         a range run loads the judge once, and a partition whose scores already describe the
         same shard bytes under the same judge is kept, not scored again. Two runs of one
         partition take turns (the partition's lease in the store).
@@ -188,11 +190,21 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     Decided from `shard_scores` alone, never from the images, so it needs no GPU and its memory
     does not grow with the images: quality flags (constant/blank images), the CLIP score, judge
     confidence for the prompt's class (threshold and/or top fraction per class over all
-    shards), margin, and near-duplicate removal in the dedup feature space (clustered, compared
-    within clusters; the same decisions as the whole-set filter). Uses every finished shard
+    shards), margin, and near-copy removal by the pixel correlation of small thumbnails
+    (`filters.dedup_features`, computed per shard by `shard_scores`; clustered, compared
+    within clusters: the same decisions as the whole-set filter). Uses every finished shard
     whose scores describe its current bytes under the current judge, and says which shards it
     left out. Writes `manifest.jsonl` (scores, duplicate group, flags, keep, reasons),
     `keep.safetensors` (a keep mask per shard, for streaming readers) and `summary.json`.
+
+    With `drop_test_near_duplicates`, near-copies of real *test* images (the `contamination`
+    thresholds, the same rule the report counts with) are removed. Their judge features are the
+    scores' `embeddings`; their pixels are read shard by shard (the scores do not keep pixels),
+    and the judge embeds the test split once. This is the one read of test images outside
+    `eval_report`, and it is a leakage guard, not a choice tuned on test: it reads test pixels
+    and the judge's features of them, never test labels or any accuracy; its thresholds are
+    fixed in params.yaml, not searched; and it can only remove images that would otherwise let
+    an arm train on the very images it is measured on.
     """
     from synthfactory.ops.curation.filters import FilterSettings
     from synthfactory.ops.curation.scores import read_scores_metadata, scores_name
@@ -222,10 +234,22 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
         raise FileNotFoundError(f"no synthetic shard under {store.path('synthetic_shards')} has "
                                 "current scores: materialize 'shard_scores' (all partitions)")
     settings = FilterSettings(**params.filtered_set.model_dump(exclude={"min_pass_rate"}))
+    test_copies, test_matches = None, None
+    if settings.drop_test_near_duplicates:
+        from synthfactory.ops.curation.leakage import scored_near_copies
+
+        leakage = params.contamination
+        test_copies, test_matches = scored_near_copies(
+            [(store.require("synthetic_shards", shard.name), shard.scores_path)
+             for shard in usable], store.require("real_images"), store.require("judge"),
+            runtime.torch_device, batch_size=params.judge.batch_size,
+            feature_threshold=leakage.feature_threshold, pixel_threshold=leakage.pixel_threshold,
+            pixel_resolution=leakage.pixel_resolution)
     spill = store.path(".spill")
     spill.mkdir(parents=True, exist_ok=True)
     selection = select_from_scores(usable, settings, clip=judge["kind"] == "clip",
-                                   seed=derive_seed(runtime.seed, "filtered_set"), spill_dir=spill)
+                                   seed=derive_seed(runtime.seed, "filtered_set"), spill_dir=spill,
+                                   test_copies=test_copies, test_matches=test_matches)
     summary = summarise_selection(selection, class_names, settings)
     agreement = float(np.mean(selection.predicted == selection.labels))
     shard_digests = {shard.name: sidecars[shard.name].sha256 for shard in usable}
@@ -260,8 +284,11 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
             "shards_path": dg.MetadataValue.path(str(store.path("synthetic_shards"))),
         },
         data_version=dg.DataVersion(digest_of_digests(
-            [*shard_digests.values(), judge["digest"], params.digest("filtered_set")])[:16]),
+            [*shard_digests.values(), judge["digest"], params.digest("filtered_set"),
+             *([params.digest("contamination")] if settings.drop_test_near_duplicates
+               else [])])[:16]),
     )
+
 
 
 def _grid_images(store: ArtifactStore, selection: Any,

@@ -5,6 +5,13 @@ import dagster as dg
 import numpy as np
 
 from synthfactory.ops.data.images import concatenate
+from synthfactory.ops.data.preflight import (
+    check_split_counts,
+    class_size_warnings,
+    counts_of,
+    describe_source,
+    minimum_images,
+)
 from synthfactory.ops.data.prompts import (
     PROMPTS_FILE,
     expand_prompts,
@@ -48,6 +55,15 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
         train, test = stratified_split(dataset.labels, config.test_fraction, runtime.seed)
     # Validation comes out of train: every choice reads it, nothing learns from it.
     train, val = carve_validation(dataset.labels, train, config.val_fraction, runtime.seed)
+    # The CLI counted files before decoding; what decoded is checked again, before any training.
+    split_sizes = counts_of(dataset.labels, {"train": train, "val": val, "test": test},
+                            dataset.class_names)
+    train_needed = params.train_images_needed()
+    check_split_counts(split_sizes, describe_source(config.source, config.root, config.test_root),
+                       minimum_images(config.test_fraction, config.val_fraction, runtime.seed,
+                                      bool(config.test_root), train_needed), train_needed)
+    for warning in class_size_warnings(split_sizes):
+        context.log.warning(f"real_images: {warning}")
     for reason, count in dataset.skipped.items():
         context.log.warning(f"real_images: skipped {count} file(s): {reason}")
     for mode, count in dataset.converted.items():

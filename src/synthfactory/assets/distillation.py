@@ -40,17 +40,25 @@ from synthfactory.assets.distillation_common import (CELLS, ONE_PER_RUN, cell_of
                                                      source_data, table)
 from synthfactory.assets.metadata import class_counts_md, image_grid_md
 from synthfactory.executors import GPU_OP_TAGS
+from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import read_classes
-from synthfactory.ops.distillation.cells import (TRAJECTORY_METHODS, Cell)
+from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, Cell
+from synthfactory.ops.distillation.coresets import class_members
 from synthfactory.ops.evaluation.arms import TrainingData
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import dumps_json
+from synthfactory.ops.storage.not_built import (NOT_BUILT_JSON, not_built_record, read_not_built,
+                                                write_not_built)
 from synthfactory.params import Params, config_digest
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 HEADLINE_SHARD = "distilled-00000.tar"
+# What to change when a source lacks a class or holds fewer than ipc images of one.
+SOURCE_FIX = {"filtered": "loosen filtered_set thresholds or raise prompts.images_per_class",
+              "synthetic": "raise prompts.images_per_class",
+              "real": "add real images to the class or lower distilled_set.ipcs"}
 
 
 def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
@@ -74,6 +82,10 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
         `labels: soft` (datm learns its own). The first cell is the headline: its run also
         writes its first repeat as the top-level shard that the `distilled` arm reads. A cell
         finished from the same inputs is kept; re-making one cell leaves the others.
+
+        A cell whose source lacks a class or holds fewer than its ipc images of one is not an
+        error: its directory holds `not_built.json` with the reason, and when it is the
+        headline cell the `distilled` arm is reported missing (top-level `not_built.json`).
         """
         from synthfactory.ops.curation.judges import load_judge
         from synthfactory.ops.distillation.cellstore import cell_dir, cell_is_current, write_cell
@@ -93,9 +105,27 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
         sources: dict[str, TrainingData] = {}
         started = time.perf_counter()
         for cell in chosen:
-            if cell.source not in sources:  # one read of each source for all its cells
-                sources[cell.source] = source_data(store, cell.source)
-            data = sources[cell.source]
+            cell_started = time.perf_counter()
+            try:  # degrade, don't discard: a cell the data cannot make is recorded, not fatal
+                if cell.source not in sources:  # one read of each source for all its cells
+                    sources[cell.source] = source_data(store, cell.source)
+                data = sources[cell.source]
+                check_every_class(data.labels, class_names, f"the {cell.source} set",
+                                  SOURCE_FIX[cell.source])
+                class_members(data.labels, cell.ipc)  # every class holds at least ipc images
+            except TooFewImages as error:
+                with store.publish_dir("distilled_set", CELLS, cell.key) as temp:
+                    write_not_built(temp, f"distilled_set {cell.key}", str(error))
+                context.log.warning(f"{cell.key}: not built: {error}")
+                context.add_asset_metadata({
+                    "path": dg.MetadataValue.path(str(cell_dir(store.path("distilled_set"),
+                                                               cell))),
+                    "built": False, "not_built_reason": str(error),
+                    "seconds": round(time.perf_counter() - cell_started, 1)},
+                    partition_key=cell.key)
+                if cell == cell_table[0]:
+                    _publish_headline(store, cell_table, config.labels, config.repeats)
+                continue
             trajectory_cell = cell.method in TRAJECTORY_METHODS
             method_config = (config.mtt.model_dump() if trajectory_cell
                              else getattr(config, cell.method).model_dump()
@@ -111,7 +141,6 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
                                     "experts": params.expert_trajectories.model_dump()
                                     if trajectory_cell else None})
             directory = cell_dir(store.path("distilled_set"), cell)
-            cell_started = time.perf_counter()
             if cell_is_current(directory, digest):
                 context.log.info(f"{cell.key}: already finished from the same inputs, kept")
                 store.push("distilled_set", CELLS, cell.key)  # a crash may predate the upload
@@ -182,32 +211,42 @@ def _cell_metadata(store: ArtifactStore, cell: Cell, class_names: list[str], kep
 
 def _publish_headline(store: ArtifactStore, cell_table: list[Cell], labels: str,
                       repeats: int) -> None:
-    """The headline cell's first repeat as the top-level shard (the `distilled` arm), then
-    `summary.json`. Each file is published atomically, the summary last."""
+    """The headline cell's first repeat as the top-level shard (the `distilled` arm), or, when
+    the headline cell was not built, the top-level `not_built.json` (the arm is reported
+    missing); then `summary.json`. Each file is published atomically, the summary last."""
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell, read_cell_record
     from synthfactory.ops.distillation.export import to_uint8_nhwc
     from synthfactory.ops.storage.shards import Sample, sidecar_path, write_shard
 
     headline = cell_table[0]
     directory = cell_dir(store.path("distilled_set"), headline)
-    first = read_cell(directory)[0]
-    pixels = to_uint8_nhwc(first.images)
     tar = store.path("distilled_set", HEADLINE_SHARD)
-    store.retract("distilled_set", sidecar_path(tar).name)  # no old sidecar with the new tar
-    shard = write_shard(tar, (
-        Sample(key=f"d{i:06d}", image=pixels[i], label=int(first.labels[i]),
-               meta={"method": headline.method, "cell": headline.key,
-                     **({"soft_label": first.soft_labels[i].round(6).tolist()}
-                        if first.soft_labels is not None else {})})
-        for i in range(len(pixels))))
-    store.push("distilled_set", tar.name)
-    store.push("distilled_set", sidecar_path(tar).name)
-    record = read_cell_record(directory) or {}
-    summary = {"method": headline.method, "ipc": headline.ipc, "source": headline.source,
-               "labels": labels, "n_images": len(pixels), "sha256": shard.sha256,
-               "cells": [cell.key for cell in cell_table], "repeats": repeats,
-               "seconds": record.get("seconds")}
+    summary: dict[str, Any] = {"method": headline.method, "ipc": headline.ipc,
+                               "source": headline.source, "labels": labels,
+                               "cells": [cell.key for cell in cell_table], "repeats": repeats}
+    record = read_not_built(directory)
+    if record is not None:  # the distilled arm itself cannot be made
+        for stale in (tar, sidecar_path(tar)):  # no old headline beside the record
+            store.retract("distilled_set", stale.name)
+            stale.unlink(missing_ok=True)
+        with store.publish_file("distilled_set", NOT_BUILT_JSON) as temp:
+            temp.write_text(dumps_json(not_built_record(
+                "distilled_set", f"cell {headline.key}: {record['reason']}")))
+    else:
+        first = read_cell(directory)[0]
+        pixels = to_uint8_nhwc(first.images)
+        store.retract("distilled_set", sidecar_path(tar).name)  # no old sidecar with the new tar
+        shard = write_shard(tar, (
+            Sample(key=f"d{i:06d}", image=pixels[i], label=int(first.labels[i]),
+                   meta={"method": headline.method, "cell": headline.key,
+                         **({"soft_label": first.soft_labels[i].round(6).tolist()}
+                            if first.soft_labels is not None else {})})
+            for i in range(len(pixels))))
+        store.push("distilled_set", tar.name)
+        store.push("distilled_set", sidecar_path(tar).name)
+        store.retract("distilled_set", NOT_BUILT_JSON)  # built now: an old record goes
+        store.path("distilled_set", NOT_BUILT_JSON).unlink(missing_ok=True)
+        summary |= {"n_images": len(pixels), "sha256": shard.sha256,
+                    "seconds": (read_cell_record(directory) or {}).get("seconds")}
     with store.publish_file("distilled_set", SUMMARY_JSON) as temp:
         temp.write_text(dumps_json(summary))
-
-

@@ -19,6 +19,8 @@ from synthfactory.ops.distillation.cells import Cell, expert_keys, parse_expert
 from synthfactory.ops.evaluation.arms import TrainingData
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.atomic import dumps_json
+from synthfactory.ops.storage.not_built import (NOT_BUILT_JSON, not_built_record, read_not_built,
+                                                write_not_built)
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -105,7 +107,9 @@ def classifier_distilled_asset(partitions: dg.PartitionsDefinition) -> dg.Assets
         DSA (`cells/<cell>/<architecture>/r<repeat>-m<k>.safetensors`, validation accuracy in
         `cells/<cell>/history.json`), for the ConvNet and each of `cross_architectures`. The
         headline cell's ConvNets are also `seed-<i>.safetensors`: the `distilled` arm of the
-        report. Test accuracy only in eval_report."""
+        report. Test accuracy only in eval_report. A cell recorded as not built has only the
+        record (passed on); when it is the headline cell, this asset records the `distilled`
+        arm as not built (top-level `not_built.json`) and the report lists it as missing."""
         from synthfactory.ops.distillation.cellstore import read_cell
         from synthfactory.ops.distillation.protocol import accuracy, train_network
         from synthfactory.ops.tensors import to_model_space
@@ -125,7 +129,21 @@ def classifier_distilled_asset(partitions: dg.PartitionsDefinition) -> dg.Assets
         started = time.perf_counter()
         for cell in chosen:
             cell_started = time.perf_counter()
-            repeats = read_cell(store.require("distilled_set", CELLS, cell.key))
+            distilled = store.require("distilled_set", CELLS, cell.key)
+            record = read_not_built(distilled)
+            if record is not None:  # nothing to train: the record is passed on
+                with store.publish_dir("classifier_distilled", CELLS, cell.key) as directory:
+                    write_not_built(directory, f"classifier_distilled {cell.key}",
+                                    record["reason"], upstream="distilled_set")
+                context.add_asset_metadata({
+                    "path": dg.MetadataValue.path(str(store.path("classifier_distilled", CELLS,
+                                                                 cell.key))),
+                    "built": False, "not_built_reason": record["reason"]},
+                    partition_key=cell.key)
+                if cell == cell_table[0]:
+                    _publish_headline_not_built(store, cell, record["reason"])
+                continue
+            repeats = read_cell(distilled)
             history: dict[str, list[dict[str, Any]]] = {}
             with store.publish_dir("classifier_distilled", CELLS, cell.key) as directory:
                 for architecture in architectures:
@@ -187,7 +205,25 @@ def _publish_headline_seeds(store: ArtifactStore, cell: Cell, architecture: str,
         if int(stale.stem.split("-")[1]) >= len(rows):
             stale.unlink()
             store.retract("classifier_distilled", stale.name)
+    store.retract("classifier_distilled", NOT_BUILT_JSON)  # built now: an old record goes
+    store.path("classifier_distilled", NOT_BUILT_JSON).unlink(missing_ok=True)
     with store.publish_file("classifier_distilled", HISTORY_JSON) as temp:
         temp.write_text(dumps_json({
             "arm": "distilled", "n_train": len(repeats[0].images), "sources": [cell.key],
             "soft_labels": repeats[0].soft_labels is not None, "seeds": seeds}))
+
+
+def _publish_headline_not_built(store: ArtifactStore, cell: Cell, reason: str) -> None:
+    """The headline cell was not built (`reason`): no `seed-<i>.safetensors`, the `distilled`
+    arm's record (`not_built.json`, passed on from distilled_set) and a history without seeds,
+    last."""
+    for stale in store.path("classifier_distilled").glob("seed-*.safetensors"):
+        stale.unlink()
+        store.retract("classifier_distilled", stale.name)
+    with store.publish_file("classifier_distilled", NOT_BUILT_JSON) as temp:
+        temp.write_text(dumps_json(not_built_record(
+            "classifier_distilled", f"distilled_set was not built: cell {cell.key}: {reason}",
+            upstream="distilled_set")))
+    with store.publish_file("classifier_distilled", HISTORY_JSON) as temp:
+        temp.write_text(dumps_json({"arm": "distilled", "n_train": 0, "sources": [cell.key],
+                                    "soft_labels": None, "seeds": []}))

@@ -16,7 +16,9 @@ from typing import Any
 
 import dagster as dg
 
+from synthfactory.assets.metadata import not_built_result
 from synthfactory.executors import GPU_OP_TAGS, gpu_op_tags
+from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes, read_image_shape
 from synthfactory.ops.evaluation.arms import (ARMS, HISTORY_JSON, SCALING_ASSET, Arm,
                                               TrainingData, arm_order, check_arms, filtered_arm,
@@ -24,6 +26,7 @@ from synthfactory.ops.evaluation.arms import (ARMS, HISTORY_JSON, SCALING_ASSET,
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
 from synthfactory.params import ClassifiersParams, Params
 from synthfactory.resources.runtime import TorchRuntime
@@ -109,21 +112,38 @@ def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
                           "All arms share one architecture, recipe and seeds, so their "
                           "accuracies on the real test split compare the data alone. Shard "
                           "sets above `runtime.in_memory_mb` stream from their shards; with "
-                          "`runtime.devices` > 1 they train with DDP (torchrun).")
+                          "`runtime.devices` > 1 they train with DDP (torchrun). An arm whose "
+                          "data cannot be made (a class missing, an upstream set not built) "
+                          "is published as not built, with the reason.")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
-        n_classes = len(read_classes(store.require("real_images")))
+        class_names = read_classes(store.require("real_images"))
+        n_classes = len(class_names)
         label = f"classifier_{arm.name}"
-        with store.publish_dir(label) as directory:
+        data: TrainingData | None = None
+        shard_set: ShardSet | None = None
+        try:
             if shard_set_of is None:  # assembled in memory: one device
                 data = load(store.require)
+                labels = data.labels
+            else:
+                shard_set = shard_set_of(store)
+                labels = shard_set.labels()  # labels only: no image is decoded for the check
+            check_every_class(labels, class_names, f"the {arm.name} arm", arm.missing_class_fix)
+        except TooFewImages as error:
+            # Degrade, don't discard: this arm is reported as missing, every other one is made.
+            passed_on = next((name for name in arm.upstream
+                              if read_not_built(store.path(name)) is not None), None)
+            return not_built_result(context, store, label, str(error), passed_on)
+        with store.publish_dir(label) as directory:
+            if shard_set is None:  # assembled in memory: one device
+                assert data is not None
                 histories = _train_seeds(context, params.classifiers, data, n_classes, runtime,
                                          directory, label)
                 record = {"n_train": len(data.images), "sources": data.sources,
                           "soft_labels": data.targets.ndim == 2, "streamed": False,
                           "devices": 1}
             else:
-                shard_set = shard_set_of(store)
                 histories, streamed = _train_shard_set(context, params.classifiers, shard_set,
                                                        n_classes, runtime, store, directory,
                                                        label)
@@ -188,7 +208,7 @@ def _train_ddp(context: dg.AssetExecutionContext, store: ArtifactStore, runtime:
                     stream_seeds=[derive_seed(seed, "stream") for seed in seeds],
                     recipe=recipe, workers=runtime.workers,
                     shuffle_buffer=runtime.shuffle_buffer, out_dir=directory,
-                    threads=runtime.threads)
+                    threads=runtime.threads, deterministic=runtime.deterministic)
     context.log.info(f"{label}: DDP on {runtime.devices} processes (torchrun)")
     histories = train_distributed(job, devices=runtime.devices, log=context.log.info)
     shutil.rmtree(work, ignore_errors=True)
@@ -212,8 +232,14 @@ def build_classifier_scaling() -> dg.AssetsDefinition:
         # Read here, not when the definitions are built: a run's overrides and DVC's params
         # tracking both see the fractions this asset trains.
         fractions = scaling_to_train(params.eval_report.scaling, params.classifiers.arms)
-        data = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
-        n_classes = len(read_classes(store.require("real_images")))
+        class_names = read_classes(store.require("real_images"))
+        n_classes = len(class_names)
+        try:  # the curve's subsets are the filtered arm's data: it degrades with that arm
+            data = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
+            check_every_class(data.labels, class_names, "the filtered set (scaling curve)",
+                              ARMS["filtered"].missing_class_fix)
+        except TooFewImages as error:
+            return not_built_result(context, store, SCALING_ASSET, str(error))
         subsets = nested_subsets(data.labels, fractions, derive_seed(runtime.seed, SCALING_ASSET))
         rows = []
         with store.publish_dir(SCALING_ASSET) as directory:
@@ -272,7 +298,10 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         """The answer: accuracy of every arm on the real test split, mean ± sample std over
         seeds, grouped (references, synthetic, combined) with the difference to real; the
         validation accuracies that choices read; the scaling curve with its power-law fit and
-        real-equivalent; the cost of every asset.
+        real-equivalent; the cost of every asset. Also what weakens the answer: the arms that
+        were not built and why (`missing_arms`), the real images per class and split with
+        imbalance and small-test-class warnings (`data`), and the near-copies of test images
+        among the synthetic ones (`contamination`, counted even when zero).
 
         Writes `metrics.json` (deterministic), `report.md`, a self-contained `report.html`
         and `cost.json` (wall times: kept out of metrics.json and report.md) to
@@ -282,10 +311,15 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         """
         from synthfactory.assets.distillation_common import table
         from synthfactory.assets.report_inputs import (asset_costs, grids, group_rows,
-                                                       real_splits, scaling_metrics, score_arms)
+                                                       not_built_arms, real_splits,
+                                                       scaling_metrics, score_arms)
+        from synthfactory.ops.evaluation.class_sizes import data_entry
+        from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
         from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
-        from synthfactory.ops.evaluation.distillation_table import distillation_table
+        from synthfactory.ops.evaluation.distillation_table import (distillation_table,
+                                                                    not_built_cells)
         from synthfactory.ops.evaluation.evaluate import SPREAD
+        from synthfactory.ops.evaluation.missing import missing_arm_lines
         from synthfactory.ops.evaluation.plots import accuracy_plot
         from synthfactory.ops.evaluation.report import write_report
         from synthfactory.ops.evaluation.tables import arm_table_markdown
@@ -294,6 +328,9 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         real_dir = store.require("real_images")
         class_names = read_classes(real_dir)
         test, _ = real_splits(store)
+        # Arms recorded as not built are listed with their reason; every other one is measured.
+        missing = not_built_arms(store, arms)
+        cells = [cell.key for cell in table(params)]
         arm_rows = score_arms(store, runtime, arms, len(class_names), params.judge.batch_size)
         filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
         distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
@@ -317,15 +354,19 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
             "arms": arm_rows,
             "filter": {key: value for key, value in filter_summary.items()
                        if key not in {"shard_digests"}},
-            # Wall time stays out: the same params must give the same metrics.json, byte for byte.
-            "distillation": {key: value for key, value in distill_summary.items()
-                             if key not in {"seconds"}},
-            # Every cell × architecture of the params' table, each cell a partition of its own
-            # (wall times stay in each cell's cell.json).
+            # The headline cell's summary less its wall time, and the cells recorded as not
+            # built (read from the cells: each is a partition, made in a run of its own).
+            "distillation": {**{key: value for key, value in distill_summary.items()
+                                if key not in {"seconds"}},
+                             "not_built": not_built_cells(store.require("distilled_set"),
+                                                          cells)},
+            # Every cell × architecture of the params' table, with the cell's distillation
+            # seconds (from its cell.json).
             "distillation_table": distillation_table(
                 store.require("classifier_distilled"), store.require("distilled_set"),
-                [cell.key for cell in table(params)], test.images, test.labels,
-                runtime.torch_device),
+                cells, test.images, test.labels, runtime.torch_device),
+            "missing_arms": missing,
+            "data": data_entry(real_manifest["counts"]),
             "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
             "lineage": {
                 "params_digest": params.digest(*Params.model_fields),
@@ -336,7 +377,7 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                 "shard_digests": filter_summary["shard_digests"],
                 # A trained judge has one weights file; a CLIP judge the digest of its directory.
                 "judge_digest": judge_info.get("sha256") or judge_info["digest"],
-                "distilled_sha256": distill_summary["sha256"],
+                "distilled_sha256": distill_summary.get("sha256"),  # none: not built
             },
         }
         if params.refinement.rounds:  # the loop's arms (last round) and every round's results
@@ -351,9 +392,19 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
             metrics["scaling"] = scaling_metrics(
                 store, runtime, params.eval_report.scaling, arm_rows, len(class_names),
                 real_images_per_class=(arm_rows["real"]["n_train"] / len(class_names)
-                                       if "real" in arm_rows else None))
+                                       if "real" in arm_rows else None), missing=missing)
+        leakage = params.contamination
+        metrics["contamination"], contamination_grid = contamination_in_store(
+            store.require("synthetic_shards"), store.path("shard_scores"), test.images,
+            test.keys, real_dir, store.require("judge"), store.require("filtered_set"),
+            class_names, runtime.torch_device, feature_threshold=leakage.feature_threshold,
+            pixel_threshold=leakage.pixel_threshold, pixel_resolution=leakage.pixel_resolution,
+            grid_pairs=leakage.grid_pairs)
         pictures = grids(store, class_names, params.eval_report.grid_per_class,
-                         "retrieved" in arms)
+                         "retrieved" in arm_rows)
+        pictures[GRID] = contamination_grid
+        for line in missing_arm_lines(missing):
+            context.log.warning(f"eval_report: {line}")
         output = Path(params.eval_report.output_dir)
         costed = ["real_images", "prompts", "generator", "synthetic_shards", "judge",
                   "filtered_set", *(["retrieved_set"] if "retrieved" in arms else []),
@@ -379,6 +430,8 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                     f"![accuracy per arm](data:image/png;base64,{base64.b64encode(plot).decode()})"),
                 **{f"accuracy_{arm}": dg.MetadataValue.float(round(row["accuracy_mean"], 4))
                    for arm, row in arm_rows.items()},
+                "missing_arms": dg.MetadataValue.json(missing),
+                "contamination_count": metrics["contamination"]["count"],
                 "seconds": round(time.perf_counter() - started, 1),
             },
             data_version=dg.DataVersion(sha256_file(output / "metrics.json")[:16]),

@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from synthfactory.resources.store import ArtifactStore
+
 GRID_PER_CLASS = 8
 
 
@@ -43,3 +45,21 @@ def shard_preview(tar_paths: Sequence[Path], class_names: Sequence[str]
     return {"per_class": class_counts_md(labels, class_names),
             "sample_grid": image_grid_md(images, first_labels, class_names,
                                          f"{tar_paths[0].name}, first {GRID_PER_CLASS} per class")}
+
+
+def not_built_result(context: dg.AssetExecutionContext, store: ArtifactStore, asset: str,
+                     reason: str, upstream: str | None = None) -> dg.MaterializeResult:
+    """Publish `asset` as not built (its directory holds only the reason) and say so.
+
+    For an evaluation arm whose data cannot be made: the materialization succeeds, so every
+    other arm and the report are still made, and the report lists this one as missing.
+    """
+    from synthfactory.ops.storage.not_built import write_not_built
+
+    with store.publish_dir(asset) as directory:
+        write_not_built(directory, asset, reason, upstream)
+    context.log.warning(f"{asset}: not built: {reason}")
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(store.path(asset))),
+        "built": False, "not_built_reason": reason,
+        **({"not_built_upstream": upstream} if upstream else {})})

@@ -16,6 +16,7 @@ from synthfactory.ops.evaluation.cost import AssetCost
 from synthfactory.ops.evaluation.evaluate import (Split, checkpoints, evaluate_classifiers,
                                                   zero_shot_row)
 from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -26,19 +27,33 @@ RETRIEVAL_FIELDS = ("pool", "query", "per_class", "pool_size", "shortfall")
 def real_splits(store: ArtifactStore) -> tuple[Split, Split]:
     """The real test split (the final numbers) and validation split (what choices read)."""
     real_dir = store.require("real_images")
-    test_images, test_labels, _ = read_split(real_dir, "test")
-    val_images, val_labels, _ = read_split(real_dir, "val")
-    return Split(test_images, test_labels), Split(val_images, val_labels)
+    test_images, test_labels, test_keys = read_split(real_dir, "test")
+    val_images, val_labels, val_keys = read_split(real_dir, "val")
+    return (Split(test_images, test_labels, tuple(test_keys)),
+            Split(val_images, val_labels, tuple(val_keys)))
+
+
+def not_built_arms(store: ArtifactStore, arms: list[str]) -> dict[str, str]:
+    """arm → why it was not built, for the arms whose classifier asset published a not-built
+    record (a class missing from its data, an upstream set not built)."""
+    from synthfactory.ops.evaluation.missing import missing_arms
+
+    return missing_arms({arm: store.require(asset) for arm in arms
+                         if (asset := ARMS[arm].classifier_asset) is not None})
 
 
 def score_arms(store: ArtifactStore, runtime: TorchRuntime, arms: list[str], n_classes: int,
                judge_batch_size: int) -> dict[str, dict[str, Any]]:
     """metrics.json's `arms`: each arm's group, test and validation accuracy over its seeds
-    (zero_shot: the CLIP judge, no training); the retrieved arm adds its label precision."""
+    (zero_shot: the CLIP judge, no training); the retrieved arm adds its label precision. Arms
+    recorded as not built (`not_built_arms`) have no row: the report lists them as missing."""
     test, val = real_splits(store)
     device = runtime.torch_device
+    missing = not_built_arms(store, arms)
     rows: dict[str, dict[str, Any]] = {}
     for arm in arms:
+        if arm in missing:
+            continue
         asset = ARMS[arm].classifier_asset
         if asset is None:  # nothing trained: the CLIP judge itself is the reference
             rows[arm] = zero_shot_row(store.require("judge"), test, val, n_classes, device,
@@ -65,16 +80,23 @@ def group_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def scaling_metrics(store: ArtifactStore, runtime: TorchRuntime, fractions: list[float],
                     arm_rows: dict[str, dict[str, Any]], n_classes: int,
-                    real_images_per_class: float | None) -> dict[str, Any]:
+                    real_images_per_class: float | None,
+                    missing: dict[str, str]) -> dict[str, Any]:
     """metrics.json's `scaling`: test accuracy per fraction (1.0 from the filtered arm when it
-    was trained), the power-law fit and the real-equivalent."""
+    was trained), the power-law fit and the real-equivalent; `{"not_built": reason}` when its
+    data (the filtered arm's) could not be made."""
     from synthfactory.ops.evaluation.scaling import scaling_curve, scaling_to_train
 
+    if "filtered" in missing:
+        return {"not_built": f"the filtered arm was not built: {missing['filtered']}"}
     test, _ = real_splits(store)
     trained: dict[float, dict[str, Any]] = {}
-    own = scaling_to_train(fractions, list(arm_rows))
+    own = scaling_to_train(fractions, [*arm_rows, *missing])
     if own:
         directory = store.require(SCALING_ASSET)
+        record = read_not_built(directory)
+        if record is not None:
+            return {"not_built": f"{SCALING_ASSET} was not built: {record['reason']}"}
         history = json.loads((directory / HISTORY_JSON).read_text())
         trained = {row["fraction"]: row for row in history["fractions"]}
     points = []
@@ -91,6 +113,10 @@ def scaling_metrics(store: ArtifactStore, runtime: TorchRuntime, fractions: list
                                               runtime.torch_device)["accuracies"]
         points.append({"fraction": fraction, "n_train": n_train,
                        "images_per_class": n_train / n_classes, "accuracies": accuracies})
+    if len({point["n_train"] for point in points}) < 2:  # no curve through one size
+        return {"not_built": f"every fraction {fractions} of the filtered set gives "
+                             f"{points[0]['images_per_class']:g} images per class: raise "
+                             "prompts.images_per_class or loosen filtered_set thresholds"}
     real = arm_rows.get("real")
     return scaling_curve(points, None if real is None else real["accuracy_mean"],
                          real_images_per_class, seed=runtime.seed)
@@ -98,8 +124,8 @@ def scaling_metrics(store: ArtifactStore, runtime: TorchRuntime, fractions: list
 
 def grids(store: ArtifactStore, class_names: list[str], per_class: int,
           retrieved: bool) -> dict[str, np.ndarray]:
-    """Image grids of each set, per class: real, synthetic, kept, rejected, distilled (and
-    retrieved when that arm ran)."""
+    """Image grids of each set, per class: real, synthetic, kept, rejected, distilled (when
+    distilled_set was built) and retrieved (when that arm was measured)."""
     from synthfactory.ops.evaluation.plots import image_grid
 
     real_dir = store.require("real_images")
@@ -107,7 +133,6 @@ def grids(store: ArtifactStore, class_names: list[str], per_class: int,
     # Only the pictured samples are read (the synthetic set may not fit in memory).
     synthetic = grid_samples(store.require("synthetic_shards"), store.require("filtered_set"),
                              per_class, read_image_shape(real_dir))
-    distilled = distilled_arm(store.require("distilled_set"))
 
     def grid(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return image_grid(images, labels, class_names, per_class=per_class)
@@ -117,8 +142,10 @@ def grids(store: ArtifactStore, class_names: list[str], per_class: int,
         "synthetic": grid(*synthetic["synthetic"]),
         "kept": grid(*synthetic["kept"]),
         "rejected": grid(*synthetic["rejected"]),
-        "distilled": grid(distilled.images, distilled.labels),
     }
+    if read_not_built(store.require("distilled_set")) is None:
+        distilled = distilled_arm(store.require("distilled_set"))
+        found["distilled"] = grid(distilled.images, distilled.labels)
     if retrieved:
         data = retrieved_arm(store.require("retrieved_set"))
         found["retrieved"] = grid(data.images, data.labels)

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synthfactory.ops.data.prompts import PromptRecord, shard_count, shard_key, shard_slice
 from synthfactory.ops.storage.atomic import sha256_file
 from synthfactory.ops.storage.shards import finished_shards, read_samples, read_shard_info
+
+
+# A failing check's one-line description names at most this many classes (details: all).
+MAX_NAMED_CLASSES = 12
 
 
 @dataclass(frozen=True)
@@ -62,29 +67,94 @@ def shard_integrity(directory: Path, pattern: str = "*.tar") -> CheckOutcome:
                         {"shards_checked": checked, "samples": samples, "problems": problems})
 
 
-def class_balance(labels: Sequence[int], class_names: Sequence[str],
-                  expected: Mapping[int, int]) -> CheckOutcome:
-    """Per-class counts equal what was asked for (`expected`: class id → count), none missing.
+def shard_class_balance(directory: Path, records: Sequence[PromptRecord],
+                        class_names: Sequence[str], shard_size: int,
+                        made: Collection[str] | None = None) -> CheckOutcome:
+    """The shards hold, class by class, the images the prompt records ask for, less counted drops.
 
-    The synthetic shards hold exactly the images the prompts asked for, class by class; a class
-    with fewer (or with images labelled as another) shows here.
+    The expected images are the prompt records of every shard that should exist: all of them
+    (`made` None), or the shards in `made` (the partitions Dagster recorded as materialized)
+    plus any shard with a file in `directory`; a shard not yet made is listed, not counted.
+    An absent image is allowed only as a drop counted in its shard's sidecar
+    (`bad_images: {"dropped:<problem>": n}`, written by `synthetic_shards` with
+    `bad_images: drop`): a shard whose absent images number exactly its counted drops is
+    consistent; a deleted shard, or a shard that lost images its sidecar does not count as
+    dropped, fails, with the missing count per class. Samples that no record of their shard
+    asks for, or whose label differs from their record's class, fail too.
     """
-    counts = Counter(int(label) for label in labels)
-    rows = {name: {"count": counts.get(index, 0), "expected": expected.get(index, 0)}
-            for index, name in enumerate(class_names)}
-    unknown = sorted(set(counts) - set(range(len(class_names))))
-    wrong = {name: row for name, row in rows.items() if row["count"] != row["expected"]}
-    present = [row["count"] for row in rows.values() if row["expected"] > 0]
-    ratio = (max(present) / min(present)) if present and min(present) > 0 else None
-    passed = not wrong and not unknown
+    all_keys = [shard_key(index) for index in range(shard_count(len(records), shard_size))]
+    expected_keys = [key for key in all_keys
+                     if made is None or key in made
+                     or any((directory / f"shard-{key}{ext}").exists() for ext in (".tar", ".json"))]
+    not_made = [key for key in all_keys if key not in expected_keys]
+    rows = {name: {"images": 0, "expected": 0, "dropped": 0, "missing": 0} for name in class_names}
+    problems: list[str] = []
+    missing_shards: list[str] = []
+    for key in expected_keys:
+        asked = shard_slice(records, key, shard_size)
+        for record in asked:
+            rows[class_names[record.class_id]]["expected"] += 1
+        tar_path = directory / f"shard-{key}.tar"
+        info = read_shard_info(tar_path)
+        if info is None:
+            missing_shards.append(key)
+            for record in asked:
+                rows[class_names[record.class_id]]["missing"] += 1
+            continue
+        class_of = {record.key: record.class_id for record in asked}
+        present: set[str] = set()
+        for sample in read_samples([tar_path], decode=False):
+            if sample.key not in class_of:
+                problems.append(f"shard {key}: sample {sample.key!r} is not among its prompt "
+                                "records (the shards are from other prompts)")
+                continue
+            if sample.label != class_of[sample.key]:
+                problems.append(f"shard {key}: sample {sample.key!r} is labelled "
+                                f"{sample.label}, its prompt asked for class "
+                                f"{class_of[sample.key]}")
+            present.add(sample.key)
+            label = sample.label if 0 <= sample.label < len(class_names) else None
+            if label is not None:
+                rows[class_names[label]]["images"] += 1
+        absent = [record for record in asked if record.key not in present]
+        dropped = sum(int(count) for reason, count in info.extra.get("bad_images", {}).items()
+                      if reason.startswith("dropped:"))
+        column = "dropped" if len(absent) == dropped else "missing"
+        if column == "missing":
+            problems.append(f"shard {key}: {len(absent)} image(s) absent, its sidecar counts "
+                            f"{dropped} dropped")
+        for record in absent:
+            rows[class_names[record.class_id]][column] += 1
+    if missing_shards:
+        problems.insert(0, f"shard(s) {', '.join(missing_shards)} missing from the store")
+    short = {name: row["missing"] for name, row in rows.items() if row["missing"]}
+    n_images = sum(row["images"] for row in rows.values())
+    n_expected = sum(row["expected"] for row in rows.values())
+    n_dropped = sum(row["dropped"] for row in rows.values())
+    off = {name for name, row in rows.items()
+           if row["images"] + row["dropped"] + row["missing"] != row["expected"]}
+    passed = not problems and not short and not off
     if passed:
-        description = f"{len(labels)} samples over {len(present)} classes as the prompts ask"
+        description = (f"{n_images} samples over {len(expected_keys)} shard(s), class by class "
+                       f"as the prompts ask" + (f" ({n_dropped} dropped as bad images, counted "
+                                                "in the sidecars)" if n_dropped else ""))
     else:
-        description = (f"class counts differ from the prompts: {wrong}"
-                       + (f"; labels outside the class list: {unknown}" if unknown else ""))
+        parts = [f"class {name}: {count} missing" for name, count in short.items()]
+        parts += [f"class {name}: {rows[name]['images']} images, expected "
+                  f"{rows[name]['expected']}" for name in sorted(off) if name not in short]
+        if len(parts) > MAX_NAMED_CLASSES:  # the details name every class
+            parts = [*parts[:MAX_NAMED_CLASSES], f"… {len(parts) - MAX_NAMED_CLASSES} more"]
+        description = (f"{n_expected - n_images - n_dropped} of {n_expected} images the prompts "
+                       f"ask for are not in the shards: " + "; ".join(parts + problems[:3]))
+    if not_made:
+        description += f"; shard(s) not made yet: {', '.join(not_made)}"
+    present_counts = [row["images"] for row in rows.values() if row["expected"]]
+    ratio = (max(present_counts) / min(present_counts)
+             if present_counts and min(present_counts) > 0 else None)
     return CheckOutcome(passed, description, {
-        "per_class": rows, "max_over_min": None if ratio is None else round(ratio, 4),
-        "unknown_labels": unknown})
+        "per_class": rows, "missing_per_class": short, "missing_shards": missing_shards,
+        "not_made_yet": not_made, "problems": problems,
+        "max_over_min": None if ratio is None else round(ratio, 4)})
 
 
 def pass_rate_floor(per_class: Mapping[str, Mapping[str, Any]], floor: float) -> CheckOutcome:
@@ -118,15 +188,22 @@ def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, 
     """Every finished cell `(key, ipc)` holds `ipc` images of every class in each repeat's
     intact shard, and so does the headline shard (the first cell's, at the top) once the first
     cell is finished. A cell not made yet is listed, not failed: a run may make one cell (a
-    backfill gives each its own); no finished cell at all fails.
+    backfill gives each its own); so is a cell recorded as not built (its data could not make
+    it), with its reason, which leads the description. No finished or recorded cell fails.
     """
     from synthfactory.ops.distillation.cellstore import CELL_JSON, CELLS_DIR
+    from synthfactory.ops.storage.not_built import read_not_built
 
     finished: dict[str, list[int]] = {}
+    not_built: dict[str, str] = {}
     missing, problems = [], []
     headline_images = 0
     for index, (key, ipc) in enumerate(cells):
         cell = directory / CELLS_DIR / key
+        record = read_not_built(cell)
+        if record is not None:
+            not_built[key] = str(record["reason"])
+            continue
         if not (cell / CELL_JSON).is_file():
             missing.append(key)
             continue
@@ -145,14 +222,21 @@ def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, 
                     finished.setdefault(key, []).append(size.details["n_images"])
                 else:
                     headline_images = size.details["n_images"]
-    if not finished and not problems:
+    if not finished and not not_built and not problems:
         problems.append(f"no finished cell in {directory} (cells: {', '.join(k for k, _ in cells)})")
-    description = (f"{len(finished)} finished cell(s) of {len(cells)}: every repeat holds ipc "
-                   "images per class" + (f"; not made yet: {', '.join(missing)}" if missing else "")
-                   if not problems else f"{len(problems)} problem(s): {problems[0]}")
+    if problems:
+        description = f"{len(problems)} problem(s): {problems[0]}"
+    else:
+        description = (f"{len(finished)} finished cell(s) of {len(cells)}: every repeat holds "
+                       "ipc images per class"
+                       + (f"; not made yet: {', '.join(missing)}" if missing else ""))
+        if not_built:  # the reasons first: what a reader must act on
+            description = ("; ".join(f"not built: cell {key}: {reason}"
+                                     for key, reason in not_built.items())
+                           + f" ({description})")
     return CheckOutcome(not problems, description, {
         "n_images": headline_images, "cells": finished, "missing": missing,
-        "problems": problems})
+        "not_built": not_built, "problems": problems})
 
 
 def distilled_size_of(shards: Sequence[Path], n_classes: int, ipc: int) -> CheckOutcome:
@@ -170,19 +254,49 @@ def distilled_size_of(shards: Sequence[Path], n_classes: int, ipc: int) -> Check
                                               "classes_off": wrong})
 
 
-def accuracy_floor(metrics_path: Path, floors: Mapping[str, float]) -> CheckOutcome:
-    """The report's mean accuracy of each listed arm is at least its floor."""
+def accuracy_floor(metrics_path: Path, arms: Sequence[str],
+                   floors: Mapping[str, float]) -> CheckOutcome:
+    """Every configured arm (`arms`, in report order) has a row in the report, and each arm with a
+    floor has a mean test accuracy at least that floor.
+
+    A configured arm the report lacks fails (a report written under other params, or an arm that
+    fell out of it): looking only at the rows the report happens to have would pass it. An arm
+    the run recorded as not built (`missing_arms`, with its reason) has no accuracy: it fails when
+    it has a floor (it does not reach it) and is named either way. Arms without a floor are rows
+    with floor None, named in the description as not floored. A floor on an arm that is not
+    configured is a ValueError naming it (`check_arms` rejects it when the definitions are
+    built; a run's overrides reach only here).
+    """
+    stray = sorted(set(floors) - set(arms))
+    if stray:
+        raise ValueError(f"eval_report.accuracy_floor names arms {stray} that are not configured; "
+                         f"the configured arms are {list(arms)}")
     metrics = json.loads(metrics_path.read_text())
-    arms = metrics["arms"]
-    unknown = sorted(set(floors) - set(arms))
-    if unknown:
-        raise ValueError(f"eval_report.accuracy_floor names arms {unknown} that the report does "
-                         f"not have; arms are {sorted(arms)}")
-    rows = {arm: {"accuracy": round(arms[arm]["accuracy_mean"], 4), "floor": floor}
-            for arm, floor in floors.items()}
-    low = {arm: row for arm, row in rows.items() if row["accuracy"] < row["floor"]}
-    description = ("every arm with a floor reaches it: " +
-                   ", ".join(f"{arm} {row['accuracy']:.4f} ≥ {row['floor']}"
-                             for arm, row in rows.items())
-                   if not low else f"below the accuracy floor: {low}")
-    return CheckOutcome(not low, description, {"arms": rows})
+    reported = metrics["arms"]
+    not_built = metrics.get("missing_arms") or {}
+    absent = [arm for arm in arms if arm not in reported and arm not in not_built]
+    rows: dict[str, dict] = {}
+    for arm in arms:
+        rows[arm] = {"accuracy": round(reported[arm]["accuracy_mean"], 4) if arm in reported
+                     else None, "floor": floors.get(arm)}
+        if arm in not_built:
+            rows[arm]["not_built"] = not_built[arm]
+    low = {arm: row for arm, row in rows.items() if row["floor"] is not None
+           and arm not in absent and (row["accuracy"] is None or row["accuracy"] < row["floor"])}
+    unfloored = [arm for arm, row in rows.items() if arm in reported and row["floor"] is None]
+    problems = ([f"below the accuracy floor: {low}"] if low else [])
+    problems += ([f"configured arms missing from {metrics_path.name}: {absent} (re-materialize "
+                  "eval_report with these params)"] if absent else [])
+    if problems:
+        description = "; ".join(problems)
+    else:
+        description = "every arm with a floor reaches it: " + (", ".join(
+            f"{arm} {row['accuracy']:.4f} ≥ {row['floor']}" for arm, row in rows.items()
+            if row["floor"] is not None) or "none has a floor")
+    if unfloored:
+        description += f"; no floor set for {', '.join(unfloored)}"
+    unbuilt_unfloored = [arm for arm in not_built if arm in rows and rows[arm]["floor"] is None]
+    if unbuilt_unfloored:
+        description += f"; not built: {', '.join(unbuilt_unfloored)}"
+    return CheckOutcome(not problems, description,
+                        {"arms": rows, "missing": absent, "no_floor": unfloored})

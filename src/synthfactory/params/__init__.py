@@ -17,7 +17,8 @@ from synthfactory.params.base import ParamsError, Section, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams, RetrievalParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
-from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
+from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
+                                             EvalReportParams)
 from synthfactory.params.generation import (AdapterParams, DdpmParams, GeneratorParams,
                                             SyntheticShardsParams)
 from synthfactory.params.platform import (AutomationParams, ExecutorParams, ScheduleParams,
@@ -25,8 +26,9 @@ from synthfactory.params.platform import (AutomationParams, ExecutorParams, Sche
 from synthfactory.params.project import Params, ProjectConfig, load_params, parse_params
 from synthfactory.params.refinement import RefinementParams
 
-__all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "DdpmParams",
-           "DistilledSetParams", "EvalReportParams", "ExecutorParams", "ExpertTrajectoriesParams",
+__all__ = ["AdapterParams", "AutomationParams", "ClassifiersParams", "ContaminationParams",
+           "DdpmParams", "DistilledSetParams", "EvalReportParams", "ExecutorParams",
+           "ExpertTrajectoriesParams",
            "FilteredSetParams", "GeneratorParams",
            "JudgeParams", "Params", "ParamsError", "ProjectConfig", "PromptsParams",
            "RealImagesParams", "RefinementParams", "RetrievalParams", "ScheduleParams",

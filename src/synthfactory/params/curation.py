@@ -44,9 +44,15 @@ class FilteredSetParams(Section):
     margin: float | None = Field(default=None, ge=-1.0, le=1.0)
     clip_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     dedup: bool = True
-    dedup_threshold: float = Field(default=0.98, gt=0.0, le=1.0)
+    # Pixel correlation of 16-pixel thumbnails (filters.dedup_features) at which an image is a
+    # copy: benchmarks/dedup.py finds copies with noise of up to 8 grey levels above it, and no
+    # two distinct generated digits (the closest pair is at 0.979).
+    dedup_threshold: float = Field(default=0.99, gt=0.0, le=1.0)
     quality: bool = True
     min_pass_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Remove synthetic near-copies of real test images (the `contamination` thresholds): a
+    # leakage guard that reads test pixels, never test labels or accuracies.
+    drop_test_near_duplicates: bool = False
 
 
 

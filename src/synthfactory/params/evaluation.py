@@ -49,8 +49,9 @@ class EvalReportParams(Section):
     output_dir: str = "reports/eval"
     grid_per_class: int = Field(default=8, gt=0)
     scaling: list[float] = [0.1, 0.3, 1.0]
-    # arm → the lowest mean accuracy its asset check accepts; arms not listed are not checked
-    # (the names must be among classifiers.arms: checked when the definitions are built).
+    # arm → the lowest mean accuracy its asset check accepts; the check also fails when a
+    # configured arm is missing from the report, and names the arms without a floor (the names
+    # must be among classifiers.arms: checked when the definitions are built).
     accuracy_floor: dict[str, float] = {}
 
     @field_validator("scaling")
@@ -73,3 +74,23 @@ class EvalReportParams(Section):
             raise ValueError(f"eval_report.accuracy_floor {bad}: floors are accuracies in [0, 1]")
         return floors
 
+
+
+class ContaminationParams(Section):
+    """When a synthetic image counts as a near-copy of a real test image (the leakage check).
+
+    A synthetic image is a near-copy when one test image is within both thresholds of it: cosine
+    similarity of the judge's features and of the pixels at `pixel_resolution` (mean-centred,
+    i.e. a correlation). Both at once, so a degenerate feature space (an undertrained judge) or
+    two plain backgrounds alone never flag an image. On the shipped digits run, real validation
+    images reach 0.989 (pixels) and 0.988 (features) against their nearest test image, generated
+    digits 0.980 and 0.986; copies with ±8 grey levels of noise stay above 0.998 in pixels.
+    `eval_report` counts the near-copies; with `filtered_set.drop_test_near_duplicates` the
+    filter also removes them.
+    """
+
+    feature_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    pixel_threshold: float = Field(default=0.995, gt=0.0, le=1.0)
+    pixel_resolution: int = Field(default=16, ge=4, le=256)
+    # Rows of the report's side-by-side grid (near-copies, else the closest pairs).
+    grid_pairs: int = Field(default=16, gt=0)

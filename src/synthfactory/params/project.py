@@ -14,7 +14,8 @@ from synthfactory.params.base import ParamsError, config_digest
 from synthfactory.params.curation import FilteredSetParams, JudgeParams, RetrievalParams
 from synthfactory.params.data import PromptsParams, RealImagesParams
 from synthfactory.params.distillation import DistilledSetParams, ExpertTrajectoriesParams
-from synthfactory.params.evaluation import ClassifiersParams, EvalReportParams
+from synthfactory.params.evaluation import (ClassifiersParams, ContaminationParams,
+                                             EvalReportParams)
 from synthfactory.params.generation import GeneratorParams, SyntheticShardsParams
 from synthfactory.params.platform import AutomationParams, ExecutorParams
 from synthfactory.params.refinement import RefinementParams
@@ -41,6 +42,7 @@ class Params(dg.ConfigurableResource):
     distilled_set: DistilledSetParams = DistilledSetParams()
     classifiers: ClassifiersParams = ClassifiersParams()
     eval_report: EvalReportParams = EvalReportParams()
+    contamination: ContaminationParams = ContaminationParams()
     refinement: RefinementParams = RefinementParams()
 
     @model_validator(mode="after")
@@ -50,9 +52,52 @@ class Params(dg.ConfigurableResource):
                              "judge.backend: clip (image-prompt similarity is a CLIP score)")
         return self
 
+    @model_validator(mode="after")
+    def _sources_cover_the_distilled_set(self) -> Params:
+        # Known before any work: the filter only removes images, so a class can never keep more
+        # than images_per_class (or its top fraction), and the few-shot real set holds
+        # few_shot images per class; an ipc above that is refused, not degraded.
+        ipc, n = max(self.distilled_set.ipcs), self.prompts.images_per_class
+        fraction = self.filtered_set.top_fraction if self.filtered_set.confidence else None
+        sources = self.distilled_set.sources
+        few_shot = self.real_images.few_shot
+        if "real" in sources and few_shot is not None and few_shot < ipc:
+            raise ValueError(f"real_images.few_shot = {few_shot} leaves a class {few_shot} real "
+                             f"images, fewer than distilled_set.ipcs {ipc} with source real: "
+                             f"raise few_shot to at least {ipc} or lower the ipcs")
+        reach = {"synthetic": n, "filtered": kept_at_most(n, fraction)}
+        short = [source for source in sources if source in reach and reach[source] < ipc]
+        if not short:
+            return self
+        if "filtered" not in short or fraction is None:
+            raise ValueError(f"prompts.images_per_class = {n} is below distilled_set.ipcs {ipc} "
+                             f"(source {short[0]}; the filter only removes images): raise "
+                             f"prompts.images_per_class to at least {ipc} or lower the ipcs to "
+                             f"{n} or less")
+        needed = next(count for count in range(ipc, 100 * ipc + 100)
+                      if kept_at_most(count, fraction) >= ipc)
+        raise ValueError(f"prompts.images_per_class = {n} leaves a class at most "
+                         f"{kept_at_most(n, fraction)} images after filtered_set.top_fraction = "
+                         f"{fraction}, fewer than distilled_set.ipcs {ipc} (source filtered): "
+                         f"raise prompts.images_per_class to at least {needed} or lower the ipcs "
+                         f"to {kept_at_most(n, fraction)} or less")
+
+    def train_images_needed(self) -> int:
+        """The fewest train images every class needs: one, or the largest ipc distilled from the
+        real images (the preflight and `real_images` refuse a class with fewer)."""
+        config = self.distilled_set
+        return max(config.ipcs) if "real" in config.sources else 1
+
     def digest(self, *sections: str) -> str:
         """sha256 (16 hex digits) of the named sections: the config part of a data version."""
         return config_digest({name: getattr(self, name).model_dump() for name in sections})
+
+
+def kept_at_most(images_per_class: int, top_fraction: float | None) -> int:
+    """The most images of a class the filter can keep: all, or its top fraction (at least one)."""
+    if top_fraction is None:
+        return images_per_class
+    return max(1, int(round(images_per_class * top_fraction)))
 
 
 @dataclass(frozen=True)

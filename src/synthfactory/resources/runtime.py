@@ -15,8 +15,10 @@ class TorchRuntime(dg.ConfigurableResource):
     """Where and how tensors are computed.
 
     `device` is `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:<index>`; `threads`
-    caps torch's CPU threads (null keeps torch's default). torch is imported only when a step
-    starts, never when the definitions load.
+    caps torch's CPU threads (null keeps torch's default); `deterministic` asks torch for
+    deterministic kernels wherever it has them (see `ops.tensors.use_deterministic_algorithms`:
+    CUDA results are then reproducible except where an op has no deterministic kernel). torch
+    is imported only when a step starts, never when the definitions load.
 
     `devices` > 1 trains the classifiers with DistributedDataParallel, one process per device
     (torchrun from the step; CUDA with NCCL, or CPU processes with gloo). Training data larger
@@ -30,6 +32,7 @@ class TorchRuntime(dg.ConfigurableResource):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, gt=0)
+    deterministic: bool = True
     devices: int = Field(default=1, gt=0)
     workers: int = Field(default=2, ge=0)
     shuffle_buffer: int = Field(default=5000, ge=0)
@@ -46,11 +49,15 @@ class TorchRuntime(dg.ConfigurableResource):
         return device
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Resolve `auto`, check that the device exists, and apply the thread cap."""
-        self._device = resolve_device(self.device)
-        if self.threads is not None:
-            import torch
+        """Resolve `auto`, check that the device exists, apply the thread cap and the
+        deterministic mode (before the step's first CUDA call)."""
+        import torch
 
+        from synthfactory.ops.tensors import use_deterministic_algorithms
+
+        self._device = resolve_device(self.device)
+        use_deterministic_algorithms(self.deterministic)
+        if self.threads is not None:
             torch.set_num_threads(self.threads)
 
     @property

@@ -8,6 +8,7 @@ import pytest
 from synthfactory.ops.curation.filters import (
     FilterSettings,
     confidence_keep,
+    dedup_features,
     filter_samples,
     near_duplicates,
     quality_flags,
@@ -45,15 +46,48 @@ def test_near_duplicates_group_to_the_first_in_order() -> None:
     assert group.tolist() == [1, 1, 2, 3]  # same features in another class are not duplicates
 
 
+def test_dedup_finds_planted_copies_and_leaves_distinct_digits() -> None:
+    """In the dedup space a high cosine means a copy: an exact copy, a noisy one (σ 4 grey
+    levels) and a brighter, flatter one are found; 60 distinct real 3s are all kept (in the
+    judge's post-ReLU feature space distinct generated digits reach 0.989: benchmarks/dedup.py)."""
+    data = load_digits(8, 1)
+    threes = data.images[data.labels == 3][:60]
+    noise = np.random.default_rng(0).normal(0, 4, threes[1].shape)
+    copies = np.stack([threes[0], np.clip(np.round(threes[1] + noise), 0, 255).astype(np.uint8),
+                       (threes[2] * 0.8 + 20).astype(np.uint8)])
+    images = np.concatenate([threes, copies])
+    labels = np.full(len(images), 3)
+    duplicate, group = near_duplicates(dedup_features(images, np.zeros((len(images), 4))), labels,
+                                       np.arange(len(images)),
+                                       threshold=FilterSettings().dedup_threshold)
+    assert np.flatnonzero(duplicate).tolist() == [60, 61, 62]
+    assert group[60:].tolist() == [0, 1, 2]
+
+
+def test_dedup_features_are_thumbnails_of_larger_images() -> None:
+    generator = np.random.default_rng(1)
+    for size in (48, 40):  # divisible by 16 (block means) and not (PIL box filter)
+        smooth = np.kron(generator.integers(0, 255, (2, 4, 4, 3)), np.ones((1, 12, 12, 1)))
+        images = np.clip(smooth[:, :size, :size], 0, 255).astype(np.uint8)
+        features = dedup_features(images, np.zeros((2, 4)))
+        assert features.shape == (2, 16 * 16 * 3)
+        assert np.allclose(features.mean(axis=1), 0, atol=1e-3)  # brightness does not count
+        copy = np.clip(images[0] + generator.normal(0, 3, images[0].shape), 0, 255)
+        both = np.stack([images[0], copy.astype(np.uint8), images[1]])
+        duplicate, _ = near_duplicates(dedup_features(both, np.zeros((3, 4))), np.zeros(3, int),
+                                       np.arange(3), threshold=0.99)
+        assert duplicate.tolist() == [False, True, False]
+
+
 def _inputs() -> tuple:
     generator = np.random.default_rng(0)
     images = generator.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8)
     images[5] = 0  # constant
     labels = np.array([0, 0, 0, 1, 1, 1])
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9], [0.2, 0.8], [0.1, 0.9]])
-    features = generator.normal(size=(6, 4))
-    features[1] = features[0] * 2  # same direction: a near-duplicate of sample 0
-    features[2] = features[0]  # identical, but low confidence: rejected before dedup
+    features = generator.normal(size=(6, 4))  # judge features: no say in what a copy is
+    images[1] = (images[0] * 0.8 + 20).astype(np.uint8)  # sample 0, less contrast: a copy
+    images[2] = images[0]  # identical, but low confidence: rejected before dedup
     return ["k0", "k1", "k2", "k3", "k4", "k5"], labels, probs, features, images
 
 
@@ -68,9 +102,11 @@ def test_filters_combine_with_counted_reasons() -> None:
     assert [r["key"] for r in records if r["keep"]] == ["k0", "k3", "k4"]
     assert summary["kept"] == 3 and summary["total"] == 6
     assert summary["reasons"] == {"duplicate": 1, "low_confidence": 1, "quality:constant": 1}
+    # Mean judge probability of the prompt class over all of a class's samples (kept or not):
+    # class a is samples 0-2 with p(a) = 0.9, 0.8, 0.3; class b samples 3-5 with p(b) 0.9, 0.8, 0.9.
     assert summary["per_class"]["a"] == {"total": 3, "kept": 1, "pass_rate": 1 / 3,
-                                         "mean_confidence": summary["per_class"]["a"][
-                                             "mean_confidence"]}
+                                         "mean_confidence": pytest.approx(2 / 3)}
+    assert summary["per_class"]["b"]["mean_confidence"] == pytest.approx(2.6 / 3)
     assert by_key["k2"]["margin"] < 0 < by_key["k0"]["margin"]
 
 

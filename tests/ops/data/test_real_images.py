@@ -41,6 +41,15 @@ def test_split_is_stratified_disjoint_and_deterministic() -> None:
     assert not np.array_equal(test, stratified_split(labels, 0.3, seed=2)[1])
 
 
+def test_a_class_of_one_image_is_tested_not_left_out() -> None:
+    """round(1 × 0.3) = 0 once left a one-image class without a test image (and its accuracy
+    undefined); the rule puts it in test. Classes of two keep one image in each split."""
+    labels = np.repeat(np.arange(3), [1, 2, 10])
+    train, test = stratified_split(labels, 0.3, seed=0)
+    assert np.bincount(labels[test], minlength=3).tolist() == [1, 1, 3]
+    assert np.bincount(labels[train], minlength=3).tolist() == [0, 1, 7]
+
+
 def _make_folder(root: Path) -> None:
     (root / "cat").mkdir(parents=True)
     (root / "dog").mkdir()

@@ -82,3 +82,20 @@ def test_image_grid_shapes_for_grey_rgb_and_missing_images() -> None:
     assert (grid[36:68, 2:34] == 96).all()  # class "b" has no image: grey cell
     rgb = np.full((1, 16, 16, 3), 200, np.uint8)
     assert image_grid(rgb, np.array([0]), ["a"], per_class=1).shape[2] == 3
+
+
+def test_a_class_without_test_images_says_so_instead_of_zero(tmp_path: Path) -> None:
+    metrics = _metrics()
+    for row in metrics["arms"].values():
+        row["per_class_accuracy"] = [0.9, None, 0.0]  # class 1 untested, class 2 always missed
+    write_report(tmp_path, metrics, _grids())
+    assert json.loads((tmp_path / "metrics.json").read_text())["arms"]["real"][
+        "per_class_accuracy"] == [0.9, None, 0.0]
+    report = (tmp_path / "report.md").read_text()
+    section = report[report.index("## Per-class accuracy"):].split("\n## ")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines()
+            if line.startswith("| ") and " | " in line}
+    assert "no test images" in rows["../x"] and "0.000" not in rows["../x"]
+    assert "0.000" in rows["über cat"] and "no test images" not in rows["über cat"]
+    assert "no test images" in (tmp_path / "report.html").read_text()
+    Image.open(io.BytesIO((tmp_path / "per_class.png").read_bytes())).verify()

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from synthfactory.ops.evaluation.metrics import accuracy, confusion_matrix, mean_std, per_class_accuracy
+from synthfactory.ops.evaluation.metrics import (
+    accuracy,
+    confusion_matrix,
+    mean_per_class,
+    mean_std,
+    per_class_accuracy,
+)
 from synthfactory.ops.training.augmentation import augment
 from synthfactory.ops.training.train import (
     embed,
@@ -63,6 +69,22 @@ def test_training_learns_a_separable_problem() -> None:
     assert accuracy(predict_proba(model, test_images, device=CPU).argmax(1), test_labels) >= 0.9
 
 
+def test_history_counts_the_passes_the_loop_makes() -> None:
+    """50 images in batches of 16: a pass is 3 full batches (2 images left out of each
+    permutation), so 4 epochs are 12 steps, not 16 (the count with the partial batch)."""
+    images, labels = quadrant_images(per_class=17)
+    images, labels = images[:50], labels[:50]
+    _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=4, min_steps=1,
+                                  batch_size=16, width=8)
+    assert (history["steps"], history["steps_per_pass"], history["passes"]) == (12, 3, 4.0)
+    assert history["left_out_per_pass"] == 2 and history["batch_size"] == 16
+    assert history["samples_seen"] == 12 * 16  # images drawn: the cost table's images/s
+    # min_steps decides for a small set: 10 steps are 3.33 passes.
+    _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1, min_steps=10,
+                                  batch_size=16, width=8)
+    assert (history["steps"], history["passes"]) == (10, 3.33)
+
+
 def test_soft_labels_train_too() -> None:
     images, labels = quadrant_images()
     soft = np.full((len(labels), 3), 0.05, np.float32)
@@ -103,7 +125,9 @@ def test_metrics_on_a_hand_computed_example() -> None:
     labels = np.array([0, 0, 1, 1, 2])
     predictions = np.array([0, 1, 1, 1, 0])
     assert accuracy(predictions, labels) == pytest.approx(0.6)
-    assert per_class_accuracy(predictions, labels, 4) == [0.5, 1.0, 0.0, 0.0]
+    # Class 2 was tested and always missed (0.0); class 3 has no test image: no accuracy (None).
+    assert per_class_accuracy(predictions, labels, 4) == [0.5, 1.0, 0.0, None]
+    assert mean_per_class([[0.5, None, 1.0], [1.0, None, 0.0]]) == [0.75, None, 0.5]
     assert confusion_matrix(predictions, labels, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert mean_std([0.5]) == (0.5, 0.0)
     mean, std = mean_std([0.2, 0.4])

@@ -2,9 +2,10 @@
 near-duplicates.
 
 Each filter can be switched off; a switched-off filter rejects nothing. They apply in order —
-quality, CLIP score (image–prompt similarity, CLIP judge only), confidence, margin, then
-de-duplication among the samples still kept — so a rejected sample is never chosen as the
-representative of a duplicate group.
+quality and near-copies of real test images (off by default; see `leakage.py`), CLIP score
+(image–prompt similarity, CLIP judge only), confidence, margin, then de-duplication among the
+samples still kept — so a rejected sample is never chosen as the representative of a duplicate
+group.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from PIL import Image
 
 # A uint8 image whose pixel standard deviation is below one grey level carries no content.
 CONSTANT_STD = 1.0
 # A "blank" image has almost no ink: fewer than this fraction of pixels differ from its most
 # common value by more than a quarter of the range (a digit's stroke covers far more).
 BLANK_INK_FRACTION = 0.02
+# Near-duplicates are compared as thumbnails of at most this many pixels a side: fine detail
+# does not make two images distinct copies, and the features stay small (16·16·3 floats at most).
+DEDUP_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,9 @@ class FilterSettings:
     margin: float | None = None
     clip_score: float | None = None
     dedup: bool = True
-    dedup_threshold: float = 0.98
+    dedup_threshold: float = 0.99
     quality: bool = True
+    drop_test_near_duplicates: bool = False
 
 
 def quality_flags(images: np.ndarray) -> list[list[str]]:
@@ -97,10 +103,34 @@ def dedup_features(images: np.ndarray, judge_features: np.ndarray) -> np.ndarray
     """The space in which near-duplicates are found (cosine similarity), one row per image.
 
     Every caller that deduplicates (the whole-set filter, per-shard scoring) gets its features
-    here, so that they agree on what a copy is. Today: the judge's features.
+    here, so that they agree on what a copy is. A copy is a matter of pixels, not of meaning:
+    each image becomes its thumbnail (area-averaged to at most `DEDUP_SIZE` pixels a side,
+    channels kept, as perceptual hashes do) minus its own mean, so the cosine of two rows is the
+    Pearson correlation of their thumbnails: 1 for an exact copy or one that differs only in
+    brightness or contrast, ≥ 0.993 for a copy with noise of 8 grey levels on 8×8 digits.
+    Judge (classifier) features were used before: post-ReLU ConvNet features put distinct
+    images of one class at a median cosine of 0.87, so "duplicates" at 0.98 differed by 13-21
+    grey levels on average (`benchmarks/dedup.py` measures both spaces). Constant images have
+    no direction (a zero row) and are never anyone's duplicate; the quality filter flags them.
     """
-    del images  # the judge's features stand for the images
-    return judge_features
+    del judge_features  # what a copy is does not depend on the judge
+    return thumbnail_features(images, DEDUP_SIZE)
+
+
+def thumbnail_features(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 N×H×W×C → float32 N×(h·w·C): thumbnails of at most `size` a side, mean removed."""
+    height, width = images.shape[1:3]
+    if height > size or width > size:
+        if height % size == 0 and width % size == 0:  # exact area average by blocks
+            images = images.reshape(len(images), size, height // size, size, width // size,
+                                    images.shape[3]).mean(axis=(2, 4))
+        else:
+            images = np.stack([
+                np.stack([np.asarray(Image.fromarray(image[:, :, channel]).resize(
+                    (size, size), Image.Resampling.BOX), dtype=np.float32)
+                    for channel in range(image.shape[2])], axis=-1) for image in images])
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    return flat - flat.mean(axis=1, keepdims=True)
 
 
 def near_duplicates(features: np.ndarray, labels: np.ndarray, order: np.ndarray, *,
@@ -135,21 +165,31 @@ def near_duplicates(features: np.ndarray, labels: np.ndarray, order: np.ndarray,
 
 def filter_samples(keys: list[str], labels: np.ndarray, probs: np.ndarray, features: np.ndarray,
                    images: np.ndarray, settings: FilterSettings, class_names: list[str],
-                   clip_scores: np.ndarray | None = None) -> tuple[list[dict], dict]:
+                   clip_scores: np.ndarray | None = None,
+                   test_copies: np.ndarray | None = None) -> tuple[list[dict], dict]:
     """Score every sample, decide keep/reject with reasons, and summarise per class.
 
     `probs` are the judge's class probabilities (a trained classifier's softmax, or CLIP's
     zero-shot softmax over the class prompts); `clip_scores` the cosine similarity of each image
-    to its own prompt, needed only when `settings.clip_score` is set.
+    to its own prompt, needed only when `settings.clip_score` is set; `test_copies` marks the
+    near-copies of real test images (`leakage.nearest_test`), needed only when
+    `settings.drop_test_near_duplicates` is set.
     """
     n = len(keys)
     if settings.clip_score is not None and clip_scores is None:
         raise ValueError(f"filtered_set.clip_score {settings.clip_score} needs CLIP scores: set "
                          "judge.backend: clip")
+    if settings.drop_test_near_duplicates and test_copies is None:
+        raise ValueError("filtered_set.drop_test_near_duplicates needs the near-copies of the "
+                         "test images (leakage.nearest_test)")
     confidence = confidence_scores(probs, labels)
     margin = margin_scores(probs, labels)
     flags = quality_flags(images) if settings.quality else [[] for _ in range(n)]
     reasons: list[list[str]] = [[f"quality:{flag}" for flag in found] for found in flags]
+    if settings.drop_test_near_duplicates and test_copies is not None:
+        # A leakage guard, not a quality choice: a copy of a test image is never kept.
+        for index in np.flatnonzero(test_copies):
+            reasons[index].append("test_near_duplicate")
     alive = np.array([not r for r in reasons])
     if settings.clip_score is not None and clip_scores is not None:
         for index in np.flatnonzero(alive & (clip_scores < settings.clip_score)):

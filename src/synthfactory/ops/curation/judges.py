@@ -2,9 +2,9 @@
 
 Both give class probabilities (the ConvNet's softmax; CLIP's zero-shot softmax over one text
 embedding per class, averaged over prompt templates) and image features (the ConvNet's
-penultimate layer; CLIP's normalised image embedding) for near-duplicate removal, herding and
-k-center. CLIP also scores each image against its own prompt (cosine similarity: the CLIP
-score).
+penultimate layer; CLIP's normalised image embedding) for herding and k-center (near-copies
+are found in pixel space: `filters.dedup_features`). CLIP also scores each image against its
+own prompt (cosine similarity: the CLIP score).
 """
 
 from __future__ import annotations

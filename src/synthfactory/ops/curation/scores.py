@@ -28,7 +28,8 @@ from synthfactory.ops.storage.shards import read_samples
 # The bits of the `quality` column, in the order `filters.quality_flags` reports them.
 QUALITY_FLAGS = ("constant", "blank")
 # Bumped when the stored columns change meaning: older files are then not current.
-SCORES_FORMAT = "1"
+# 2: `dedup` holds mean-removed thumbnails (it held the judge's features in 1).
+SCORES_FORMAT = "2"
 COLUMNS = ("labels", "probs", "embeddings", "dedup", "quality", "clip_scores")
 
 

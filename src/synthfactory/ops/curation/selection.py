@@ -29,8 +29,8 @@ from synthfactory.ops.curation.scores import (QUALITY_FLAGS, decode_quality, rea
 from synthfactory.ops.seeds import derive_seed
 
 # The reasons of the whole-set filter, as bits (quality flags first, in their order).
-REASONS = (*[f"quality:{flag}" for flag in QUALITY_FLAGS], "low_clip_score", "low_confidence",
-           "low_margin", "duplicate")
+REASONS = (*[f"quality:{flag}" for flag in QUALITY_FLAGS], "test_near_duplicate", "low_clip_score",
+           "low_confidence", "low_margin", "duplicate")
 _BIT = {reason: np.uint16(1 << index) for index, reason in enumerate(REASONS)}
 # Cluster size of the near-duplicate search (memory and speed only; decisions do not change).
 CLUSTER_SIZE = 2048
@@ -60,6 +60,8 @@ class Selection:
     reasons: np.ndarray  # uint16 bits of REASONS
     duplicate_of: np.ndarray  # int64 sample index, -1 for none
     dedup_stats: DedupStats = field(default_factory=DedupStats)
+    # Near-copies of real test images: sample index → its test image and similarities.
+    test_matches: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def keep(self) -> np.ndarray:
@@ -108,20 +110,33 @@ def _columns(shards: list[ScoredShard], clip: bool) -> dict[str, Any]:
 
 def select_from_scores(shards: list[ScoredShard], settings: FilterSettings, *, clip: bool,
                        seed: int, spill_dir: Path | None = None,
-                       cluster_size: int = CLUSTER_SIZE) -> Selection:
+                       cluster_size: int = CLUSTER_SIZE,
+                       test_copies: np.ndarray | None = None,
+                       test_matches: dict[int, dict[str, Any]] | None = None) -> Selection:
     """Decide keep/reject for every sample of `shards` from their scores, as `filter_samples`.
 
     `clip` says the scores carry CLIP scores (a CLIP judge); `settings.clip_score` needs them.
     `spill_dir` holds the temporary class-grouped features (default: the system's temp dir).
+    `test_copies` (bool, in shard order; `leakage.scan_shards`) marks the near-copies of real
+    test images, needed only when `settings.drop_test_near_duplicates` is set; `test_matches`
+    (sample index → test key and similarities) goes to their manifest records.
     """
     if settings.clip_score is not None and not clip:
         raise ValueError(f"filtered_set.clip_score {settings.clip_score} needs CLIP scores: set "
                          "judge.backend: clip")
+    if settings.drop_test_near_duplicates and test_copies is None:
+        raise ValueError("filtered_set.drop_test_near_duplicates needs the near-copies of the "
+                         "test images (leakage.scan_shards)")
     columns = _columns(shards, clip)
     labels, confidence = columns["labels"], columns["confidence"]
     n = len(labels)
     quality = columns["quality"] if settings.quality else np.zeros(n, np.uint8)
     reasons = quality.astype(np.uint16)  # quality bits are the first bits of REASONS
+    if settings.drop_test_near_duplicates and test_copies is not None:
+        if len(test_copies) != n:
+            raise ValueError(f"test_copies has {len(test_copies)} entries for {n} samples")
+        # A leakage guard, not a quality choice: a copy of a test image is never kept.
+        reasons[np.asarray(test_copies, bool)] |= _BIT["test_near_duplicate"]
     alive = reasons == 0
     clip_scores = columns["clip_scores"]
     if settings.clip_score is not None and clip_scores is not None:
@@ -151,7 +166,9 @@ def select_from_scores(shards: list[ScoredShard], settings: FilterSettings, *, c
                      keys=columns["keys"], labels=labels, confidence=confidence,
                      margin=columns["margin"], predicted=columns["predicted"], quality=quality,
                      clip_scores=clip_scores, reasons=reasons, duplicate_of=duplicate_of,
-                     dedup_stats=stats)
+                     dedup_stats=stats,
+                     test_matches=(test_matches or {}) if settings.drop_test_near_duplicates
+                     else {})
 
 
 def _dedup_by_class(shards: list[ScoredShard], shard_index: np.ndarray, labels: np.ndarray,
@@ -234,6 +251,8 @@ def iter_records(selection: Selection, class_names: list[str]) -> Iterator[dict[
             "shard": selection.shards[int(selection.shard_index[index])]}
         if selection.clip_scores is not None:
             record["clip_score"] = round(float(selection.clip_scores[index]), 6)
+        if index in selection.test_matches:
+            record["test_near_duplicate"] = selection.test_matches[index]
         yield record
 
 

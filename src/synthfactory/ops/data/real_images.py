@@ -17,6 +17,7 @@ import numpy as np
 from synthfactory.ops.data.digits import DIGIT_NAMES, load_digits
 from synthfactory.ops.data.imagefolder import imagefolder_classes, load_imagefolder
 from synthfactory.ops.data.images import RealDataset
+from synthfactory.ops.data.preflight import check_class_count
 from synthfactory.ops.data.prompts import check_class_names
 from synthfactory.ops.data.webdataset import load_webdataset, webdataset_classes
 from synthfactory.ops.storage.atomic import digest_of_digests, dumps_json
@@ -41,12 +42,18 @@ def list_classes(source: str, root: str | None, class_names: list[str] | None = 
         raise ValueError(f"real_images.source {source!r} is not one of {', '.join(SOURCES)}")
     if class_names:
         check_class_names(class_names)
-        return list(class_names)
-    if source == "digits":
+        names, where = list(class_names), "real_images.class_names"
+    elif source == "digits":
         return list(DIGIT_NAMES)
-    if source == "imagefolder":
-        return imagefolder_classes(Path(root or ""))
-    return webdataset_classes(root or "")
+    elif source == "imagefolder":
+        names, where = imagefolder_classes(Path(root or "")), f"real_images.root {root!r}"
+    else:
+        names = webdataset_classes(root or "")
+        where = f"the class list beside real_images.root {root!r}"
+    # Refused here, before any work: every reader of the class list (definitions, prompts,
+    # real_images) goes through this function.
+    check_class_count(names, where)
+    return names
 
 
 def load_real(source: str, root: str | None, resolution: int, channels: int,

@@ -17,15 +17,20 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a per-class random split: about `test_fraction` of each class goes to test.
 
-    Every class with two or more images keeps at least one in each split.
+    The rule: a class of n images puts round(n × test_fraction) in test, but at least one
+    and, when n ≥ 2, at most n − 1, so every class with two or more images has at least one
+    image in each split. A class of one image puts it in test: a class without a test image
+    cannot be measured at all (its accuracy is "no test images"), while one train image
+    teaches a classifier little, and the synthetic arms learn a class from its name, not from
+    its real train images. (Before, round(0.3) = 0 left such a class untested.)
     """
     train, test = [], []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         members = members[rng(seed, "real_images", "split", int(label)).permutation(len(members))]
-        n_test = int(round(len(members) * test_fraction))
+        n_test = max(int(round(len(members) * test_fraction)), 1)
         if len(members) >= 2:
-            n_test = min(max(n_test, 1), len(members) - 1)
+            n_test = min(n_test, len(members) - 1)
         test.extend(members[:n_test].tolist())
         train.extend(members[n_test:].tolist())
     return np.asarray(sorted(train), dtype=np.int64), np.asarray(sorted(test), dtype=np.int64)

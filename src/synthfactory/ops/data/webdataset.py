@@ -106,8 +106,31 @@ def load_webdataset(root: str, resolution: int, channels: int,
     return collected.dataset(list(class_names))
 
 
-def _tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) of consecutive members sharing a key, checked for safety."""
+def webdataset_label_counts(root: str, class_names: list[str]) -> Counter[int]:
+    """Samples per label of WebDataset shards, without reading or decoding any image.
+
+    Counts what `load_webdataset` would keep if every image decoded: samples with an image member
+    and a valid label (the small `.cls`/`.json` members are the only ones read). The CLI's
+    preflight uses it to refuse a class with too few images before anything is decoded.
+    """
+    index = {name: label for label, name in enumerate(class_names)}
+    counts: Counter[int] = Counter()
+    for tar_path in resolve_shards(root):
+        for _, parts in _tar_samples(tar_path, read_images=False):
+            if any(ext in parts for ext in WEBDATASET_IMAGE_EXTENSIONS):
+                label, _ = _webdataset_label(parts, index)
+                if label is not None:
+                    counts[label] += 1
+    return counts
+
+
+def _tar_samples(tar_path: Path, read_images: bool = True
+                 ) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of consecutive members sharing a key, checked for safety.
+
+    With `read_images` false only the label members (`cls`, `json`) are read; the others are
+    present with empty bytes (counting samples needs no image).
+    """
     with tarfile.open(tar_path, "r") as tar:
         current: str | None = None
         parts: dict[str, bytes] = {}
@@ -122,9 +145,13 @@ def _tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 yield current, parts
                 parts = {}
             current = key
+            ext = ext.lower()
+            if not read_images and ext not in ("cls", "json"):
+                parts[ext] = b""
+                continue
             handle = tar.extractfile(member)
             assert handle is not None  # a regular file always has a handle
-            parts[ext.lower()] = handle.read()
+            parts[ext] = handle.read()
         if current is not None:
             yield current, parts
 

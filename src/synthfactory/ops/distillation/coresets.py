@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.seeds import rng
 
 METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm")
@@ -27,9 +28,11 @@ def class_members(labels: np.ndarray, ipc: int) -> list[np.ndarray]:
     for label in np.unique(labels):
         indices = np.flatnonzero(labels == label)
         if len(indices) < ipc:
-            raise ValueError(f"class {int(label)} has {len(indices)} samples in the source set, "
-                             f"fewer than ipc = {ipc}: lower distilled_set.ipcs or use a "
-                             "larger source (loosen filtered_set)")
+            # Not a crash: the cell (and, for the headline cell, the distilled arm) is recorded
+            # as not built, with this reason.
+            raise TooFewImages(f"class {int(label)} has {len(indices)} samples in the source set, "
+                               f"fewer than ipc = {ipc}: lower distilled_set.ipcs or use a "
+                               "larger source (loosen filtered_set)")
         members.append(indices)
     return members
 

@@ -25,7 +25,9 @@ import numpy as np
 
 from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST
 from synthfactory.ops.curation.selection import read_keep_masks
+from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.data.real_images import read_training_images
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
 from synthfactory.ops.training.shardsets import ShardSet, shard_refs
 
@@ -69,6 +71,8 @@ class Arm:
     dependencies). `load`: its training data; None when `trained_by` is not `evaluation`.
     `needs`: a condition on the configuration: `clip_judge` (zero_shot), or `refinement`
     (refined, uniform: added by `refinement.rounds` > 0, never listed in `classifiers.arms`).
+    `fix`: what to change when the arm's data lacks a class (the arm is then recorded as not
+    built with this advice; empty: rebuild its upstream assets with every class).
     """
 
     name: str
@@ -78,6 +82,12 @@ class Arm:
     load: Callable[[Require], TrainingData] | None = None
     trained_by: TrainedBy = "evaluation"
     needs: Literal["clip_judge", "refinement"] | None = None
+    fix: str = ""
+
+    @property
+    def missing_class_fix(self) -> str:
+        """What to change when this arm's training data lacks a class."""
+        return self.fix or f"rebuild {', '.join(self.upstream)} with images of every class"
 
     @property
     def classifier_asset(self) -> str | None:
@@ -122,14 +132,20 @@ def filtered_arm(shards_dir: Path, filtered_dir: Path) -> TrainingData:
                                 f"{shards_dir}: re-materialize 'filtered_set'")
     samples = [s for s in read_samples(paths) if s.key in kept]
     if not samples:
-        raise ValueError("the filtered set keeps no sample: loosen filtered_set thresholds")
+        raise TooFewImages("the filtered set keeps no sample: loosen filtered_set thresholds")
     images = np.stack([s.image if s.image.ndim == 3 else s.image[:, :, None] for s in samples])
     labels = np.asarray([s.label for s in samples], dtype=np.int64)
     return TrainingData(images, labels, labels, [s.key for s in samples], sources=shard_names)
 
 
 def distilled_arm(distilled_dir: Path) -> TrainingData:
-    """The distilled images, with the judge's soft labels as targets when the set has them."""
+    """The distilled images, with the judge's soft labels as targets when the set has them.
+
+    A distilled set recorded as not built raises `TooFewImages` with its reason.
+    """
+    record = read_not_built(distilled_dir)
+    if record is not None:
+        raise TooFewImages(f"distilled_set was not built: {record['reason']}")
     shards = finished_shards(distilled_dir)
     if not shards:
         raise FileNotFoundError(f"{distilled_dir} has no finished shards: materialize "
@@ -150,6 +166,9 @@ def retrieved_arm(retrieved_dir: Path) -> TrainingData:
     if not shards:
         raise FileNotFoundError(f"{retrieved_dir} has no finished shards: materialize "
                                 "'retrieved_set' first")
+    if next(iter(read_samples(shards, decode=False)), None) is None:
+        raise TooFewImages(f"retrieved_set holds no image ({retrieved_dir}): point "
+                           "retrieval.pool at images of every class")
     images, labels, keys = load_arrays(shards)
     return TrainingData(images, labels, labels, keys, sources=[p.name for p in shards])
 
@@ -169,17 +188,21 @@ def mixed_arm(real_dir: Path, shards_dir: Path, filtered_dir: Path) -> TrainingD
 
 _REGISTRY = [
     Arm("real", "reference", "the ceiling: the classifier on the real training images",
-        ("real_images",), lambda require: real_arm(require("real_images"))),
+        ("real_images",), lambda require: real_arm(require("real_images")),
+        fix="add real images to that class (or remove the class)"),
     Arm("zero_shot", "reference", "what the CLIP judge gets with no training at all",
         trained_by="nobody", needs="clip_judge"),
     Arm("retrieved", "reference", "would real images retrieved from an unlabeled pool do as "
         "well as generating? (as many per class as the synthetic arm)",
-        ("retrieved_set",), lambda require: retrieved_arm(require("retrieved_set"))),
+        ("retrieved_set",), lambda require: retrieved_arm(require("retrieved_set")),
+        fix="point retrieval.pool at images of every class"),
     Arm("synthetic", "synthetic", "every generated image, no real image seen by the classifier",
-        ("synthetic_shards",), lambda require: synthetic_arm(require("synthetic_shards"))),
+        ("synthetic_shards",), lambda require: synthetic_arm(require("synthetic_shards")),
+        fix="materialize every shard of synthetic_shards"),
     Arm("filtered", "synthetic", "the generated images the filter keeps",
         ("synthetic_shards", "filtered_set"),
-        lambda require: filtered_arm(require("synthetic_shards"), require("filtered_set"))),
+        lambda require: filtered_arm(require("synthetic_shards"), require("filtered_set")),
+        fix="loosen filtered_set thresholds or raise prompts.images_per_class"),
     # The headline cell of the distillation table, evaluated by the DD protocol (DSA, its own
     # evaluation recipe) in assets/distillation.py; `distilled_arm` reads its images.
     Arm("distilled", "synthetic", "a few learned or selected images per class (the first cell "
@@ -236,6 +259,17 @@ def check_arms(names: list[str], *, judge_backend: str,
     return arm_order(names)
 
 
+def configured_arms(names: list[str], *, judge_backend: str,
+                    floors: dict[str, float] | None = None, refinement: bool = False) -> list[str]:
+    """Every arm a report of this configuration has, in report order: `classifiers.arms`
+    (validated by `check_arms`) and, with `refinement` (rounds > 0), the arms the loop adds
+    (those whose `needs` is refinement)."""
+    chosen = check_arms(names, judge_backend=judge_backend, floors=floors)
+    if not refinement:
+        return chosen
+    return arm_order([*chosen, *(name for name, arm in ARMS.items() if arm.needs == "refinement")])
+
+
 # The same arms as shard sets: what a classifier streams when the set is too large for memory
 # (or trains under DDP), read without loading the images.
 
@@ -260,7 +294,7 @@ def filtered_shard_set(shards_dir: Path, filtered_dir: Path,
                                 f"{shards_dir}: re-materialize 'filtered_set'")
     shard_set = ShardSet(shard_refs(paths, masks), image_shape)
     if shard_set.n_samples == 0:
-        raise ValueError("the filtered set keeps no sample: loosen filtered_set thresholds")
+        raise TooFewImages("the filtered set keeps no sample: loosen filtered_set thresholds")
     return shard_set
 
 

@@ -1,10 +1,11 @@
 """The distillation table: test accuracy of every cell's evaluation networks, and its report part.
 
-Rows are `{method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models, repeats}`:
-mean ± sample std (ddof 1) over every network of the cell (repeats × eval_models), the
-randomness of distillation seeds and of network initialisation and batches together. A cell's
-wall time stays in its cell.json (and the cost table): metrics.json is byte-identical between
-two runs of the same params.
+Rows are `{method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models, repeats,
+seconds}`: mean ± sample std (ddof 1) over every network of the cell (repeats × eval_models),
+the randomness of distillation seeds and of network initialisation and batches together.
+`seconds` is the cell's distillation wall time (all repeats, from its cell.json), beside the
+accuracy as distillation papers report cost; it is the one field of metrics.json that differs
+between two runs of the same params.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from synthfactory.ops.distillation.cells import parse_cell
 from synthfactory.ops.distillation.cellstore import CELL_JSON, cell_dir
 from synthfactory.ops.evaluation.metrics import accuracy, mean_std
+from synthfactory.ops.storage.not_built import read_not_built
 
 # The published MNIST table (DC paper, ConvNet, IPC 1/10/50), for scale: another dataset.
 PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
@@ -29,12 +31,15 @@ PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
 def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[str],
                        test_images: np.ndarray, test_labels: np.ndarray,
                        device: torch.device) -> list[dict[str, Any]]:
-    """Test accuracy of every cell × architecture from `classifier_distilled`'s networks."""
+    """Test accuracy of every cell × architecture from `classifier_distilled`'s networks (cells
+    recorded as not built have no row)."""
     from synthfactory.ops.training.train import load_classifier, predict_proba
 
     rows = []
     for key in cells:
         cell = parse_cell(key)
+        if read_not_built(cell_dir(distilled_dir, key)) is not None:
+            continue
         cell_record = cell_dir(distilled_dir, key) / CELL_JSON
         networks = cell_dir(classifier_dir, key)
         for needed in (cell_record, networks):
@@ -56,8 +61,15 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
             rows.append({"method": cell.method, "ipc": cell.ipc, "source": cell.source,
                          "architecture": architecture_dir.name, "accuracy_mean": mean,
                          "accuracy_std": std, "n_models": len(accuracies),
-                         "repeats": len(record["repeats"])})
+                         "repeats": len(record["repeats"]), "seconds": record["seconds"]})
     return rows
+
+
+def not_built_cells(distilled_dir: Path, cells: list[str]) -> dict[str, str]:
+    """cell → why it was not built, for the cells whose directory is a not-built record (each
+    cell is a partition: read from the cells, not from the headline run's summary)."""
+    records = {key: read_not_built(cell_dir(distilled_dir, key)) for key in cells}
+    return {key: str(record["reason"]) for key, record in records.items() if record is not None}
 
 
 def table_by_ipc(rows: list[dict[str, Any]], architecture: str, source: str
@@ -90,13 +102,19 @@ def distillation_table_section(metrics: dict[str, Any], grids: dict[str, np.ndar
     from synthfactory.ops.evaluation.report import Paragraph, ReportSection, Table
 
     rows = metrics.get("distillation_table")
-    if not rows:
+    not_built = (metrics.get("distillation") or {}).get("not_built") or {}
+    if not rows and not not_built:
         return None
-    first = rows[0]["architecture"]
     blocks: list[Any] = [Paragraph(
         "Accuracy on the real test images of networks trained only on each distilled set (DD "
         "protocol: fresh networks with DSA; mean ± sample std over repeats × evaluation "
         "networks).")]
+    if not_built:  # cells the data could not make: absent from the tables below
+        blocks.append(Table(["cell not built", "why"], [[key, reason]
+                                                        for key, reason in not_built.items()]))
+    if not rows:
+        return ReportSection("Distillation table", blocks)
+    first = rows[0]["architecture"]
     for source in dict.fromkeys(r["source"] for r in rows):
         blocks += [Paragraph(f"Source {source}, {first}:"), Table(*table_by_ipc(rows, first,
                                                                                   source))]

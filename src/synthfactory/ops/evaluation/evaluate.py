@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_std,
-                                                 per_class_accuracy)
+from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class,
+                                                 mean_std, per_class_accuracy)
 
 # What the spread of every arm covers (the report says it beside the table).
 SPREAD = ("sample standard deviation (ddof 1) over the classifier seeds only: the generated set, "
@@ -20,10 +20,11 @@ SPREAD = ("sample standard deviation (ddof 1) over the classifier seeds only: th
 
 @dataclass(frozen=True)
 class Split:
-    """Images and labels of one real split."""
+    """Images, labels and sample keys of one real split."""
 
     images: np.ndarray
     labels: np.ndarray
+    keys: tuple[str, ...] = ()
 
 
 def checkpoints(directory: Path) -> list[Path]:
@@ -44,8 +45,8 @@ def score_predictions(predictions: list[np.ndarray], test: Split, n_classes: int
     confusion = sum(confusion_matrix(p, test.labels, n_classes) for p in predictions)
     return {"accuracy_mean": mean, "accuracy_std": std, "seeds": len(accuracies),
             "accuracies": accuracies,
-            "per_class_accuracy": np.mean([per_class_accuracy(p, test.labels, n_classes)
-                                           for p in predictions], axis=0).tolist(),
+            "per_class_accuracy": mean_per_class([per_class_accuracy(p, test.labels, n_classes)
+                                                  for p in predictions]),
             "confusion": np.asarray(confusion).tolist()}
 
 

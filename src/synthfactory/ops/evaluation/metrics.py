@@ -14,13 +14,28 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
 
 
-def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, n_classes: int) -> list[float]:
-    """Accuracy within each true class; a class with no test sample reports 0.0."""
-    result = []
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray,
+                       n_classes: int) -> list[float | None]:
+    """Accuracy within each true class; None for a class with no test image.
+
+    None, not 0.0: a class that was never tested has no accuracy (metrics.json writes null and
+    the report says "no test images"), which is not the same as a class always got wrong.
+    """
+    result: list[float | None] = []
     for label in range(n_classes):
         members = labels == label
-        result.append(float(np.mean(predictions[members] == label)) if members.any() else 0.0)
+        result.append(float(np.mean(predictions[members] == label)) if members.any() else None)
     return result
+
+
+def mean_per_class(per_seed: Sequence[Sequence[float | None]]) -> list[float | None]:
+    """Per-class accuracy averaged over seeds; None stays None (every seed sees the same test
+    split, so a class without test images has None in every row)."""
+    if not per_seed:
+        raise ValueError("mean_per_class of no seeds")
+    return [None if any(value is None for value in column)
+            else float(np.mean(np.asarray(column, dtype=np.float64)))
+            for column in zip(*per_seed, strict=True)]
 
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

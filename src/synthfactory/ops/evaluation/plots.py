@@ -102,10 +102,16 @@ def per_class_plot(metrics: dict[str, Any]) -> bytes:
     width = 0.8 / max(1, len(arms))
     positions = np.arange(len(classes))
     for offset, arm in enumerate(arms):
-        axis.bar(positions + offset * width, metrics["arms"][arm]["per_class_accuracy"],
-                 width=width, label=arm)
+        # A class without test images (None) gets no bar, not a zero-height one.
+        values = [np.nan if value is None else value
+                  for value in metrics["arms"][arm]["per_class_accuracy"]]
+        axis.bar(positions + offset * width, values, width=width, label=arm)
     axis.set_xticks(positions + width * (len(arms) - 1) / 2)
-    axis.set_xticklabels(classes, rotation=45 if len(classes) > 10 else 0, ha="right"
+    untested = {index for index in range(len(classes))
+                if all(metrics["arms"][arm]["per_class_accuracy"][index] is None for arm in arms)}
+    labels = [f"{name}\n(no test images)" if index in untested else str(name)
+              for index, name in enumerate(classes)]
+    axis.set_xticklabels(labels, rotation=45 if len(classes) > 10 else 0, ha="right"
                          if len(classes) > 10 else "center")
     axis.set_ylim(0, 1)
     axis.set_ylabel("accuracy")

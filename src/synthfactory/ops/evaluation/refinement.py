@@ -126,8 +126,10 @@ def class_evidence(names: Sequence[str], val_per_class: Sequence[float],
         errors = int(row.sum())
         confused = int(row.argmax()) if errors else None
         evidence.append(ClassEvidence(
-            class_id=class_id, name=name, val_accuracy=float(val_per_class[class_id]),
-            real_val_accuracy=float(real_val_per_class[class_id]),
+            # A class without validation images (accuracy None) shows no gap: no extra
+            # images are planned for it, and n_val = 0 records why.
+            class_id=class_id, name=name, val_accuracy=float(val_per_class[class_id] or 0.0),
+            real_val_accuracy=float(real_val_per_class[class_id] or 0.0),
             pass_rate=None if pass_rates is None else pass_rates.get(name),
             confused_with=confused,
             confusion_share=float(row[confused] / errors) if confused is not None else 0.0,

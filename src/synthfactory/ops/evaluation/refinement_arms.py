@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from synthfactory.ops.evaluation.arms import TrainingData
-from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_std,
+from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class, mean_std,
                                                  per_class_accuracy)
 from synthfactory.ops.storage.shards import finished_shards, read_samples
 
@@ -61,5 +61,5 @@ def evaluate_classifiers(directory: Path, images: np.ndarray, labels: np.ndarray
         confusion += confusion_matrix(predicted, labels, n_classes)
     mean, std = mean_std(accuracies)
     return {"accuracy_mean": mean, "accuracy_std": std, "seeds": len(accuracies),
-            "accuracies": accuracies, "per_class_accuracy": np.mean(per_class, axis=0).tolist(),
+            "accuracies": accuracies, "per_class_accuracy": mean_per_class(per_class),
             "confusion": confusion.tolist()}

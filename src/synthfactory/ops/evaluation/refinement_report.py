@@ -54,6 +54,13 @@ def refinement_summary(plans: Sequence[dict[str, Any]], refined: Sequence[dict[s
     }
 
 
+def _cell(value: float | None) -> str:
+    """A per-class test accuracy; a class the test split lacks has none."""
+    from synthfactory.ops.evaluation.report import NO_TEST_IMAGES
+
+    return NO_TEST_IMAGES if value is None else f"{value:.3f}"
+
+
 def refinement_section(metrics: dict[str, Any],
                        grids: dict[str, np.ndarray]) -> ReportSection | None:
     """The loop: per round refined vs uniform, per class before/after, the worst class."""
@@ -83,17 +90,21 @@ def refinement_section(metrics: dict[str, Any],
         images = sum(r["allocation"].get(name, 0) for r in loop["rounds"])
         changes = sorted({c for r in loop["rounds"] for c in r["changes"].get(name, [])})
         rows.append([name, images, ", ".join(changes) or "-",
-                     f"{base['per_class_accuracy'][index]:.3f}",
-                     f"{last['refined']['per_class_accuracy'][index]:.3f}",
-                     f"{last['uniform']['per_class_accuracy'][index]:.3f}"])
+                     _cell(base["per_class_accuracy"][index]),
+                     _cell(last["refined"]["per_class_accuracy"][index]),
+                     _cell(last["uniform"]["per_class_accuracy"][index])])
     blocks.append(Table(["class", "extra images", "changes", f"before ({loop['base_arm']})",
                          "after (refined)", "after (uniform)"], rows))
     worst = loop["worst_class"]
+    if None in (worst["before"], worst["after"], worst["uniform_after"]):
+        on_test = "the test split has no image of it"
+    else:
+        on_test = (f"on test {worst['before']:.3f} before, {worst['after']:.3f} after "
+                   f"refinement ({worst['after'] - worst['before']:+.3f}), "
+                   f"{worst['uniform_after']:.3f} with the uniform control")
     blocks.append(Paragraph(
         f"Worst class on validation: {worst['name']} (validation accuracy "
-        f"{worst['val_accuracy']:.2f}); on test {worst['before']:.3f} before, "
-        f"{worst['after']:.3f} after refinement ({worst['after'] - worst['before']:+.3f}), "
-        f"{worst['uniform_after']:.3f} with the uniform control."))
+        f"{worst['val_accuracy']:.2f}); {on_test}."))
     for r in loop["rounds"]:
         for name, why in r["why"].items():
             if r["allocation"].get(name):

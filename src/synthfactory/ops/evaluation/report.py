@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 
 from synthfactory.ops.evaluation.baselines import arms_section
+from synthfactory.ops.evaluation.class_sizes import NOISE_NOTE, class_sizes_section, noise_mark
+from synthfactory.ops.evaluation.contamination import contamination_section
 from synthfactory.ops.evaluation.distillation_table import distillation_table_section
+from synthfactory.ops.evaluation.missing import missing_arms_section
 from synthfactory.ops.evaluation.plots import (accuracy_plot, confusion_plot, per_class_plot,
                                                png_bytes)
 from synthfactory.ops.evaluation.refinement_report import refinement_section
@@ -30,6 +33,8 @@ from synthfactory.ops.storage.atomic import dumps_json
 
 # The standard image grids, in the order the report shows them (one row per class).
 GRID_NAMES = ("real", "synthetic", "kept", "rejected", "distilled")
+# What the report says of a class that the test split has no image of (its accuracy is null).
+NO_TEST_IMAGES = "no test images"
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,21 @@ def summary_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 def per_class_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
     """Accuracy within each class, per arm."""
     arms = ordered_arms(metrics)
-    rows = [[name, *(f"{metrics['arms'][arm]['per_class_accuracy'][index]:.3f}" for arm in arms)]
+    # A class with too few test images is marked beside its numbers (noise_mark, NOISE_NOTE).
+    rows = [[f"{name}{noise_mark(metrics, name)}",
+             *(_accuracy_cell(metrics["arms"][arm]["per_class_accuracy"][index])
+               for arm in arms)]
             for index, name in enumerate(metrics["classes"])]
+    noisy = [Paragraph(NOISE_NOTE)] if any(noise_mark(metrics, n) for n in metrics["classes"]) else []
     return ReportSection("Per-class accuracy",
-                         [Table(["class", *arms], rows),
+                         [Table(["class", *arms], rows), *noisy,
                           Figure("per_class.png", "per-class accuracy")],
                          files={"per_class.png": per_class_plot(metrics)})
+
+
+def _accuracy_cell(value: float | None) -> str:
+    """A per-class accuracy for a table; a class without test images has none."""
+    return NO_TEST_IMAGES if value is None else f"{value:.3f}"
 
 
 def filtering_section(metrics: dict[str, Any],
@@ -166,10 +180,11 @@ def lineage_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
 
 
 # The report, in order. Add a section here; a builder returning None leaves it out.
-SECTIONS: list[SectionBuilder] = [summary_section, arms_section, scaling_section,
-                                  per_class_section, filtering_section, distillation_section,
-                                  distillation_table_section,
-                                  refinement_section, confusion_section, images_section,
+SECTIONS: list[SectionBuilder] = [summary_section, missing_arms_section, class_sizes_section,
+                                  arms_section, scaling_section, per_class_section,
+                                  filtering_section, distillation_section,
+                                  distillation_table_section, refinement_section,
+                                  contamination_section, confusion_section, images_section,
                                   lineage_section]
 
 

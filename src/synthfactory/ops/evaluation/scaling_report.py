@@ -55,6 +55,9 @@ def scaling_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
     scaling = metrics.get("scaling")
     if not scaling:
         return None
+    if "not_built" in scaling:  # its data ran out: say so where the curve would be
+        return ReportSection(f"{metrics['dataset']}: scaling of synthetic images",
+                             [Paragraph(f"No scaling curve: {scaling['not_built']}.")])
     real = metrics["arms"].get("real")
     rows = [[f"{p['fraction']:g}" if p.get("fraction") is not None else "",
              f"{p['images_per_class']:.1f}",

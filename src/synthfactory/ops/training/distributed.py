@@ -55,8 +55,9 @@ class Recipe:
 
 def write_job(directory: Path, shard_set: ShardSet, *, n_classes: int, seeds: list[int],
               stream_seeds: list[int], recipe: Recipe, workers: int, shuffle_buffer: int,
-              out_dir: Path, threads: int | None) -> Path:
-    """The job file the worker processes read (keep masks in a safetensors file beside it)."""
+              out_dir: Path, threads: int | None, deterministic: bool = True) -> Path:
+    """The job file the worker processes read (keep masks in a safetensors file beside it);
+    `deterministic` is `runtime.deterministic`, applied in every worker process."""
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,8 @@ def write_job(directory: Path, shard_set: ShardSet, *, n_classes: int, seeds: li
            "image_shape": list(shard_set.image_shape), "soft": shard_set.soft,
            "n_targets": shard_set.n_targets, "n_classes": n_classes, "seeds": seeds,
            "stream_seeds": stream_seeds, "recipe": asdict(recipe), "workers": workers,
-           "shuffle_buffer": shuffle_buffer, "out_dir": str(out_dir), "threads": threads}
+           "shuffle_buffer": shuffle_buffer, "out_dir": str(out_dir), "threads": threads,
+           "deterministic": deterministic}
     write_json_atomic(directory / JOB_JSON, job)
     return directory / JOB_JSON
 
@@ -119,6 +121,7 @@ def _worker(job_path: Path) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from synthfactory.ops.tensors import use_deterministic_algorithms
     from synthfactory.ops.training.data import ShardSource
     from synthfactory.ops.training.train import save_classifier, train_classifier
     from synthfactory.ops.training.recipes import PrecisionPlan
@@ -126,6 +129,8 @@ def _worker(job_path: Path) -> None:
     job = json.loads(job_path.read_text())
     if job["threads"]:
         torch.set_num_threads(job["threads"])
+    # Each process picks its own kernels: the step's runtime.deterministic does not reach here.
+    use_deterministic_algorithms(job["deterministic"])
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -111,6 +111,16 @@ class ShardSet:
         return (np.stack(images), np.asarray(targets, np.float32 if self.soft else np.int64),
                 keys)
 
+    def labels(self) -> np.ndarray:
+        """The hard label of every used sample in shard order, read without decoding an image
+        (a scan of the tars: checks such as "has every class" before any training)."""
+        labels = []
+        for shard in self.shards:
+            for position, sample in enumerate(read_samples([shard.path], decode=False)):
+                if shard.keep is None or shard.keep[position]:
+                    labels.append(sample.label)
+        return np.asarray(labels, np.int64)
+
     def source(self, *, in_memory_mb: float, seed: int, rank: int = 0, world_size: int = 1,
                workers: int = 2, shuffle_buffer: int = 5000) -> InMemorySource | ShardSource:
         """Arrays in memory when the decoded set is at most `in_memory_mb` MiB on one process;

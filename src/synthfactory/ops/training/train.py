@@ -44,9 +44,17 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     `precision` (see `recipes.precision_plan`) turns on bf16 autocast and channels-last; None is
     float32 in the default layout.
 
-    Steps = max(min_steps, epochs × batches per epoch), so a 100-image distilled set still gets
+    Steps = max(min_steps, epochs × steps per pass), so a 100-image distilled set still gets
     enough updates; SGD with momentum and cosine decay. `batch_size` is the global batch: each
-    of a source's `world_size` ranks takes its share. Deterministic on CPU for one seed.
+    of a source's `world_size` ranks takes its share. In memory, every pass over the data is a
+    new seeded permutation cut into full batches: the last `n mod batch_size` images of a
+    permutation are left out of that pass (the next permutation shuffles them back in), so a
+    pass is `n // batch_size` steps. A streamed source runs on across passes and leaves nothing
+    out: a pass is `ceil(n / batch_size)` steps. The history counts what ran: steps, steps per
+    pass, passes (images drawn / images a pass uses; more than `epochs` when min_steps decides),
+    images left out per pass, images drawn (`samples_seen`, the cost table's images/s) and the
+    recipe it ran (learning rate, weight decay, label smoothing, precision). Deterministic on CPU
+    for one seed.
     """
     source = images if targets is None else InMemorySource(images, targets)
     soft = source.soft
@@ -56,8 +64,10 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     if batch_size % source.world_size:
         raise ValueError(f"classifiers.batch_size {batch_size} must be a multiple of "
                          f"runtime.devices {source.world_size} (each device takes an equal share)")
-    per_epoch = math.ceil(source.n_samples / batch_size)
-    total_steps = max(min_steps, epochs * per_epoch)
+    # InMemorySource drops the partial batch of each permutation; a stream does not.
+    left_out = source.n_samples % batch_size if isinstance(source, InMemorySource) else 0
+    per_pass = math.ceil((source.n_samples - left_out) / batch_size)
+    total_steps = max(min_steps, epochs * per_pass)
     plan = precision or PrecisionPlan(autocast=None, channels_last=False)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     torch.manual_seed(derive_seed(seed, "init"))
@@ -101,8 +111,9 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     batches.close()  # a streamed source stops its loader workers
     model.eval()
     train_accuracy, measured_on = source.accuracy(model, device)
-    history = {"steps": total_steps, "epochs_equivalent": round(total_steps / per_epoch, 2),
-               "batch_size": batch_size, "samples_seen": total_steps * batch_size,
+    history = {"steps": total_steps, "batch_size": batch_size, "steps_per_pass": per_pass,
+               "passes": round(total_steps * batch_size / (source.n_samples - left_out), 2),
+               "left_out_per_pass": left_out, "samples_seen": total_steps * batch_size,
                "learning_rate": learning_rate, "weight_decay": weight_decay,
                "label_smoothing": 0.0 if soft else label_smoothing,
                "precision": plan.describe(), "loss": losses, "train_accuracy": train_accuracy,
