@@ -26,7 +26,9 @@ def _params(root: Path, sd: Path, **adapter: object) -> dict:
                    "adapt": "lora", "adapter": {"rank": 2, "steps": 4, "batch_size": 2,
                                                  "learning_rate": 1e-3, **adapter}},
         synthetic_shards={"shard_size": 4, "steps": 2, "batch_size": 4, "height": 16,
-                          "width": 16})
+                          "width": 16},
+        # Two images per class leave one after the filter's top half: distil one per class.
+        distilled_set={"methods": ["dm"], "ipcs": [1], "eval_models": 1})
     params["generator"].pop("ddpm")
     return params
 

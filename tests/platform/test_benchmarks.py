@@ -9,6 +9,7 @@ machines without a GPU.
 from __future__ import annotations
 
 import json
+import mmap
 import runpy
 import sys
 from collections.abc import Iterator
@@ -35,12 +36,18 @@ def benchmarks_on_path() -> Iterator[None]:
 def test_peak_memory_counts_only_what_runs_after_the_reset(benchmarks_on_path: None) -> None:
     from memory import peak_rss_mib, reset_peak_rss
 
-    before = np.ones(300 * 2**20 // 8)  # 300 MiB touched and freed before the measured code
-    del before
+    def touched(mib: int) -> mmap.mmap:
+        """Fresh anonymous pages, all touched: the allocator cannot hand back resident memory
+        freed by an earlier test of this process (which would not raise the RSS at all)."""
+        pages = mmap.mmap(-1, mib * 2**20)
+        np.frombuffer(pages, dtype=np.uint8)[:] = 1
+        return pages
+
+    touched(300).close()  # 300 MiB touched and freed before the measured code
     baseline = reset_peak_rss()
-    during = np.ones(60 * 2**20 // 8)  # 60 MiB in the measured code
+    during = touched(60)  # 60 MiB in the measured code
     peak = peak_rss_mib() - baseline
-    del during
+    during.close()
     # ru_maxrss - baseline would say ≥ 300 MiB here.
     assert 55 <= peak < 200, peak
 
@@ -64,7 +71,9 @@ def test_distillation_benchmark_starts_its_initial_loss_where_dm_starts(
     assert result["iterations"] == 3  # as run: the length of its loss history
     losses = result["matching_loss_fixed_nets"]
     assert losses["start_images"] == losses["learned"]
-    assert result["peak_memory_increase_mib"] > 0
+    # >= 0, not > 0: in a process that ran other tests the allocator can reuse resident pages
+    # (the benchmark itself measures in a fresh process per cell).
+    assert result["peak_memory_increase_mib"] >= 0
 
 
 def test_gpu_smoke_benchmark_runs_on_cpu(tmp_path: Path, benchmarks_on_path: None,

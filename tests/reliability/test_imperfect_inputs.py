@@ -81,15 +81,22 @@ def test_the_report_is_made_from_the_arms_that_were_built(run: dict[str, Any]) -
     assert reason.startswith("distilled_set was not built: cell dm-ipc2-filtered: class ")
     assert "fewer than ipc = 2: lower distilled_set.ipcs or use a larger source" in reason
     assert list(metrics["distillation"]["not_built"]) == ["dm-ipc2-filtered"]
-    assert metrics["distillation_table"] == [] and metrics["arms"]["filtered"]["n_train"] == 10
+    # Near-duplicates by thumbnail correlation: one image per class survives, or two where
+    # a pair of its images anti-correlates; some class has fewer than ipc 2 either way.
+    assert metrics["distillation_table"] == [] and 10 <= metrics["arms"]["filtered"]["n_train"] < 20
     markdown = (run["report"] / "report.md").read_text()
     assert "## Arms not built" in markdown and f"| distilled | {reason} |" in markdown
     assert "| dm-ipc2-filtered | class " in markdown  # the distillation table's cells not built
     assert (run["report"] / "report.html").is_file()
-    # One filtered image per class at every fraction: no curve, and the report says why.
-    assert metrics["scaling"]["not_built"].startswith("every fraction [0.1, 0.3, 1.0] of the "
-                                                      "filtered set gives 1 images per class")
-    assert "No scaling curve: every fraction" in markdown
+    # With one filtered image per class every fraction is the same set: no curve, and the report
+    # says why; where a class kept two, the fractions differ and the curve is drawn.
+    if metrics["arms"]["filtered"]["n_train"] == 10:
+        assert metrics["scaling"]["not_built"].startswith(
+            "every fraction [0.1, 0.3, 1.0] of the filtered set gives 1 images per class")
+        assert "No scaling curve: every fraction" in markdown
+    else:
+        sizes = [point["images_per_class"] for point in metrics["scaling"]["points"]]
+        assert len(set(sizes)) > 1 and "not_built" not in metrics["scaling"], metrics["scaling"]
     for asset in ("distilled_set", "classifier_distilled"):
         record = json.loads((run["data"] / asset / "not_built.json").read_text())
         assert record["built"] is False and record["asset"] == asset
