@@ -4,7 +4,7 @@ Materializes the whole graph on `configs/digits-distillation-table.yaml` (every 
 and 10, from the real train split and from the filtered synthetic set, 5 DSA-trained ConvNets
 per cell) with the project's own CLI, then prints `metrics.json`'s `distillation_table` (test
 accuracy, mean ± sample std over the networks, distillation seconds) with each cell's validation
-accuracy from `classifier_distilled/history.json` (the numbers choices are made on).
+accuracy from `classifier_distilled/cells/<cell>/history.json` (the numbers choices are made on).
 
     python benchmarks/distillation_table.py [--params configs/digits-distillation-table.yaml]
 """
@@ -38,12 +38,12 @@ def main() -> None:
                        check=True, stdout=sys.stderr)
     metrics = json.loads((Path(config.params.eval_report.output_dir) / "metrics.json")
                          .read_text())
-    history = json.loads((config.store.path("classifier_distilled") / "history.json")
-                         .read_text())
     rows = []
     for row in metrics["distillation_table"]:
         key = f"{row['method']}-ipc{row['ipc']}-{row['source']}"
-        val = [m["val_accuracy"] for m in history["cells"][key][row["architecture"]]]
+        history = json.loads((config.store.path("classifier_distilled", "cells", key)
+                              / "history.json").read_text())
+        val = [m["val_accuracy"] for m in history["architectures"][row["architecture"]]]
         rows.append({**row, "val_accuracy_mean": float(np.mean(val)),
                      "val_accuracy_std": float(np.std(val, ddof=1)) if len(val) > 1 else 0.0})
     print(json.dumps({"benchmark": "distillation_table", "params": args.params,

@@ -1,21 +1,35 @@
-"""Jobs, the rebuild schedule, the params sensor and declarative automation of the graph.
+"""The rebuild schedule, the params sensor and declarative automation of the graph.
 
-- `rebuild` (job) materializes every asset, all shard partitions in one run.
-- `rebuild_schedule` runs it on `automation.schedule.cron` (off unless `enabled`).
-- `params_change_sensor` re-reads the params file on every tick and starts a run when the class
-  list (the classes of `real_images`) or the prompt config changes: `real_images+` when the
-  classes changed, `prompts+` when only the prompt config did. The run carries the file's current
-  values as the `params` resource config, so it uses what the file says now.
+The graph holds assets of several partitions definitions (shards, distillation cells, experts),
+and one Dagster run holds one of them at most, so neither a job nor a schedule's run can rebuild
+it whole. What does: an **asset backfill** of every asset and partition, which the daemon runs
+in the graph's order across definitions (all shards in one run, a run per cell and per expert,
+each as soon as its upstream partitions exist). Dagster 1.13 launches backfills from sensors
+only (`RunRequest.for_asset_graph_subset`; a schedule's run requests become plain runs), so:
+
+- `rebuild_schedule` is a sensor that fires on `automation.schedule.cron` (in its timezone): at
+  the first tick after each cron time it requests the backfill of the whole graph (once per cron
+  time, like a schedule; a missed time is caught up once). Off unless `enabled`.
+- `params_change_sensor` re-reads the params file on every tick and requests a backfill of
+  `real_images+` when the class list changed, `prompts+` when only the prompt config did. When
+  the file now implies other partitions (shards, cells, experts) than the code location was
+  loaded with, it skips and asks for a reload first. The backfill's runs read the file when they
+  start (each run loads the code location anew); Dagster drops a backfill request's run config,
+  so they cannot be pinned to the values the sensor saw.
 - With `automation.eager`, every asset downstream of the inputs carries
   `AutomationCondition.eager()`: when its upstream data changes (a backfill of shards, a new
-  judge), Dagster's automation sensor refreshes it.
+  judge, a cell added to the table), Dagster's automation sensor refreshes it.
+
+`synthfactory run` splits the same selections into runs itself (`synthfactory.planning`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -23,9 +37,11 @@ from synthfactory.ops.data.prompts import shard_count, shard_key
 from synthfactory.ops.data.real_images import list_classes
 from synthfactory.params import ProjectConfig, config_digest, load_params
 
-REBUILD_JOB = "rebuild"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
+if TYPE_CHECKING:  # Dagster's asset graph type is not exported
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
+REBUILD_SCHEDULE = "rebuild_schedule"
+PARAMS_SENSOR = "params_change_sensor"
 SHARDS = dg.AssetKey("synthetic_shards")
 # The inputs of the graph: automation starts below them (they change when a person says so).
 ROOTS = {"real_images", "prompts"}
@@ -42,31 +58,63 @@ def shard_keys(config: ProjectConfig) -> list[str]:
 
 
 def all_shards_tags(keys: Sequence[str]) -> dict[str, str]:
-    """Run tags that make one run materialize every shard partition (a single-run backfill)."""
-    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
+    """Run tags that make one run materialize every shard partition (a single-run range)."""
+    return {"dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1]}
 
 
-def rebuild_job() -> dg.UnresolvedAssetJobDefinition:
-    """Every asset, every shard partition."""
-    return dg.define_asset_job(REBUILD_JOB, selection=dg.AssetSelection.all(),
-                               description="Materialize the whole graph, all shard partitions.")
+def backfill_request(graph: BaseAssetGraph, keys: Iterable[dg.AssetKey],
+                     tags: dict[str, str]) -> dg.RunRequest:
+    """A request for one asset backfill of `keys` with every partition of each: the daemon runs
+    it in the graph's order across partitions definitions, each asset's runs as its
+    `BackfillPolicy` says."""
+    # AssetGraphSubset has no public constructor yet (RunRequest.for_asset_graph_subset, the
+    # documented way to request a backfill from a sensor, takes one).
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+
+    subset = AssetGraphSubset.from_asset_keys(list(keys), graph)
+    return dg.RunRequest.for_asset_graph_subset(subset, tags=tags)
 
 
-def build_rebuild_schedule(config: ProjectConfig,
-                           job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """The rebuild schedule on `automation.schedule.cron`; running only when `enabled`."""
+def partition_keys_by_asset(graph: BaseAssetGraph) -> dict[str, list[str]]:
+    """Each partitioned asset's keys: what a params change must not alter without a reload."""
+    return {key.to_user_string(): list(graph.get(key).partitions_def.get_partition_keys())
+            for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None}
+
+
+def build_rebuild_schedule(config: ProjectConfig) -> dg.SensorDefinition:
+    """The rebuild on `automation.schedule.cron` (a sensor: see the module docstring); running
+    only when `enabled`."""
+    from dagster._utils.schedules import get_latest_completed_cron_tick  # Dagster's cron rules
+
     settings = config.automation.schedule
-    tags = all_shards_tags(shard_keys(config))
-    status = (dg.DefaultScheduleStatus.RUNNING if settings.enabled
-              else dg.DefaultScheduleStatus.STOPPED)
+    status = (dg.DefaultSensorStatus.RUNNING if settings.enabled
+              else dg.DefaultSensorStatus.STOPPED)
 
-    @dg.schedule(name="rebuild_schedule", cron_schedule=settings.cron, job=job,
-                 execution_timezone=settings.timezone, default_status=status,
-                 description=f"Rebuild the whole graph on '{settings.cron}' "
-                             f"({settings.timezone}).")
-    def rebuild_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        """One run of every asset and every shard, keyed by the scheduled time."""
-        return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat(), tags=tags)
+    @dg.sensor(name=REBUILD_SCHEDULE, minimum_interval_seconds=60, default_status=status,
+               asset_selection=dg.AssetSelection.all(),
+               description=f"Rebuild the whole graph (one backfill of every asset and "
+                           f"partition) on '{settings.cron}' ({settings.timezone}).")
+    def rebuild_schedule(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        """At the first tick after a cron time, one backfill of everything, tagged with that time.
+
+        The cursor is the last cron time handled. As a schedule does, it does not fire for a
+        time that passed before it was turned on: the first evaluation, and the first after
+        being turned on again, only record the time.
+        """
+        now = dt.datetime.now(dt.timezone.utc)
+        latest = get_latest_completed_cron_tick(settings.cron, now, settings.timezone)
+        handled = dt.datetime.fromisoformat(context.cursor) if context.cursor else None
+        if handled is not None and handled >= latest:
+            return dg.SkipReason(f"no cron time of '{settings.cron}' since {handled.isoformat()}")
+        context.update_cursor(latest.isoformat())
+        started = context.last_sensor_start_time
+        if handled is None or (started is not None and latest.timestamp() < started):
+            return dg.SkipReason(f"recorded the cron time {latest.isoformat()}, which passed "
+                                 "before the sensor was turned on; it rebuilds at the next one")
+        graph = context.repository_def.asset_graph
+        return backfill_request(graph, graph.materializable_asset_keys,
+                                tags={"synthfactory/rebuild": latest.isoformat()})
 
     return rebuild_schedule
 
@@ -82,21 +130,25 @@ def watched_state(config: ProjectConfig) -> dict[str, str]:
 def build_params_sensor(config: ProjectConfig, params_path: str | Path) -> dg.SensorDefinition:
     """The sensor that watches `params_path` (and the class folders it names) for changes."""
     settings = config.automation.sensor
-    loaded_shards = shard_keys(config)
     status = (dg.DefaultSensorStatus.RUNNING if settings.enabled
               else dg.DefaultSensorStatus.STOPPED)
 
-    @dg.sensor(name="params_change_sensor", minimum_interval_seconds=settings.interval_seconds,
+    @dg.sensor(name=PARAMS_SENSOR, minimum_interval_seconds=settings.interval_seconds,
                default_status=status, asset_selection=dg.AssetSelection.all(),
-               description="Starts a run when the class list or the prompt config changes.")
+               description="Backfills what is below the inputs when the class list or the "
+                           "prompt config changes.")
     def params_change_sensor(context: dg.SensorEvaluationContext
                              ) -> dg.RunRequest | dg.SkipReason:
-        """Compare the watched digests with the cursor; request the affected assets on a change.
+        """Compare the watched digests with the cursor; request a backfill of the affected
+        assets on a change.
 
         The first tick only records the state (nothing changed yet). A change that alters the
-        number of shards needs the code location reloaded first (the partitions are fixed when
-        it loads): the sensor then skips with that instruction and fires after the reload.
+        partitions (the shard count, the cells or experts) needs the code location reloaded
+        first (partitions are fixed when it loads): the sensor then skips with that instruction
+        and fires after the reload.
         """
+        from synthfactory.definitions import build_definitions
+
         current = load_params(params_path)
         state = watched_state(current)
         previous = json.loads(context.cursor) if context.cursor else None
@@ -105,21 +157,25 @@ def build_params_sensor(config: ProjectConfig, params_path: str | Path) -> dg.Se
             return dg.SkipReason(f"recorded the state of {params_path}: {state}")
         if previous == state:
             return dg.SkipReason("class list and prompt config unchanged")
-        shards = shard_keys(current)
-        if shards != loaded_shards:
+        graph = context.repository_def.asset_graph
+        loaded = partition_keys_by_asset(graph)
+        wanted = partition_keys_by_asset(
+            build_definitions(current, params_path).resolve_asset_graph())
+        if wanted != loaded:
+            moved = sorted(name for name in {*loaded, *wanted}
+                           if loaded.get(name) != wanted.get(name))
             return dg.SkipReason(
-                f"{params_path} now gives {len(shards)} shard partitions, the code location was "
-                f"loaded with {len(loaded_shards)}: reload the code location (UI: Deployment → "
-                "Reload) and the sensor starts the run")
+                f"{params_path} now gives other partitions of {', '.join(moved)} than the code "
+                "location was loaded with: reload the code location (UI: Deployment → Reload) "
+                "and the sensor starts the backfill")
         changed = sorted(key for key in state if state[key] != previous[key])
         root = "real_images" if "classes" in changed else "prompts"
         context.update_cursor(json.dumps(state))
-        return dg.RunRequest(
-            run_key=f"{state['classes']}-{state['prompts']}",
-            asset_selection=list(dg.AssetSelection.assets(root).downstream().resolve(
-                context.repository_def.asset_graph)),
-            run_config={"resources": {"params": {"config": current.params.model_dump()}}},
-            tags={**all_shards_tags(shards), "synthfactory/changed": ",".join(changed)})
+        return backfill_request(
+            graph, dg.AssetSelection.assets(root).downstream().resolve(graph),
+            tags={"synthfactory/changed": ",".join(changed),
+                  "synthfactory/params_digest": current.params.digest(
+                      *type(current.params).model_fields)})
 
     return params_change_sensor
 

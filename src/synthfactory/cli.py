@@ -8,12 +8,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # dagster is imported when a command runs, so `--help` stays instant
     import dagster as dg
 
     from synthfactory.params import ProjectConfig
+    from synthfactory.planning import PlanResult
 
 EXIT_BAD_INPUT = 2
 
@@ -29,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="Dagster asset selection, e.g. 'real_images+' or 'key:prompts' "
                           "(default: everything)")
     run.add_argument("--partitions", default=None,
-                     help="shard range FIRST...LAST for synthetic_shards (default: all shards)")
+                     help="KEY or FIRST...LAST of one partitions definition: shards (00001...00003),"
+                          " distillation cells (dm-ipc10-real) or experts (real-expert-0); the "
+                          "other partitioned assets run all their keys (default: all)")
     run.add_argument("--processes", type=int, default=1,
                      help="1 (default): every step in this process; N > 1: the multiprocess "
                           "executor, a process per step, at most N at once (GPU steps still "
@@ -77,6 +80,8 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
                 debug: bool = False, strict: bool = False) -> int:
     """Materialize the selection; print what ran, how long it took and where outputs are.
 
+    The selection runs as the ordered runs of `synthfactory.planning.plan_runs` (one Dagster run
+    holds one partitions definition: shards, cells, experts), each printed as it starts.
     `processes` 1 runs every step in this process; more use the multiprocess executor. Returns
     0 on success, 2 when a step failed on bad input (its message printed on one line), 1 when
     it failed otherwise. Tracebacks are shown only with `debug`. Before a selection that reads
@@ -88,6 +93,7 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     from synthfactory.console import concise_console, failure_line, step_failures
     from synthfactory.ops.evaluation.missing import missing_arm_lines
     from synthfactory.params import load_params
+    from synthfactory.planning import execute_plan, materialize_plan, plan_runs
 
     config = load_params(params_path)
     # Importing the definitions module builds its `defs` from the file this variable names (else
@@ -113,41 +119,36 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
         from synthfactory.ops.data.preflight import preflight_pool
 
         preflight_pool(config.params.retrieval.pool)  # before any work, like the real images'
-    tags = {}
-    # Every partitioned asset (synthetic_shards, the refinement rounds' refined_shards) shares
-    # the shard partitions: one range covers them all.
-    partitioned = sorted((key for key in keys if graph.get(key).partitions_def is not None),
-                         key=lambda key: key.to_user_string())
-    if partitioned:
-        all_shards = graph.get(partitioned[0]).partitions_def.get_partition_keys()
-        first, last = _partition_range(partitions, all_shards)
-        tags = {"dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last}
+    plan = plan_runs(graph, keys, partitions)  # a bad --partitions fails here, before any run
+
+    def announce(number: int, run: Any) -> None:
+        print(f"run {number + 1}/{len(plan)}: {run.describe()}", flush=True)
+
     started = time.perf_counter()
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with _instance() as instance:
         if processes == 1:
-            # What dg.materialize does, plus the choice of console logger (Dagster's own with
-            # --debug).
-            job = dg.Definitions(
-                jobs=[dg.define_asset_job("synthfactory_run", selection=list(keys))],
-                assets=list(defs.assets), resources=defs.resources,
-                loggers=None if debug else {"console": concise_console},
-            ).resolve_job_def("synthfactory_run")
-            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
-                                            run_config=run_config)
+            # Dagster's own console logger with --debug, else the concise one.
+            result = materialize_plan(defs, keys, partitions, instance=instance,
+                                      run_config=run_config, checks=False, raise_on_error=False,
+                                      loggers=None if debug else {"console": concise_console},
+                                      on_start=announce)
         else:
-            # Step processes rebuild the job from the params file, so they need its full path.
-            job = dg.build_reconstructable_job(
-                "synthfactory.definitions", "job_for_params",
-                reconstructable_args=(str(params_path.resolve()),))
             run_config["execution"] = {"config": {"multiprocess": {"max_concurrent": processes}}}
             if instance.is_ephemeral:
                 raise ValueError(f"--processes {processes} needs a persistent Dagster instance: "
                                  "run from the project root (it has dagster_home/) or set "
                                  "DAGSTER_HOME")
-            result = dg.execute_job(job, instance, run_config=run_config, tags=tags,
-                                    asset_selection=list(keys))
+
+            def execute(run: Any) -> dg.JobExecutionResult:
+                # Step processes rebuild the run's job from the params file (its full path).
+                job = dg.build_reconstructable_job(
+                    "synthfactory.definitions", "job_for_params", reconstructable_args=(
+                        str(params_path.resolve()),
+                        *(key.to_user_string() for key in run.assets)))
+                return dg.execute_job(job, instance, run_config=run_config, tags=run.tags)
+
+            result = execute_plan(plan, execute, on_start=announce)
         seconds = time.perf_counter() - started
         _print_summary(result, seconds, config.store.root, config.params.eval_report.output_dir)
     report_dir = Path(config.params.eval_report.output_dir)
@@ -181,8 +182,7 @@ def _preflight(config: ProjectConfig) -> None:
                      config.params.train_images_needed())
 
 
-def _missing_arms(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, metrics_path: Path,
-                  reported: bool) -> dict[str, str]:
+def _missing_arms(result: PlanResult, metrics_path: Path, reported: bool) -> dict[str, str]:
     """arm → reason for the arms not built: from the report when it ran, and from the arms'
     classifier assets (the registry's) that this run published as not built."""
     import json
@@ -258,18 +258,6 @@ def dvc_sync_command(params_file: str, output: Path, check: bool) -> int:
     return 0
 
 
-def _partition_range(spec: str | None, all_shards: Sequence[str]) -> tuple[str, str]:
-    if spec is None:
-        return all_shards[0], all_shards[-1]
-    first, _, last = spec.partition("...")
-    last = last or first
-    for key in (first, last):
-        if key not in all_shards:
-            raise ValueError(f"--partitions {spec!r}: shard {key!r} does not exist; shards are "
-                             f"{all_shards[0]}...{all_shards[-1]}")
-    return first, last
-
-
 PROJECT_DAGSTER_HOME = "dagster_home"
 
 
@@ -290,28 +278,39 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-def _print_summary(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, seconds: float, store_root: str,
-                   report_dir: str) -> None:
-    """What ran, how long each step took, and where its output is."""
+def _print_summary(result: PlanResult, seconds: float, store_root: str, report_dir: str) -> None:
+    """What ran (over every run of the plan), how long each step took, and where its output is."""
     durations: dict[str, float] = {}
     for event in result.all_events:
-        if event.event_type_value == "STEP_SUCCESS":
-            durations[event.step_key] = event.event_specific_data.duration_ms / 1000
+        if event.event_type_value == "STEP_SUCCESS":  # a step of one run per cell: summed
+            durations[event.step_key] = (durations.get(event.step_key, 0.0)
+                                         + event.event_specific_data.duration_ms / 1000)
     materialized: dict[str, list[str]] = {}
     for event in result.get_asset_materialization_events():
         name = event.asset_key.to_user_string()
         materialized.setdefault(name, [])
         if event.partition:
             materialized[name].append(event.partition)
+    # In the plan's order (its definitions' key order), not in the order steps finished.
+    order = {key: index for index, key in enumerate(
+        key for run, _ in result.runs for key in run.partition_keys)}
+    for partition_keys in materialized.values():
+        partition_keys.sort(key=lambda key: order.get(key, len(order)))
     print(f"\n{'asset':<20} {'seconds':>8}  output")
     for name, partition_keys in materialized.items():
         where = report_dir if name == "eval_report" else str(Path(store_root) / name)
         if partition_keys:
-            where += f"  ({len(partition_keys)} shards)"
+            shown = (", ".join(partition_keys) if len(partition_keys) <= 3
+                     else f"{partition_keys[0]} … {partition_keys[-1]}")
+            where += f"  ({len(partition_keys)} partition(s): {shown})"
         print(f"{name:<20} {durations.get(name, float('nan')):>8.1f}  {where}")
     failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     status = "succeeded" if result.success else f"FAILED in {failed}"
-    print(f"\nrun {status} in {seconds:.1f}s; outputs under {store_root}/")
+    runs = len(result.runs)
+    skipped = result.not_started
+    print(f"\n{runs} run(s) {status} in {seconds:.1f}s; outputs under {store_root}/")
+    for run in skipped:
+        print(f"not started (an earlier run failed): {run.describe()}")
 
 
 def _print_arm_table(metrics_path: Path) -> None:

@@ -8,6 +8,7 @@ diffusers are imported by the steps that use them, not here.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,10 @@ from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import build_shard_scores, filtered_set, judge, retrieved_set
 from synthfactory.assets.data import prompts, real_images
-from synthfactory.assets.distillation import classifier_distilled, distilled_set, expert_trajectories
+from synthfactory.assets.distillation import distilled_set_asset
+from synthfactory.assets.distillation_common import table
+from synthfactory.assets.distillation_networks import (classifier_distilled_asset,
+                                                       expert_trajectories_asset)
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import evaluation_assets
 from synthfactory.assets.generation import build_synthetic_shards, generator
@@ -24,14 +28,15 @@ from synthfactory.assets.refinement import refinement_assets, report_deps
 from synthfactory.automation import (
     build_params_sensor,
     build_rebuild_schedule,
-    rebuild_job,
     shard_keys,
     with_eager_automation,
 )
 from synthfactory.executors import build_executor
+from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, expert_keys, parse_expert
 from synthfactory.params import ProjectConfig, load_params
 
 PARAMS_ENV = "SYNTHFACTORY_PARAMS"
+RUN_JOB = "synthfactory_run"
 
 
 def shard_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
@@ -41,10 +46,15 @@ def shard_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
 
 def build_definitions(config: ProjectConfig, params_path: str | Path = "params.yaml"
                       ) -> dg.Definitions:
-    """Assets, checks, jobs, schedule, sensor, executor and resources for one params file.
+    """Assets, checks, the rebuild and params sensors, executor and resources for one params file.
 
-    Every asset's data version is DVC's md5 of its output. `params_path` is the file the sensor
-    re-reads on every tick.
+    Three partitions definitions: shards (`synthetic_shards`, `shard_scores`, the refinement
+    rounds' `refined_shards`), the cells of the distillation table (`distilled_set`,
+    `classifier_distilled`) and, with an mtt/datm cell, experts (`expert_trajectories`). No job
+    spans them (one run holds one definition): `synthfactory run` plans runs
+    (`synthfactory.planning`), the sensors request backfills. Every asset's data version is
+    DVC's md5 of its output (per partition for partitioned ones). `params_path` is the file the
+    params sensor re-reads on every tick.
     """
     partitions = shard_partitions(config)
     shards = build_synthetic_shards(partitions)
@@ -57,22 +67,45 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
         report = _with_deps(report, report_deps(config))
     retrieval = [retrieved_set] if "retrieved" in config.params.classifiers.arms else []
     assets = [real_images, prompts, generator, *adapters, shards, judge,
-              build_shard_scores(partitions), filtered_set, expert_trajectories, distilled_set,
-              classifier_distilled, *retrieval, *classifiers,
+              build_shard_scores(partitions), filtered_set, *distillation_assets(config),
+              *retrieval, *classifiers,
               *refinement_assets(config, partitions), report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
-    job = rebuild_job()
     return dg.Definitions(
         assets=wrap_all(assets),
         asset_checks=ASSET_CHECKS,
-        jobs=[job],
-        schedules=[build_rebuild_schedule(config, job)],
-        sensors=[build_params_sensor(config, params_path)],
+        sensors=[build_rebuild_schedule(config), build_params_sensor(config, params_path)],
         executor=build_executor(config.executor),
         resources={"params": config.params, "store": config.store, "runtime": config.runtime,
                    "dvc": config.dvc},
     )
+
+
+def distillation_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    """`expert_trajectories` (only when a cell matches trajectories: mtt, datm), `distilled_set`
+    and `classifier_distilled`, partitioned by the experts and cells that the params imply (see
+    `synthfactory.assets.distillation`).
+
+    A trajectory cell depends on the experts of its source only (a `StaticPartitionMapping`), so
+    a backfill starts `dm-ipc10-real` at once and `mtt-ipc10-real` when `real-expert-*` exist.
+    """
+    params = config.params
+    cell_table = table(params)
+    experts = expert_keys(cell_table, params.expert_trajectories.experts)
+    cells = dg.StaticPartitionsDefinition([cell.key for cell in cell_table])
+    deps: list[str | dg.AssetDep] = ["filtered_set", "judge", "real_images"]
+    assets = []
+    with warnings.catch_warnings():  # BackfillPolicy is beta (see assets/generation.py)
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        if experts:
+            assets.append(expert_trajectories_asset(dg.StaticPartitionsDefinition(experts)))
+            mapping = dg.StaticPartitionMapping({
+                key: {cell.key for cell in cell_table if cell.method in TRAJECTORY_METHODS
+                      and cell.source == parse_expert(key)[0]} for key in experts})
+            deps.append(dg.AssetDep("expert_trajectories", partition_mapping=mapping))
+        assets += [distilled_set_asset(cells, deps), classifier_distilled_asset(cells)]
+    return assets
 
 
 def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str]) -> dg.AssetsDefinition:
@@ -81,10 +114,16 @@ def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str]) -> dg.AssetsDef
     return mapped
 
 
-def job_for_params(params_path: str, job_name: str = "rebuild") -> dg.JobDefinition:
-    """A job of the definitions for `params_path`: what a multiprocess run rebuilds in each step
-    process (`dg.build_reconstructable_job("synthfactory.definitions", "job_for_params", ...)`)."""
-    return build_definitions(load_params(params_path), params_path).resolve_job_def(job_name)
+def job_for_params(params_path: str, *assets: str) -> dg.JobDefinition:
+    """A job of `assets` (of one partitions definition at most: one run of
+    `synthfactory.planning.plan_runs`, checks included) in the definitions for `params_path`:
+    what a multiprocess run rebuilds in each step process (`dg.build_reconstructable_job(
+    "synthfactory.definitions", "job_for_params", reconstructable_args=(path, *assets))`)."""
+    defs = build_definitions(load_params(params_path), params_path)
+    job = dg.define_asset_job(RUN_JOB, selection=dg.AssetSelection.assets(*assets))
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job],
+                          resources=defs.resources, executor=defs.executor
+                          ).resolve_job_def(RUN_JOB)
 
 
 PARAMS_PATH = os.environ.get(PARAMS_ENV, "params.yaml")

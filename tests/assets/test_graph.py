@@ -20,6 +20,7 @@ from synthfactory.definitions import build_definitions
 from synthfactory.ops.storage.shards import (finished_shards, read_samples, read_shard_info,
                                               write_shard)
 from synthfactory.params import Params, parse_params
+from synthfactory.planning import PlanResult, materialize_plan
 from synthfactory.resources.store import ArtifactStore
 from tests.support import tiny_params
 
@@ -27,17 +28,15 @@ ARMS = ["real", "retrieved", "synthetic", "filtered", "distilled", "mixed"]
 FLOORS = {"real": 0.0, "synthetic": 1.0}
 
 
-def _run_all(root: Path, **overrides: dict) -> dg.ExecuteInProcessResult:
+def _run_all(root: Path, **overrides: dict) -> PlanResult:
+    """Every asset and check, all partitions, in the runs the planner orders (one per partitions
+    definition: shards, then the distillation cell, then the report)."""
     config = parse_params(tiny_params(root, **overrides))
-    defs = build_definitions(config)
-    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    return dg.materialize([*defs.assets, *ASSET_CHECKS], resources=defs.resources, tags={
-        "dagster/asset_partition_range_start": keys[0],
-        "dagster/asset_partition_range_end": keys[-1]})
+    return materialize_plan(build_definitions(config))
 
 
 @pytest.fixture(scope="module")
-def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
+def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PlanResult]:
     root = tmp_path_factory.mktemp("graph")
     # Floors the tiny run meets (real ≥ 0) and cannot meet (synthetic = 1.0): the report's check
     # must tell them apart.
@@ -46,7 +45,7 @@ def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.Execut
     return root, result
 
 
-def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult]
                                                ) -> None:
     root, _ = graph_run
     metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
@@ -100,7 +99,7 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, dg.Execute
                                                 "shard-00002.tar"]
 
 
-def test_report_files_and_metadata(graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+def test_report_files_and_metadata(graph_run: tuple[Path, PlanResult]) -> None:
     root, result = graph_run
     report = root / "reports" / "eval"
     for name in ["report.md", "report.html", "accuracy.png", "grid_kept.png",
@@ -122,7 +121,7 @@ def test_report_files_and_metadata(graph_run: tuple[Path, dg.ExecuteInProcessRes
     assert events["filtered_set"]["shards_used"].value == 3
 
 
-def test_classifier_checkpoints_are_safetensors(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+def test_classifier_checkpoints_are_safetensors(graph_run: tuple[Path, PlanResult]
                                                 ) -> None:
     root, _ = graph_run
     for arm in ARMS:
@@ -133,7 +132,7 @@ def test_classifier_checkpoints_are_safetensors(graph_run: tuple[Path, dg.Execut
         assert history["arm"] == arm and len(history["seeds"]) == 2
 
 
-def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, dg.ExecuteInProcessResult]
+def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, PlanResult]
                                                  ) -> None:
     root, _ = graph_run
     lines = (root / "data" / "filtered_set" / "manifest.jsonl").read_text().splitlines()
@@ -156,7 +155,7 @@ def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: P
 
 
 def test_every_asset_check_ran_and_the_gates_passed(
-        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+        graph_run: tuple[Path, PlanResult]) -> None:
     root, result = graph_run
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
@@ -238,7 +237,7 @@ def test_class_balance_fails_on_a_deleted_shard_and_on_lost_class_images(
 
 
 def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
-        graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
+        graph_run: tuple[Path, PlanResult], tmp_path: Path) -> None:
     import shutil
 
     root, _ = graph_run
@@ -250,8 +249,14 @@ def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
     result = synthetic_shards_integrity(store=store)
     assert not result.passed and "shard-00001.tar: sha256" in result.description
 
+    table = Params(distilled_set={"methods": ["dm"], "ipcs": [2]})  # the tiny graph's one cell
+    assert distilled_set_size(params=table, store=store).passed
+    # A cell of the table not made yet is listed, not failed: a run may make one cell.
+    wider = distilled_set_size(params=Params(distilled_set={"methods": ["dm", "random"],
+                                                            "ipcs": [2]}), store=store)
+    assert wider.passed and wider.metadata["missing"].value == ["random-ipc2-filtered"]
     (copy / "distilled_set" / "distilled-00000.json").unlink()  # the shard is no longer finished
-    assert not distilled_set_size(params=Params(), store=store).passed
+    assert not distilled_set_size(params=table, store=store).passed
 
     report = str(root / "reports" / "eval")
     assert eval_report_accuracy_floor(params=Params(
@@ -271,7 +276,7 @@ def test_checks_fail_on_a_corrupt_shard_and_a_low_accuracy(
 
 
 def test_ui_metadata_has_grids_counts_timings_and_paths(
-        graph_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+        graph_run: tuple[Path, PlanResult]) -> None:
     _, result = graph_run
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in result.get_asset_materialization_events()}

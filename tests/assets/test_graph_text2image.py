@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,7 @@ from synthfactory.ops.curation.judges import load_judge
 from synthfactory.ops.evaluation.arms import read_filter_records
 from synthfactory.ops.storage.shards import finished_shards, read_samples
 from synthfactory.params import parse_params
+from synthfactory.planning import PlanResult, materialize_plan
 from tests.support import tiny_params, write_labelled_webdataset
 
 CLASSES = ["red_apple", "green_leaf", "blue_sky"]
@@ -23,7 +23,7 @@ CLASSES = ["red_apple", "green_leaf", "blue_sky"]
 
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path,
-                   tiny_clip_dir: Path) -> tuple[Path, dg.ExecuteInProcessResult]:
+                   tiny_clip_dir: Path) -> tuple[Path, PlanResult]:
     root = tmp_path_factory.mktemp("pretrained")
     shards = write_labelled_webdataset(root / "user-shards", CLASSES, 8, size=40)
     params = tiny_params(
@@ -48,17 +48,13 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path,
                               "distilled", "mixed"]},
     )
     params["generator"].pop("ddpm")
-    defs = build_definitions(parse_params(params))
-    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    result = dg.materialize(list(defs.assets), resources=defs.resources, tags={
-        "dagster/asset_partition_range_start": keys[0],
-        "dagster/asset_partition_range_end": keys[-1]})
+    result = materialize_plan(build_definitions(parse_params(params)))  # every asset, all runs
     assert result.success
     return root, result
 
 
 def test_every_asset_materializes_and_the_report_names_the_models(
-        pretrained_run: tuple[Path, dg.ExecuteInProcessResult], tiny_sd_dir: Path,
+        pretrained_run: tuple[Path, PlanResult], tiny_sd_dir: Path,
         tiny_clip_dir: Path) -> None:
     root, result = pretrained_run
     metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
@@ -87,7 +83,7 @@ def test_every_asset_materializes_and_the_report_names_the_models(
 
 
 def test_shards_hold_fitted_images_with_their_prompts(
-        pretrained_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+        pretrained_run: tuple[Path, PlanResult]) -> None:
     root, _ = pretrained_run
     shards = finished_shards(root / "data" / "synthetic_shards")
     assert [p.name for p in shards] == ["shard-00000.tar", "shard-00001.tar"]
@@ -101,7 +97,7 @@ def test_shards_hold_fitted_images_with_their_prompts(
 
 
 def test_filtered_set_records_clip_scores_and_zero_shot_margins(
-        pretrained_run: tuple[Path, dg.ExecuteInProcessResult]) -> None:
+        pretrained_run: tuple[Path, PlanResult]) -> None:
     root, _ = pretrained_run
     records = read_filter_records(root / "data" / "filtered_set")
     assert len(records) == 12

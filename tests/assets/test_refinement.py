@@ -11,19 +11,15 @@ import pytest
 from synthfactory.definitions import build_definitions
 from synthfactory.ops.storage.shards import finished_shards, read_samples
 from synthfactory.params import parse_params
+from synthfactory.planning import PlanResult, materialize_plan
 from tests.support import tiny_params
 
 BUDGET = 20
 
 
-def _materialize(root: Path) -> dg.ExecuteInProcessResult:
+def _materialize(root: Path) -> PlanResult:
     config = parse_params(tiny_params(root, refinement={"rounds": 2, "budget": BUDGET}))
-    defs = build_definitions(config)
-    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    return dg.materialize(list(defs.assets), resources=defs.resources,
-                          raise_on_error=False, tags={
-                              "dagster/asset_partition_range_start": keys[0],
-                              "dagster/asset_partition_range_end": keys[-1]})
+    return materialize_plan(build_definitions(config), raise_on_error=False)
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,16 @@ def test_cli_backfills_a_range_then_one_shard_with_two_processes(
     args = ["run", "--params", str(tiny_params_file)]
     assert main([*args, "--select", "*synthetic_shards", "--partitions", "00001...00002"]) == 0
     out = capsys.readouterr().out
-    assert "synthetic_shards" in out and "(2 shards)" in out and "run succeeded" in out
+    assert "synthetic_shards" in out and "(2 partition(s): 00001, 00002)" in out, out
+    assert "1 run(s) succeeded" in out, out
     assert [p.name for p in finished_shards(shards_dir)] == ["shard-00001.tar", "shard-00002.tar"]
 
     # The missing shard, in a step process of the multiprocess executor, on the persistent
     # instance (the CLI's DAGSTER_HOME): the run and its check results are recorded there.
     assert main([*args, "--select", "synthetic_shards", "--partitions", "00000",
                  "--processes", "2"]) == 0
-    assert "(1 shards)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(1 partition(s): 00000)" in out, out
     assert len(finished_shards(shards_dir)) == 3
     with dg.DagsterInstance.from_config(str(_test_dagster_home)) as instance:
         runs = instance.get_runs()
@@ -41,7 +43,8 @@ def test_cli_backfills_a_range_then_one_shard_with_two_processes(
         assert len(checks) == 1
 
     assert main([*args, "--select", "synthetic_shards", "--partitions", "00007"]) == 2
-    assert "shard '00007' does not exist; shards are 00000...00002" in capsys.readouterr().err
+    assert ("'00007' is not a partition of the selected assets; synthetic_shards: "
+            "00000...00002") in capsys.readouterr().err
 
 
 def test_dagster_cli_backfills_a_partition_range_and_reruns_one_shard(

@@ -24,8 +24,8 @@ def test_module_loads_with_the_shipped_params() -> None:
                          check=True).stdout.splitlines()
     assert out[0] == str(sorted([
         "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
-        "filtered_set", "expert_trajectories", "distilled_set", "retrieved_set",
-        "classifier_real", "classifier_retrieved", "classifier_synthetic", "classifier_filtered",
+        "filtered_set", "distilled_set", "retrieved_set", "classifier_real",
+        "classifier_retrieved", "classifier_synthetic", "classifier_filtered",
         "classifier_distilled", "classifier_mixed", "classifier_scaling", "eval_report"]))
     assert out[1] == "False False"  # nothing heavy at import
 
@@ -48,7 +48,7 @@ def test_cli_runs_a_selection_and_prints_a_summary(tiny_params_file: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--params", str(tiny_params_file), "--select", "prompts"]) == 0
     out = capsys.readouterr().out
-    assert "prompts" in out and "run succeeded" in out
+    assert "run 1/1: prompts" in out and "1 run(s) succeeded" in out
     assert (tiny_params_file.parent / "data" / "prompts" / "prompts.jsonl").is_file()
 
 

@@ -23,7 +23,8 @@ CPU_ONLY = {"real_images", "prompts", "filtered_set"}
 
 
 def test_every_accelerator_asset_is_in_the_gpu_pool_and_asks_kubernetes_for_a_gpu() -> None:
-    defs = build_definitions(parse_params({}))
+    # An mtt cell brings expert_trajectories into the graph: every asset there is.
+    defs = build_definitions(parse_params({"distilled_set": {"methods": ["dm", "mtt"]}}))
     seen = set()
     for assets_def in defs.assets:
         name = assets_def.key.to_user_string()

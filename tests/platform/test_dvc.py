@@ -125,7 +125,7 @@ def test_commit_and_push_after_materialization(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     repo.set_params({"dvc": {"executable": str(DVC), "commit": True, "push": True}})
     out = repo.run(VENV_BIN / "synthfactory", "run", "--select", "key:prompts")
-    assert "run succeeded" in out
+    assert "1 run(s) succeeded" in out
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
     assert lock["stages"]["prompts"]["outs"][0]["md5"] == dvc_md5(repo.path / "data" / "prompts")
     assert "prompts" not in repo.dvc("status", "prompts")  # recorded: nothing changed

@@ -25,6 +25,7 @@ from synthfactory.definitions import build_definitions  # noqa: E402
 from synthfactory.ops.storage.atomic import sha256_file  # noqa: E402
 from synthfactory.ops.storage.shards import finished_shards  # noqa: E402
 from synthfactory.params import parse_params  # noqa: E402
+from synthfactory.planning import materialize_plan  # noqa: E402
 from synthfactory.resources.store import ArtifactStore  # noqa: E402
 from tests.support import tiny_params  # noqa: E402
 
@@ -176,6 +177,47 @@ def test_two_machines_share_the_graph_through_the_object_store(s3_endpoint: str,
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks and all(checks.values()), checks
+
+
+def test_two_machines_make_two_cells_and_a_third_reads_both(s3_endpoint: str,
+                                                          tmp_path: Path) -> None:
+    """Guards "runs of different cells never collide": machines A and B each make one cell of the
+    table into the same store (as two GPU pods would); each cell is its own unit, and machine C's
+    empty cache gets both, byte-identical. A commit of the whole directory (the layout before
+    cells were partitions), which would be served instead of the cells, is withdrawn."""
+    options = {"endpoint_url": s3_endpoint, **CREDENTIALS}
+    table = {"methods": ["random", "dm"], "ipcs": [1], "sources": ["real"],
+             "dm": {"iterations": 3, "batch_real": 16}}
+
+    def defs(machine: str) -> dg.Definitions:
+        raw = tiny_params(tmp_path / machine, distilled_set=table)
+        raw["store"] = {"root": f"s3://{BUCKET}/cells", "storage_options": options,
+                        "cache": str(tmp_path / machine / "data")}
+        return build_definitions(parse_params(raw))
+
+    assert materialize_plan(defs("a"), ["real_images", "distilled_set"],
+                            "random-ipc1-real").success
+    # An old whole-directory commit, as a store filled before the cells were partitions has.
+    old = b"an old unpartitioned distilled set"
+    _write(s3_endpoint, "cells/distilled_set/old.txt", old)
+    _write(s3_endpoint, "cells/_commits/distilled_set.json", json.dumps({
+        "unit": "distilled_set", "kind": "dir", "files": {"old.txt": {
+            "sha256": hashlib.sha256(old).hexdigest(), "size": len(old)}}}).encode())
+    assert materialize_plan(defs("b"), ["distilled_set"], "dm-ipc1-real").success
+    objects = set(_objects(s3_endpoint, "cells"))
+    assert {"_commits/distilled_set/cells/random-ipc1-real.json",
+            "_commits/distilled_set/cells/dm-ipc1-real.json",
+            "_commits/distilled_set/summary.json.json"} <= objects
+    assert "_commits/distilled_set.json" not in objects
+
+    reader = _store(s3_endpoint, "cells", tmp_path / "c" / "data")
+    cells = reader.require("distilled_set") / "cells"
+    assert sorted(p.name for p in cells.iterdir()) == ["dm-ipc1-real", "random-ipc1-real"]
+    for machine, cell in (("a", "random-ipc1-real"), ("b", "dm-ipc1-real")):
+        made = tmp_path / machine / "data" / "distilled_set" / "cells" / cell
+        assert {p.name: sha256_file(p) for p in (cells / cell).iterdir()} == {
+            p.name: sha256_file(p) for p in made.iterdir()}
+    assert not (cells.parent / "old.txt").exists()
 
 
 def _read(endpoint: str, path: str) -> bytes:

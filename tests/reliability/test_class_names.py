@@ -12,7 +12,6 @@ import json
 import re
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
 import yaml
@@ -26,6 +25,7 @@ from synthfactory.ops.data.real_images import read_classes, write_real_images
 from synthfactory.ops.data.splits import stratified_split
 from synthfactory.ops.evaluation.report import write_report
 from synthfactory.params import parse_params
+from synthfactory.planning import materialize_plan
 from tests.support import tiny_params
 
 FOLDER_NAMES = ["two words", "ünïcödé ✓", "<em>bold & co", "x..y", "-rf", "back\\slash",
@@ -56,12 +56,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pixels[index % 12, :, index % 3] = 250  # a class-specific stripe
             Image.fromarray(pixels).save(folder / f"{image}.png")
     config = parse_params(_params(root))
-    defs = build_definitions(config)
-    keys = defs.get_assets_def("synthetic_shards").partitions_def.get_partition_keys()
-    result = dg.materialize(list(defs.assets), resources=defs.resources, tags={
-        "dagster/asset_partition_range_start": keys[0],
-        "dagster/asset_partition_range_end": keys[-1]})
-    assert result.success
+    assert materialize_plan(build_definitions(config)).success
     return root
 
 

@@ -23,7 +23,6 @@ from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
 from synthfactory.ops.evaluation.contamination import contamination_outcome
 from synthfactory.ops.evaluation.missing import arms_built
 from synthfactory.ops.storage import SUMMARY_JSON
-from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 
@@ -102,20 +101,22 @@ def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="distilled_set", blocking=True)
 def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
-    """The headline distilled set (first cell) holds exactly its `ipc` images per class, in
-    intact shards. A headline recorded as not built warns with its reason (and blocks nothing:
-    the report lists the distilled arm as missing).
-    """
-    directory = store.require("distilled_set")
-    record = read_not_built(directory)
-    if record is not None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description=f"not built: {record['reason']}")
-    integrity = checks.shard_integrity(directory)
-    if not integrity.passed:
-        return _result(integrity)
+    """Every finished cell holds exactly its `ipc` images per class in each repeat, in intact
+    shards, and so does the headline set (the first cell) at the top. Cells not made yet are
+    listed (a backfill makes one cell per run); cells recorded as not built warn with their
+    reasons (and block nothing: the report lists them, and the distilled arm as missing when
+    the headline cell is one of them)."""
+    from synthfactory.ops.distillation.cells import cells
+
+    config = params.distilled_set
+    table = cells(list(config.methods), list(config.ipcs), list(config.sources))
     n_classes = len(read_classes(store.require("real_images")))
-    return _result(checks.distilled_size(directory, n_classes, params.distilled_set.ipcs[0]))
+    outcome = checks.distilled_cells(store.require("distilled_set"), n_classes,
+                                     [(cell.key, cell.ipc) for cell in table])
+    if outcome.passed and outcome.details["not_built"]:
+        return _result(checks.CheckOutcome(False, outcome.description, outcome.details),
+                       severity=dg.AssetCheckSeverity.WARN)
+    return _result(outcome)
 
 
 @dg.asset_check(asset="eval_report")

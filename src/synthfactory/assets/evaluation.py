@@ -309,13 +309,15 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         digests. The same files are published through the store (`eval_report/` under its
         root, uploaded with a commit on an object store).
         """
+        from synthfactory.assets.distillation_common import table
         from synthfactory.assets.report_inputs import (asset_costs, grids, group_rows,
                                                        not_built_arms, real_splits,
                                                        scaling_metrics, score_arms)
         from synthfactory.ops.evaluation.class_sizes import data_entry
         from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
         from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
-        from synthfactory.ops.evaluation.distillation_table import distillation_table
+        from synthfactory.ops.evaluation.distillation_table import (distillation_table,
+                                                                    not_built_cells)
         from synthfactory.ops.evaluation.evaluate import SPREAD
         from synthfactory.ops.evaluation.missing import missing_arm_lines
         from synthfactory.ops.evaluation.plots import accuracy_plot
@@ -328,6 +330,7 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         test, _ = real_splits(store)
         # Arms recorded as not built are listed with their reason; every other one is measured.
         missing = not_built_arms(store, arms)
+        cells = [cell.key for cell in table(params)]
         arm_rows = score_arms(store, runtime, arms, len(class_names), params.judge.batch_size)
         filter_summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
         distill_summary = json.loads((store.require("distilled_set") / SUMMARY_JSON).read_text())
@@ -351,13 +354,17 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
             "arms": arm_rows,
             "filter": {key: value for key, value in filter_summary.items()
                        if key not in {"shard_digests"}},
-            # Wall time stays out: the same params must give the same metrics.json, byte for byte.
-            "distillation": {key: value for key, value in distill_summary.items()
-                             if key not in {"seconds"}},
-            # Every cell × architecture (wall times stay in each cell's cell.json).
+            # The headline cell's summary less its wall time, and the cells recorded as not
+            # built (read from the cells: each is a partition, made in a run of its own).
+            "distillation": {**{key: value for key, value in distill_summary.items()
+                                if key not in {"seconds"}},
+                             "not_built": not_built_cells(store.require("distilled_set"),
+                                                          cells)},
+            # Every cell × architecture of the params' table, with the cell's distillation
+            # seconds (from its cell.json).
             "distillation_table": distillation_table(
                 store.require("classifier_distilled"), store.require("distilled_set"),
-                distill_summary["cells"], test.images, test.labels, runtime.torch_device),
+                cells, test.images, test.labels, runtime.torch_device),
             "missing_arms": missing,
             "data": data_entry(real_manifest["counts"]),
             "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},

@@ -154,24 +154,55 @@ def grids(store: ArtifactStore, class_names: list[str], per_class: int,
 
 def asset_costs(context: dg.AssetExecutionContext, assets: list[str], store: ArtifactStore,
                 started: float) -> list[AssetCost]:
-    """Each asset's wall seconds (its latest materialization's step, from the Dagster instance;
-    None when the instance has no record) and images processed; eval_report's own seconds up to
-    now, last."""
+    """Each asset's wall seconds (the steps that made its current materialization, every
+    partition's, from the Dagster instance; None when the instance has no record) and images
+    processed; eval_report's own seconds up to now, last."""
     import time
 
-    rows = [AssetCost(name, _step_seconds(context.instance, name), *_images(store, name))
+    rows = [AssetCost(name, _step_seconds(context, name), *_images(store, name))
             for name in assets]
     return [*rows, AssetCost("eval_report", time.perf_counter() - started)]
 
 
-def _step_seconds(instance: dg.DagsterInstance, asset: str) -> float | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or not event.step_key:
+def _step_seconds(context: dg.AssetExecutionContext, asset: str) -> float | None:
+    """The wall seconds of the steps that made what `asset` holds now: its latest
+    materialization's step, or for a partitioned asset the distinct steps of each partition's
+    latest materialization, summed (a cell of the distillation table is a run of its own).
+    None when the instance lacks a record of one of them."""
+    instance = context.instance
+    key = dg.AssetKey(asset)
+    layer = context.job_def.asset_layer
+    definition = layer.get(key).partitions_def if layer.has(key) else None
+    if definition is None:
+        latest = instance.get_latest_materialization_event(key)
+        events = [] if latest is None else [latest]
+        wanted = 1
+    else:
+        keys = set(definition.get_partition_keys())
+        found: dict[str, Any] = {}
+        cursor = None
+        while len(found) < len(keys):  # newest first: the first record of a partition is its latest
+            page = instance.fetch_materializations(key, limit=1000, cursor=cursor)
+            for record in page.records:
+                if record.partition_key in keys:
+                    found.setdefault(record.partition_key, record.event_log_entry)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+        events, wanted = list(found.values()), len(keys)
+    if len(events) < wanted or any(not event.step_key for event in events):
         return None
-    stats = instance.get_run_step_stats(event.run_id, step_keys=[event.step_key])
-    if not stats or stats[0].start_time is None or stats[0].end_time is None:
-        return None
-    return float(stats[0].end_time - stats[0].start_time)
+    steps: dict[str, set[str]] = {}
+    for event in events:
+        steps.setdefault(event.run_id, set()).add(event.step_key)
+    seconds = 0.0
+    for run_id, step_keys in steps.items():
+        stats = instance.get_run_step_stats(run_id, step_keys=sorted(step_keys))
+        if len(stats) < len(step_keys) or any(s.start_time is None or s.end_time is None
+                                              for s in stats):
+            return None
+        seconds += sum(float(s.end_time - s.start_time) for s in stats)
+    return seconds
 
 
 def _images(store: ArtifactStore, asset: str) -> tuple[int | None, str]:

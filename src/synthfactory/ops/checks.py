@@ -179,8 +179,68 @@ def every_class_kept(per_class: Mapping[str, Mapping[str, Any]], minimum: int) -
 
 
 def distilled_size(directory: Path, n_classes: int, ipc: int) -> CheckOutcome:
-    """The distilled set holds exactly `ipc` images of every class."""
-    shards = finished_shards(directory)
+    """The distilled set's finished shards hold exactly `ipc` images of every class."""
+    return distilled_size_of(finished_shards(directory), n_classes, ipc)
+
+
+def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, int]]
+                    ) -> CheckOutcome:
+    """Every finished cell `(key, ipc)` holds `ipc` images of every class in each repeat's
+    intact shard, and so does the headline shard (the first cell's, at the top) once the first
+    cell is finished. A cell not made yet is listed, not failed: a run may make one cell (a
+    backfill gives each its own); so is a cell recorded as not built (its data could not make
+    it), with its reason, which leads the description. No finished or recorded cell fails.
+    """
+    from synthfactory.ops.distillation.cellstore import CELL_JSON, CELLS_DIR
+    from synthfactory.ops.storage.not_built import read_not_built
+
+    finished: dict[str, list[int]] = {}
+    not_built: dict[str, str] = {}
+    missing, problems = [], []
+    headline_images = 0
+    for index, (key, ipc) in enumerate(cells):
+        cell = directory / CELLS_DIR / key
+        record = read_not_built(cell)
+        if record is not None:
+            not_built[key] = str(record["reason"])
+            continue
+        if not (cell / CELL_JSON).is_file():
+            missing.append(key)
+            continue
+        places = [(cell, "repeat-*.tar")] + ([(directory, "distilled-*.tar")] if index == 0
+                                             else [])
+        for place, pattern in places:
+            integrity = shard_integrity(place, pattern)
+            if not integrity.passed:
+                problems.append(f"{key}: {integrity.description}")
+                continue
+            for shard in finished_shards(place, pattern):
+                size = distilled_size_of([shard], n_classes, ipc)
+                if not size.passed:
+                    problems.append(f"{key} {shard.name}: {size.description}")
+                if place == cell:
+                    finished.setdefault(key, []).append(size.details["n_images"])
+                else:
+                    headline_images = size.details["n_images"]
+    if not finished and not not_built and not problems:
+        problems.append(f"no finished cell in {directory} (cells: {', '.join(k for k, _ in cells)})")
+    if problems:
+        description = f"{len(problems)} problem(s): {problems[0]}"
+    else:
+        description = (f"{len(finished)} finished cell(s) of {len(cells)}: every repeat holds "
+                       "ipc images per class"
+                       + (f"; not made yet: {', '.join(missing)}" if missing else ""))
+        if not_built:  # the reasons first: what a reader must act on
+            description = ("; ".join(f"not built: cell {key}: {reason}"
+                                     for key, reason in not_built.items())
+                           + f" ({description})")
+    return CheckOutcome(not problems, description, {
+        "n_images": headline_images, "cells": finished, "missing": missing,
+        "not_built": not_built, "problems": problems})
+
+
+def distilled_size_of(shards: Sequence[Path], n_classes: int, ipc: int) -> CheckOutcome:
+    """The shards hold exactly `ipc` images of every class."""
     labels = [sample.label for sample in read_samples(shards, decode=False)]
     counts = Counter(labels)
     wrong = {index: counts.get(index, 0) for index in range(n_classes)

@@ -11,8 +11,9 @@ import torch
 from torch.nn import functional as F
 
 from synthfactory.ops.data.digits import load_digits
-from synthfactory.ops.distillation.cells import Cell, cells, parse_cell
-from synthfactory.ops.distillation.cellstore import (load_trajectory, read_cell, reuse_cell,
+from synthfactory.ops.distillation.cells import (Cell, cells, expert_keys, parse_cell,
+                                                parse_expert)
+from synthfactory.ops.distillation.cellstore import (cell_is_current, load_trajectory, read_cell,
                                                       save_trajectory, write_cell)
 from synthfactory.ops.distillation.export import export_distilled
 from synthfactory.ops.distillation.matching import gradient_matching, layer_distance
@@ -138,11 +139,26 @@ def test_cells_round_trip_float32_and_are_reused_only_from_the_same_inputs(
     back = read_cell(old / "cells" / cell.key)[0]
     np.testing.assert_array_equal(back.images, images)  # float32, not rounded to uint8
     assert back.learned_lr == pytest.approx(0.02) and back.soft_labels.shape == (4, 2)
-    assert not reuse_cell(old, tmp_path / "new", cell, "other digest")
-    assert reuse_cell(old, tmp_path / "new", cell, "abc")
+    assert not cell_is_current(old / "cells" / cell.key, "other digest")
+    assert cell_is_current(old / "cells" / cell.key, "abc")
+    (old / "cells" / cell.key / "cell.json").unlink()  # unfinished: never kept
+    assert not cell_is_current(old / "cells" / cell.key, "abc")
     save_trajectory(tmp_path / "e.safetensors", np.ones((3, 5), np.float32), {"epochs": 2})
     trajectory, meta = load_trajectory(tmp_path / "e.safetensors")
     assert trajectory.shape == (3, 5) and meta == {"epochs": 2}
+
+
+def test_expert_keys_follow_the_trajectory_cells_and_parse_back() -> None:
+    """Experts exist only for sources that an mtt/datm cell distils; keys are unambiguous."""
+    table = cells(["dm", "mtt"], [1], ["real", "filtered"]) + cells(["datm"], [1], ["synthetic"])
+    assert expert_keys(table, 2) == ["real-expert-0", "real-expert-1", "filtered-expert-0",
+                                     "filtered-expert-1", "synthetic-expert-0",
+                                     "synthetic-expert-1"]
+    assert expert_keys(cells(["dm", "herding"], [1, 10], ["real"]), 5) == []
+    assert parse_expert("real-expert-10") == ("real", 10)
+    for bad in ("real-expert-01", "dm-ipc1-real", "moon-expert-0", "real-expert-"):
+        with pytest.raises(ValueError, match="<source>-expert-<k>"):
+            parse_expert(bad)
 
 
 def test_export_imagefolder_and_npz(tmp_path: Path) -> None:

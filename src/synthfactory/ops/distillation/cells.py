@@ -45,3 +45,31 @@ def cells(methods: list[str], ipcs: list[int], sources: list[str]) -> list[Cell]
     """Every combination, sources outermost, then methods, then ipc (the table's order)."""
     return [Cell(method, ipc, source) for source in sources for method in methods
             for ipc in ipcs]
+
+
+def trajectory_sources(table: list[Cell]) -> list[str]:
+    """The sources that an `mtt` or `datm` cell distils (they need experts), in table order."""
+    return list(dict.fromkeys(cell.source for cell in table if cell.method in TRAJECTORY_METHODS))
+
+
+def expert_key(source: str, index: int) -> str:
+    """The partition key of one expert, e.g. `real-expert-0` (disjoint from cell and shard keys)."""
+    return f"{source}-expert-{index}"
+
+
+_EXPERT = re.compile(r"^(?P<source>[a-z]+)-expert-(?P<index>0|[1-9][0-9]*)$")
+
+
+def parse_expert(key: str) -> tuple[str, int]:
+    """`real-expert-3` → ('real', 3); a bad key names the right form."""
+    match = _EXPERT.match(key)
+    if match is None or match["source"] not in SOURCES:
+        raise ValueError(f"expert {key!r} is not <source>-expert-<k> with source in "
+                         f"{', '.join(SOURCES)} (e.g. real-expert-0)")
+    return match["source"], int(match["index"])
+
+
+def expert_keys(table: list[Cell], experts: int) -> list[str]:
+    """Every expert the table's trajectory cells need: `experts` per source, sources in order."""
+    return [expert_key(source, index) for source in trajectory_sources(table)
+            for index in range(experts)]

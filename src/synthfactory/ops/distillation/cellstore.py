@@ -5,8 +5,11 @@
                                  float32 soft_labels N×K (when the set has them)
         repeat-<r>.tar (+ .json) the same images as uint8 PNGs (viewing; clipped to [-1, 1])
         cell.json                method, ipc, source, inputs digest, per-repeat history, seconds
-    expert_trajectories/<source>/expert-<k>.safetensors
+    expert_trajectories/<source>-expert-<k>.safetensors
                                  float32 (epochs + 1) × P: the parameters after every epoch
+
+Each cell directory and each expert file is one Dagster partition, published on its own (a
+temporary sibling renamed into place), so runs of different cells never touch each other's files.
 
 The float32 file is the training source of truth; PNGs round to 8 bits and clip. The model space
 is x = uint8 / 127.5 − 1 (recorded in every file's metadata as `normalisation`).
@@ -15,7 +18,6 @@ is x = uint8 / 127.5 − 1 (recorded in every file's metadata as `normalisation`
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +105,11 @@ def read_cell(directory: Path) -> list[DistilledRepeat]:
     return repeats
 
 
-def reuse_cell(previous_root: Path, new_root: Path, cell: Cell, digest: str) -> bool:
-    """Copy a finished cell from the previous distilled_set when it was made from the same
-    inputs (same digest); return whether it was reused."""
-    old = cell_dir(previous_root, cell)
-    record = read_cell_record(old)
-    if record is None or record.get("inputs_digest") != digest:
-        return False
-    shutil.copytree(old, cell_dir(new_root, cell))
-    return True
+def cell_is_current(directory: Path, digest: str) -> bool:
+    """Whether `directory` holds a finished cell made from the same inputs (same digest): then
+    a rerun keeps it instead of distilling it again."""
+    record = read_cell_record(directory)
+    return record is not None and record.get("inputs_digest") == digest
 
 
 def save_trajectory(path: Path, trajectory: np.ndarray, metadata: dict[str, Any]) -> None:

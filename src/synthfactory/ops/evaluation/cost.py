@@ -18,8 +18,9 @@ COST_JSON = "cost.json"
 
 @dataclass(frozen=True)
 class AssetCost:
-    """One asset's last materialization: its step's wall seconds (None when the Dagster instance
-    holds no record of it), and the images it processed with what they were."""
+    """One asset's current materialization: its steps' wall seconds (every partition's for a
+    partitioned asset; None when the Dagster instance holds no record of one), and the images
+    it processed with what they were."""
 
     asset: str
     seconds: float | None

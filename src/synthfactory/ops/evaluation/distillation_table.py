@@ -40,9 +40,15 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
         cell = parse_cell(key)
         if read_not_built(cell_dir(distilled_dir, key)) is not None:
             continue
-        record = json.loads((cell_dir(distilled_dir, key) / CELL_JSON).read_text())
-        for architecture_dir in sorted(p for p in cell_dir(classifier_dir, key).iterdir()
-                                       if p.is_dir()):
+        cell_record = cell_dir(distilled_dir, key) / CELL_JSON
+        networks = cell_dir(classifier_dir, key)
+        for needed in (cell_record, networks):
+            if not needed.exists():  # each cell is a partition: this one was not made yet
+                raise FileNotFoundError(f"cell {key} is not finished ({needed} does not exist): "
+                                        "materialize distilled_set and classifier_distilled "
+                                        f"partition {key}")
+        record = json.loads(cell_record.read_text())
+        for architecture_dir in sorted(p for p in networks.iterdir() if p.is_dir()):
             accuracies = []
             for checkpoint in sorted(architecture_dir.glob("r*-m*.safetensors")):
                 model = load_classifier(checkpoint, device)
@@ -57,6 +63,13 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
                          "accuracy_std": std, "n_models": len(accuracies),
                          "repeats": len(record["repeats"]), "seconds": record["seconds"]})
     return rows
+
+
+def not_built_cells(distilled_dir: Path, cells: list[str]) -> dict[str, str]:
+    """cell → why it was not built, for the cells whose directory is a not-built record (each
+    cell is a partition: read from the cells, not from the headline run's summary)."""
+    records = {key: read_not_built(cell_dir(distilled_dir, key)) for key in cells}
+    return {key: str(record["reason"]) for key, record in records.items() if record is not None}
 
 
 def table_by_ipc(rows: list[dict[str, Any]], architecture: str, source: str

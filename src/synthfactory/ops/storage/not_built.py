@@ -18,14 +18,16 @@ from synthfactory.ops.storage.atomic import dumps_json
 NOT_BUILT_JSON = "not_built.json"
 
 
+def not_built_record(asset: str, reason: str, upstream: str | None = None) -> dict[str, Any]:
+    """The record: `upstream` names the asset whose own record this one passes on (None when
+    `asset` is where the data ran out)."""
+    return {"asset": asset, "built": False, "reason": reason, "upstream": upstream}
+
+
 def write_not_built(directory: Path, asset: str, reason: str,
                     upstream: str | None = None) -> dict[str, Any]:
-    """Write the record into `directory` (a publishing temporary) and return it.
-
-    `upstream` names the asset whose own record this one passes on (None when `asset` is where
-    the data ran out).
-    """
-    record = {"asset": asset, "built": False, "reason": reason, "upstream": upstream}
+    """Write the record into `directory` (a publishing temporary) and return it."""
+    record = not_built_record(asset, reason, upstream)
     (directory / NOT_BUILT_JSON).write_text(dumps_json(record))
     return record
 
