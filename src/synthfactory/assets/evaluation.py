@@ -55,7 +55,7 @@ def training_settings(config: ClassifiersParams, device: Any) -> dict[str, Any]:
                                         channels_last=config.channels_last)}
 
 
-def _train_seeds(context: dg.AssetExecutionContext, config: ClassifiersParams, data: Any,
+def train_seeds(context: dg.AssetExecutionContext, config: ClassifiersParams, data: Any,
                  n_classes: int, runtime: TorchRuntime, directory: Path, label: str
                  ) -> list[dict[str, Any]]:
     """`n_seeds` classifiers on one training set, saved as `seed-<k>.safetensors` in
@@ -138,7 +138,7 @@ def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
         with store.publish_dir(label) as directory:
             if shard_set is None:  # assembled in memory: one device
                 assert data is not None
-                histories = _train_seeds(context, params.classifiers, data, n_classes, runtime,
+                histories = train_seeds(context, params.classifiers, data, n_classes, runtime,
                                          directory, label)
                 record = {"n_train": len(data.images), "sources": data.sources,
                           "soft_labels": data.targets.ndim == 2, "streamed": False,
@@ -247,7 +247,7 @@ def build_classifier_scaling() -> dg.AssetsDefinition:
                 subset = TrainingData(data.images[chosen], data.labels[chosen],
                                       data.targets[chosen], [data.keys[i] for i in chosen],
                                       data.sources)
-                histories = _train_seeds(context, params.classifiers, subset, n_classes, runtime,
+                histories = train_seeds(context, params.classifiers, subset, n_classes, runtime,
                                          directory / f"fraction-{fraction:g}",
                                          f"{SCALING_ASSET} {fraction:g}")
                 rows.append({"fraction": fraction, "n_train": len(chosen),

@@ -33,7 +33,6 @@ from synthfactory.ops.evaluation.refinement import (PLAN_JSON, REFINED, UNIFORM,
                                                     PlanSettings, base_recipes, class_evidence,
                                                     make_plan, partition_slice, refined_records,
                                                     uniform_records)
-from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import dumps_json
 from synthfactory.ops.storage.shards import read_shard_info, shard_is_current, write_shard
@@ -265,21 +264,10 @@ def train_arm(context: dg.AssetExecutionContext, config: ClassifiersParams, stor
     The seeds are those of every other arm (`derive_seed(seed, "classifiers", k)`): arms
     differ by their data alone.
     """
-    from synthfactory.assets.evaluation import training_settings
-    from synthfactory.ops.training.train import save_classifier, train_classifier
+    from synthfactory.assets.evaluation import train_seeds
 
-    histories = []
-    settings = training_settings(config, runtime.torch_device)  # the recipe of every arm
     with store.publish_dir(name) as directory:
-        for seed_index in range(config.n_seeds):
-            model, history = train_classifier(
-                data.images, data.targets, n_classes,
-                seed=derive_seed(runtime.seed, "classifiers", seed_index),
-                device=runtime.torch_device, **settings)
-            save_classifier(directory / f"seed-{seed_index}.safetensors", model)
-            histories.append({"seed_index": seed_index, **history})
-            context.log.info(f"{name} seed {seed_index}: {history['steps']} steps, "
-                             f"train accuracy {history['train_accuracy']:.3f}")
+        histories = train_seeds(context, config, data, n_classes, runtime, directory, name)
         (directory / HISTORY_JSON).write_text(dumps_json({
             "arm": name, "n_train": len(data.images), "sources": data.sources,
             "soft_labels": False, "seeds": histories}))
