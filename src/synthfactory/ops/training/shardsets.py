@@ -6,11 +6,10 @@ when the code location loads; `data.py` turns a `ShardSet` into batches.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import json
 
 import numpy as np
 
