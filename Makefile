@@ -56,7 +56,7 @@ browser-deps:
 test-e2e: $(STAMP) $(DVC_STAMP)  ## the long end-to-end runs on the default params
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: $(STAMP)  ## benchmarks, each prints JSON (distillation_table runs its own graph, ~30 min)
+bench: $(STAMP)  ## benchmarks, each prints JSON (distillation_table runs its own graph, hours on a CPU)
 	$(BIN)/python benchmarks/import_time.py
 	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/generation_throughput.py
