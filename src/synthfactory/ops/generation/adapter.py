@@ -40,7 +40,8 @@ from PIL import Image
 from synthfactory.ops.generation import ADAPTER_JSON
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.atomic import dumps_json, sha256_file
-from synthfactory.ops.storage.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from synthfactory.ops.storage.checkpoint import (Checkpoint, load_checkpoint, optimizer_tensors,
+                                                  restore_optimizer, save_checkpoint)
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the name diffusers' loaders look for
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -340,11 +341,9 @@ def _snapshot(step: int, parts: StableDiffusionParts, optimizer: torch.optim.Opt
               rng: torch.Generator, losses: list[tuple[int, float]]) -> Checkpoint:
     tensors = {name: p.detach() for name, p in parts.trainable()}
     tensors["rng"] = rng.get_state()
-    state = optimizer.state_dict()
-    for index, moments in state["state"].items():
-        tensors.update({f"optimizer/{index}/{key}": value for key, value in moments.items()})
-    return Checkpoint(step=step, tensors=tensors, state={
-        "losses": [list(pair) for pair in losses], "param_groups": state["param_groups"]})
+    moments, param_groups = optimizer_tensors(optimizer)
+    return Checkpoint(step=step, tensors={**tensors, **moments}, state={
+        "losses": [list(pair) for pair in losses], "param_groups": param_groups})
 
 
 def _restore(checkpoint: Checkpoint, parts: StableDiffusionParts,
@@ -354,13 +353,5 @@ def _restore(checkpoint: Checkpoint, parts: StableDiffusionParts,
         for name, parameter in parts.trainable():
             parameter.copy_(tensors[name])
     rng.set_state(tensors["rng"])
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer/"):
-            _, index, key = name.split("/")
-            moments.setdefault(int(index), {})[key] = value
-    groups = checkpoint.state["param_groups"]
-    for group in groups:
-        group["betas"] = tuple(group["betas"])  # JSON made the tuple a list
-    optimizer.load_state_dict({"state": moments, "param_groups": groups})
+    restore_optimizer(optimizer, tensors, checkpoint.state["param_groups"])
     return checkpoint.step

@@ -26,7 +26,8 @@ from synthfactory.ops.generation import GENERATOR_JSON
 from synthfactory.ops.generation.samplers import DEFAULT, SamplerSettings, build_sampler
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.atomic import dumps_json, sha256_tree
-from synthfactory.ops.storage.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from synthfactory.ops.storage.checkpoint import (Checkpoint, load_checkpoint, optimizer_tensors,
+                                                  restore_optimizer, save_checkpoint)
 from synthfactory.ops.tensors import to_model_space, to_uint8
 
 
@@ -141,12 +142,10 @@ def _snapshot(step: int, unet: UNet2DModel, ema: UNet2DModel, optimizer: torch.o
     tensors = {f"unet/{k}": v for k, v in unet.state_dict().items()}
     tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
     tensors["rng"] = rng.get_state()
-    optimizer_state = optimizer.state_dict()
-    for index, moments in optimizer_state["state"].items():
-        tensors.update({f"optimizer/{index}/{name}": value for name, value in moments.items()})
-    return Checkpoint(step=step, tensors=tensors, state={
+    moments, param_groups = optimizer_tensors(optimizer)
+    return Checkpoint(step=step, tensors={**tensors, **moments}, state={
         "losses": [list(pair) for pair in losses], "schedule": schedule.state_dict(),
-        "param_groups": optimizer_state["param_groups"]})
+        "param_groups": param_groups})
 
 
 def _restore(checkpoint: Checkpoint, unet: UNet2DModel, ema: UNet2DModel,
@@ -159,15 +158,7 @@ def _restore(checkpoint: Checkpoint, unet: UNet2DModel, ema: UNet2DModel,
     ema.load_state_dict({k.removeprefix("ema/"): v for k, v in tensors.items()
                          if k.startswith("ema/")})
     rng.set_state(tensors["rng"])
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer/"):
-            _, index, key = name.split("/")
-            moments.setdefault(int(index), {})[key] = value
-    groups = checkpoint.state["param_groups"]
-    for group in groups:
-        group["betas"] = tuple(group["betas"])  # JSON made the tuple a list
-    optimizer.load_state_dict({"state": moments, "param_groups": groups})
+    restore_optimizer(optimizer, tensors, checkpoint.state["param_groups"])
     schedule.load_state_dict(checkpoint.state["schedule"])
     return checkpoint.step
 

@@ -58,3 +58,26 @@ def remove_checkpoint(directory: Path) -> None:
     """Delete a checkpoint directory once the finished model is published."""
     if directory.exists():
         shutil.rmtree(directory)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """An optimizer's state as checkpoint tensors (`optimizer/<param index>/<moment>`) and its
+    param groups (JSON), for `restore_optimizer`."""
+    state = optimizer.state_dict()
+    tensors = {f"optimizer/{index}/{key}": value
+               for index, moments in state["state"].items() for key, value in moments.items()}
+    return tensors, state["param_groups"]
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                      param_groups: list) -> None:
+    """Load what `optimizer_tensors` saved into a freshly built optimizer."""
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer/"):
+            _, index, key = name.split("/")
+            moments.setdefault(int(index), {})[key] = value
+    for group in param_groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])  # JSON made the tuple a list
+    optimizer.load_state_dict({"state": moments, "param_groups": param_groups})
