@@ -4,6 +4,7 @@
 import time
 import warnings
 from collections import Counter
+from typing import Any
 
 import dagster as dg
 
@@ -80,6 +81,24 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
     )
 
 
+def open_configured_generator(params: Params, store: ArtifactStore,
+                              runtime: TorchRuntime) -> tuple[Any, Any]:
+    """The trained or pretrained generator as params configure it (with generator.adapt: lora,
+    the LoRA fine-tuned on the real images fused in) and the sampler settings of
+    `synthetic_shards`; every asset that generates images opens it here."""
+    from synthfactory.ops.generation.generate import open_generator, read_adapter
+    from synthfactory.ops.generation.samplers import SamplerSettings
+
+    lora = (read_adapter(store.require("generator_adapter"))
+            if params.generator.adapt == "lora" else None)
+    model = open_generator(store.require("generator"), backend=params.generator.backend,
+                           device=runtime.torch_device, dtype=runtime.torch_dtype,
+                           compile_model=params.generator.compile, lora=lora)
+    config = params.synthetic_shards
+    return model, SamplerSettings(steps=config.steps, scheduler=config.scheduler,
+                                  height=config.height, width=config.width)
+
+
 def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """The `synthetic_shards` asset over the shard partitions implied by the params."""
     # BackfillPolicy is marked beta, but it is how a partition-range backfill runs as one step
@@ -106,21 +125,12 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         partition range loads the generator once and writes each shard atomically (tar renamed
         into place, its sidecar written last), so the same params give byte-identical shards.
         """
-        from synthfactory.ops.generation.generate import (generate_samples, open_generator,
-                                                          read_adapter)  # torch: per step
-        from synthfactory.ops.generation.samplers import SamplerSettings
+        from synthfactory.ops.generation.generate import generate_samples  # torch: per step
 
         config = params.synthetic_shards
         records = read_prompts(store.require("prompts", PROMPTS_FILE))
         image_shape = read_image_shape(store.require("real_images"))
-        # With generator.adapt: lora, the LoRA fine-tuned on the real images is fused in.
-        lora = (read_adapter(store.require("generator_adapter"))
-                if params.generator.adapt == "lora" else None)
-        model = open_generator(store.require("generator"), backend=params.generator.backend,
-                               device=runtime.torch_device, dtype=runtime.torch_dtype,
-                               compile_model=params.generator.compile, lora=lora)
-        settings = SamplerSettings(steps=config.steps, scheduler=config.scheduler,
-                                   height=config.height, width=config.width)
+        model, settings = open_configured_generator(params, store, runtime)
         written, started = [], time.perf_counter()
         problems: Counter[str] = Counter()
         for key in context.partition_keys:

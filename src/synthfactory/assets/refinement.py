@@ -185,21 +185,14 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
         atomically with a sidecar like the synthetic shards (same generator, sampler and
         bad-image policy), and kept when a rerun finds it finished from the same inputs.
         """
-        from synthfactory.ops.generation.generate import (generate_samples, open_generator,
-                                                          read_adapter)
-        from synthfactory.ops.generation.samplers import SamplerSettings
+        from synthfactory.assets.generation import open_configured_generator
+        from synthfactory.ops.generation.generate import generate_samples
 
         config = params.synthetic_shards
         plan_dir = store.require(plan_name)
         records = {arm: read_prompts(plan_dir / RECORDS[arm]) for arm in RECORDS}
         image_shape = read_image_shape(store.require("real_images"))
-        lora = (read_adapter(store.require("generator_adapter"))
-                if params.generator.adapt == "lora" else None)
-        model = open_generator(store.require("generator"), backend=params.generator.backend,
-                               device=runtime.torch_device, dtype=runtime.torch_dtype,
-                               compile_model=params.generator.compile, lora=lora)
-        settings = SamplerSettings(steps=config.steps, scheduler=config.scheduler,
-                                   height=config.height, width=config.width)
+        model, settings = open_configured_generator(params, store, runtime)
         all_keys = partitions.get_partition_keys()
         written, started = [], time.perf_counter()
         for key in context.partition_keys:
