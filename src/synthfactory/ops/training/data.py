@@ -156,11 +156,17 @@ class ShardStream(torch.utils.data.IterableDataset):
         return image, target
 
 
-def collate(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch as two tensors, stacked in numpy (one tensor per batch, not per sample)."""
+def collate(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch as two stacked numpy arrays.
+
+    Numpy, not tensors: a worker's tensors cross to the main process through one shared-memory
+    segment each (created, mapped and unmapped per batch: 1.7 ms of the training process's CPU
+    per batch of 128 8×8 images, measured), numpy arrays as pickled bytes (0.35 ms). The training
+    process's CPU is what streaming competes for.
+    """
     images = np.stack([image for image, _ in samples])
     targets = np.stack([target for _, target in samples])
-    return torch.from_numpy(images), torch.from_numpy(targets)
+    return images, targets
 
 
 class ShardSource:
@@ -204,13 +210,17 @@ class ShardSource:
         del generator
         loader = torch.utils.data.DataLoader(
             self.stream(), batch_size=batch_size, num_workers=self.workers, collate_fn=collate,
-            prefetch_factor=4 if self.workers else None, pin_memory=device.type == "cuda",
+            prefetch_factor=4 if self.workers else None,
             persistent_workers=False)
         iterator = iter(loader)
+        pin = device.type == "cuda"
         try:
             for images, targets in iterator:
-                yield (to_model_space(images.numpy()).to(device, non_blocking=True),
-                       targets.to(device, non_blocking=True))
+                inputs, labels = to_model_space(images), torch.from_numpy(targets)
+                if pin:  # page-locked host memory: the copy to the GPU overlaps compute
+                    inputs, labels = inputs.pin_memory(), labels.pin_memory()
+                yield (inputs.to(device, non_blocking=True),
+                       labels.to(device, non_blocking=True))
         finally:
             del iterator  # shuts the worker processes down
 
@@ -225,8 +235,8 @@ class ShardSource:
             samples = itertools.islice(iter(stream), ACCURACY_SAMPLES)
             while batch := list(itertools.islice(samples, 512)):
                 images, targets = collate(batch)
-                hard = targets.argmax(1) if self.soft else targets
-                logits = model(to_model_space(images.numpy()).to(device))
+                hard = torch.from_numpy(targets.argmax(1) if self.soft else targets)
+                logits = model(to_model_space(images).to(device))
                 correct += int((F.softmax(logits, 1).argmax(1).cpu() == hard).sum())
                 seen += len(batch)
         return correct / seen, seen
