@@ -24,7 +24,7 @@ from synthfactory.assets.distillation_networks import (classifier_distilled_asse
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import evaluation_assets
 from synthfactory.assets.generation import build_synthetic_shards, generator
-from synthfactory.assets.refinement import refinement_assets, report_deps
+from synthfactory.assets.refinement import refinement_assets
 from synthfactory.automation import (
     build_params_sensor,
     build_rebuild_schedule,
@@ -63,13 +63,15 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     if config.params.generator.adapt == "lora":  # shards come from the adapted generator
         adapters = [generator_adapter]
         shards = _with_deps(shards, [ADAPTER_ASSET])
-    if config.params.refinement.rounds:  # the report reads every round's classifiers
-        report = _with_deps(report, report_deps(config))
     retrieval = [retrieved_set] if "retrieved" in config.params.classifiers.arms else []
-    assets = [real_images, prompts, generator, *adapters, shards, judge,
-              build_shard_scores(partitions), filtered_set, *distillation_assets(config),
-              *retrieval, *classifiers,
-              *refinement_assets(config, partitions), report]
+    upstream = [real_images, prompts, generator, *adapters, shards, judge,
+                build_shard_scores(partitions), filtered_set, *distillation_assets(config),
+                *retrieval, *classifiers, *refinement_assets(config, partitions)]
+    # The report is the sink: it prices every asset (cost.json) and reads the shards and their
+    # scores for the leakage check, so it depends on every other asset (DVC included).
+    report = _with_deps(report, [key.to_user_string() for definition in upstream
+                                 for key in definition.keys])
+    assets = [*upstream, report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
     return dg.Definitions(
@@ -109,8 +111,14 @@ def distillation_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
 
 def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str]) -> dg.AssetsDefinition:
-    """The same asset with more upstream assets (optional parts of the graph add themselves)."""
-    (mapped,) = dg.map_asset_specs(lambda spec: spec.merge_attributes(deps=deps), [assets_def])
+    """The same asset with more upstream assets (optional parts of the graph add themselves);
+    those it already depends on are left as they are."""
+    def merge(spec: dg.AssetSpec) -> dg.AssetSpec:
+        declared = {dep.asset_key for dep in spec.deps}
+        return spec.merge_attributes(deps=[name for name in deps
+                                           if dg.AssetKey(name) not in declared])
+
+    (mapped,) = dg.map_asset_specs(merge, [assets_def])
     return mapped
 
 

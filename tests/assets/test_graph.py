@@ -301,8 +301,16 @@ def test_cost_is_recorded_outside_metrics_and_report_md(
     seconds = {row["asset"]: row["seconds"] for row in cost["assets"]}
     assert cost["device"] == "cpu" and cost["unrecorded"] == []
     assert all(value is not None and value >= 0 for value in seconds.values())
-    assert {"generator", "classifier_mixed", "classifier_scaling", "retrieved_set",
-            "eval_report"} <= set(seconds)
+    # Every asset upstream of the report has its row, in graph order, the report's own last.
+    upstream = {"real_images", "prompts", "generator", "synthetic_shards", "judge",
+                "shard_scores", "filtered_set", "retrieved_set", "distilled_set",
+                "classifier_real", "classifier_retrieved", "classifier_synthetic",
+                "classifier_filtered", "classifier_distilled", "classifier_mixed",
+                "classifier_scaling"}
+    order = [row["asset"] for row in cost["assets"]]
+    assert set(order) == upstream | {"eval_report"} and order[-1] == "eval_report"
+    assert order.index("synthetic_shards") < order.index("shard_scores") < order.index(
+        "filtered_set") < order.index("classifier_filtered")
     rates = {row["asset"]: row["images_per_second"] for row in cost["assets"]}
     assert rates["synthetic_shards"] > 0 and rates["classifier_real"] > 0
     # The one wall time metrics.json keeps: each distillation cell's (issue 14's table format).

@@ -406,9 +406,12 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         for line in missing_arm_lines(missing):
             context.log.warning(f"eval_report: {line}")
         output = Path(params.eval_report.output_dir)
-        costed = ["real_images", "prompts", "generator", "synthetic_shards", "judge",
-                  "filtered_set", *(["retrieved_set"] if "retrieved" in arms else []),
-                  "distilled_set", *(dep for dep in deps if dep.startswith("classifier_"))]
+        # The report depends on every other asset (definitions.build_definitions): price each,
+        # in graph order, rather than from a list kept by hand.
+        graph = context.job_def.asset_layer.asset_graph
+        upstream = context.assets_def.dependency_keys
+        costed = [key.to_user_string() for key in graph.toposorted_asset_keys
+                  if key in upstream]
         cost = cost_summary(asset_costs(context, costed, store, started),
                             str(runtime.torch_device), gpus=1)
         # Published through the store first (uploaded with its commit when the root is an

@@ -67,12 +67,6 @@ def refinement_assets(config: ProjectConfig,
     return assets
 
 
-def report_deps(config: ProjectConfig) -> list[str]:
-    """What `eval_report` reads of the loop: every round's two classifiers and plan."""
-    return [round_name(name, r) for r in range(1, config.params.refinement.rounds + 1)
-            for name in ("refinement_plan", "classifier_refined", "classifier_uniform")]
-
-
 def _plan_asset(round_index: int) -> dg.AssetsDefinition:
     evaluated = "classifier_synthetic" if round_index == 1 else round_name("classifier_refined",
                                                                             round_index - 1)
