@@ -3,8 +3,6 @@ pretrained models built from config, and a Dagster instance per test."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,13 +55,8 @@ def _test_dagster_home(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(autouse=True)
-def _params_env_restored() -> Iterator[None]:
-    """`synthfactory.cli.main` exports SYNTHFACTORY_PARAMS for the processes it starts; a test
-    that calls main in-process must not leave it to later tests of the same worker (a later
-    subprocess would load a deleted temporary params file)."""
-    before = os.environ.get("SYNTHFACTORY_PARAMS")
-    yield
-    if before is None:
-        os.environ.pop("SYNTHFACTORY_PARAMS", None)
-    else:
-        os.environ["SYNTHFACTORY_PARAMS"] = before
+def _params_env_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`synthfactory.cli.main` exports SYNTHFACTORY_PARAMS for the processes it starts; every
+    test starts without it, and whatever a test's in-process `main` set is undone afterwards (a
+    later subprocess of the same worker would load a deleted temporary params file)."""
+    monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)

@@ -35,6 +35,21 @@ TINY_PARAMS: dict[str, Any] = {
 }
 
 
+# Runs of the CLI in tests: CPU, one torch thread (tests run two pytest workers on 2 cores).
+ONE_THREAD = {"runtime": {"device": "cpu", "threads": 1}}
+
+
+def assert_one_error_line(err: str, *names: str) -> str:
+    """stderr of a refused CLI run: no traceback, exactly one `synthfactory: error:` line, and
+    it names every one of `names`. Returns that line."""
+    assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
 def tiny_params(root: Path, **overrides: Any) -> dict[str, Any]:
     """TINY_PARAMS with the store under `root`, sections updated by `overrides`."""
     raw = {key: (dict(value) if isinstance(value, dict) else value)

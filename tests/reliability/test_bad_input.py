@@ -23,16 +23,8 @@ from synthfactory.ops.data.imagefolder import load_imagefolder
 from synthfactory.ops.data.prompts import check_class_names
 from synthfactory.ops.distillation.coresets import select_random
 from synthfactory.params import parse_params
-from tests.support import tiny_params
+from tests.support import ONE_THREAD, assert_one_error_line, tiny_params
 
-ONE_THREAD = {"runtime": {"device": "cpu", "threads": 1}}
-
-
-@pytest.fixture(autouse=True)
-def _restore_params_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    # `main` points SYNTHFACTORY_PARAMS at its params file, as a real process should; undo it so
-    # later tests (and their subprocesses) do not inherit a file this test deletes.
-    monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
 
 
 def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, Any],
@@ -41,15 +33,6 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, Any]
     params.write_text(yaml.safe_dump(raw))
     code = main(["run", "--params", str(params), *extra])
     return code, capsys.readouterr().err
-
-
-def _assert_one_clean_line(err: str, *names: str) -> str:
-    assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
-    assert len(lines) == 1, err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("section, values, names", [
@@ -80,7 +63,7 @@ def test_params_errors_exit_2_on_one_line(tmp_path: Path, capsys: pytest.Capture
     raw[section] = {**raw.get(section, {}), **values}
     code, err = _run(tmp_path, capsys, raw)
     assert code == 2
-    _assert_one_clean_line(err, "bad.yaml", *names)
+    assert_one_error_line(err, "bad.yaml", *names)
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -93,13 +76,13 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_a_missing_params_file_and_a_bad_selection_exit_2(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--params", str(tmp_path / "nope.yaml")]) == 2
-    _assert_one_clean_line(capsys.readouterr().err, "nope.yaml", "does not exist")
+    assert_one_error_line(capsys.readouterr().err, "nope.yaml", "does not exist")
     code, err = _run(tmp_path, capsys, tiny_params(tmp_path), "--select", "key:promts")
     assert code == 2
-    _assert_one_clean_line(err, "promts")
+    assert_one_error_line(err, "promts")
     code, err = _run(tmp_path, capsys, tiny_params(tmp_path), "--partitions", "00009")
     assert code == 2
-    _assert_one_clean_line(err, "'00009'", "00000...00002")
+    assert_one_error_line(err, "'00009'", "00000...00002")
 
 
 def _imagefolder_params(tmp_path: Path, root: Path) -> dict[str, Any]:
@@ -114,10 +97,10 @@ def test_imagefolder_without_class_folders_exits_2(tmp_path: Path,
     (root / "loose.png").write_bytes(b"")
     code, err = _run(tmp_path, capsys, _imagefolder_params(tmp_path, root))
     assert code == 2
-    _assert_one_clean_line(err, str(root), "no class folders", "<root>/<class_name>/")
+    assert_one_error_line(err, str(root), "no class folders", "<root>/<class_name>/")
     code, err = _run(tmp_path, capsys, _imagefolder_params(tmp_path, tmp_path / "missing"))
     assert code == 2
-    _assert_one_clean_line(err, "missing", "is not a directory")
+    assert_one_error_line(err, "missing", "is not a directory")
 
 
 def test_blank_and_look_alike_class_folders_exit_2(tmp_path: Path,
@@ -127,13 +110,13 @@ def test_blank_and_look_alike_class_folders_exit_2(tmp_path: Path,
     (root / "cat").mkdir()
     code, err = _run(tmp_path, capsys, _imagefolder_params(tmp_path, root))
     assert code == 2
-    _assert_one_clean_line(err, "class name ' ' is empty")
+    assert_one_error_line(err, "class name ' ' is empty")
     (root / " ").rmdir()
     (root / "caf\u00e9").mkdir()   # é as one code point ...
     (root / "cafe\u0301").mkdir()  # ... and as e + combining accent: the same name on screen
     code, err = _run(tmp_path, capsys, _imagefolder_params(tmp_path, root))
     assert code == 2
-    _assert_one_clean_line(err, "more than once", "NFC")
+    assert_one_error_line(err, "more than once", "NFC")
 
 
 def test_class_names_must_be_distinct_and_non_empty() -> None:
@@ -159,7 +142,7 @@ def test_a_step_that_fails_on_bad_input_exits_2_without_traceback(
     code, err = _run(tmp_path, capsys, _imagefolder_params(tmp_path, root),
                      "--select", "real_images")
     assert code == 2
-    line = _assert_one_clean_line(err, "real_images:", "'dog'", "no readable image",
+    line = assert_one_error_line(err, "real_images:", "'dog'", "no readable image",
                                   "1 empty file", "3 unrecognised image format")
     assert "add images to it or remove the folder" in line
     assert "Execution of step \"real_images\" failed" in err  # the log says which step, briefly
@@ -238,11 +221,11 @@ def test_a_missing_or_pickle_only_model_directory_exits_2(
     raw["generator"].pop("ddpm")
     code, err = _run(tmp_path, capsys, raw, "--select", "key:generator")
     assert code == 2
-    _assert_one_clean_line(err, "generator.model", "no-such-model", "does not exist")
+    assert_one_error_line(err, "generator.model", "no-such-model", "does not exist")
     pickled = tmp_path / "pickled" / "unet"
     pickled.mkdir(parents=True)
     (pickled / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04 never read")
     raw["generator"]["model"] = str(pickled.parent)
     code, err = _run(tmp_path, capsys, raw, "--select", "key:generator")
     assert code == 2
-    _assert_one_clean_line(err, "diffusion_pytorch_model.bin", "safetensors are required")
+    assert_one_error_line(err, "diffusion_pytorch_model.bin", "safetensors are required")

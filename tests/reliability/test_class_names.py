@@ -26,7 +26,7 @@ from synthfactory.ops.data.splits import stratified_split
 from synthfactory.ops.evaluation.report import write_report
 from synthfactory.params import parse_params
 from synthfactory.planning import materialize_plan
-from tests.support import tiny_params
+from tests.support import assert_one_error_line, tiny_params
 
 FOLDER_NAMES = ["two words", "ünïcödé ✓", "<em>bold & co", "x..y", "-rf", "back\\slash",
                 "pipe|name"]
@@ -113,23 +113,18 @@ def test_path_like_names_stay_data(graph: Path, tmp_path: Path) -> None:
 
 
 def test_ipc_above_what_the_filter_can_keep_exits_2_before_any_work(
-        graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The filter keeps at most the top half of each class's 6 images (3); ask for 5 per class.
     # Known from the params alone, so it is refused up front (a class that keeps fewer than ipc
     # for reasons only the run can know degrades instead: tests/reliability/test_imperfect_inputs.py).
-    monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_params(graph, distilled_set={"methods": ["random"],
                                                                    "ipcs": [5]})))
     before = (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes()
     assert main(["run", "--params", str(params), "--select", "distilled_set"]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "Stack Trace" not in err
-    lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
-    assert len(lines) == 1
+    line = assert_one_error_line(capsys.readouterr().err)
     assert re.search(r"prompts.images_per_class = 6 leaves a class at most 3 images after "
                      r"filtered_set.top_fraction = 0.5, fewer than distilled_set.ipcs 5 "
-                     r"\(source filtered\)", lines[0])
-    assert "raise prompts.images_per_class to at least 10 or lower the ipcs to 3" in lines[0]
+                     r"\(source filtered\)", line)
+    assert "raise prompts.images_per_class to at least 10 or lower the ipcs to 3" in line
     assert (graph / "data" / "distilled_set" / "distilled-00000.tar").read_bytes() == before

@@ -29,12 +29,11 @@ from tests.reliability.crashing import (
     run_cli,
     write_params,
 )
-from tests.support import tiny_params
+from tests.support import ONE_THREAD, tiny_params
 
 # One torch thread: on a busy 2-core machine two threads spin against other processes and run
 # tens of times slower. Slow enough per shard (3 shards of 20 images, 4 images per batch, 40
 # sampler steps) that the kill lands inside shard 00001, fast enough for the suite.
-ONE_THREAD = {"runtime": {"device": "cpu", "threads": 1}}
 SHARDS = {**ONE_THREAD, "prompts": {"images_per_class": 6},
           "synthetic_shards": {"shard_size": 20, "steps": 40, "batch_size": 4}}
 

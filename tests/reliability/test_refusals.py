@@ -15,14 +15,9 @@ import yaml
 from PIL import Image
 
 from synthfactory.cli import main
-from tests.support import tiny_params, write_labelled_webdataset
+from tests.support import (ONE_THREAD, assert_one_error_line, tiny_params,
+                           write_labelled_webdataset)
 
-ONE_THREAD = {"runtime": {"device": "cpu", "threads": 1}}
-
-
-@pytest.fixture(autouse=True)
-def _restore_params_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
 
 
 def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, Any],
@@ -33,18 +28,14 @@ def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, 
     code = main(["run", "--params", str(params)])
     out, err = capsys.readouterr()
     assert code == 2, err
-    assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("synthfactory: error:")]
-    assert len(lines) == 1, err
-    for name in names:
-        assert name in lines[0], lines[0]
+    line = assert_one_error_line(err, *names)
     if step is None:  # refused before the run: no step started, nothing written
         assert out == "" and not (tmp_path / "data").exists(), out
     else:  # refused by the first step, after loading: nothing downstream ran
-        assert lines[0].startswith(f"synthfactory: error: {step}: "), lines[0]
+        assert line.startswith(f"synthfactory: error: {step}: "), line
         assert "FAILED in ['real_images']" in out
     assert not (tmp_path / "data" / "generator").exists()
-    return lines[0]
+    return line
 
 
 def _folder(root: Path, sizes: dict[str, int], bad: dict[str, int] | None = None) -> Path:
