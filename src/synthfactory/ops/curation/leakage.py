@@ -131,7 +131,24 @@ def leakage_reference(real_dir: Path, embed: Callable[[np.ndarray], np.ndarray],
                       pixel_resolution: int) -> LeakageReference:
     """Embed and pixel-reduce the test split of `real_dir` (its labels dropped as it is read)."""
     images, _, keys = read_split(real_dir, "test")
-    return LeakageReference(keys, unit_rows(embed(images)), pixel_vectors(images, pixel_resolution))
+    return reference_of(images, keys, embed, pixel_resolution)
+
+
+def reference_of(test_images: np.ndarray, test_keys: list[str],
+                 embed: Callable[[np.ndarray], np.ndarray],
+                 pixel_resolution: int) -> LeakageReference:
+    """Embed and pixel-reduce test images already in memory."""
+    return LeakageReference(list(test_keys), unit_rows(embed(test_images)),
+                            pixel_vectors(test_images, pixel_resolution))
+
+
+def nearest_in_reference(images: np.ndarray, test: LeakageReference,
+                         embed: Callable[[np.ndarray], np.ndarray], *, pixel_resolution: int,
+                         feature_threshold: float, pixel_threshold: float) -> NearestTest:
+    """`nearest_test` of images in memory (embedded and pixel-reduced here) against `test`."""
+    return nearest_test(embed(images), pixel_vectors(images, pixel_resolution), test.features,
+                        test.pixels, feature_threshold=feature_threshold,
+                        pixel_threshold=pixel_threshold)
 
 
 @dataclass(frozen=True)

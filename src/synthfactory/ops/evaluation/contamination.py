@@ -22,8 +22,8 @@ import numpy as np
 
 from synthfactory.ops.checks import CheckOutcome
 from synthfactory.ops.curation import FILTER_KEEP, JUDGE_JSON
-from synthfactory.ops.curation.leakage import (LeakageReference, NearestTest, nearest_test,
-                                               pixel_vectors, scan_shards, unit_rows)
+from synthfactory.ops.curation.leakage import (NearestTest, nearest_in_reference,
+                                               reference_of, scan_shards)
 from synthfactory.ops.curation.scores import scores_are_current, scores_name
 from synthfactory.ops.curation.selection import read_keep_masks
 from synthfactory.ops.data.real_images import read_split
@@ -53,14 +53,12 @@ def measure_contamination(synthetic_images: np.ndarray, synthetic_labels: np.nda
     pairs in pixels so that a reader can see how far the nearest ones are. `kept_keys` (the
     filtered set's kept samples) adds how many near-copies the filter kept.
     """
-    test = LeakageReference(list(test_keys), unit_rows(embed(test_images)),
-                    pixel_vectors(test_images, pixel_resolution))
+    test = reference_of(test_images, list(test_keys), embed, pixel_resolution)
     rule = {"feature_threshold": feature_threshold, "pixel_threshold": pixel_threshold}
-    found = nearest_test(embed(synthetic_images),
-                         pixel_vectors(synthetic_images, pixel_resolution), test.features,
-                         test.pixels, **rule)
-    baseline = nearest_test(embed(val_images), pixel_vectors(val_images, pixel_resolution),
-                            test.features, test.pixels, **rule)
+    found = nearest_in_reference(synthetic_images, test, embed,
+                                 pixel_resolution=pixel_resolution, **rule)
+    baseline = nearest_in_reference(val_images, test, embed, pixel_resolution=pixel_resolution,
+                                    **rule)
     kept = None if kept_keys is None else np.array([key in kept_keys for key in synthetic_keys])
     summary, shown = summarise_contamination(found, baseline, np.asarray(synthetic_labels),
                                              list(synthetic_keys), test.keys, class_names, kept,
@@ -153,12 +151,11 @@ def contamination_in_store(shards_dir: Path, scores_dir: Path, test_images: np.n
                                      judge_digest=judge_digest)
         shards.append((tar, path if current else None))
     rule = {"feature_threshold": feature_threshold, "pixel_threshold": pixel_threshold}
-    test = LeakageReference(list(test_keys), unit_rows(judge.embed(test_images)),
-                    pixel_vectors(test_images, pixel_resolution))
+    test = reference_of(test_images, list(test_keys), judge.embed, pixel_resolution)
     scanned = scan_shards(shards, test, judge.embed, pixel_resolution=pixel_resolution, **rule)
     val_images, _, _ = read_split(real_dir, "val")
-    baseline = nearest_test(judge.embed(val_images), pixel_vectors(val_images, pixel_resolution),
-                            test.features, test.pixels, **rule)
+    baseline = nearest_in_reference(val_images, test, judge.embed,
+                                    pixel_resolution=pixel_resolution, **rule)
     masks = read_keep_masks(filtered_dir / FILTER_KEEP)
     kept = np.concatenate([masks[tar.name].astype(bool) if tar.name in masks
                            else np.zeros(read_shard_info(tar).count, bool) for tar in tars])
