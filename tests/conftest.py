@@ -3,6 +3,8 @@ pretrained models built from config, and a Dagster instance per test."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,8 +57,12 @@ def _test_dagster_home(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(autouse=True)
-def _params_env_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`synthfactory.cli.main` exports SYNTHFACTORY_PARAMS for the processes it starts; every
-    test starts without it, and whatever a test's in-process `main` set is undone afterwards (a
-    later subprocess of the same worker would load a deleted temporary params file)."""
-    monkeypatch.delenv("SYNTHFACTORY_PARAMS", raising=False)
+def _params_env_unset() -> Iterator[None]:
+    """`synthfactory.cli.main` exports SYNTHFACTORY_PARAMS for the processes it starts. Every
+    test starts and ends without it: a value left by an in-process `main` (a module fixture's
+    included) would make a later subprocess of the same worker load a deleted temporary params
+    file and die before its first event (a Dagster step process, then a run waiting forever).
+    Not monkeypatch: its undo would put back a value leaked before the test began."""
+    os.environ.pop("SYNTHFACTORY_PARAMS", None)
+    yield
+    os.environ.pop("SYNTHFACTORY_PARAMS", None)

@@ -57,6 +57,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(home))  # the run stays out of the project's instance
+        patch.delenv("SYNTHFACTORY_PARAMS", raising=False)  # main sets it; undone on exit
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(["run", "--params", str(params)])
         strict_out, strict_err = io.StringIO(), io.StringIO()
