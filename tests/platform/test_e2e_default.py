@@ -1,4 +1,4 @@
-"""The whole graph on the shipped params.yaml (about 7 minutes on 2 cores): `make test-e2e`.
+"""The whole graph on the shipped params.yaml (about 4 minutes on 2 quiet cores): `make test-e2e`.
 
 Checks the targets the project states in its README on the embedded default.
 """
