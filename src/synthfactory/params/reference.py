@@ -103,9 +103,18 @@ def _shown(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-@cache
 def _source_comments(model: type[BaseModel]) -> dict[str, str]:
-    """field → the comment beside its line or on the lines directly above it, in the class body."""
+    """field → the comment beside its line or on the lines directly above it, in the body of the
+    class that declares it (the model or a base)."""
+    found: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            found.update({name: text for name, text in _class_comments(cls).items() if text})
+    return found
+
+
+@cache
+def _class_comments(model: type[BaseModel]) -> dict[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(model))
     except (OSError, TypeError):
