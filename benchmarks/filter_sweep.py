@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-# The grid the README's filter table and the default were chosen from: nothing, the quality
-# flags alone, near-duplicates, confidence thresholds, the top fraction, and a zero-shot margin.
+# The grid the filter table of docs/results.md and the default were chosen from: nothing, the
+# quality flags alone, near-duplicates, confidence thresholds, the top fraction, and a zero-shot margin.
 GRID: list[dict[str, Any]] = [
     {"confidence": False, "dedup": False, "quality": False},
     {"confidence": False, "dedup": False},
