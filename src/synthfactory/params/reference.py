@@ -46,6 +46,8 @@ TOP_LEVEL_ROLE = {
     "automation": "the rebuild schedule, the params sensor and eager automation",
     "executor": "which Dagster executor runs the steps of a run",
 }
+# Comments from this column on, alone on their line, continue the comment beside a key above.
+COMMENT_COLUMN = 20
 # Fields of a model that are not keys of params.yaml under that section.
 NOT_KEYS = {("runtime", "seed")}
 
@@ -138,25 +140,48 @@ def _class_comments(model: type[BaseModel]) -> dict[str, str]:
 
 
 def params_file_comments(path: Path) -> dict[str, str]:
-    """Dotted key → the comment beside it in a params file (continuation lines joined)."""
+    """Dotted key → what the comments of a params file say about it.
+
+    A key's comment is the block of whole-line comments right above it (at the key's
+    indentation) and the comment beside it. A comment that continues the one above it (beside a
+    key or alone in the comment column, written `#   ...`) belongs to the key that comment began
+    at, as the shipped params.yaml writes a long comment across the next keys' lines.
+    """
     found: dict[str, str] = {}
     stack: list[tuple[int, str]] = []
-    last: str | None = None
+    block: list[str] = []
+    last: str | None = None  # the key whose comment a continuation extends
+
+    def extend(key: str | None, text: str) -> None:
+        if key is not None and text:
+            found[key] = f"{found.get(key, '')} {text}".strip()
+
     for line in path.read_text().splitlines():
+        alone = re.match(r"^( *)#(.*)$", line)
+        if alone is not None:
+            text = alone.group(2).strip()
+            if len(alone.group(1)) >= COMMENT_COLUMN:
+                extend(last, text)
+            else:
+                block.append(text)
+            continue
         key = re.match(r"^( *)([a-z_][a-z_0-9]*):(.*)$", line)
         if key is None:
-            if last and (more := re.match(r"^ +#\s*(.*)$", line)):
-                found[last] = f"{found.get(last, '')} {more.group(1)}".strip()
-            else:
-                last = None
+            block, last = [], None
             continue
         indent, name, rest = len(key.group(1)), key.group(2), key.group(3)
         stack = [(depth, part) for depth, part in stack if depth < indent]
         dotted = ".".join([part for _, part in stack] + [name])
         stack.append((indent, name))
-        last = None
-        if "#" in rest:
-            found[dotted] = rest.split("#", 1)[1].strip()
+        extend(dotted, " ".join(block))
+        block = []
+        comment = re.search(r"#( *)(.*)$", rest)
+        if comment is None:
+            last = dotted if dotted in found else None
+        elif len(comment.group(1)) >= 2 and last is not None:  # `#   ...`: a continuation
+            extend(last, comment.group(2).strip())
+        else:
+            extend(dotted, comment.group(2).strip())
             last = dotted
     return found
 
@@ -170,11 +195,12 @@ def _lookup(values: Any, dotted: str) -> Any:
 
 
 def cell(text: str) -> str:
-    """Text safe in a Markdown table cell: pipes escaped, `<…>` shown (outside code spans)."""
+    """Text safe in a Markdown table cell: outside code spans, pipes escaped and `<…>` shown
+    (Python-Markdown's tables keep a pipe inside a code span in its cell)."""
     parts = text.replace("\n", " ").split("`")
     for index in range(0, len(parts), 2):
-        parts[index] = parts[index].replace("<", "&lt;").replace(">", "&gt;")
-    return "`".join(parts).replace("|", "\\|")
+        parts[index] = parts[index].replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    return "`".join(parts)
 
 
 def _description(model: type[BaseModel], name: str, dotted: str,
