@@ -12,6 +12,12 @@ one draw, so its randomness is not covered).
 Subsets are nested and seeded: each class's filtered images are permuted once (its own seeded
 stream), and a fraction f keeps the first round(f·n) of them (at least one), so the 0.1 subset
 lies inside the 0.3 subset, which lies inside the full set.
+
+`scaling_evidence` (below) is the reviewed version: the fit only with ≥ 2 residual degrees of
+freedom (≥ 5 sizes) and its goodness of fit, the same curve for real images (nested subsets of
+the real train split), and the exchange rate — how many real images per class the synthetic set
+is worth — with a bootstrap over replicates, seeds and the test images both curves share.
+`scaling_curve` stays for the report that reads it until the report moves over.
 """
 
 from __future__ import annotations
