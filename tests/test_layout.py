@@ -3,8 +3,10 @@
 - `ops/` holds the computations: it never imports dagster, the resources, the assets, the
   params or the code location; it is read by them, never the other way round.
 - Each stage of `ops/` imports only the stages before it in the asset graph's order:
-  storage → data → generation → training → curation → distillation → evaluation (plus the
-  shared helpers at the top of ops/). `ops/storage` imports no other stage at all.
+  storage → data → generation → training → curation → distillation → evaluation → refinement
+  → report (plus the shared helpers at the top of ops/). The report reads what every stage
+  measured; the weak-class loop reads the evaluation's arms but never the report.
+  `ops/storage` imports no other stage at all.
 - An asset module does not reach into another asset module's private helpers (`_name`).
 - No module in src/ is over 450 lines, and at most 4 Python files sit directly in ops/.
 """
@@ -21,7 +23,7 @@ from tests.support import PROJECT_ROOT
 SRC = PROJECT_ROOT / "src" / "synthfactory"
 OPS = SRC / "ops"
 STAGE_ORDER = ["storage", "data", "generation", "training", "curation", "distillation",
-               "evaluation"]
+               "evaluation", "refinement", "report"]
 # Modules at the top of ops/: shared by every stage (checks read what several stages wrote).
 OPS_TOP = {"synthfactory.ops", "synthfactory.ops.seeds", "synthfactory.ops.tensors",
            "synthfactory.ops.checks"}
@@ -120,6 +122,8 @@ def test_the_rules_catch_what_they_guard(tmp_path: Path) -> None:
                                   "may not import the later stage evaluation"),
         "ops/training/bad_package.py": ("from synthfactory.ops.curation import JUDGE_JSON\n",
                                         "may not import the later stage curation"),
+        "ops/refinement/bad_report.py": ("from synthfactory.ops.report.blocks import Paragraph\n",
+                                         "may not import the later stage report"),
         "ops/seeds.py": ("from synthfactory.ops.data.prompts import read_prompts\n",
                          "the shared helpers at the top of ops/ import no stage"),
         "assets/bad_private.py": ("from synthfactory.assets.data import _counts_table\n",

@@ -317,7 +317,7 @@ def _print_arm_table(metrics_path: Path) -> None:
     """The answer: accuracy per arm on the real test split."""
     import json
 
-    from synthfactory.ops.evaluation.tables import ordered_arms
+    from synthfactory.ops.report.tables import ordered_arms
 
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")

@@ -95,7 +95,7 @@ def build_stages(defs: dg.Definitions, config: ProjectConfig, params_file: str =
 def render_dvc_yaml(stages: list[Stage], config: ProjectConfig,
                     params_file: str = DEFAULT_PARAMS, root: Path | None = None) -> str:
     """The text of `dvc.yaml`: the stages, the report's metrics file and its per-arm plot."""
-    from synthfactory.ops.evaluation.tables import ARMS_CSV
+    from synthfactory.ops.report.tables import ARMS_CSV
 
     root = (root or Path.cwd()).resolve()
     report = _relative(_out(REPORT_ASSET, config, root), root)

@@ -315,14 +315,15 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                                                        scaling_metrics, score_arms)
         from synthfactory.ops.evaluation.class_sizes import data_entry
         from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
-        from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
+        from synthfactory.ops.evaluation.cost import COST_JSON, cost_summary
+        from synthfactory.ops.report.cost import cost_section
         from synthfactory.ops.evaluation.distillation_table import (distillation_table,
                                                                     not_built_cells)
         from synthfactory.ops.evaluation.evaluate import SPREAD
         from synthfactory.ops.evaluation.missing import missing_arm_lines
-        from synthfactory.ops.evaluation.plots import accuracy_plot
-        from synthfactory.ops.evaluation.report import write_report
-        from synthfactory.ops.evaluation.tables import arm_table_markdown
+        from synthfactory.ops.report.plots import accuracy_plot
+        from synthfactory.ops.report.document import write_report
+        from synthfactory.ops.report.tables import arm_table_markdown
 
         started = time.perf_counter()
         real_dir = store.require("real_images")
