@@ -47,7 +47,8 @@ def main() -> None:
     from synthfactory.ops.evaluation.arms import synthetic_arm
     from synthfactory.ops.evaluation.metrics import mean_std
     from synthfactory.ops.seeds import derive_seed
-    from synthfactory.ops.training.train import predict_proba, train_classifier
+    from synthfactory.ops.training.predict import predict_proba
+    from synthfactory.ops.training.train import train_classifier
     from synthfactory.params import load_params
 
     parser = argparse.ArgumentParser(description=__doc__)

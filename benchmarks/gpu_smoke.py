@@ -76,7 +76,8 @@ def main() -> None:
     from synthfactory.ops.generation.samplers import SamplerSettings
     from synthfactory.ops.seeds import derive_seed
     from synthfactory.ops.tensors import use_deterministic_algorithms
-    from synthfactory.ops.training.train import predict_proba, train_classifier
+    from synthfactory.ops.training.predict import predict_proba
+    from synthfactory.ops.training.train import train_classifier
     from synthfactory.params import load_params
 
     config = load_params(args.params)

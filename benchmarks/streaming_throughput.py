@@ -29,8 +29,9 @@ import torch
 
 from synthfactory.ops.data.digits import load_digits
 from synthfactory.ops.storage.shards import Sample, write_shard
-from synthfactory.ops.training.data import InMemorySource
-from synthfactory.ops.training.shardsets import ShardSet, shard_refs
+from synthfactory.ops.training.shardrefs import shard_refs
+from synthfactory.ops.training.shardsets import ShardSet
+from synthfactory.ops.training.sources import InMemorySource
 from synthfactory.ops.training.train import train_classifier
 
 

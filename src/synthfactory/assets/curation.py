@@ -44,7 +44,8 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     if config.backend == "clip":
         return _clip_judge(context, params, store, runtime, val_images, val_labels)
 
-    from synthfactory.ops.training.train import predict_proba, save_classifier, train_classifier
+    from synthfactory.ops.training.predict import predict_proba
+    from synthfactory.ops.training.train import save_classifier, train_classifier
 
     # Loaded when small, streamed from the shards when over runtime.in_memory_mb.
     real = real_shard_set(real_dir)

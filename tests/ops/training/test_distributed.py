@@ -21,8 +21,10 @@ from synthfactory.ops.evaluation.metrics import mean_std
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.shards import Sample, write_shard
 from synthfactory.ops.training.distributed import Recipe, train_distributed, write_job
-from synthfactory.ops.training.shardsets import ShardSet, shard_refs
-from synthfactory.ops.training.train import load_classifier, predict_proba, train_classifier
+from synthfactory.ops.training.shardrefs import shard_refs
+from synthfactory.ops.training.shardsets import ShardSet
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import load_classifier, train_classifier
 
 CPU = torch.device("cpu")
 RECIPE = Recipe(epochs=8, min_steps=10, batch_size=64, learning_rate=0.02, width=16)

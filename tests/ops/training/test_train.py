@@ -16,13 +16,8 @@ from synthfactory.ops.evaluation.metrics import (
     per_class_accuracy,
 )
 from synthfactory.ops.training.augmentation import augment
-from synthfactory.ops.training.train import (
-    embed,
-    load_classifier,
-    predict_proba,
-    save_classifier,
-    train_classifier,
-)
+from synthfactory.ops.training.predict import embed, predict_proba
+from synthfactory.ops.training.train import load_classifier, save_classifier, train_classifier
 
 CPU = torch.device("cpu")
 

@@ -22,6 +22,8 @@ from synthfactory.ops.distillation.cells import parse_cell
 from synthfactory.ops.distillation.cellstore import CELL_JSON, cell_dir
 from synthfactory.ops.evaluation.metrics import accuracy, mean_std
 from synthfactory.ops.storage.not_built import read_not_built
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import load_classifier
 
 
 def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[str],
@@ -29,8 +31,6 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
                        device: torch.device) -> list[dict[str, Any]]:
     """Test accuracy of every cell × architecture from `classifier_distilled`'s networks (cells
     recorded as not built have no row)."""
-    from synthfactory.ops.training.train import load_classifier, predict_proba
-
     rows = []
     for key in cells:
         cell = parse_cell(key)

@@ -1,4 +1,5 @@
-"""Training and using a classifier: the seeded training loop, prediction, safetensors I/O."""
+"""Training a classifier: the seeded training loop and safetensors I/O (prediction is
+`predict.py`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from synthfactory.ops.seeds import derive_seed
-from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.architectures import build_model, model_from_config
 from synthfactory.ops.training.augmentation import augment
-from synthfactory.ops.training.data import InMemorySource, TrainingSource
+from synthfactory.ops.training.sources import InMemorySource, TrainingSource
 from synthfactory.ops.training.recipes import PrecisionPlan
 
 
@@ -120,26 +120,6 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
                "train_accuracy_samples": measured_on,
                "seconds": round(time.perf_counter() - started, 3)}
     return model, history
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, *, device: torch.device,
-                  batch_size: int = 512) -> np.ndarray:
-    """Softmax probabilities N×K of uint8 images."""
-    model.eval()
-    outputs = [F.softmax(model(to_model_space(images[i:i + batch_size]).to(device)), dim=1).cpu()
-               for i in range(0, len(images), batch_size)]
-    return torch.cat(outputs).numpy()
-
-
-@torch.no_grad()
-def embed(model: nn.Module, images: np.ndarray, *, device: torch.device,
-          batch_size: int = 512) -> np.ndarray:
-    """Penultimate features N×D of uint8 images (the judge's feature space)."""
-    model.eval()
-    outputs = [model.embed(to_model_space(images[i:i + batch_size]).to(device)).cpu()
-               for i in range(0, len(images), batch_size)]
-    return torch.cat(outputs).numpy()
 
 
 def save_classifier(path: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
