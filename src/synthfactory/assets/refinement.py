@@ -28,7 +28,7 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import (PROMPTS_FILE, display_name, load_display_names,
                                            read_prompts, write_prompts)
 from synthfactory.ops.data.real_images import read_classes, read_image_shape, read_split
-from synthfactory.ops.evaluation.arms import TrainingData, synthetic_arm
+from synthfactory.ops.evaluation.arms import HISTORY_JSON, TrainingData, synthetic_arm
 from synthfactory.ops.refinement.plan import (PLAN_JSON, REFINED, UNIFORM, ClassRecipe,
                                               PlanSettings, base_recipes, class_evidence,
                                               make_plan, partition_slice, refined_records,
@@ -44,7 +44,6 @@ from synthfactory.resources.store import ArtifactStore
 if TYPE_CHECKING:  # torch is imported by the steps, not when the code location loads
     import torch
 
-HISTORY_JSON = "history.json"
 RECORDS = {REFINED: "refined.jsonl", UNIFORM: "uniform.jsonl"}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from synthfactory.ops.report import METRICS_JSON, REPORT_HTML, REPORT_MD
 from synthfactory.ops.report.arms import arms_section
 from synthfactory.ops.report.blocks import Paragraph, ReportSection, SectionBuilder, Table
 from synthfactory.ops.report.class_sizes import class_sizes_section
@@ -64,11 +65,11 @@ def write_report(directory: Path, metrics: dict[str, Any], grids: dict[str, np.n
     pointers = [ReportSection(section.title, [Paragraph(
         "In report.html only: its numbers change from run to run, and this file does not.")])
         for section in html_only]
-    (directory / "metrics.json").write_text(dumps_json(metrics))
+    (directory / METRICS_JSON).write_text(dumps_json(metrics))
     (directory / ARMS_CSV).write_text(arm_table_csv(metrics))
-    (directory / "report.md").write_text(render_markdown([*sections, *pointers]))
-    (directory / "report.html").write_text(render_html([*sections, *html_only], files))
-    for name in ("metrics.json", ARMS_CSV, "report.md", "report.html"):
+    (directory / REPORT_MD).write_text(render_markdown([*sections, *pointers]))
+    (directory / REPORT_HTML).write_text(render_html([*sections, *html_only], files))
+    for name in (METRICS_JSON, ARMS_CSV, REPORT_MD, REPORT_HTML):
         written[name] = directory / name
     return written
 
