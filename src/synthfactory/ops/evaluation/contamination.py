@@ -134,6 +134,7 @@ def contamination_in_store(shards_dir: Path, scores_dir: Path, test_images: np.n
     bytes under this judge (else the judge embeds that shard), the validation split for
     calibration, the filtered set's keep masks for `kept_by_filter`. Test labels are not read.
     """
+    # deferred: judges imports torch, and this module loads with the code location (the checks)
     from synthfactory.ops.curation.judges import load_judge
 
     judge = load_judge(judge_dir, device)
