@@ -71,7 +71,7 @@ def main() -> None:
     from synthfactory.ops.data.prompts import expand_prompts
     from synthfactory.ops.data.splits import carve_validation, stratified_split
     from synthfactory.ops.distillation.dsa import DSA
-    from synthfactory.ops.distillation.matching import distribution_matching
+    from synthfactory.ops.distillation.matching import DmSettings, distribution_matching
     from synthfactory.ops.generation.ddpm import DdpmGenerator, save_generator, train_ddpm
     from synthfactory.ops.generation.samplers import SamplerSettings
     from synthfactory.ops.seeds import derive_seed
@@ -182,9 +182,11 @@ def main() -> None:
             baseline = reset_peak_rss()
         learned, seconds = timed(device, lambda ipc=ipc: distribution_matching(
             source, source_labels, n_classes, ipc,
-            seed=derive_seed(seed, "distilled_set", f"dm-ipc{ipc}-synthetic", 0), device=device,
-            iterations=iterations, learning_rate=dm.learning_rate, batch_real=dm.batch_real,
-            dsa=dsa, architecture=distilled.architecture, width=distilled.eval.width))
+            DmSettings(iterations=iterations, learning_rate=dm.learning_rate,
+                       batch_real=dm.batch_real, dsa=dsa, architecture=distilled.architecture,
+                       width=distilled.eval.width),
+            seed=derive_seed(seed, "distilled_set", f"dm-ipc{ipc}-synthetic", 0),
+            device=device))
         dm_history = learned.history
         peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                 else peak_rss_mib() - baseline)
