@@ -77,7 +77,7 @@ def main() -> None:
     from synthfactory.ops.seeds import derive_seed
     from synthfactory.ops.tensors import use_deterministic_algorithms
     from synthfactory.ops.training.predict import predict_proba
-    from synthfactory.ops.training.train import train_classifier
+    from synthfactory.ops.training.train import ClassifierSettings, train_classifier
     from synthfactory.params import load_params
 
     config = load_params(args.params)
@@ -118,8 +118,10 @@ def main() -> None:
     # The judge and one evaluation classifier (the judge scores the samples below).
     judge_config, classifier_config = params.judge, params.classifiers
     (judge, judge_history), seconds = timed(device, lambda: train_classifier(
-        train_images, train_labels, n_classes, seed=derive_seed(seed, "judge"), device=device,
-        epochs=judge_config.epochs, width=judge_config.width, flip=classifier_config.flip))
+        train_images, train_labels, n_classes,
+        ClassifierSettings(epochs=judge_config.epochs, width=judge_config.width,
+                           flip=classifier_config.flip),
+        seed=derive_seed(seed, "judge"), device=device))
     val_predictions = predict_proba(judge, data.images[val], device=device).argmax(1)
     report["judge"] = {"steps": judge_history["steps"], "seconds": round(seconds, 2),
                        "val_accuracy": round(float(np.mean(val_predictions
@@ -127,8 +129,8 @@ def main() -> None:
     # The classifier assets' settings: the architecture's recipe and the device's precision plan.
     classifier_settings = training_settings(classifier_config, device)
     (_, history), seconds = timed(device, lambda: train_classifier(
-        train_images, train_labels, n_classes, seed=derive_seed(seed, "classifiers", 0),
-        device=device, **classifier_settings))
+        train_images, train_labels, n_classes, ClassifierSettings(**classifier_settings),
+        seed=derive_seed(seed, "classifiers", 0), device=device))
     report["classifier"] = {"architecture": classifier_config.architecture,
                             "precision": history["precision"], "steps": history["steps"],
                             "seconds": round(seconds, 2)}

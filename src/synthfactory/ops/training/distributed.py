@@ -127,7 +127,8 @@ def _worker(job_path: Path) -> None:
 
     from synthfactory.ops.tensors import use_deterministic_algorithms
     from synthfactory.ops.training.sources import ShardSource
-    from synthfactory.ops.training.train import save_classifier, train_classifier
+    from synthfactory.ops.training.train import (ClassifierSettings, save_classifier,
+                                                 train_classifier)
 
     job = json.loads(job_path.read_text())
     if job["threads"]:
@@ -169,9 +170,9 @@ def _worker(job_path: Path) -> None:
         recipe = dict(job["recipe"])
         plan = PrecisionPlan(autocast=recipe.pop("autocast"),
                              channels_last=recipe.pop("channels_last"))
-        model, history = train_classifier(source, None, job["n_classes"], seed=seed,
-                                          device=device, log=log, wrap=wrap, precision=plan,
-                                          **recipe)
+        settings = ClassifierSettings(**recipe, precision=plan)
+        model, history = train_classifier(source, None, job["n_classes"], settings, seed=seed,
+                                          device=device, log=log, wrap=wrap)
         # Every rank ends with the same weights; the digest shows it.
         digest = float(sum(p.double().sum() for p in model.state_dict().values()))
         history.update({"rank": rank, "world_size": world, "parameter_sum": digest})
