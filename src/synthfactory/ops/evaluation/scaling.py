@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from synthfactory.ops.evaluation.comparisons import (bootstrap_accuracies, coverage,
+                                                    percentile_interval)
 from synthfactory.ops.evaluation.metrics import mean_std
 from synthfactory.ops.seeds import rng
 
@@ -297,7 +299,6 @@ def invert_curve(sizes: np.ndarray, accuracy_means: np.ndarray, accuracy: float,
 
 def _curve_entry(sizes: np.ndarray, arms: Sequence[Any], boot: np.ndarray,
                  level: float) -> dict[str, Any]:
-    from synthfactory.ops.evaluation.comparisons import coverage, percentile_interval
 
     means = np.asarray([arm.accuracy for arm in arms])
     points = []
@@ -362,7 +363,6 @@ def scaling_evidence(synthetic: Sequence[tuple[float, Any]],
     curve. An interval bound of None means more than the tail of the draws fall outside the
     measured range with no fit to extrapolate (`beyond_fraction`, `below_fraction`).
     """
-    from synthfactory.ops.evaluation.comparisons import bootstrap_accuracies
 
     if len(synthetic) < 2:
         raise ValueError(f"a scaling curve needs two or more sizes, got {len(synthetic)}: give "
