@@ -3,8 +3,8 @@
 - `ops/` holds the computations: it never imports dagster, the resources, the assets, the
   params or the code location; it is read by them, never the other way round.
 - Each stage of `ops/` imports only the stages before it in the asset graph's order:
-  storage → data → generation → training → curation → distillation → evaluation (plus the
-  shared helpers at the top of ops/). `ops/storage` imports no other stage at all.
+  storage → data → generation → training → curation → distillation → evaluation → refinement
+  → report (plus the shared helpers at the top of ops/). `ops/storage` imports no other stage at all.
 - An asset module does not reach into another asset module's private helpers (`_name`).
 - No module in src/ is over 450 lines, and at most 4 Python files sit directly in ops/.
 """
@@ -21,7 +21,7 @@ from tests.support import PROJECT_ROOT
 SRC = PROJECT_ROOT / "src" / "synthfactory"
 OPS = SRC / "ops"
 STAGE_ORDER = ["storage", "data", "generation", "training", "curation", "distillation",
-               "evaluation"]
+               "evaluation", "refinement", "report"]
 # Modules at the top of ops/: shared by every stage (checks read what several stages wrote).
 OPS_TOP = {"synthfactory.ops", "synthfactory.ops.seeds", "synthfactory.ops.tensors",
            "synthfactory.ops.checks"}

@@ -1,0 +1,1 @@
+"""The weak-class loop: its rounds' plans and the results the report reads."""
