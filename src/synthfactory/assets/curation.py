@@ -10,7 +10,8 @@ import numpy as np
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.curation import JUDGE_JSON, JUDGE_WEIGHTS
 from synthfactory.ops.data.prompts import display_name, load_display_names
-from synthfactory.ops.data.real_images import read_classes, read_split
+from synthfactory.ops.data.real_images import (read_classes, read_image_shape, read_split,
+                                               read_training_images)
 from synthfactory.ops.training.shardsets import real_shard_set
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
@@ -24,6 +25,10 @@ from synthfactory.params import Params
 from synthfactory.publishing import GRID_PER_CLASS, image_grid_md, path_md
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
+from synthfactory.ops.curation.retrieval import class_prototypes, label_precision, retrieve
+from synthfactory.ops.curation.scores import score_shard, scores_are_current, scores_name, write_scores
+from synthfactory.ops.data.pool import Pool, load_pool
+from synthfactory.ops.generation.pretrained import resolve_model
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
@@ -46,6 +51,7 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     if config.backend == "clip":
         return _clip_judge(context, params, store, runtime, val_images, val_labels)
 
+    # deferred: torch
     from synthfactory.ops.training.train import predict_proba, save_classifier, train_classifier
 
     # Loaded when small, streamed from the shards when over runtime.in_memory_mb.
@@ -80,8 +86,8 @@ def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: Artifa
                 val_labels: np.ndarray) -> dg.MaterializeResult:
     """The `clip` judge: resolve the model, embed the class prompts, measure zero-shot accuracy
     on the validation split."""
+    # deferred: torch
     from synthfactory.ops.curation.judges import ClipJudge, save_clip_judge
-    from synthfactory.ops.generation.pretrained import resolve_model
 
     config = params.judge
     source = resolve_model(str(config.model), what="judge.model", revision=config.revision,
@@ -134,9 +140,8 @@ def _shard_scores_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         same shard bytes under the same judge is kept, not scored again. Two runs of one
         partition take turns (the partition's lease in the store).
         """
+        # deferred: torch
         from synthfactory.ops.curation.judges import ClipJudge, load_judge
-        from synthfactory.ops.curation.scores import (score_shard, scores_are_current,
-                                                      scores_name, write_scores)
 
         judge_dir = store.require("judge")
         judge_digest = judge_info(judge_dir)["digest"]
@@ -289,10 +294,8 @@ def retrieved_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     each image was retrieved for) and `summary.json` with the label precision where the pool has
     hidden labels (ops/curation/retrieval.py).
     """
+    # deferred: torch
     from synthfactory.ops.curation.judges import ClipJudge, load_judge
-    from synthfactory.ops.curation.retrieval import class_prototypes, label_precision, retrieve
-    from synthfactory.ops.data.pool import Pool, load_pool
-    from synthfactory.ops.data.real_images import read_image_shape, read_training_images
 
     real_dir = store.require("real_images")
     class_names = read_classes(real_dir)

@@ -54,6 +54,8 @@ from synthfactory.publishing import (ONE_PER_RUN, cell_table, class_counts_md, d
                                      prune_partitions, source_data)
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
+from synthfactory.ops.distillation.export import to_uint8_nhwc
+from synthfactory.ops.storage.shards import Sample, sidecar_path, write_shard
 
 HEADLINE_SHARD = "distilled-00000.tar"
 # What to change when a source lacks a class or holds fewer than ipc images of one.
@@ -93,7 +95,6 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
         # deferred: torch
         from synthfactory.ops.distillation.cellstore import cell_dir, cell_is_current, write_cell
         from synthfactory.ops.distillation.experts import load_experts  # deferred: torch
-        from synthfactory.ops.distillation.export import to_uint8_nhwc  # deferred: torch
         from synthfactory.ops.distillation.recipes import MethodSettings, distill  # deferred: torch
 
         config = params.distilled_set
@@ -200,8 +201,8 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
 def _cell_metadata(store: ArtifactStore, cell: Cell, class_names: list[str], kept: bool,
                    seconds: float) -> dict[str, Any]:
     """What one cell's materialization shows: its settings, images per class, a grid."""
+    # deferred: torch
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell, read_cell_record
-    from synthfactory.ops.distillation.export import to_uint8_nhwc
 
     directory = cell_dir(store.path("distilled_set"), cell)
     record = read_cell_record(directory) or {}
@@ -221,9 +222,8 @@ def _publish_headline(store: ArtifactStore, table: list[Cell], labels: str,
     """The headline cell's first repeat as the top-level shard (the `distilled` arm), or, when
     the headline cell was not built, the top-level `not_built.json` (the arm is reported
     missing); then `summary.json`. Each file is published atomically, the summary last."""
+    # deferred: torch
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell, read_cell_record
-    from synthfactory.ops.distillation.export import to_uint8_nhwc
-    from synthfactory.ops.storage.shards import Sample, sidecar_path, write_shard
 
     headline = table[0]
     directory = cell_dir(store.path("distilled_set"), headline)

@@ -34,6 +34,7 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
     """
     config = params.generator
     if config.backend == "diffusers":
+        # deferred: torch
         from synthfactory.ops.generation.text2image import describe_pipeline
 
         record = describe_pipeline(str(config.model), revision=config.revision,
@@ -50,7 +51,9 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
                       "lora": str(record["lora"]["path"]) if record["lora"] else "none"},
             data_version=dg.DataVersion(record["digest"][:16]))
 
+    # deferred: torch
     from synthfactory.ops.generation.ddpm import save_generator, train_ddpm  # torch: imported per step
+    # deferred: torch
     from synthfactory.ops.storage.checkpoint import remove_checkpoint
 
     real_dir = store.require("real_images")
