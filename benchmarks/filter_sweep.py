@@ -40,7 +40,7 @@ def main() -> None:
     """Filter with every setting, train on each kept set, report validation accuracy."""
     import torch
 
-    from synthfactory.assets.evaluation import training_settings
+    from synthfactory.ops.training.classifiers import training_settings
     from synthfactory.ops.curation.filters import FilterSettings, filter_samples
     from synthfactory.ops.curation.judges import load_judge
     from synthfactory.ops.data.real_images import read_classes, read_split

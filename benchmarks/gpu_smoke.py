@@ -66,7 +66,7 @@ def main() -> None:
                         help="default: distilled_set.dm.iterations")
     args = parser.parse_args()
 
-    from synthfactory.assets.evaluation import training_settings
+    from synthfactory.ops.training.classifiers import training_settings
     from synthfactory.ops.data.digits import load_digits
     from synthfactory.ops.data.prompts import expand_prompts
     from synthfactory.ops.data.splits import carve_validation, stratified_split

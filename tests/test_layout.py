@@ -50,17 +50,13 @@ ASSET_DECORATORS = {"asset", "multi_asset", "asset_check", "multi_asset_check"}
 # when its file passes (strict=False: a file that already passes does not fail the run).
 THINNING = pytest.mark.xfail(strict=False, reason="assets/ being thinned")
 THINNING_FILES = {
-    "cycles": {"assets/evaluation.py", "assets/refinement.py"},
-    "deferred": {f"assets/{name}.py" for name in (
-        "adapter", "checks", "curation", "distillation", "distillation_common",
-        "distillation_networks", "evaluation", "generation", "metadata", "refinement",
-        "report_inputs")},
-    "asset_imports": {"assets/evaluation.py", "assets/refinement.py"},
+    "cycles": set(),
+    "deferred": {"assets/checks.py"},
+    "asset_imports": set(),
     "asset_functions": {f"assets/{name}.py" for name in (
-        "adapter", "curation", "data", "distillation", "distillation_networks", "evaluation",
-        "generation", "refinement")},
+        "adapter", "classifier_distilled", "curation", "data", "distillation", "experts",
+        "generation")},
 }
-
 
 def module_name(path: Path, package: Path = SRC) -> str:
     """`<package>/ops/data/prompts.py` → `synthfactory.ops.data.prompts`."""

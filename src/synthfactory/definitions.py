@@ -17,14 +17,14 @@ from synthfactory.assets.adapter import ADAPTER_ASSET, generator_adapter
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.assets.curation import build_shard_scores, filtered_set, judge, retrieved_set
 from synthfactory.assets.data import prompts, real_images
+from synthfactory.assets.classifier_distilled import classifier_distilled_asset
 from synthfactory.assets.distillation import distilled_set_asset
-from synthfactory.assets.distillation_common import table
-from synthfactory.assets.distillation_networks import (classifier_distilled_asset,
-                                                       expert_trajectories_asset)
 from synthfactory.assets.dvc_versions import wrap_all
 from synthfactory.assets.evaluation import evaluation_assets
+from synthfactory.assets.experts import expert_trajectories_asset
 from synthfactory.assets.generation import build_synthetic_shards, generator
 from synthfactory.assets.refinement import refinement_assets
+from synthfactory.assets.report import build_eval_report
 from synthfactory.automation import (
     build_params_sensor,
     build_rebuild_schedule,
@@ -34,6 +34,7 @@ from synthfactory.automation import (
 from synthfactory.executors import build_executor
 from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, expert_keys, parse_expert
 from synthfactory.params import ProjectConfig, load_params
+from synthfactory.publishing import cell_table as table
 
 PARAMS_ENV = "SYNTHFACTORY_PARAMS"
 RUN_JOB = "synthfactory_run"
@@ -58,7 +59,8 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     """
     partitions = shard_partitions(config)
     shards = build_synthetic_shards(partitions)
-    *classifiers, report = evaluation_assets(config.params, config.runtime.devices)
+    classifiers = evaluation_assets(config.params, config.runtime.devices)
+    report = build_eval_report(config.params)
     adapters = []
     if config.params.generator.adapt == "lora":  # shards come from the adapted generator
         adapters = [generator_adapter]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from synthfactory.assets.report_inputs import asset_costs
+from synthfactory.assets.report import asset_costs
 from synthfactory.resources.store import ArtifactStore
 
 CELLS = ["a", "b"]

@@ -17,6 +17,7 @@ from synthfactory.ops.generation import GENERATOR_JSON
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
+from synthfactory.ops.generation.pretrained import check_unchanged
 
 ADAPTER_ASSET = "generator_adapter"
 
@@ -36,9 +37,10 @@ def generator_adapter(context: dg.AssetExecutionContext, params: Params, store: 
     the denoising loss on the held-out real validation images at fixed seeds before and after.
     Checkpoints under `.checkpoints/generator_adapter` make a killed run resume bit-identically.
     """
+    # deferred: torch
     from synthfactory.ops.generation.adapter import (LoraSettings, StableDiffusionParts,
                                                      save_adapter, train_lora)
-    from synthfactory.ops.generation.pretrained import check_unchanged
+    # deferred: torch
     from synthfactory.ops.storage.checkpoint import remove_checkpoint
 
     config = params.generator

@@ -1,27 +1,34 @@
 """Scoring and filtering the synthetic images."""
 
-import json
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from synthfactory.assets.metadata import GRID_PER_CLASS, image_grid_md
 from synthfactory.executors import GPU_OP_TAGS
-from synthfactory.ops.curation import FILTER_KEEP, FILTER_MANIFEST, JUDGE_JSON, JUDGE_WEIGHTS
+from synthfactory.ops.curation import JUDGE_JSON, JUDGE_WEIGHTS
 from synthfactory.ops.data.prompts import display_name, load_display_names
-from synthfactory.ops.data.real_images import read_classes, read_split
+from synthfactory.ops.data.real_images import (read_classes, read_image_shape, read_split,
+                                               read_training_images)
 from synthfactory.ops.training.shardsets import real_shard_set
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import digest_of_digests, dumps_json, sha256_file
-from synthfactory.ops.storage.shards import Sample, read_samples, read_shard_info, write_shard
+from synthfactory.ops.storage.shards import Sample, read_shard_info, write_shard
+from synthfactory.ops.curation.decisions import (FilterDecisions, current_scores,
+                                                filter_decisions, grid_images, near_test_copies)
+from synthfactory.ops.curation.filters import FilterSettings
+from synthfactory.ops.curation.judge_record import judge_info
 from synthfactory.params import Params
+from synthfactory.publishing import GRID_PER_CLASS, image_grid_md, path_md
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
+from synthfactory.ops.curation.retrieval import class_prototypes, label_precision, retrieve
+from synthfactory.ops.curation.scores import score_shard, scores_are_current, scores_name, write_scores
+from synthfactory.ops.data.pool import Pool, load_pool
+from synthfactory.ops.generation.pretrained import resolve_model
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
@@ -44,8 +51,10 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     if config.backend == "clip":
         return _clip_judge(context, params, store, runtime, val_images, val_labels)
 
-    from synthfactory.ops.training.predict import predict_proba
-    from synthfactory.ops.training.train import ClassifierSettings, save_classifier, train_classifier
+    # deferred: torch
+    from synthfactory.ops.training.predict import predict_proba  # deferred: torch
+    from synthfactory.ops.training.train import (  # deferred: torch
+        ClassifierSettings, save_classifier, train_classifier)
 
     # Loaded when small, streamed from the shards when over runtime.in_memory_mb.
     real = real_shard_set(real_dir)
@@ -79,8 +88,8 @@ def _clip_judge(context: dg.AssetExecutionContext, params: Params, store: Artifa
                 val_labels: np.ndarray) -> dg.MaterializeResult:
     """The `clip` judge: resolve the model, embed the class prompts, measure zero-shot accuracy
     on the validation split."""
+    # deferred: torch
     from synthfactory.ops.curation.judges import ClipJudge, save_clip_judge
-    from synthfactory.ops.generation.pretrained import resolve_model
 
     config = params.judge
     source = resolve_model(str(config.model), what="judge.model", revision=config.revision,
@@ -133,9 +142,8 @@ def _shard_scores_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         same shard bytes under the same judge is kept, not scored again. Two runs of one
         partition take turns (the partition's lease in the store).
         """
+        # deferred: torch
         from synthfactory.ops.curation.judges import ClipJudge, load_judge
-        from synthfactory.ops.curation.scores import (score_shard, scores_are_current,
-                                                      scores_name, write_scores)
 
         judge_dir = store.require("judge")
         judge_digest = judge_info(judge_dir)["digest"]
@@ -175,13 +183,6 @@ def _shard_scores_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
     return shard_scores
 
 
-def judge_info(judge_dir: Path) -> dict:
-    """`judge.json` with `digest` set: the weights' sha256 of a trained judge, or the model digest
-    of a CLIP judge (what shard scores were computed with)."""
-    info = json.loads((judge_dir / JUDGE_JSON).read_text())
-    return {**info, "digest": info.get("sha256") or info["digest"]}
-
-
 @dg.asset(group_name="curation", kinds={"json"}, code_version="2",
           deps=["shard_scores", "synthetic_shards", "judge"])
 def filtered_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
@@ -207,110 +208,68 @@ def filtered_set(context: dg.AssetExecutionContext, params: Params, store: Artif
     fixed in params.yaml, not searched; and it can only remove images that would otherwise let
     an arm train on the very images it is measured on.
     """
-    from synthfactory.ops.curation.filters import FilterSettings
-    from synthfactory.ops.curation.scores import read_scores_metadata, scores_name
-    from synthfactory.ops.curation.selection import (ScoredShard, grid_picks, select_from_scores,
-                                                     summarise_selection, write_keep_masks,
-                                                     write_manifest)
-
     class_names = read_classes(store.require("real_images"))
     judge = judge_info(store.require("judge"))
     sidecars = {path.with_suffix(".tar").name: read_shard_info(path.with_suffix(".tar"))
                 for path in store.require_files("synthetic_shards", "shard-*.json")}
-    scores = {path.name: path for path in store.require_files("shard_scores", "scores-*.safetensors")}
-    usable, left_out = [], []
-    for name, info in sorted(sidecars.items()):
-        path = scores.get(scores_name(name))
-        metadata = read_scores_metadata(path) if path is not None else {}
-        if (metadata.get("shard_sha256") == info.sha256
-                and metadata.get("judge_digest") == judge["digest"]):
-            usable.append(ScoredShard(name, path))
-        else:
-            left_out.append(name)
+    usable, left_out = current_scores(sidecars, store.require_files(
+        "shard_scores", "scores-*.safetensors"), judge["digest"])
     if left_out:
         context.log.warning(f"filtered_set: {len(left_out)} shard(s) have no scores of their "
                             f"current bytes under the current judge and are left out: {left_out}; "
                             "materialize shard_scores for them")
-    if not usable:
-        raise FileNotFoundError(f"no synthetic shard under {store.path('synthetic_shards')} has "
-                                "current scores: materialize 'shard_scores' (all partitions)")
     settings = FilterSettings(**params.filtered_set.model_dump(exclude={"min_pass_rate"}))
-    test_copies, test_matches = None, None
-    if settings.drop_test_near_duplicates:
-        from synthfactory.ops.curation.leakage import scored_near_copies
-
-        leakage = params.contamination
-        test_copies, test_matches = scored_near_copies(
-            [(store.require("synthetic_shards", shard.name), shard.scores_path)
-             for shard in usable], store.require("real_images"), store.require("judge"),
-            runtime.torch_device, batch_size=params.judge.batch_size,
-            feature_threshold=leakage.feature_threshold, pixel_threshold=leakage.pixel_threshold,
-            pixel_resolution=leakage.pixel_resolution)
-    spill = store.path(".spill")
-    spill.mkdir(parents=True, exist_ok=True)
-    selection = select_from_scores(usable, settings, clip=judge["kind"] == "clip",
-                                   seed=derive_seed(runtime.seed, "filtered_set"), spill_dir=spill,
-                                   test_copies=test_copies, test_matches=test_matches)
-    summary = summarise_selection(selection, class_names, settings)
-    agreement = float(np.mean(selection.predicted == selection.labels))
-    shard_digests = {shard.name: sidecars[shard.name].sha256 for shard in usable}
-    summary.update({"judge_agreement": agreement, "shards_used": list(shard_digests),
-                    "shard_digests": shard_digests})
+    near_copies = (near_test_copies(store.require, runtime.torch_device, params.judge.batch_size,
+                                    params.contamination.model_dump(exclude={"grid_pairs"}))
+                   if settings.drop_test_near_duplicates else None)
+    decisions = filter_decisions(
+        usable, left_out, sidecars, settings, clip=judge["kind"] == "clip",
+        seed=derive_seed(runtime.seed, "filtered_set"), spill_dir=store.path(".spill"),
+        class_names=class_names, near_copies=near_copies,
+        shards_dir=store.path("synthetic_shards"))
     with store.publish_dir("filtered_set") as directory:
-        write_manifest(directory / FILTER_MANIFEST, selection, class_names)
-        write_keep_masks(directory / FILTER_KEEP, selection.shard_keep_masks())
-        (directory / SUMMARY_JSON).write_text(dumps_json(summary))
-    low = {name: row["pass_rate"] for name, row in summary["per_class"].items()
-           if row["pass_rate"] < params.filtered_set.min_pass_rate}
-    if low:
-        context.log.warning(f"filtered_set: classes below the pass-rate floor "
-                            f"{params.filtered_set.min_pass_rate}: {low} (a generator blind spot?)")
-    grids = _grid_images(store, selection, grid_picks(selection, GRID_PER_CLASS))
-    stats = selection.dedup_stats
+        decisions.write(directory, class_names)
+    _warn_low_pass_rates(context, decisions.summary, params.filtered_set.min_pass_rate)
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.path("filtered_set"))),
-            "kept": summary["kept"], "total": summary["total"],
-            "kept_fraction": round(summary["kept_fraction"], 4),
-            "judge_agreement": dg.MetadataValue.float(round(agreement, 4)),
-            "shards_used": len(usable), "shards_left_out": dg.MetadataValue.json(left_out),
-            "reasons": dict(summary["reasons"]),
-            "dedup": dg.MetadataValue.json({"clusters": stats.clusters,
-                                            "similarities_computed": stats.pairs_compared,
-                                            "largest_cluster": stats.largest_cluster}),
-            "per_class": dg.MetadataValue.md(_pass_rate_table(summary)),
-            "kept_grid": image_grid_md(*grids["kept"], class_names, "kept"),
-            "rejected_grid": image_grid_md(*grids["rejected"], class_names,
-                                           "rejected (grey: none rejected)"),
-            "shards_path": dg.MetadataValue.path(str(store.path("synthetic_shards"))),
-        },
+        metadata=_filtered_metadata(store, decisions, class_names),
         data_version=dg.DataVersion(digest_of_digests(
-            [*shard_digests.values(), judge["digest"], params.digest("filtered_set"),
+            [*decisions.shard_digests.values(), judge["digest"], params.digest("filtered_set"),
              *([params.digest("contamination")] if settings.drop_test_near_duplicates
                else [])])[:16]),
     )
 
 
+def _warn_low_pass_rates(context: dg.AssetExecutionContext, summary: dict[str, Any],
+                         floor: float) -> None:
+    low = {name: row["pass_rate"] for name, row in summary["per_class"].items()
+           if row["pass_rate"] < floor}
+    if low:
+        context.log.warning(f"filtered_set: classes below the pass-rate floor "
+                            f"{floor}: {low} (a generator blind spot?)")
 
-def _grid_images(store: ArtifactStore, selection: Any,
-                 picks: dict[str, list[int]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The images of the picked samples, read from only the shards that hold them."""
-    wanted = {selection.key(i): i for indices in picks.values() for i in indices}
-    shard_names = sorted({selection.shards[int(selection.shard_index[i])] for i in wanted.values()})
-    image_of = {}
-    for name in shard_names:
-        for sample in read_samples([store.require("synthetic_shards", name)]):
-            if sample.key in wanted:
-                image_of[sample.key] = (sample.image if sample.image.ndim == 3
-                                        else sample.image[:, :, None])
-    grids = {}
-    for grid, indices in picks.items():
-        if indices:
-            images = np.stack([image_of[selection.key(i)] for i in indices])
-        else:
-            images = np.zeros((0, 1, 1, 1), np.uint8)
-        grids[grid] = (images, selection.labels[indices])
-    return grids
+
+def _filtered_metadata(store: ArtifactStore, decisions: FilterDecisions,
+                       class_names: list[str]) -> dict[str, Any]:
+    """What the filter shows: counts, reasons, dedup work, pass rates, kept/rejected grids."""
+    summary, stats = decisions.summary, decisions.selection.dedup_stats
+    grids = grid_images(store.require, decisions.selection, GRID_PER_CLASS)
+    return {
+        "path": path_md(store, "filtered_set"),
+        "kept": summary["kept"], "total": summary["total"],
+        "kept_fraction": round(summary["kept_fraction"], 4),
+        "judge_agreement": dg.MetadataValue.float(round(summary["judge_agreement"], 4)),
+        "shards_used": len(decisions.usable),
+        "shards_left_out": dg.MetadataValue.json(decisions.left_out),
+        "reasons": dict(summary["reasons"]),
+        "dedup": dg.MetadataValue.json({"clusters": stats.clusters,
+                                        "similarities_computed": stats.pairs_compared,
+                                        "largest_cluster": stats.largest_cluster}),
+        "per_class": dg.MetadataValue.md(_pass_rate_table(summary)),
+        "kept_grid": image_grid_md(*grids["kept"], class_names, "kept"),
+        "rejected_grid": image_grid_md(*grids["rejected"], class_names,
+                                       "rejected (grey: none rejected)"),
+        "shards_path": path_md(store, "synthetic_shards"),
+    }
 
 
 def _pass_rate_table(summary: dict) -> str:
@@ -337,10 +296,8 @@ def retrieved_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     each image was retrieved for) and `summary.json` with the label precision where the pool has
     hidden labels (ops/curation/retrieval.py).
     """
+    # deferred: torch
     from synthfactory.ops.curation.judges import ClipJudge, load_judge
-    from synthfactory.ops.curation.retrieval import class_prototypes, label_precision, retrieve
-    from synthfactory.ops.data.pool import Pool, load_pool
-    from synthfactory.ops.data.real_images import read_image_shape, read_training_images
 
     real_dir = store.require("real_images")
     class_names = read_classes(real_dir)

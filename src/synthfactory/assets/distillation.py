@@ -30,15 +30,11 @@ arm's files at the top of each asset's directory (`distilled-00000.tar`, `summar
 
 
 import time
+from functools import partial
 from typing import Any
 
 import dagster as dg
 
-from synthfactory.assets.distillation_common import (CELLS, ONE_PER_RUN, cell_of, data_digest,
-                                                     dsa_of, judge_digest, load_experts,
-                                                     partition_cells, prune_partitions,
-                                                     source_data, table)
-from synthfactory.assets.metadata import class_counts_md, image_grid_md
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import read_classes
@@ -50,9 +46,16 @@ from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import dumps_json
 from synthfactory.ops.storage.not_built import (NOT_BUILT_JSON, not_built_record, read_not_built,
                                                 write_not_built)
+from synthfactory.ops.curation.judge_record import judge_info
+from synthfactory.ops.distillation.partitions import CELLS, cell_of, data_digest
 from synthfactory.params import Params, config_digest
+from synthfactory.publishing import (ONE_PER_RUN, cell_table, class_counts_md, dsa_of,
+                                     expert_digest, image_grid_md, partition_cells,
+                                     prune_partitions, source_data)
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
+from synthfactory.ops.distillation.export import to_uint8_nhwc
+from synthfactory.ops.storage.shards import Sample, sidecar_path, write_shard
 
 HEADLINE_SHARD = "distilled-00000.tar"
 # What to change when a source lacks a class or holds fewer than ipc images of one.
@@ -87,17 +90,19 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
         error: its directory holds `not_built.json` with the reason, and when it is the
         headline cell the `distilled` arm is reported missing (top-level `not_built.json`).
         """
+        # deferred: torch
         from synthfactory.ops.curation.judges import load_judge
+        # deferred: torch
         from synthfactory.ops.distillation.cellstore import cell_dir, cell_is_current, write_cell
-        from synthfactory.ops.distillation.export import to_uint8_nhwc
-        from synthfactory.ops.distillation.recipes import MethodSettings, distill
+        from synthfactory.ops.distillation.experts import load_experts  # deferred: torch
+        from synthfactory.ops.distillation.recipes import MethodSettings, distill  # deferred: torch
 
         config = params.distilled_set
-        cell_table = table(params)
-        chosen = partition_cells(context, cell_table)
+        table = cell_table(params)
+        chosen = partition_cells(context, table)
         class_names = read_classes(store.require("real_images"))
         prune_partitions(context, store, ("distilled_set", CELLS),
-                         [cell.key for cell in cell_table], cell_of)
+                         [cell.key for cell in table], cell_of)
         settings = MethodSettings(dm=config.dm.model_dump(), dc=config.dc.model_dump(),
                                   mtt=config.mtt.model_dump(), architecture=config.architecture,
                                   width=config.eval.width)
@@ -123,8 +128,8 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
                     "built": False, "not_built_reason": str(error),
                     "seconds": round(time.perf_counter() - cell_started, 1)},
                     partition_key=cell.key)
-                if cell == cell_table[0]:
-                    _publish_headline(store, cell_table, config.labels, config.repeats)
+                if cell == table[0]:
+                    _publish_headline(store, table, config.labels, config.repeats)
                 continue
             trajectory_cell = cell.method in TRAJECTORY_METHODS
             method_config = (config.mtt.model_dump() if trajectory_cell
@@ -137,7 +142,8 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
                                     "labels": config.labels, "repeats": config.repeats,
                                     "architecture": config.architecture,
                                     "width": config.eval.width, "seed": runtime.seed,
-                                    "judge": judge_digest(store) if needs_judge else None,
+                                    "judge": judge_info(store.require("judge"))["digest"] if needs_judge
+                                    else None,
                                     "experts": params.expert_trajectories.model_dump()
                                     if trajectory_cell else None})
             directory = cell_dir(store.path("distilled_set"), cell)
@@ -151,8 +157,10 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
                                        params.judge.batch_size)
                 features = (judge.embed(data.images) if judge is not None
                             and cell.method in ("herding", "kcenter") else None)
-                trajectories = (load_experts(store, params, cell, data, runtime.seed)
-                                if trajectory_cell else None)
+                trajectories = (load_experts(
+                    store.require, cell, params.expert_trajectories.experts,
+                    partial(expert_digest, params, data, runtime.seed))
+                    if trajectory_cell else None)
                 repeats = []
                 for repeat in range(config.repeats):
                     result = distill(cell, data.images, data.labels, data.keys,
@@ -180,8 +188,8 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
             context.add_asset_metadata(
                 _cell_metadata(store, cell, class_names, kept,
                                time.perf_counter() - cell_started), partition_key=cell.key)
-            if cell == cell_table[0]:
-                _publish_headline(store, cell_table, config.labels, config.repeats)
+            if cell == table[0]:
+                _publish_headline(store, table, config.labels, config.repeats)
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(store.path("distilled_set"))),
             "cells_in_run": ", ".join(cell.key for cell in chosen),
@@ -193,8 +201,8 @@ def distilled_set_asset(partitions: dg.PartitionsDefinition, deps: list[Any]
 def _cell_metadata(store: ArtifactStore, cell: Cell, class_names: list[str], kept: bool,
                    seconds: float) -> dict[str, Any]:
     """What one cell's materialization shows: its settings, images per class, a grid."""
+    # deferred: torch
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell, read_cell_record
-    from synthfactory.ops.distillation.export import to_uint8_nhwc
 
     directory = cell_dir(store.path("distilled_set"), cell)
     record = read_cell_record(directory) or {}
@@ -209,21 +217,20 @@ def _cell_metadata(store: ArtifactStore, cell: Cell, class_names: list[str], kep
                                   per_class=min(cell.ipc, 10))}
 
 
-def _publish_headline(store: ArtifactStore, cell_table: list[Cell], labels: str,
+def _publish_headline(store: ArtifactStore, table: list[Cell], labels: str,
                       repeats: int) -> None:
     """The headline cell's first repeat as the top-level shard (the `distilled` arm), or, when
     the headline cell was not built, the top-level `not_built.json` (the arm is reported
     missing); then `summary.json`. Each file is published atomically, the summary last."""
+    # deferred: torch
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell, read_cell_record
-    from synthfactory.ops.distillation.export import to_uint8_nhwc
-    from synthfactory.ops.storage.shards import Sample, sidecar_path, write_shard
 
-    headline = cell_table[0]
+    headline = table[0]
     directory = cell_dir(store.path("distilled_set"), headline)
     tar = store.path("distilled_set", HEADLINE_SHARD)
     summary: dict[str, Any] = {"method": headline.method, "ipc": headline.ipc,
                                "source": headline.source, "labels": labels,
-                               "cells": [cell.key for cell in cell_table], "repeats": repeats}
+                               "cells": [cell.key for cell in table], "repeats": repeats}
     record = read_not_built(directory)
     if record is not None:  # the distilled arm itself cannot be made
         for stale in (tar, sidecar_path(tar)):  # no old headline beside the record

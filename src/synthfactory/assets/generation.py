@@ -8,14 +8,13 @@ from typing import Any
 
 import dagster as dg
 
-from synthfactory.assets.metadata import shard_preview
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts, shard_slice
 from synthfactory.ops.data.real_images import read_classes, read_image_shape, read_training_images
 from synthfactory.ops.generation import GENERATOR_JSON
 from synthfactory.ops.storage.atomic import dumps_json
-from synthfactory.ops.storage.shards import read_shard_info, shard_is_current, write_shard
 from synthfactory.params import Params, config_digest
+from synthfactory.publishing import open_configured_generator, path_md, shard_preview
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -35,6 +34,7 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
     """
     config = params.generator
     if config.backend == "diffusers":
+        # deferred: torch
         from synthfactory.ops.generation.text2image import describe_pipeline
 
         record = describe_pipeline(str(config.model), revision=config.revision,
@@ -51,7 +51,9 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
                       "lora": str(record["lora"]["path"]) if record["lora"] else "none"},
             data_version=dg.DataVersion(record["digest"][:16]))
 
+    # deferred: torch
     from synthfactory.ops.generation.ddpm import save_generator, train_ddpm  # torch: imported per step
+    # deferred: torch
     from synthfactory.ops.storage.checkpoint import remove_checkpoint
 
     real_dir = store.require("real_images")
@@ -81,24 +83,6 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
     )
 
 
-def open_configured_generator(params: Params, store: ArtifactStore,
-                              runtime: TorchRuntime) -> tuple[Any, Any]:
-    """The trained or pretrained generator as params configure it (with generator.adapt: lora,
-    the LoRA fine-tuned on the real images fused in) and the sampler settings of
-    `synthetic_shards`; every asset that generates images opens it here."""
-    from synthfactory.ops.generation.generate import open_generator, read_adapter
-    from synthfactory.ops.generation.samplers import SamplerSettings
-
-    lora = (read_adapter(store.require("generator_adapter"))
-            if params.generator.adapt == "lora" else None)
-    model = open_generator(store.require("generator"), backend=params.generator.backend,
-                           device=runtime.torch_device, dtype=runtime.torch_dtype,
-                           compile_model=params.generator.compile, lora=lora)
-    config = params.synthetic_shards
-    return model, SamplerSettings(steps=config.steps, scheduler=config.scheduler,
-                                  height=config.height, width=config.width)
-
-
 def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """The `synthetic_shards` asset over the shard partitions implied by the params."""
     # BackfillPolicy is marked beta, but it is how a partition-range backfill runs as one step
@@ -125,72 +109,63 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         partition range loads the generator once and writes each shard atomically (tar renamed
         into place, its sidecar written last), so the same params give byte-identical shards.
         """
-        from synthfactory.ops.generation.generate import generate_samples  # torch: per step
+        from synthfactory.ops.generation.shard_writing import write_generated_shard  # deferred: torch
 
-        config = params.synthetic_shards
         records = read_prompts(store.require("prompts", PROMPTS_FILE))
         image_shape = read_image_shape(store.require("real_images"))
         model, settings = open_configured_generator(params, store, runtime)
-        written, started = [], time.perf_counter()
-        problems: Counter[str] = Counter()
+        written, started, problems = [], time.perf_counter(), Counter[str]()
         for key in context.partition_keys:
-            batch = shard_slice(records, key, config.shard_size)
-            shard_started = time.perf_counter()
-            tar_path = store.path("synthetic_shards", f"shard-{key}.tar")
+            batch = shard_slice(records, key, params.synthetic_shards.shard_size)
             # The records carry the seeds: with the generator digest and the stored shape they
             # fix the shard's bytes.
             extra = {"generator_digest": model.digest,
                      "params_digest": params.digest("prompts", "synthetic_shards"),
                      "records_digest": config_digest([r.to_json() for r in batch]),
                      "image_shape": list(image_shape)}
-            if shard_is_current(tar_path, extra):  # finished before a crash: same bytes again
-                info = read_shard_info(tar_path)
-                context.log.info(f"shard {key}: already finished from the same inputs, kept")
-                written.append({"shard": key, "count": info.count, "sha256": info.sha256,
-                                "seconds": 0.0, "reused": True})
-                # With an object-store root: a crash may have come before the upload.
-                store.push("synthetic_shards", tar_path.name)
-                store.push("synthetic_shards", f"shard-{key}.json")
-                continue
-            # Other machines must not pair the old sidecar with the new tar while it uploads.
-            store.retract("synthetic_shards", f"shard-{key}.json")
-            shard_problems: Counter[str] = Counter()
-            info = write_shard(
-                tar_path,
-                generate_samples(model, batch, batch_size=config.batch_size, settings=settings,
-                                 bad_images=config.bad_images, max_attempts=config.max_attempts,
-                                 counts=shard_problems, image_shape=image_shape),
-                # The counter fills while the samples are written; the sidecar is written after.
-                extra={**extra, "bad_images": shard_problems})
-            # With an object-store root: the tar, then its sidecar (what marks it finished).
-            store.push("synthetic_shards", tar_path.name)
-            store.push("synthetic_shards", f"shard-{key}.json")
-            seconds = time.perf_counter() - shard_started
-            context.log.info(f"shard {key}: {info.count} images in {seconds:.1f}s "
-                             f"({info.count / seconds:.1f} images/s)")
-            if shard_problems:
-                context.log.warning(f"shard {key}: bad generated images {dict(shard_problems)}")
-            problems.update(shard_problems)
-            written.append({"shard": key, "count": info.count, "sha256": info.sha256,
-                            "seconds": round(seconds, 2), "reused": False})
-        seconds = time.perf_counter() - started
-        n_images = sum(shard["count"] for shard in written)
-        metadata: dict[str, object] = {
-            "path": dg.MetadataValue.path(str(store.path("synthetic_shards"))),
-            "shards": dg.MetadataValue.json(written),
-            "n_images": n_images, "seconds": round(seconds, 2),
-            "images_per_second": round(n_images / seconds, 2),
-            "generator_digest": model.digest,
-            "bad_images": dg.MetadataValue.json(dict(sorted(problems.items()))),
-            "prompts_path": dg.MetadataValue.path(str(store.path("prompts", PROMPTS_FILE))),
-            "generator_path": dg.MetadataValue.path(str(store.path("generator"))),
-            **shard_preview([store.path("synthetic_shards", f"shard-{shard['shard']}.tar")
-                             for shard in written],
-                            [name for _, name in sorted({(r.class_id, r.class_name)
-                                                         for r in records})]),
-        }
+            shard = write_generated_shard(store, "synthetic_shards", f"shard-{key}", model, batch,
+                                          extra, params.synthetic_shards, settings, image_shape,
+                                          count_bad_images=True)
+            _log_shard(context, key, shard)
+            problems.update(shard.problems)
+            written.append({"shard": key, "count": shard.info.count, "sha256": shard.info.sha256,
+                            "seconds": round(shard.seconds, 2), "reused": shard.reused})
         # A data version names one partition's bytes; a multi-shard run reports digests instead.
-        version = dg.DataVersion(written[0]["sha256"][:16]) if len(written) == 1 else None
-        return dg.MaterializeResult(metadata=metadata, data_version=version)
+        return dg.MaterializeResult(
+            metadata=_shards_metadata(store, written, time.perf_counter() - started, problems,
+                                      model.digest, records),
+            data_version=dg.DataVersion(written[0]["sha256"][:16]) if len(written) == 1 else None)
 
     return synthetic_shards
+
+
+def _log_shard(context: dg.AssetExecutionContext, key: str, shard: Any) -> None:
+    """One shard's line: kept, or written at what speed, and its bad images."""
+    if shard.reused:
+        context.log.info(f"shard {key}: already finished from the same inputs, kept")
+        return
+    count, seconds = shard.info.count, shard.seconds
+    context.log.info(f"shard {key}: {count} images in {seconds:.1f}s "
+                     f"({count / seconds:.1f} images/s)")
+    if shard.problems:
+        context.log.warning(f"shard {key}: bad generated images {dict(shard.problems)}")
+
+
+def _shards_metadata(store: ArtifactStore, written: list[dict[str, Any]], seconds: float,
+                     problems: Counter[str], digest: str, records: list[Any]) -> dict[str, Any]:
+    """What a run of shards shows: each shard, speed, bad images, a preview of the shards."""
+    n_images = sum(shard["count"] for shard in written)
+    return {
+        "path": path_md(store, "synthetic_shards"),
+        "shards": dg.MetadataValue.json(written),
+        "n_images": n_images, "seconds": round(seconds, 2),
+        "images_per_second": round(n_images / seconds, 2),
+        "generator_digest": digest,
+        "bad_images": dg.MetadataValue.json(dict(sorted(problems.items()))),
+        "prompts_path": path_md(store, "prompts", PROMPTS_FILE),
+        "generator_path": path_md(store, "generator"),
+        **shard_preview([store.path("synthetic_shards", f"shard-{shard['shard']}.tar")
+                         for shard in written],
+                        [name for _, name in sorted({(r.class_id, r.class_name)
+                                                     for r in records})]),
+    }

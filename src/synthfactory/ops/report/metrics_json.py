@@ -1,0 +1,130 @@
+"""The assembly of `metrics.json`, the report's deterministic record, with the image grids that
+the report shows beside it: every arm scored on the real test split, the filter's and the
+distillation's summaries, the distillation table, the arms not built, the real data's sizes,
+the judge, the lineage (digests of every input), the closed loop's rounds, the scaling curve
+and the near-copies of test images among the synthetic ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
+from synthfactory.ops.evaluation.arms import arm_order
+from synthfactory.ops.evaluation.class_sizes import data_entry
+from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
+from synthfactory.ops.evaluation.distillation_table import distillation_table, not_built_cells
+from synthfactory.ops.evaluation.evaluate import SPREAD
+from synthfactory.ops.refinement.results import refinement_results
+from synthfactory.ops.report.arm_scores import (group_rows, not_built_arms, real_splits,
+                                                scaling_metrics, score_arms)
+from synthfactory.ops.report.grids import set_grids
+from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.training.classifiers import training_settings
+
+# The recipe fields of the classifiers that metrics.json records.
+RECIPE_FIELDS = ("batch_size", "learning_rate", "weight_decay", "label_smoothing", "epochs",
+                 "min_steps")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the params fix of the report (ops read no params: the asset fills this in)."""
+
+    arms: list[str]  # the configured arms, in report order
+    cells: list[str]  # the distillation table's cells
+    classifiers: Any  # the `classifiers` params section (read by attribute)
+    few_shot: int | None
+    judge_batch_size: int
+    refinement_rounds: int
+    scaling: list[float]
+    grid_per_class: int
+    contamination: dict[str, Any]  # the `contamination` section: thresholds, grid pairs
+    params_digest: str
+    seed: int
+
+
+def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: ReportSettings,
+                   device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """metrics.json's content and the report's image grids, from the store (`require`: the
+    store's, by asset name; `scores_dir`: shard_scores's directory, which may be incomplete)."""
+    real_dir = require("real_images")
+    class_names = read_classes(real_dir)
+    test, _ = real_splits(real_dir)
+    arms = settings.arms
+    # Arms recorded as not built are listed with their reason; every other one is measured.
+    missing = not_built_arms(require, arms)
+    arm_rows = score_arms(require, device, arms, len(class_names), settings.judge_batch_size)
+    filter_summary = _json(require("filtered_set") / SUMMARY_JSON)
+    distill_summary = _json(require("distilled_set") / SUMMARY_JSON)
+    generator_info = _json(require("generator") / "generator.json")
+    judge_info = _json(require("judge") / "judge.json")
+    real_manifest = _json(real_dir / MANIFEST_JSON)
+    recipe = training_settings(settings.classifiers, device)
+    metrics: dict[str, Any] = {
+        "dataset": real_manifest["source"],
+        "classes": class_names,
+        "n_test": sum(real_manifest["counts"]["test"].values()),
+        "n_val": sum(real_manifest["counts"]["val"].values()),
+        "few_shot": settings.few_shot,
+        "classifier": {"architecture": settings.classifiers.architecture,
+                       **{key: recipe[key] for key in RECIPE_FIELDS},
+                       "precision": recipe["precision"].describe()},
+        "spread": SPREAD,
+        "arm_order": arms,  # report order: by group (references, synthetic, combined)
+        "arms": arm_rows,
+        "filter": {key: value for key, value in filter_summary.items()
+                   if key not in {"shard_digests"}},
+        # The headline cell's summary less its wall time, and the cells recorded as not
+        # built (read from the cells: each is a partition, made in a run of its own).
+        "distillation": {**{key: value for key, value in distill_summary.items()
+                            if key not in {"seconds"}},
+                         "not_built": not_built_cells(require("distilled_set"), settings.cells)},
+        # Every cell × architecture of the params' table, with the cell's distillation
+        # seconds (from its cell.json).
+        "distillation_table": distillation_table(
+            require("classifier_distilled"), require("distilled_set"), settings.cells,
+            test.images, test.labels, device),
+        "missing_arms": missing,
+        "data": data_entry(real_manifest["counts"]),
+        "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
+        "lineage": {
+            "params_digest": settings.params_digest,
+            "seed": settings.seed,
+            "real_images_digest": real_manifest["digest"],
+            "generator_digest": generator_info["digest"],
+            "generator_source": generator_info["source"],
+            "shard_digests": filter_summary["shard_digests"],
+            # A trained judge has one weights file; a CLIP judge the digest of its directory.
+            "judge_digest": judge_info.get("sha256") or judge_info["digest"],
+            "distilled_sha256": distill_summary.get("sha256"),  # none: not built
+        },
+    }
+    if settings.refinement_rounds:  # the loop's arms (last round) and every round's results
+        loop_arms, metrics["refinement"] = refinement_results(
+            settings.refinement_rounds, require, device, test.images, test.labels, class_names,
+            arm_rows["synthetic"]["per_class_accuracy"])
+        arm_rows.update(group_rows(loop_arms))
+        metrics["arm_order"] = arm_order([*arms, *loop_arms])
+    if settings.scaling:
+        metrics["scaling"] = scaling_metrics(
+            require, device, settings.seed, settings.scaling, arm_rows, len(class_names),
+            real_images_per_class=(arm_rows["real"]["n_train"] / len(class_names)
+                                   if "real" in arm_rows else None), missing=missing)
+    metrics["contamination"], contamination_grid = contamination_in_store(
+        require("synthetic_shards"), scores_dir, test.images, test.keys, real_dir,
+        require("judge"), require("filtered_set"), class_names, device,
+        **settings.contamination)
+    pictures = set_grids(require, class_names, settings.grid_per_class, "retrieved" in arm_rows)
+    pictures[GRID] = contamination_grid
+    return metrics, pictures
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
