@@ -22,11 +22,13 @@ import numpy as np
 from synthfactory.ops.distillation.cells import Cell, cells
 from synthfactory.ops.distillation.partitions import data_digest
 from synthfactory.ops.evaluation.arms import TrainingData, filtered_arm, real_arm, synthetic_arm
+from synthfactory.ops.evaluation.budgets import compared_budgets, planned_sizes
 from synthfactory.ops.evaluation.grids import image_grid
 from synthfactory.ops.report.plots import png_bytes
 from synthfactory.ops.storage.atomic import TEMP_PREFIX
 from synthfactory.ops.storage.not_built import write_not_built
 from synthfactory.ops.storage.shards import load_arrays, read_samples
+from synthfactory.ops.training.recipes import recipe_for
 from synthfactory.params import Params, config_digest
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -100,6 +102,20 @@ def placement(runtime: TorchRuntime) -> Placement:
                      in_memory_mb=runtime.in_memory_mb, workers=runtime.workers,
                      shuffle_buffer=runtime.shuffle_buffer, threads=runtime.threads,
                      deterministic=runtime.deterministic)
+
+
+def classifier_budgets(params: Params, store: ArtifactStore) -> dict[str, Any]:
+    """The training budget of every compared arm and the shared `reference` (the scaling
+    curve's and the closed loop's), planned from the real images and the prompts' count
+    (ops/evaluation/budgets.py); the recipe's batch size caps a step's images."""
+    config = params.classifiers
+    sizes = planned_sizes(store.require("real_images"), params.prompts.images_per_class,
+                          params.retrieval.per_class)
+    batch = recipe_for(config.architecture, learning_rate=config.learning_rate,
+                       batch_size=config.batch_size, weight_decay=config.weight_decay,
+                       label_smoothing=config.label_smoothing).batch_size
+    return compared_budgets(config.arms, sizes, policy=config.budget, epochs=config.epochs,
+                            min_steps=config.min_steps, batch_size=batch)
 
 
 def open_configured_generator(params: Params, store: ArtifactStore,

@@ -28,7 +28,8 @@ from synthfactory.ops.refinement.plan import (PLAN_JSON, REFINED, UNIFORM, PlanS
                                                     partition_slice)
 from synthfactory.ops.refinement.rounds import RECORDS, round_name
 from synthfactory.params import Params, ProjectConfig, config_digest
-from synthfactory.publishing import open_configured_generator, path_md, placement
+from synthfactory.publishing import (classifier_budgets, open_configured_generator, path_md,
+                                     placement)
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -183,7 +184,8 @@ def _classifier_asset(round_index: int, arm: str) -> dg.AssetsDefinition:
         # The seeds are those of every other arm: arms differ by their data alone.
         with store.publish_dir(name) as directory:
             histories = train_loop_arm(name, data, n_classes, params.classifiers,
-                                       placement(runtime), directory, context.log.info)
+                                       placement(runtime), directory, context.log.info,
+                                       classifier_budgets(params, store)["reference"])
         return dg.MaterializeResult(metadata={
             "path": path_md(store, name), "n_train": len(data.images),
             "seeds": params.classifiers.n_seeds, "sources": len(data.sources),
