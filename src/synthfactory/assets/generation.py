@@ -133,7 +133,7 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         model, settings = open_configured_generator(params, store, runtime)
         written, started = [], time.perf_counter()
         problems: Counter[str] = Counter()
-        for key in context.partition_keys:
+        for key in store.leased("synthetic_shards", context.partition_keys):  # one writer
             batch = shard_slice(records, key, config.shard_size)
             shard_started = time.perf_counter()
             tar_path = store.path("synthetic_shards", f"shard-{key}.tar")

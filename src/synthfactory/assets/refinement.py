@@ -189,7 +189,7 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
         model, settings = open_configured_generator(params, store, runtime)
         all_keys = partitions.get_partition_keys()
         written, started = [], time.perf_counter()
-        for key in context.partition_keys:
+        for key in store.leased(name, context.partition_keys):  # one writer per partition
             for arm, arm_records in records.items():
                 batch = partition_slice(arm_records, key, all_keys)
                 tar_path = store.path(name, f"{arm}-{key}.tar")
