@@ -1,12 +1,15 @@
 """Asset checks: the data-quality gates a user reads next to each asset in the UI.
 
 Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards,
-a distilled set of the wrong size. The pass-rate floor only warns (a generator blind spot is
-worth seeing, not worth stopping for), and the accuracy floor fails the report's check without
-blocking anything (nothing is downstream of the report). An arm whose data ran out (a class the
-filter wiped out, `ipc` above what a class kept) is not a stop either: it is recorded as not
-built, its checks warn, the report is still made and `eval_report_arms_built` names it. The
-computations are in `ops/checks.py` and beside the report sections in `ops/evaluation/`.
+a distilled set of the wrong size. Every blocking check fails with ERROR severity (a failed
+WARN check blocks nothing, so a warning is declared non-blocking); `synthfactory run` executes
+the checks of what it materializes (`--no-checks` skips them). The pass-rate floor only warns
+(a generator blind spot is worth seeing, not worth stopping for), and the accuracy floor fails
+the report's check without blocking anything (nothing is downstream of the report). An arm
+whose data ran out (a class the filter wiped out, `ipc` above what a class kept) is not a stop
+either: it is recorded as not built, its checks warn, the report is still made and
+`eval_report_arms_built` names it. The computations are in `ops/checks.py` and beside the
+report sections in `ops/evaluation/`.
 """
 
 # No `from __future__ import annotations`: Dagster validates the `context` hint as a type.
@@ -39,8 +42,15 @@ def _result(outcome: checks.CheckOutcome,
 
 @dg.asset_check(asset="real_images", blocking=True)
 def real_images_integrity(store: ArtifactStore) -> dg.AssetCheckResult:
-    """Every real-image shard matches its sidecar (sha256, sample count) and every sample decodes."""
-    return _result(checks.shard_integrity(store.require("real_images")))
+    """Every shard `manifest.json` records is there and matches it (sha256, sample count), the
+    split counts add up, nothing unrecorded was added, and every sample decodes.
+
+    Checked against the manifest, not against the files that happen to exist: a deleted shard
+    (with its sidecar) fails, instead of letting the real arm train on fewer images.
+    """
+    directory = store.require("real_images")
+    manifest = json.loads(store.require("real_images", MANIFEST_JSON).read_text())
+    return _result(checks.manifest_integrity(directory, manifest))
 
 
 @dg.asset_check(asset="synthetic_shards", blocking=True)
@@ -87,11 +97,11 @@ def filtered_set_pass_rate_floor(params: Params, store: ArtifactStore) -> dg.Ass
                    severity=dg.AssetCheckSeverity.WARN)
 
 
-@dg.asset_check(asset="filtered_set", blocking=True)
+@dg.asset_check(asset="filtered_set", blocking=False)
 def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
     """Every class keeps at least one image; otherwise the filtered and distilled arms lack it.
 
-    A warning, so it blocks nothing: those arms are then recorded as not built (with this
+    A warning and declared non-blocking: those arms are then recorded as not built (with this
     reason) and the report is made from the others.
     """
     summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
