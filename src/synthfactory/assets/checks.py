@@ -26,6 +26,7 @@ from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
 from synthfactory.ops.evaluation.contamination import contamination_outcome
 from synthfactory.ops.evaluation.missing import arms_built
 from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.shards import read_shard_info
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 
@@ -109,6 +110,25 @@ def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
                    severity=dg.AssetCheckSeverity.WARN)
 
 
+@dg.asset_check(asset="filtered_set", blocking=False)
+def filtered_set_scores_current(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Every finished synthetic shard is in the filtered set with its current bytes.
+
+    `filtered_set` leaves out a shard whose scores are missing or stale (made for other bytes or
+    under another judge) and goes on with the rest; this check records it as a failure (WARN:
+    the downstream sets are then smaller than the shards, which a partial backfill can intend),
+    naming the shards and the fix.
+    """
+    summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
+    finished = {}
+    for sidecar in store.require_files("synthetic_shards", "shard-*.json"):
+        info = read_shard_info(sidecar.with_suffix(".tar"))
+        if info is not None:
+            finished[info.name] = info.sha256
+    return _result(checks.shards_filtered(summary.get("shard_digests") or {}, finished),
+                   severity=dg.AssetCheckSeverity.WARN)
+
+
 @dg.asset_check(asset="distilled_set", blocking=True)
 def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
     """Every finished cell holds exactly its `ipc` images per class in each repeat, in intact
@@ -173,6 +193,7 @@ def _report_metrics(params: Params) -> dict:
 
 
 ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,
-                filtered_set_pass_rate_floor, filtered_set_every_class_kept, distilled_set_size,
+                filtered_set_pass_rate_floor, filtered_set_every_class_kept,
+                filtered_set_scores_current, distilled_set_size,
                 eval_report_accuracy_floor, real_images_class_sizes, eval_report_arms_built,
                 eval_report_contamination]

@@ -201,6 +201,33 @@ def shard_class_balance(directory: Path, records: Sequence[PromptRecord],
         "max_over_min": None if ratio is None else round(ratio, 4)})
 
 
+def shards_filtered(used: Mapping[str, str], finished: Mapping[str, str]) -> CheckOutcome:
+    """Every finished synthetic shard (`finished`: name → its sidecar's sha256) went into the
+    filtered set with those very bytes (`used`: the filtered summary's `shard_digests`).
+
+    A shard the filter left out (its scores were missing or stale: computed for other bytes or
+    under another judge) or a shard rewritten since the filter ran fails, naming the shards and
+    the fix; the filter itself only logs them.
+    """
+    left_out = sorted(name for name in finished if name not in used)
+    changed = sorted(name for name in finished if name in used and used[name] != finished[name])
+    gone = sorted(name for name in used if name not in finished)
+    problems = []
+    if left_out:
+        problems.append(f"shard(s) {left_out} are not in the filtered set (no current scores when "
+                        "it ran): materialize shard_scores for them, then filtered_set")
+    if changed:
+        problems.append(f"shard(s) {changed} were rewritten after the filter ran: materialize "
+                        "shard_scores and filtered_set again")
+    if gone:
+        problems.append(f"shard(s) {gone} that the filter used are no longer finished in the store")
+    description = ("; ".join(problems) if problems else
+                   f"all {len(finished)} finished shard(s) are in the filtered set, with their "
+                   "current bytes")
+    return CheckOutcome(not problems, description, {"left_out": left_out, "rewritten": changed,
+                                                    "gone": gone, "used": len(used)})
+
+
 def pass_rate_floor(per_class: Mapping[str, Mapping[str, Any]], floor: float) -> CheckOutcome:
     """Every class keeps at least `floor` of its samples (a lower one is a generator blind spot)."""
     low = {name: round(float(row["pass_rate"]), 4) for name, row in per_class.items()
