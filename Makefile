@@ -17,7 +17,7 @@ DVC_STAMP := $(DVC_VENV)/.installed-$(DVC_VERSION)$(if $(DVC_EXTRAS),-$(DVC_EXTR
 DVC := PATH="$(abspath $(BIN)):$$PATH" $(DVC_VENV)/bin/dvc
 
 .PHONY: run test test-e2e ci bench bench-gpu dev lint clean browser-deps dvc-env dvc-sync repro \
-	status exp-run exp-show push pull checkout
+	status exp-run exp-show push pull checkout docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -111,6 +111,11 @@ pull: $(DVC_STAMP)  ## download the data of dvc.lock and check it out into the w
 
 checkout: $(DVC_STAMP)  ## make data/ and reports/ match dvc.lock (after a git checkout)
 	$(DVC) checkout
+
+# The manual (docs/, MkDocs Material) into site/. --strict: a broken link, a missing anchor or a
+# page left out of the nav fails; docs/hooks.py generates the configuration reference first.
+docs: $(STAMP)  ## the manual, built into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -47,9 +47,11 @@ def run_one(params_path: str, method: str, ipc: int, iterations: int | None, dev
     import torch
 
     from synthfactory.ops.distillation.dsa import DSA
-    from synthfactory.ops.distillation.matching import (distribution_matching,
+    from synthfactory.ops.distillation.matching import (DcSettings, DmSettings,
+                                                        distribution_matching,
                                                         gradient_matching, matching_loss)
-    from synthfactory.ops.distillation.trajectories import train_expert, trajectory_matching
+    from synthfactory.ops.distillation.trajectories import (MttSettings, train_expert,
+                                                            trajectory_matching)
     from synthfactory.params import load_params
 
     config = load_params(params_path).params
@@ -60,7 +62,7 @@ def run_one(params_path: str, method: str, ipc: int, iterations: int | None, dev
     settings = dict(getattr(distill, method).model_dump())
     if iterations is not None:
         settings["iterations"] = iterations
-    common = {"seed": 0, "device": device, "dsa": dsa, "width": distill.eval.width}
+    settings.update(dsa=dsa, width=distill.eval.width)
     experts = []
     if method == "mtt":
         settings.pop("final_max_start_epoch")
@@ -79,11 +81,14 @@ def run_one(params_path: str, method: str, ipc: int, iterations: int | None, dev
         baseline = reset_peak_rss()  # loading and mtt's experts are behind us
     started = time.perf_counter()
     if method == "dm":
-        result = distribution_matching(images, labels, 10, ipc, **common, **settings)
+        result = distribution_matching(images, labels, 10, ipc, DmSettings(**settings), seed=0,
+                                       device=device)
     elif method == "dc":
-        result = gradient_matching(images, labels, 10, ipc, **common, **settings)
+        result = gradient_matching(images, labels, 10, ipc, DcSettings(**settings), seed=0,
+                                   device=device)
     else:
-        result = trajectory_matching(images, labels, 10, ipc, experts, **common, **settings)
+        result = trajectory_matching(images, labels, 10, ipc, experts, MttSettings(**settings),
+                                     seed=0, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started

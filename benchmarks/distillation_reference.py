@@ -134,22 +134,24 @@ def ours(method: str, ipc: int, iterations: int, data_path: str, work: Path) -> 
     import torch
 
     from synthfactory.ops.distillation.dsa import DSA
-    from synthfactory.ops.distillation.matching import distribution_matching, gradient_matching
-    from synthfactory.ops.distillation.trajectories import train_expert, trajectory_matching
+    from synthfactory.ops.distillation.matching import (DcSettings, DmSettings,
+                                                        distribution_matching, gradient_matching)
+    from synthfactory.ops.distillation.trajectories import (MttSettings, train_expert,
+                                                            trajectory_matching)
 
     torch.set_num_threads(1)
     arrays = np.load(data_path)
     images = np.repeat(arrays["x_train"][..., None], 3, axis=3)
     labels = arrays["y_train"].astype(np.int64)
     cpu, dsa = torch.device("cpu"), DSA(fill=0.0)
-    common = {"seed": 0, "device": cpu, "dsa": dsa}
+    common = {"seed": 0, "device": cpu}
     if method == "dm":
-        run = lambda n: distribution_matching(images, labels, 10, ipc, iterations=n,  # noqa: E731
-                                              batch_real=256, **common)
+        run = lambda n: distribution_matching(  # noqa: E731
+            images, labels, 10, ipc, DmSettings(iterations=n, batch_real=256, dsa=dsa), **common)
     elif method == "dc":
-        run = lambda n: gradient_matching(images, labels, 10, ipc, iterations=n,  # noqa: E731
-                                          batch_real=256, outer_loop=None, inner_loop=None,
-                                          **common)
+        run = lambda n: gradient_matching(  # noqa: E731
+            images, labels, 10, ipc, DcSettings(iterations=n, batch_real=256, outer_loop=None,
+                                                inner_loop=None, dsa=dsa), **common)
     else:
         experts_path = work / "our_experts.npy"
         if not experts_path.is_file():
@@ -158,8 +160,9 @@ def ours(method: str, ipc: int, iterations: int, data_path: str, work: Path) -> 
                 dsa=dsa)[0] for s in range(2)]))
         experts = list(np.load(experts_path))
         run = lambda n: trajectory_matching(  # noqa: E731
-            images, labels, 10, ipc, experts, iterations=n, syn_steps=20, expert_epochs=2,
-            max_start_epoch=10, learning_rate=100.0, **common)
+            images, labels, 10, ipc, experts,
+            MttSettings(iterations=n, syn_steps=20, expert_epochs=2, max_start_epoch=10,
+                        learning_rate=100.0, dsa=dsa), **common)
     run(1)  # warm-up, as their first (untimed) logged iteration
     started = time.perf_counter()
     run(iterations)

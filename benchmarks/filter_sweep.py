@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-# The grid the README's filter table and the default were chosen from: nothing, the quality
-# flags alone, near-duplicates, confidence thresholds, the top fraction, and a zero-shot margin.
+# The grid the filter table of docs/results.md and the default were chosen from: nothing, the
+# quality flags alone, near-duplicates, confidence thresholds, the top fraction, and a zero-shot margin.
 GRID: list[dict[str, Any]] = [
     {"confidence": False, "dedup": False, "quality": False},
     {"confidence": False, "dedup": False},
@@ -47,7 +47,8 @@ def main() -> None:
     from synthfactory.ops.evaluation.arms import synthetic_arm
     from synthfactory.ops.evaluation.metrics import mean_std
     from synthfactory.ops.seeds import derive_seed
-    from synthfactory.ops.training.train import predict_proba, train_classifier
+    from synthfactory.ops.training.predict import predict_proba
+    from synthfactory.ops.training.train import ClassifierSettings, train_classifier
     from synthfactory.params import load_params
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -81,8 +82,8 @@ def main() -> None:
         for seed_index in range(params.classifiers.n_seeds):
             model, _ = train_classifier(
                 data.images[kept], data.labels[kept], len(class_names),
-                seed=derive_seed(seed, "classifiers", seed_index), device=device,
-                **settings_kwargs)
+                ClassifierSettings(**settings_kwargs),
+                seed=derive_seed(seed, "classifiers", seed_index), device=device)
             predicted = predict_proba(model, val_images, device=device).argmax(1)
             accuracies.append(float(np.mean(predicted == val_labels)))
         mean, std = mean_std(accuracies)

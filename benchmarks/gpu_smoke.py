@@ -71,12 +71,13 @@ def main() -> None:
     from synthfactory.ops.data.prompts import expand_prompts
     from synthfactory.ops.data.splits import carve_validation, stratified_split
     from synthfactory.ops.distillation.dsa import DSA
-    from synthfactory.ops.distillation.matching import distribution_matching
+    from synthfactory.ops.distillation.matching import DmSettings, distribution_matching
     from synthfactory.ops.generation.ddpm import DdpmGenerator, save_generator, train_ddpm
     from synthfactory.ops.generation.samplers import SamplerSettings
     from synthfactory.ops.seeds import derive_seed
     from synthfactory.ops.tensors import use_deterministic_algorithms
-    from synthfactory.ops.training.train import predict_proba, train_classifier
+    from synthfactory.ops.training.predict import predict_proba
+    from synthfactory.ops.training.train import ClassifierSettings, train_classifier
     from synthfactory.params import load_params
 
     config = load_params(args.params)
@@ -117,8 +118,10 @@ def main() -> None:
     # The judge and one evaluation classifier (the judge scores the samples below).
     judge_config, classifier_config = params.judge, params.classifiers
     (judge, judge_history), seconds = timed(device, lambda: train_classifier(
-        train_images, train_labels, n_classes, seed=derive_seed(seed, "judge"), device=device,
-        epochs=judge_config.epochs, width=judge_config.width, flip=classifier_config.flip))
+        train_images, train_labels, n_classes,
+        ClassifierSettings(epochs=judge_config.epochs, width=judge_config.width,
+                           flip=classifier_config.flip),
+        seed=derive_seed(seed, "judge"), device=device))
     val_predictions = predict_proba(judge, data.images[val], device=device).argmax(1)
     report["judge"] = {"steps": judge_history["steps"], "seconds": round(seconds, 2),
                        "val_accuracy": round(float(np.mean(val_predictions
@@ -126,8 +129,8 @@ def main() -> None:
     # The classifier assets' settings: the architecture's recipe and the device's precision plan.
     classifier_settings = training_settings(classifier_config, device)
     (_, history), seconds = timed(device, lambda: train_classifier(
-        train_images, train_labels, n_classes, seed=derive_seed(seed, "classifiers", 0),
-        device=device, **classifier_settings))
+        train_images, train_labels, n_classes, ClassifierSettings(**classifier_settings),
+        seed=derive_seed(seed, "classifiers", 0), device=device))
     report["classifier"] = {"architecture": classifier_config.architecture,
                             "precision": history["precision"], "steps": history["steps"],
                             "seconds": round(seconds, 2)}
@@ -181,9 +184,11 @@ def main() -> None:
             baseline = reset_peak_rss()
         learned, seconds = timed(device, lambda ipc=ipc: distribution_matching(
             source, source_labels, n_classes, ipc,
-            seed=derive_seed(seed, "distilled_set", f"dm-ipc{ipc}-synthetic", 0), device=device,
-            iterations=iterations, learning_rate=dm.learning_rate, batch_real=dm.batch_real,
-            dsa=dsa, architecture=distilled.architecture, width=distilled.eval.width))
+            DmSettings(iterations=iterations, learning_rate=dm.learning_rate,
+                       batch_real=dm.batch_real, dsa=dsa, architecture=distilled.architecture,
+                       width=distilled.eval.width),
+            seed=derive_seed(seed, "distilled_set", f"dm-ipc{ipc}-synthetic", 0),
+            device=device))
         dm_history = learned.history
         peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                 else peak_rss_mib() - baseline)

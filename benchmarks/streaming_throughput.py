@@ -29,9 +29,10 @@ import torch
 
 from synthfactory.ops.data.digits import load_digits
 from synthfactory.ops.storage.shards import Sample, write_shard
-from synthfactory.ops.training.data import InMemorySource
-from synthfactory.ops.training.shardsets import ShardSet, shard_refs
-from synthfactory.ops.training.train import train_classifier
+from synthfactory.ops.training.shardrefs import shard_refs
+from synthfactory.ops.training.shardsets import ShardSet
+from synthfactory.ops.training.sources import InMemorySource
+from synthfactory.ops.training.train import ClassifierSettings, train_classifier
 
 
 def _cpu_seconds() -> float:
@@ -73,7 +74,8 @@ def main() -> None:
                                            shuffle_buffer=args.shuffle_buffer))
                 started, cpu_started = time.perf_counter(), _cpu_seconds()
                 # Includes starting the loader workers and the training-accuracy pass of each.
-                train_classifier(source, None, 10, seed=repeat, device=device, **recipe)
+                train_classifier(source, None, 10, ClassifierSettings(**recipe), seed=repeat,
+                                 device=device)
                 seconds = time.perf_counter() - started
                 rates[mode].append(round(args.steps * 128 / seconds, 1))
                 # CPU of this process and of its finished loader workers, per 1000 images.

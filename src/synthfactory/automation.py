@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,8 +129,18 @@ def watched_state(config: ProjectConfig) -> dict[str, str]:
     return {"classes": config_digest(classes), "prompts": params.digest("prompts")}
 
 
-def build_params_sensor(config: ProjectConfig, params_path: str | Path) -> dg.SensorDefinition:
-    """The sensor that watches `params_path` (and the class folders it names) for changes."""
+# How the sensor rebuilds the graph from the params it re-reads (definitions.build_definitions).
+DefinitionsBuilder = Callable[[ProjectConfig, str | Path], dg.Definitions]
+
+
+def build_params_sensor(config: ProjectConfig, params_path: str | Path,
+                        build_definitions: DefinitionsBuilder) -> dg.SensorDefinition:
+    """The sensor that watches `params_path` (and the class folders it names) for changes.
+
+    `build_definitions` is the code location's builder, passed in by `definitions.py` (which
+    imports this module): the sensor builds the graph of the changed params with it to see
+    whether the partitions moved, and this module never imports the code location.
+    """
     settings = config.automation.sensor
     status = (dg.DefaultSensorStatus.RUNNING if settings.enabled
               else dg.DefaultSensorStatus.STOPPED)
@@ -149,8 +159,6 @@ def build_params_sensor(config: ProjectConfig, params_path: str | Path) -> dg.Se
         first (partitions are fixed when it loads): the sensor then skips with that instruction
         and fires after the reload.
         """
-        from synthfactory.definitions import build_definitions
-
         current = load_params(params_path)
         state = watched_state(current)
         previous = json.loads(context.cursor) if context.cursor else None

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synthfactory.ops.report import METRICS_JSON
+from synthfactory.ops.report.tables import ordered_arms
+
 if TYPE_CHECKING:  # dagster is imported when a command runs, so `--help` stays instant
     import dagster as dg
 
@@ -114,6 +117,7 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     """
     import dagster as dg
 
+    # deferred: these import dagster and numpy; `--help` stays instant without them
     from synthfactory.console import concise_console, failure_line, step_failures
     from synthfactory.ops.evaluation.missing import missing_arm_lines
     from synthfactory.params import load_params
@@ -125,6 +129,7 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     # ./params.yaml): it must be the same file, or a run from another directory fails on a file
     # it was not asked to read.
     os.environ["SYNTHFACTORY_PARAMS"] = str(params_path.resolve())
+    # deferred: importing the definitions builds `defs` from the variable set just above
     from synthfactory.definitions import build_definitions
 
     defs = build_definitions(config)
@@ -141,7 +146,7 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     if dg.AssetKey("real_images") in keys:
         _preflight(config)
     if dg.AssetKey("retrieved_set") in keys and config.params.retrieval.pool is not None:
-        from synthfactory.ops.data.preflight import preflight_pool
+        from synthfactory.ops.data.preflight import preflight_pool  # deferred: numpy, as above
 
         preflight_pool(config.params.retrieval.pool)  # before any work, like the real images'
     plan = plan_runs(graph, keys, partitions)  # a bad --partitions fails here, before any run
@@ -185,9 +190,9 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
               file=sys.stderr)
     report_dir = Path(config.params.eval_report.output_dir)
     if result.success and dg.AssetKey("eval_report") in keys:
-        _print_arm_table(report_dir / "metrics.json")
+        _print_arm_table(report_dir / METRICS_JSON)
     if result.success:
-        missing = _missing_arms(result, report_dir / "metrics.json",
+        missing = _missing_arms(result, report_dir / METRICS_JSON,
                                 dg.AssetKey("eval_report") in keys)
         for line in missing_arm_lines(missing):
             print(f"synthfactory: warning: {line}", file=sys.stderr)
@@ -209,6 +214,7 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
 
 def _preflight(config: ProjectConfig) -> None:
     """Count the user's images per class and split without decoding; refuse too few (exit 2)."""
+    # deferred: these import numpy and PIL; `--help` stays instant without them
     from synthfactory.ops.data.preflight import preflight_counts
     from synthfactory.ops.data.real_images import list_classes
 
@@ -224,7 +230,7 @@ def _missing_arms(result: PlanResult, metrics_path: Path, reported: bool) -> dic
     classifier assets (the registry's) that this run published as not built."""
     import json
 
-    from synthfactory.ops.evaluation.arms import ARMS
+    from synthfactory.ops.evaluation.arms import ARMS  # deferred: numpy; `--help` stays instant
 
     arm_of = {arm.classifier_asset: name for name, arm in ARMS.items() if arm.classifier_asset}
     missing: dict[str, str] = {}
@@ -241,6 +247,7 @@ def _missing_arms(result: PlanResult, metrics_path: Path, reported: bool) -> dic
 def export_command(params_path: Path, cell: str | None, repeat: int, fmt: str,
                    directory: Path) -> int:
     """Export one repeat of one distilled cell (uint8; soft labels in JSON or the npz)."""
+    # deferred: these import torch, numpy and dagster; `--help` stays instant without them
     from synthfactory.ops.data.real_images import read_classes
     from synthfactory.ops.distillation.cells import parse_cell
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell
@@ -272,6 +279,7 @@ def export_command(params_path: Path, cell: str | None, repeat: int, fmt: str,
 
 def dvc_sync_command(params_file: str, output: Path, check: bool) -> int:
     """Generate dvc.yaml from the definitions; with `check`, compare instead of writing."""
+    # deferred: these import dagster; `--help` stays instant without them
     from synthfactory.definitions import build_definitions
     from synthfactory.dvc_stages import build_stages, render_dvc_yaml
     from synthfactory.params import load_params
@@ -408,8 +416,6 @@ def doctor_command(fix: bool) -> int:
 def _print_arm_table(metrics_path: Path) -> None:
     """The answer: accuracy per arm on the real test split."""
     import json
-
-    from synthfactory.ops.evaluation.tables import ordered_arms
 
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")

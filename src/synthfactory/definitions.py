@@ -77,7 +77,8 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     return dg.Definitions(
         assets=wrap_all(assets),
         asset_checks=ASSET_CHECKS,
-        sensors=[build_rebuild_schedule(config), build_params_sensor(config, params_path)],
+        sensors=[build_rebuild_schedule(config),
+                 build_params_sensor(config, params_path, build_definitions)],
         executor=build_executor(config.executor),
         resources={"params": config.params, "store": config.store, "runtime": config.runtime,
                    "dvc": config.dvc},

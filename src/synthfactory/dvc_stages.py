@@ -30,12 +30,13 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel
 
+from synthfactory.ops.report import METRICS_JSON
+from synthfactory.ops.report.tables import ARMS_CSV
 from synthfactory.params import Params, ProjectConfig
 from synthfactory.resources.store import ArtifactStore
 
 DEFAULT_PARAMS = "params.yaml"
 REPORT_ASSET = "eval_report"
-METRICS_FILE = "metrics.json"
 # Code that runs after an asset's output is written and cannot change it: not a stage dependency
 # (else editing the DVC resource would invalidate every stage).
 NOT_CODE_DEPS = {"synthfactory.resources.dvc"}
@@ -95,8 +96,6 @@ def build_stages(defs: dg.Definitions, config: ProjectConfig, params_file: str =
 def render_dvc_yaml(stages: list[Stage], config: ProjectConfig,
                     params_file: str = DEFAULT_PARAMS, root: Path | None = None) -> str:
     """The text of `dvc.yaml`: the stages, the report's metrics file and its per-arm plot."""
-    from synthfactory.ops.evaluation.tables import ARMS_CSV
-
     root = (root or Path.cwd()).resolve()
     report = _relative(_out(REPORT_ASSET, config, root), root)
     document: dict[str, Any] = {"stages": {}}
@@ -106,7 +105,7 @@ def render_dvc_yaml(stages: list[Stage], config: ProjectConfig,
         document["stages"][stage.name] = {"cmd": stage.cmd, "deps": stage.deps,
                                           "params": params, "outs": stage.outs}
     # Top level, because DVC forbids a file output inside a directory output of the same stage.
-    document["metrics"] = [f"{report}/{METRICS_FILE}"]
+    document["metrics"] = [f"{report}/{METRICS_JSON}"]
     document["plots"] = [{f"{report}/{ARMS_CSV}": {
         "title": "accuracy on real test images, per arm (mean over seeds)",
         "template": "bar_horizontal", "x": "accuracy_mean", "y": "arm",

@@ -1,9 +1,9 @@
 """The benchmarks measure what their names say, and the GPU smoke benchmark runs (on CPU here).
 
-A README figure is only as good as the script that prints it: these tests pin the parts that
-were wrong once (the "initial" matching loss measured on other images than dm starts from, a
-peak memory that counted the loading before dm) and keep `make bench-gpu`'s script working on
-machines without a GPU.
+A figure of the manual (docs/results.md) is only as good as the script that prints it: these
+tests pin the parts that were wrong once (the "initial" matching loss measured on other images
+than dm starts from, a peak memory that counted the loading before dm) and keep `make
+bench-gpu`'s script working on machines without a GPU.
 """
 
 from __future__ import annotations

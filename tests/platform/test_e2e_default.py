@@ -1,6 +1,7 @@
 """The whole graph on the shipped params.yaml (about 4 minutes on 2 quiet cores): `make test-e2e`.
 
-Checks the targets the project states in its README on the embedded default.
+Checks the targets the project states on the embedded default (docs/results.md, "Measured results";
+the README's table of the same run).
 """
 
 from __future__ import annotations

@@ -1,34 +1,36 @@
-"""The README's references stay true: every params key it names exists, every repository file
-and make target it names is there, every in-page link has its heading.
+"""The text's references stay true: every params key it names exists, every repository file
+and make target it names is there, every link has its page and heading.
 
-A renamed key, a moved test file or a dropped target makes the README lie to its reader; this
-test fails instead (the second test shows it failing on each kind of broken reference).
+The text is the README and every page of the manual (`docs/**/*.md`, and the configuration
+reference that `docs/hooks.py` generates). A renamed key, a moved test file or a dropped target
+makes a page lie to its reader; this test fails instead (the planted-offender tests show it
+failing on each kind of broken reference). The README stays a front door: at most 300 lines.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import typing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
-from synthfactory.params.platform import AutomationParams, ExecutorParams
-from synthfactory.params.project import Params
-from synthfactory.resources.dvc import DvcResource
-from synthfactory.resources.runtime import TorchRuntime
-from synthfactory.resources.store import ArtifactStore
+from synthfactory.params.reference import render_reference, top_level_sections
 from tests.support import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
-# The top level of params.yaml: the asset sections, then the resources and the platform.
-TOP_LEVEL: dict[str, Any] = {**{name: field.annotation for name, field in
-                                Params.model_fields.items()},
-                             "seed": int, "runtime": TorchRuntime, "store": ArtifactStore,
-                             "dvc": DvcResource, "automation": AutomationParams,
-                             "executor": ExecutorParams}
+README_MAX_LINES = 300
+DOCS = PROJECT_ROOT / "docs"
+# Pages of the manual that are generated on every build, not files (see docs/hooks.py).
+GENERATED = {"reference/configuration.md"}
+PAGES = sorted(path.relative_to(PROJECT_ROOT).as_posix() for path in DOCS.rglob("*.md"))
+# The top level of params.yaml: the resources, the asset sections, the platform (the same
+# enumeration the configuration reference renders).
+TOP_LEVEL: dict[str, Any] = top_level_sections()
 # Paths the README names relative to the repository root, and relative to src/synthfactory/.
 REPOSITORY_ROOTS = {"src", "tests", "benchmarks", "configs", "deploy", "docs", "dagster_home",
                     ".dvc", ".ci", "Makefile", "params.yaml", "dvc.yaml", "pyproject.toml",
@@ -111,13 +113,32 @@ def _ignored(path: Path) -> bool:
 
 
 def _slug(heading: str) -> str:
-    """GitHub's anchor of a heading."""
+    """GitHub's anchor of a heading (the README's)."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
     return text.replace(" ", "-")
 
 
-def readme_problems(text: str, root: Path = PROJECT_ROOT) -> list[str]:
-    """Every reference of a README text that no longer holds."""
+def _toc_slug(heading: str) -> str:
+    """MkDocs' anchor of a heading (Python-Markdown's toc: runs of spaces and dashes → one)."""
+    text = re.sub(r"[^\w\s-]", "", heading.strip().lower())
+    return re.sub(r"[-\s]+", "-", text).strip("-")
+
+
+def _anchors(text: str, slug: Any) -> set[str]:
+    prose, _ = _prose_and_code(text)
+    return {slug(line.lstrip("#")) for line in prose.splitlines() if re.match(r"#+ ", line)}
+
+
+def _page_text(page: str, root: Path) -> str | None:
+    """The text of a page of the manual (a docs/-relative path), generated ones included."""
+    if page in GENERATED:
+        return render_reference(params_file=root / "params.yaml")
+    path = root / "docs" / page
+    return path.read_text() if path.is_file() else None
+
+
+def readme_problems(text: str, root: Path = PROJECT_ROOT, page: str = "README.md") -> list[str]:
+    """Every reference of a README (or manual page, `page` = `docs/...`) that no longer holds."""
     prose, code_lines = _prose_and_code(text)
     spans = CODE_SPAN.findall(prose)
     problems = []
@@ -152,20 +173,68 @@ def readme_problems(text: str, root: Path = PROJECT_ROOT) -> list[str]:
         target = command.split()[1]
         if "=" not in target and target not in targets:
             problems.append(f"`make {target}`: the Makefile has no target {target!r}")
-    anchors = {_slug(line.lstrip("#")) for line in prose.splitlines() if line.startswith("#")}
+    in_docs = page.startswith("docs/")
+    slug = _toc_slug if in_docs else _slug
+    here = Path(page).parent
     for link in LINK.findall(prose):
         if link.startswith(("http://", "https://", "mailto:")):
             continue
         path, _, anchor = link.partition("#")
-        if path and not (root / path).exists():
+        target = Path(os.path.normpath(here / path)).as_posix() if path else page
+        in_manual = target.startswith("docs/")
+        manual_page = target.removeprefix("docs/")
+        if path and not (root / target).exists() and not (in_manual and manual_page in GENERATED):
             problems.append(f"link ({link}): no such file")
-        elif not path and anchor not in anchors:
+            continue
+        if not anchor:
+            continue
+        if not path:
+            anchors = _anchors(text, slug)
+        elif target.endswith(".md") and in_manual:
+            anchors = _anchors(_page_text(manual_page, root) or "", _toc_slug)
+        elif target.endswith(".md"):
+            anchors = _anchors((root / target).read_text(), _slug)
+        else:
+            continue
+        if anchor not in anchors:
             problems.append(f"link ({link}): no heading with that anchor")
     return problems
 
 
 def test_every_reference_in_the_readme_holds() -> None:
     assert readme_problems(README.read_text()) == []
+
+
+@pytest.mark.parametrize("page", [*PAGES, *(f"docs/{page}" for page in sorted(GENERATED))])
+def test_every_reference_in_the_manual_holds(page: str) -> None:
+    text = _page_text(page.removeprefix("docs/"), PROJECT_ROOT)
+    assert text is not None, f"{page}: no such page"
+    assert readme_problems(text, page=page) == []
+
+
+def test_the_readme_is_a_front_door() -> None:
+    lines = README.read_text().count("\n")
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines, over {README_MAX_LINES}: it is the front door (what it "
+        "is, the two commands, the graph, the headline numbers, where to read on); move the rest "
+        "to a page of docs/")
+
+
+def test_the_check_follows_links_between_pages() -> None:
+    page = "docs/operating.md"
+    broken = "\n".join([
+        "# A page", "",
+        "Read [the results](results.md), [the reference](reference/configuration.md#generator),",
+        "[a moved page](scale.md), [a lost heading](distillation.md#no-such-heading),",
+        "[a key not in the reference](reference/configuration.md#no_such_key),",
+        "[this page](#a-page), [nowhere here](#nowhere) and [the README](../README.md#read-on).",
+    ])
+    assert readme_problems(broken, page=page) == [
+        "link (scale.md): no such file",
+        "link (distillation.md#no-such-heading): no heading with that anchor",
+        "link (reference/configuration.md#no_such_key): no heading with that anchor",
+        "link (#nowhere): no heading with that anchor",
+    ]
 
 
 def test_the_check_fails_on_each_kind_of_broken_reference() -> None:

@@ -23,7 +23,7 @@ from synthfactory.ops.data.images import RealDataset
 from synthfactory.ops.data.prompts import expand_prompts, read_prompts, write_prompts
 from synthfactory.ops.data.real_images import read_classes, write_real_images
 from synthfactory.ops.data.splits import stratified_split
-from synthfactory.ops.evaluation.report import write_report
+from synthfactory.ops.report.document import write_report
 from synthfactory.params import parse_params
 from synthfactory.planning import materialize_plan
 from tests.support import assert_one_error_line, tiny_params

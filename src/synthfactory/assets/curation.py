@@ -44,7 +44,8 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     if config.backend == "clip":
         return _clip_judge(context, params, store, runtime, val_images, val_labels)
 
-    from synthfactory.ops.training.train import predict_proba, save_classifier, train_classifier
+    from synthfactory.ops.training.predict import predict_proba
+    from synthfactory.ops.training.train import ClassifierSettings, save_classifier, train_classifier
 
     # Loaded when small, streamed from the shards when over runtime.in_memory_mb.
     real = real_shard_set(real_dir)
@@ -53,9 +54,9 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
                          workers=runtime.workers, shuffle_buffer=runtime.shuffle_buffer)
     n_classes = len(read_classes(real_dir))
     model, history = train_classifier(
-        source, None, n_classes, seed=seed,
-        device=runtime.torch_device, epochs=config.epochs, width=config.width,
-        flip=params.classifiers.flip, log=context.log.info)
+        source, None, n_classes, ClassifierSettings(epochs=config.epochs, width=config.width,
+                                                    flip=params.classifiers.flip),
+        seed=seed, device=runtime.torch_device, log=context.log.info)
     val_accuracy = float(np.mean(
         predict_proba(model, val_images, device=runtime.torch_device).argmax(1) == val_labels))
     with store.publish_dir("judge") as directory:

@@ -16,7 +16,7 @@ from synthfactory.assets.distillation_common import (CELLS, ONE_PER_RUN, cell_of
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.real_images import read_classes, read_split
 from synthfactory.ops.distillation.cells import Cell, expert_keys, parse_expert
-from synthfactory.ops.evaluation.arms import TrainingData
+from synthfactory.ops.evaluation.arms import HISTORY_JSON, TrainingData
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.atomic import dumps_json
 from synthfactory.ops.storage.not_built import (NOT_BUILT_JSON, not_built_record, read_not_built,
@@ -24,8 +24,6 @@ from synthfactory.ops.storage.not_built import (NOT_BUILT_JSON, not_built_record
 from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
-
-HISTORY_JSON = "history.json"
 
 
 def expert_trajectories_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

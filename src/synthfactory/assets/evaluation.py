@@ -60,16 +60,16 @@ def train_seeds(context: dg.AssetExecutionContext, config: ClassifiersParams, da
                  ) -> list[dict[str, Any]]:
     """`n_seeds` classifiers on one training set, saved as `seed-<k>.safetensors` in
     `directory`; the same seeds for every arm, so arms differ by their data alone."""
-    from synthfactory.ops.training.train import save_classifier, train_classifier
+    from synthfactory.ops.training.train import ClassifierSettings, save_classifier, train_classifier
 
     settings = training_settings(config, runtime.torch_device)
     histories = []
     directory.mkdir(parents=True, exist_ok=True)
     for seed_index in range(config.n_seeds):
         model, history = train_classifier(
-            data.images, data.targets, n_classes,
+            data.images, data.targets, n_classes, ClassifierSettings(**settings),
             seed=derive_seed(runtime.seed, "classifiers", seed_index),
-            device=runtime.torch_device, **settings)
+            device=runtime.torch_device)
         save_classifier(directory / f"seed-{seed_index}.safetensors", model)
         histories.append({"seed_index": seed_index, **history})
         context.log.info(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
@@ -170,7 +170,7 @@ def _train_shard_set(context: dg.AssetExecutionContext, config: ClassifiersParam
                      ) -> tuple[list[dict[str, Any]], bool]:
     """`n_seeds` classifiers on a shard set (loaded, streamed, or with DDP on
     `runtime.devices` processes); the histories and whether the set was streamed."""
-    from synthfactory.ops.training.train import save_classifier, train_classifier
+    from synthfactory.ops.training.train import ClassifierSettings, save_classifier, train_classifier
 
     settings = training_settings(config, runtime.torch_device)
     seeds = [derive_seed(runtime.seed, "classifiers", index) for index in range(config.n_seeds)]
@@ -184,8 +184,8 @@ def _train_shard_set(context: dg.AssetExecutionContext, config: ClassifiersParam
     for seed_index, seed in enumerate(seeds):
         if streamed:
             source = source.with_seed(derive_seed(seed, "stream"))
-        model, history = train_classifier(source, None, n_classes, seed=seed,
-                                          device=runtime.torch_device, **settings)
+        model, history = train_classifier(source, None, n_classes, ClassifierSettings(**settings),
+                                          seed=seed, device=runtime.torch_device)
         save_classifier(directory / f"seed-{seed_index}.safetensors", model)
         histories.append({"seed_index": seed_index, **history})
         context.log.info(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
@@ -315,14 +315,15 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
                                                        scaling_metrics, score_arms)
         from synthfactory.ops.evaluation.class_sizes import data_entry
         from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
-        from synthfactory.ops.evaluation.cost import COST_JSON, cost_section, cost_summary
+        from synthfactory.ops.evaluation.cost import COST_JSON, cost_summary
+        from synthfactory.ops.report.cost import cost_section
         from synthfactory.ops.evaluation.distillation_table import (distillation_table,
                                                                     not_built_cells)
         from synthfactory.ops.evaluation.evaluate import SPREAD
         from synthfactory.ops.evaluation.missing import missing_arm_lines
-        from synthfactory.ops.evaluation.plots import accuracy_plot
-        from synthfactory.ops.evaluation.report import write_report
-        from synthfactory.ops.evaluation.tables import arm_table_markdown
+        from synthfactory.ops.report.plots import accuracy_plot
+        from synthfactory.ops.report.document import write_report
+        from synthfactory.ops.report.tables import arm_table_markdown
 
         started = time.perf_counter()
         real_dir = store.require("real_images")

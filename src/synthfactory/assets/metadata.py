@@ -19,7 +19,8 @@ GRID_PER_CLASS = 8
 def image_grid_md(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                   title: str, per_class: int = GRID_PER_CLASS) -> dg.MetadataValue:
     """A markdown image (inline base64 PNG): one row per class, `per_class` images each."""
-    from synthfactory.ops.evaluation.plots import image_grid, png_bytes
+    from synthfactory.ops.evaluation.grids import image_grid
+    from synthfactory.ops.report.plots import png_bytes
 
     grid = image_grid(images, labels, list(class_names), per_class=per_class)
     data = base64.b64encode(png_bytes(grid)).decode()

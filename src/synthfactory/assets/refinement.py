@@ -28,11 +28,11 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import (PROMPTS_FILE, display_name, load_display_names,
                                            read_prompts, write_prompts)
 from synthfactory.ops.data.real_images import read_classes, read_image_shape, read_split
-from synthfactory.ops.evaluation.arms import TrainingData, synthetic_arm
-from synthfactory.ops.evaluation.refinement import (PLAN_JSON, REFINED, UNIFORM, ClassRecipe,
-                                                    PlanSettings, base_recipes, class_evidence,
-                                                    make_plan, partition_slice, refined_records,
-                                                    uniform_records)
+from synthfactory.ops.evaluation.arms import HISTORY_JSON, TrainingData, synthetic_arm
+from synthfactory.ops.refinement.plan import (PLAN_JSON, REFINED, UNIFORM, ClassRecipe,
+                                              PlanSettings, base_recipes, class_evidence,
+                                              make_plan, partition_slice, refined_records,
+                                              uniform_records)
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import dumps_json
 from synthfactory.ops.storage.shards import read_shard_info, shard_is_current, write_shard
@@ -44,7 +44,6 @@ from synthfactory.resources.store import ArtifactStore
 if TYPE_CHECKING:  # torch is imported by the steps, not when the code location loads
     import torch
 
-HISTORY_JSON = "history.json"
 RECORDS = {REFINED: "refined.jsonl", UNIFORM: "uniform.jsonl"}
 
 
@@ -86,7 +85,7 @@ def _plan_asset(round_index: int) -> dg.AssetsDefinition:
         (per class: evidence, images, recipe changes, reason) and the prompt records of the
         refined arm (`refined.jsonl`) and of the equal-budget uniform control (`uniform.jsonl`).
         """
-        from synthfactory.ops.evaluation.refinement_arms import evaluate_classifiers
+        from synthfactory.ops.refinement.arms import evaluate_classifiers
 
         config = params.refinement
         real_dir = store.require("real_images")
@@ -233,7 +232,7 @@ def _classifier_asset(round_index: int, arm: str) -> dg.AssetsDefinition:
                           "classifier: `seed-<k>.safetensors` and `history.json`.")
     def classifier(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                    runtime: TorchRuntime) -> dg.MaterializeResult:
-        from synthfactory.ops.evaluation.refinement_arms import with_extras
+        from synthfactory.ops.refinement.arms import with_extras
 
         data = with_extras(synthetic_arm(store.require("synthetic_shards")),
                            [store.require(r) for r in rounds], arm)
@@ -269,8 +268,8 @@ def refinement_results(config: RefinementParams, store: ArtifactStore, device: "
                        base_per_class: list[float]) -> tuple[dict, dict]:
     """For `eval_report`: the last round's refined and uniform arms (test results, as rows of
     `arms`) and the `refinement` block of metrics.json (every round, the worst class)."""
-    from synthfactory.ops.evaluation.refinement_arms import evaluate_classifiers
-    from synthfactory.ops.evaluation.refinement_report import refinement_summary
+    from synthfactory.ops.refinement.arms import evaluate_classifiers
+    from synthfactory.ops.refinement.summary import refinement_summary
 
     plans, results = [], {REFINED: [], UNIFORM: []}
     for round_index in range(1, config.rounds + 1):

@@ -126,7 +126,7 @@ def grids(store: ArtifactStore, class_names: list[str], per_class: int,
           retrieved: bool) -> dict[str, np.ndarray]:
     """Image grids of each set, per class: real, synthetic, kept, rejected, distilled (when
     distilled_set was built) and retrieved (when that arm was measured)."""
-    from synthfactory.ops.evaluation.plots import image_grid
+    from synthfactory.ops.evaluation.grids import image_grid
 
     real_dir = store.require("real_images")
     real_images, real_labels, _ = read_split(real_dir, "test")

@@ -15,6 +15,7 @@ from typing import Any
 
 from synthfactory.ops.data.prompts import PromptRecord, shard_count, shard_key, shard_slice
 from synthfactory.ops.storage.atomic import sha256_file
+from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.storage.shards import finished_shards, read_samples, read_shard_info
 
 
@@ -262,8 +263,8 @@ def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, 
     backfill gives each its own); so is a cell recorded as not built (its data could not make
     it), with its reason, which leads the description. No finished or recorded cell fails.
     """
+    # deferred: cellstore imports torch, and the checks load with the code location
     from synthfactory.ops.distillation.cellstore import CELL_JSON, CELLS_DIR
-    from synthfactory.ops.storage.not_built import read_not_built
 
     finished: dict[str, list[int]] = {}
     not_built: dict[str, str] = {}

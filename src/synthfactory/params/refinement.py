@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 from synthfactory.params.base import Section
 
 # The recipe changes a plan may apply to a weak class (`more_images`, the budget itself, always
-# applies). Their meaning is in ops/evaluation/refinement.py. (A list of Literal is not a Dagster
+# applies). Their meaning is in ops/refinement/plan.py. (A list of Literal is not a Dagster
 # config type, so the names are checked by a validator.)
 RECIPE_CHANGES = ("lower_guidance", "guidance_diversity", "more_templates", "negative_prompt")
 

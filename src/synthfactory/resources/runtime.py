@@ -51,6 +51,7 @@ class TorchRuntime(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Resolve `auto`, check that the device exists, apply the thread cap and the
         deterministic mode (before the step's first CUDA call)."""
+        # deferred: torch, and tensors (which imports it): resources load with the code location
         import torch
 
         from synthfactory.ops.tensors import use_deterministic_algorithms

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import ConfigDict, Field
 
 from synthfactory.ops.storage.atomic import atomic_dir, atomic_file
+from synthfactory.ops.storage.locks import lease
 from synthfactory.ops.storage.remote import RemoteMirror, is_url
 
 
@@ -96,8 +97,6 @@ class ArtifactStore(dg.ConfigurableResource):
         if self.is_remote:
             return self.mirror().lease(f"partition/{unit}")
         import fsspec
-
-        from synthfactory.ops.storage.locks import lease
 
         path = self.local_root.resolve() / ".locks" / f"{unit}.json"
         return lease(fsspec.filesystem("file"), path.as_posix())

@@ -25,7 +25,7 @@ from synthfactory.ops.curation.selection import (ScoredShard, iter_records, sele
                                                  summarise_selection)
 from synthfactory.ops.data.digits import DIGIT_NAMES, load_digits
 from synthfactory.ops.storage.shards import Sample, load_arrays, write_shard
-from synthfactory.ops.training.train import save_classifier, train_classifier
+from synthfactory.ops.training.train import ClassifierSettings, save_classifier, train_classifier
 
 CPU = torch.device("cpu")
 N_SHARDS = 6
@@ -41,8 +41,9 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> dict:
     images[::7] = images[1::7][: len(images[::7])]  # exact copies of other samples
     labels[::7] = labels[1::7][: len(labels[::7])]
     images[5] = 0  # a blank image: a quality flag
-    model, _ = train_classifier(digits.images[1000:], digits.labels[1000:], 10, seed=0,
-                                device=CPU, epochs=1, min_steps=100, width=16)
+    model, _ = train_classifier(digits.images[1000:], digits.labels[1000:], 10,
+                                ClassifierSettings(epochs=1, min_steps=100, width=16), seed=0,
+                                device=CPU)
     judge_dir = root / "judge"
     judge_dir.mkdir()
     save_classifier(judge_dir / JUDGE_WEIGHTS, model)

@@ -10,7 +10,7 @@ import torch
 
 from synthfactory.ops.data.digits import load_digits
 from synthfactory.ops.distillation.coresets import check_method, select_herding, select_kcenter, select_random
-from synthfactory.ops.distillation.matching import distribution_matching, matching_loss
+from synthfactory.ops.distillation.matching import DmSettings, distribution_matching, matching_loss
 
 CPU = torch.device("cpu")
 
@@ -73,8 +73,8 @@ def test_dm_lowers_the_matching_loss(digits: tuple[np.ndarray, np.ndarray]) -> N
     images, labels = digits
     init = select_random(labels, 2, seed=3)
     result = distribution_matching(
-        images, labels, 3, 2, seed=0, device=CPU, iterations=40, batch_real=64, width=32,
-        init_indices=init)
+        images, labels, 3, 2, DmSettings(iterations=40, batch_real=64, width=32), seed=0,
+        device=CPU, init_indices=init)
     distilled, distilled_labels, history = result.images, result.labels, result.history
     assert distilled.shape == (6, 1, 8, 8) and distilled.dtype == np.float32
     assert distilled_labels.tolist() == [0, 0, 1, 1, 2, 2]
@@ -89,8 +89,9 @@ def test_dm_lowers_the_matching_loss(digits: tuple[np.ndarray, np.ndarray]) -> N
 
 def test_dm_is_deterministic(digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
-    runs = [distribution_matching(images, labels, 3, 1, seed=2, device=CPU, iterations=3,
-                                  batch_real=16, width=16).images for _ in range(2)]
+    settings = DmSettings(iterations=3, batch_real=16, width=16)
+    runs = [distribution_matching(images, labels, 3, 1, settings, seed=2, device=CPU).images
+            for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
@@ -104,6 +105,7 @@ def test_kcenter_never_picks_a_sample_twice() -> None:
 def test_dm_keeps_float_images_without_a_clamp(digits: tuple[np.ndarray, np.ndarray]) -> None:
     """The shipped dm clamped to [-1, 1] every step; a large step must now leave the range."""
     images, labels = digits
-    result = distribution_matching(images, labels, 3, 1, seed=0, device=CPU, iterations=5,
-                                   batch_real=32, width=16, learning_rate=200.0)
+    result = distribution_matching(
+        images, labels, 3, 1, DmSettings(iterations=5, batch_real=32, width=16,
+                                         learning_rate=200.0), seed=0, device=CPU)
     assert np.abs(result.images).max() > 1.0

@@ -12,14 +12,15 @@ from torch.nn import functional as F
 
 from synthfactory.ops.data.digits import load_digits
 from synthfactory.ops.distillation.cells import (Cell, cells, expert_keys, parse_cell,
-                                                parse_expert)
+                                                 parse_expert)
 from synthfactory.ops.distillation.cellstore import (cell_is_current, load_trajectory, read_cell,
-                                                      save_trajectory, write_cell)
+                                                     save_trajectory, write_cell)
 from synthfactory.ops.distillation.export import export_distilled
-from synthfactory.ops.distillation.matching import gradient_matching, layer_distance
+from synthfactory.ops.distillation.matching import DcSettings, gradient_matching, layer_distance
 from synthfactory.ops.distillation.protocol import accuracy, train_network
 from synthfactory.ops.distillation.recipes import DistilledRepeat
-from synthfactory.ops.distillation.trajectories import train_expert, trajectory_matching
+from synthfactory.ops.distillation.trajectories import (MttSettings, train_expert,
+                                                        trajectory_matching)
 from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.architectures import build_model
 
@@ -50,8 +51,9 @@ def test_layer_distance_is_zero_for_aligned_gradients_and_ignores_vectors() -> N
 def test_dc_lowers_the_gradient_distance_and_is_deterministic(
         digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
-    runs = [gradient_matching(images, labels, 3, 1, seed=0, device=CPU, iterations=n,
-                              batch_real=24, width=16, learning_rate=0.5, dsa=None)
+    runs = [gradient_matching(images, labels, 3, 1,
+                              DcSettings(iterations=n, batch_real=24, width=16,
+                                         learning_rate=0.5, dsa=None), seed=0, device=CPU)
             for n in (8, 2, 2)]
     np.testing.assert_array_equal(runs[1].images, runs[2].images)
     assert runs[0].images.dtype == np.float32 and runs[0].labels.tolist() == [0, 1, 2]
@@ -85,9 +87,9 @@ def test_experts_keep_every_epoch(experts: list[np.ndarray]) -> None:
 def test_mtt_moves_the_student_towards_the_expert(digits: tuple[np.ndarray, np.ndarray],
                                                   experts: list[np.ndarray]) -> None:
     images, labels = digits
-    result = trajectory_matching(images, labels, 3, 2, experts, seed=0, device=CPU,
-                                 iterations=10, syn_steps=4, expert_epochs=1, max_start_epoch=2,
-                                 width=16, learning_rate=50.0)
+    settings = MttSettings(iterations=10, syn_steps=4, expert_epochs=1, max_start_epoch=2,
+                           width=16, learning_rate=50.0)
+    result = trajectory_matching(images, labels, 3, 2, experts, settings, seed=0, device=CPU)
     loss = result.history["loss"]
     assert np.mean(loss[-4:]) < np.mean(loss[:4])
     assert result.soft_labels is None and result.learned_lr is not None
@@ -96,9 +98,9 @@ def test_mtt_moves_the_student_towards_the_expert(digits: tuple[np.ndarray, np.n
 def test_datm_learns_soft_labels_and_moves_its_start_range(
         digits: tuple[np.ndarray, np.ndarray], experts: list[np.ndarray]) -> None:
     images, labels = digits
-    result = trajectory_matching(images, labels, 3, 1, experts, seed=0, device=CPU,
-                                 iterations=8, syn_steps=3, expert_epochs=1, max_start_epoch=1,
-                                 final_max_start_epoch=3, soft_labels=True, width=16)
+    settings = MttSettings(iterations=8, syn_steps=3, expert_epochs=1, max_start_epoch=1,
+                           final_max_start_epoch=3, soft_labels=True, width=16)
+    result = trajectory_matching(images, labels, 3, 1, experts, settings, seed=0, device=CPU)
     assert result.soft_labels.shape == (3, 3)
     np.testing.assert_allclose(result.soft_labels.sum(1), 1.0, atol=1e-5)
     starts = result.history["start_epochs"]
@@ -109,8 +111,9 @@ def test_trajectory_matching_names_experts_that_are_too_short(
         digits: tuple[np.ndarray, np.ndarray], experts: list[np.ndarray]) -> None:
     images, labels = digits
     with pytest.raises(ValueError, match="exceeds the experts' 4 epochs"):
-        trajectory_matching(images, labels, 3, 1, experts, seed=0, device=CPU, iterations=1,
-                            expert_epochs=2, max_start_epoch=3, width=16)
+        trajectory_matching(images, labels, 3, 1, experts,
+                            MttSettings(iterations=1, expert_epochs=2, max_start_epoch=3,
+                                        width=16), seed=0, device=CPU)
 
 
 def test_evaluation_networks_learn_from_float_images_and_soft_labels(

@@ -9,10 +9,10 @@ import numpy as np
 from synthfactory.ops.evaluation.contamination import (
     GRID,
     contamination_outcome,
-    contamination_section,
     measure_contamination,
 )
-from synthfactory.ops.evaluation.report import render_markdown
+from synthfactory.ops.report.contamination import contamination_section
+from synthfactory.ops.report.document import render_markdown
 
 SETTINGS = {"feature_threshold": 0.95, "pixel_threshold": 0.995, "pixel_resolution": 16,
             "grid_pairs": 4}

@@ -8,9 +8,9 @@ from pathlib import Path
 from synthfactory.ops.checks import accuracy_floor
 from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome, data_entry
 from synthfactory.ops.evaluation.missing import arms_built, missing_arms
-from synthfactory.ops.evaluation.report import write_report
+from synthfactory.ops.report.document import write_report
 from synthfactory.ops.storage.not_built import write_not_built
-from tests.ops.evaluation.test_report import _grids, _metrics
+from tests.ops.report.test_report import _grids, _metrics
 
 REASON = "class 3 has 9 samples in the source set, fewer than distilled_set.ipc = 10"
 

@@ -11,7 +11,8 @@ import torch
 
 from synthfactory.ops.training.architectures import (ARCHITECTURES, build_model,
                                                      model_from_config, parameter_count)
-from synthfactory.ops.training.train import load_classifier, predict_proba, save_classifier
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import load_classifier, save_classifier
 
 CPU = torch.device("cpu")
 

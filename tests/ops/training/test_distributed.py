@@ -21,8 +21,10 @@ from synthfactory.ops.evaluation.metrics import mean_std
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.shards import Sample, write_shard
 from synthfactory.ops.training.distributed import Recipe, train_distributed, write_job
-from synthfactory.ops.training.shardsets import ShardSet, shard_refs
-from synthfactory.ops.training.train import load_classifier, predict_proba, train_classifier
+from synthfactory.ops.training.shardrefs import shard_refs
+from synthfactory.ops.training.shardsets import ShardSet
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import ClassifierSettings, load_classifier, train_classifier
 
 CPU = torch.device("cpu")
 RECIPE = Recipe(epochs=8, min_steps=10, batch_size=64, learning_rate=0.02, width=16)
@@ -62,10 +64,10 @@ def test_ddp_on_two_cpu_processes_matches_one_process_within_noise(digits: dict)
     torch.set_num_threads(1)
     single = []
     for seed in SEEDS:
-        model, _ = train_classifier(*digits["train"], 10, seed=seed, device=CPU,
-                                    epochs=RECIPE.epochs, min_steps=RECIPE.min_steps,
-                                    batch_size=RECIPE.batch_size,
-                                    learning_rate=RECIPE.learning_rate, width=RECIPE.width)
+        settings = ClassifierSettings(epochs=RECIPE.epochs, min_steps=RECIPE.min_steps,
+                                      batch_size=RECIPE.batch_size,
+                                      learning_rate=RECIPE.learning_rate, width=RECIPE.width)
+        model, _ = train_classifier(*digits["train"], 10, settings, seed=seed, device=CPU)
         single.append(_accuracy(model, digits["test"]))
     (ddp_mean, ddp_std), (single_mean, single_std) = mean_std(ddp), mean_std(single)
     # Within noise: the means differ by less than 3 standard errors of their difference (with

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from synthfactory.ops.training.recipes import RECIPES, precision_plan, recipe_for
-from synthfactory.ops.training.train import train_classifier
+from synthfactory.ops.training.train import ClassifierSettings, train_classifier
 from tests.ops.training.test_train import quadrant_images
 
 CPU = torch.device("cpu")
@@ -84,8 +84,8 @@ def test_bf16_autocast_and_channels_last_reach_the_model() -> None:
     plan = precision_plan("bf16", "cpu", bf16_supported=False, channels_last=True)
     torch.nn.Conv2d.forward = forward  # type: ignore[method-assign]
     try:
-        _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1,
-                                      min_steps=40, batch_size=32, width=16, precision=plan)
+        _, history = train_classifier(images, labels, 3, ClassifierSettings(
+            epochs=1, min_steps=40, batch_size=32, width=16, precision=plan), seed=0, device=CPU)
     finally:
         torch.nn.Conv2d.forward = original  # type: ignore[method-assign]
     assert seen and all(dtype == torch.bfloat16 for dtype, _ in seen)
@@ -98,9 +98,9 @@ def test_label_smoothing_changes_the_loss_and_is_recorded() -> None:
     images, labels = quadrant_images()
     losses = {}
     for smoothing in (0.0, 0.2):
-        _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1,
-                                      min_steps=1, batch_size=32, width=16,
-                                      label_smoothing=smoothing)
+        _, history = train_classifier(images, labels, 3, ClassifierSettings(
+            epochs=1, min_steps=1, batch_size=32, width=16, label_smoothing=smoothing),
+            seed=0, device=CPU)
         losses[smoothing] = history["loss"][0][1]
         assert history["label_smoothing"] == smoothing
     assert losses[0.2] > losses[0.0]  # smoothed targets: the first step's loss is higher

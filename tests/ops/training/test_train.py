@@ -16,13 +16,9 @@ from synthfactory.ops.evaluation.metrics import (
     per_class_accuracy,
 )
 from synthfactory.ops.training.augmentation import augment
-from synthfactory.ops.training.train import (
-    embed,
-    load_classifier,
-    predict_proba,
-    save_classifier,
-    train_classifier,
-)
+from synthfactory.ops.training.predict import embed, predict_proba
+from synthfactory.ops.training.train import (ClassifierSettings, load_classifier,
+                                             save_classifier, train_classifier)
 
 CPU = torch.device("cpu")
 
@@ -61,8 +57,8 @@ def test_augment_never_flips_unless_asked() -> None:
 
 def test_training_learns_a_separable_problem() -> None:
     images, labels = quadrant_images()
-    model, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1,
-                                      min_steps=60, batch_size=32, width=16)
+    settings = ClassifierSettings(epochs=1, min_steps=60, batch_size=32, width=16)
+    model, history = train_classifier(images, labels, 3, settings, seed=0, device=CPU)
     assert history["train_accuracy"] >= 0.9 and history["steps"] == 60
     assert history["loss"][-1][1] < history["loss"][0][1]
     test_images, test_labels = quadrant_images(seed=1)
@@ -74,14 +70,14 @@ def test_history_counts_the_passes_the_loop_makes() -> None:
     permutation), so 4 epochs are 12 steps, not 16 (the count with the partial batch)."""
     images, labels = quadrant_images(per_class=17)
     images, labels = images[:50], labels[:50]
-    _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=4, min_steps=1,
-                                  batch_size=16, width=8)
+    _, history = train_classifier(images, labels, 3, ClassifierSettings(
+        epochs=4, min_steps=1, batch_size=16, width=8), seed=0, device=CPU)
     assert (history["steps"], history["steps_per_pass"], history["passes"]) == (12, 3, 4.0)
     assert history["left_out_per_pass"] == 2 and history["batch_size"] == 16
     assert history["samples_seen"] == 12 * 16  # images drawn: the cost table's images/s
     # min_steps decides for a small set: 10 steps are 3.33 passes.
-    _, history = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1, min_steps=10,
-                                  batch_size=16, width=8)
+    _, history = train_classifier(images, labels, 3, ClassifierSettings(
+        epochs=1, min_steps=10, batch_size=16, width=8), seed=0, device=CPU)
     assert (history["steps"], history["passes"]) == (10, 3.33)
 
 
@@ -89,29 +85,29 @@ def test_soft_labels_train_too() -> None:
     images, labels = quadrant_images()
     soft = np.full((len(labels), 3), 0.05, np.float32)
     soft[np.arange(len(labels)), labels] = 0.9
-    model, history = train_classifier(images, soft, 3, seed=0, device=CPU, epochs=1,
-                                      min_steps=60, batch_size=32, width=16)
+    settings = ClassifierSettings(epochs=1, min_steps=60, batch_size=32, width=16)
+    model, history = train_classifier(images, soft, 3, settings, seed=0, device=CPU)
     assert history["train_accuracy"] >= 0.9
     with pytest.raises(ValueError, match="soft targets have 2 columns"):
-        train_classifier(images, soft[:, :2], 3, seed=0, device=CPU)
+        train_classifier(images, soft[:, :2], 3, ClassifierSettings(), seed=0, device=CPU)
 
 
 def test_training_is_deterministic_per_seed() -> None:
     images, labels = quadrant_images(per_class=8)
-    runs = [train_classifier(images, labels, 3, seed=4, device=CPU, epochs=1, min_steps=5,
-                             width=16)[0] for _ in range(2)]
+    settings = ClassifierSettings(epochs=1, min_steps=5, width=16)
+    runs = [train_classifier(images, labels, 3, settings, seed=4, device=CPU)[0]
+            for _ in range(2)]
     for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items(),
                                  strict=True):
         assert torch.equal(a, b), name
-    other = train_classifier(images, labels, 3, seed=5, device=CPU, epochs=1, min_steps=5,
-                             width=16)[0]
+    other = train_classifier(images, labels, 3, settings, seed=5, device=CPU)[0]
     assert not torch.equal(other.classifier.weight, runs[0].classifier.weight)
 
 
 def test_save_and_load_give_identical_predictions(tmp_path: Path) -> None:
     images, labels = quadrant_images(per_class=8)
-    model, _ = train_classifier(images, labels, 3, seed=0, device=CPU, epochs=1, min_steps=5,
-                                width=16)
+    model, _ = train_classifier(images, labels, 3, ClassifierSettings(
+        epochs=1, min_steps=5, width=16), seed=0, device=CPU)
     save_classifier(tmp_path / "m.safetensors", model)
     loaded = load_classifier(tmp_path / "m.safetensors", CPU)
     np.testing.assert_array_equal(predict_proba(model, images, device=CPU),

@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from synthfactory.ops.curation import JUDGE_JSON, JUDGE_WEIGHTS
 from synthfactory.ops.generation.pretrained import check_unchanged
-from synthfactory.ops.training.train import embed, load_classifier, predict_proba
+from synthfactory.ops.training.predict import embed, predict_proba
+from synthfactory.ops.training.train import load_classifier
 
 CLASS_EMBEDDINGS = "class_embeddings.safetensors"
 

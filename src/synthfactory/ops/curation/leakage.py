@@ -216,6 +216,7 @@ def scored_near_copies(shards: list[tuple[Path, Path]], real_dir: Path, judge_di
     of a test image of `real_dir`, and each one's match by sample index: the judge's features
     from the scores (never re-scored), the pixels from the tars, the test split embedded once by
     the judge of `judge_dir` (at `batch_size`, a speed setting)."""
+    # deferred: judges imports torch, and this module loads with the code location (the checks)
     from synthfactory.ops.curation.judges import load_judge
 
     judge = load_judge(judge_dir, device, batch_size)

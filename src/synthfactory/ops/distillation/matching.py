@@ -84,14 +84,45 @@ def history_of(losses: list[float], started: float, iterations: int) -> dict:
                                            3)}
 
 
-def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ipc: int, *,
-                          seed: int, device: torch.device, iterations: int = 500,
-                          learning_rate: float = 1.0, momentum: float = 0.5,
-                          batch_real: int = 256, dsa: DSA | None = DEFAULT_DSA,
-                          architecture: str = "convnet", width: int = 128,
+@dataclass(frozen=True)
+class DmSettings:
+    """The recipe of `distribution_matching` (the `distilled_set.dm` params, as plain values);
+    `dsa` None matches without augmentation."""
+
+    iterations: int = 500
+    learning_rate: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    dsa: DSA | None = DEFAULT_DSA
+    architecture: str = "convnet"
+    width: int = 128
+    log_every: int = 100  # iterations between two log lines
+
+
+@dataclass(frozen=True)
+class DcSettings:
+    """The recipe of `gradient_matching` (the `distilled_set.dc` params, as plain values):
+    `outer_loop` None takes the reference's loops for the ipc, and so does `inner_loop` None."""
+
+    iterations: int = 20
+    learning_rate: float = 0.1
+    momentum: float = 0.5
+    batch_real: int = 64
+    outer_loop: int | None = None
+    inner_loop: int | None = 10
+    net_learning_rate: float = 0.01
+    batch_train: int = 256
+    dsa: DSA | None = DEFAULT_DSA
+    architecture: str = "convnet"
+    width: int = 128
+    log_every: int = 5  # iterations between two log lines
+
+
+def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ipc: int,
+                          settings: DmSettings, *, seed: int, device: torch.device,
                           init_indices: np.ndarray | None = None,
                           features: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                          log: Log | None = None, log_every: int = 100) -> LearnedSet:
+                          log: Log | None = None) -> LearnedSet:
     """Distribution matching (DM; Zhao & Bilen, WACV 2023) on uint8 N×H×W×C `images`.
 
     Every iteration draws a fresh randomly initialised network (weights frozen) and, per class,
@@ -110,14 +141,15 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
     learned, learned_labels, init = initial_images(images, labels, ipc, seed, init_indices)
     learned = learned.to(device).requires_grad_(True)
     source = to_model_space(images).to(device)
-    optimizer = torch.optim.SGD([learned], lr=learning_rate, momentum=momentum)
+    optimizer = torch.optim.SGD([learned], lr=settings.learning_rate, momentum=settings.momentum)
     generator = torch.Generator().manual_seed(derive_seed(seed, "dm"))
+    batch_real, dsa = settings.batch_real, settings.dsa
     channels, resolution = images.shape[3], images.shape[1]
     losses: list[float] = []
     started = time.perf_counter()
-    for iteration in range(iterations):
+    for iteration in range(settings.iterations):
         embed = features if features is not None else _random_net(
-            architecture, channels, n_classes, resolution, width,
+            settings.architecture, channels, n_classes, resolution, settings.width,
             derive_seed(seed, "net", iteration), device).requires_grad_(False).embed
         real_batches, learned_batches = [], []
         for position, pool in enumerate(members):
@@ -137,10 +169,11 @@ def distribution_matching(images: np.ndarray, labels: np.ndarray, n_classes: int
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if log is not None and (iteration % log_every == 0 or iteration == iterations - 1):
-            log(f"dm iteration {iteration + 1}/{iterations}: matching loss {losses[-1]:.4f}, "
-                f"{time.perf_counter() - started:.0f}s")
-    history = history_of(losses, started, iterations)
+        if log is not None and (iteration % settings.log_every == 0
+                                or iteration == settings.iterations - 1):
+            log(f"dm iteration {iteration + 1}/{settings.iterations}: matching loss "
+                f"{losses[-1]:.4f}, {time.perf_counter() - started:.0f}s")
+    history = history_of(losses, started, settings.iterations)
     history["init"] = init.tolist()
     return LearnedSet(learned.detach().cpu().numpy(), learned_labels, history=history)
 
@@ -155,14 +188,9 @@ def layer_distance(real: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
     return (1 - cosine).sum()
 
 
-def gradient_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ipc: int, *,
-                      seed: int, device: torch.device, iterations: int = 20,
-                      learning_rate: float = 0.1, momentum: float = 0.5,
-                      batch_real: int = 64, outer_loop: int | None = None,
-                      inner_loop: int | None = 10, net_learning_rate: float = 0.01,
-                      batch_train: int = 256, dsa: DSA | None = DEFAULT_DSA,
-                      architecture: str = "convnet", width: int = 128,
-                      log: Log | None = None, log_every: int = 5) -> LearnedSet:
+def gradient_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ipc: int,
+                      settings: DcSettings, *, seed: int, device: torch.device,
+                      log: Log | None = None) -> LearnedSet:
     """Gradient matching (DC; Zhao et al., ICLR 2021) with DSA (Zhao & Bilen, ICML 2021).
 
     Every iteration draws a fresh network; `outer_loop` times: per class, the gradients of the
@@ -179,22 +207,23 @@ def gradient_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ip
     """
     members = class_members(labels, ipc)
     reference_outer, reference_inner = REFERENCE_LOOPS.get(ipc, (10, 50))
-    outer_loop = reference_outer if outer_loop is None else outer_loop
-    inner_loop = reference_inner if inner_loop is None else inner_loop
+    outer_loop = reference_outer if settings.outer_loop is None else settings.outer_loop
+    inner_loop = reference_inner if settings.inner_loop is None else settings.inner_loop
     learned, learned_labels, init = initial_images(images, labels, ipc, seed)
     learned = learned.to(device).requires_grad_(True)
     targets = torch.from_numpy(learned_labels).to(device)
     source = to_model_space(images).to(device)
-    optimizer = torch.optim.SGD([learned], lr=learning_rate, momentum=momentum)
+    optimizer = torch.optim.SGD([learned], lr=settings.learning_rate, momentum=settings.momentum)
     generator = torch.Generator().manual_seed(derive_seed(seed, "dc"))
+    batch_real, dsa = settings.batch_real, settings.dsa
     channels, resolution = images.shape[3], images.shape[1]
     losses: list[float] = []
     started = time.perf_counter()
-    for iteration in range(iterations):
-        net = _random_net(architecture, channels, n_classes, resolution, width,
+    for iteration in range(settings.iterations):
+        net = _random_net(settings.architecture, channels, n_classes, resolution, settings.width,
                           derive_seed(seed, "net", iteration), device)
         parameters = [p for p in net.parameters() if p.requires_grad]
-        net_optimizer = torch.optim.SGD(parameters, lr=net_learning_rate)
+        net_optimizer = torch.optim.SGD(parameters, lr=settings.net_learning_rate)
         total = 0.0
         for outer in range(outer_loop):
             loss = torch.zeros((), device=device)
@@ -218,13 +247,14 @@ def gradient_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ip
             total += loss.item()
             if outer == outer_loop - 1:
                 break
-            _train_epochs(net, net_optimizer, learned.detach(), targets, inner_loop, batch_train,
-                          dsa, generator)
+            _train_epochs(net, net_optimizer, learned.detach(), targets, inner_loop,
+                          settings.batch_train, dsa, generator)
         losses.append(total / (outer_loop * len(members)))
-        if log is not None and (iteration % log_every == 0 or iteration == iterations - 1):
-            log(f"dc iteration {iteration + 1}/{iterations}: gradient distance "
+        if log is not None and (iteration % settings.log_every == 0
+                                or iteration == settings.iterations - 1):
+            log(f"dc iteration {iteration + 1}/{settings.iterations}: gradient distance "
                 f"{losses[-1]:.4f}, {time.perf_counter() - started:.0f}s")
-    history = history_of(losses, started, iterations)
+    history = history_of(losses, started, settings.iterations)
     history.update(outer_loop=outer_loop, inner_loop=inner_loop, init=init.tolist())
     return LearnedSet(learned.detach().cpu().numpy(), learned_labels, history=history)
 

@@ -17,8 +17,9 @@ import torch
 from synthfactory.ops.distillation.cells import Cell
 from synthfactory.ops.distillation.coresets import select_herding, select_kcenter, select_random
 from synthfactory.ops.distillation.dsa import DSA
-from synthfactory.ops.distillation.matching import distribution_matching, gradient_matching
-from synthfactory.ops.distillation.trajectories import trajectory_matching
+from synthfactory.ops.distillation.matching import (DcSettings, DmSettings, distribution_matching,
+                                                    gradient_matching)
+from synthfactory.ops.distillation.trajectories import MttSettings, trajectory_matching
 from synthfactory.ops.tensors import to_model_space
 
 Log = Callable[[str], None]
@@ -64,8 +65,9 @@ def distill(cell: Cell, images: np.ndarray, labels: np.ndarray, keys: list[str],
     by dm with `features: judge`; `trajectories` by mtt and datm.
     """
     method, ipc = cell.method, cell.ipc
-    common = {"seed": seed, "device": device, "dsa": dsa,
-              "architecture": settings.architecture, "width": settings.width, "log": log}
+    # What every learned method's settings share; the rest is each method's params section.
+    common = {"dsa": dsa, "architecture": settings.architecture, "width": settings.width}
+    run = {"seed": seed, "device": device, "log": log}
     if method in ("random", "herding", "kcenter"):
         if method == "random":
             chosen = select_random(labels, ipc, seed)
@@ -83,10 +85,11 @@ def distill(cell: Cell, images: np.ndarray, labels: np.ndarray, keys: list[str],
         use_judge = dm.pop("features", "random_convnet") == "judge"
         if use_judge and judge_embed is None:
             raise ValueError("dm with features: judge needs the judge's embedding")
-        result = distribution_matching(images, labels, n_classes, ipc, **common, **dm,
-                                       features=judge_embed if use_judge else None)
+        result = distribution_matching(images, labels, n_classes, ipc, DmSettings(**dm, **common),
+                                       features=judge_embed if use_judge else None, **run)
     elif method == "dc":
-        result = gradient_matching(images, labels, n_classes, ipc, **common, **settings.dc)
+        result = gradient_matching(images, labels, n_classes, ipc,
+                                   DcSettings(**settings.dc, **common), **run)
     else:
         if not trajectories:
             raise ValueError(f"{method} needs expert trajectories of the {cell.source} source: "
@@ -95,11 +98,10 @@ def distill(cell: Cell, images: np.ndarray, labels: np.ndarray, keys: list[str],
         final = mtt.pop("final_max_start_epoch", None)
         label_lr = mtt.pop("label_learning_rate", 2.0)
         if method == "datm":
-            result = trajectory_matching(images, labels, n_classes, ipc, trajectories, **common,
-                                         **mtt, soft_labels=True, final_max_start_epoch=final,
-                                         label_learning_rate=label_lr)
+            recipe = MttSettings(**mtt, **common, soft_labels=True, final_max_start_epoch=final,
+                                 label_learning_rate=label_lr)
         else:
-            result = trajectory_matching(images, labels, n_classes, ipc, trajectories, **common,
-                                         **mtt)
+            recipe = MttSettings(**mtt, **common)
+        result = trajectory_matching(images, labels, n_classes, ipc, trajectories, recipe, **run)
     return DistilledRepeat(result.images, result.labels, result.soft_labels, result.learned_lr,
                            origins=[method] * len(result.images), history=result.history)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -92,17 +93,36 @@ def _unflatten(net: torch.nn.Module, flat: torch.Tensor) -> dict[str, torch.Tens
     return {name: piece.view_as(p) for (name, p), piece in zip(named, pieces, strict=True)}
 
 
+@dataclass(frozen=True)
+class MttSettings:
+    """The recipe of `trajectory_matching` (the `distilled_set.mtt` params, as plain values).
+
+    `soft_labels`, `label_learning_rate` and `final_max_start_epoch` make it DATM; `batch_syn`
+    None is the whole learned set per student step; `dsa` None trains without augmentation.
+    """
+
+    iterations: int = 200
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    min_start_epoch: int = 0
+    max_start_epoch: int = 10
+    final_max_start_epoch: int | None = None
+    learning_rate: float = 100.0
+    momentum: float = 0.5
+    lr_learning_rate: float = 1e-5
+    initial_lr: float = 0.01
+    soft_labels: bool = False
+    label_learning_rate: float = 2.0
+    batch_syn: int | None = None
+    dsa: DSA | None = DEFAULT_DSA
+    architecture: str = "convnet"
+    width: int = 128
+    log_every: int = 20  # iterations between two log lines
+
+
 def trajectory_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, ipc: int,
-                        trajectories: list[np.ndarray], *, seed: int, device: torch.device,
-                        iterations: int = 200, syn_steps: int = 20, expert_epochs: int = 2,
-                        min_start_epoch: int = 0, max_start_epoch: int = 10,
-                        final_max_start_epoch: int | None = None,
-                        learning_rate: float = 100.0, momentum: float = 0.5,
-                        lr_learning_rate: float = 1e-5, initial_lr: float = 0.01,
-                        soft_labels: bool = False, label_learning_rate: float = 2.0,
-                        batch_syn: int | None = None, dsa: DSA | None = DEFAULT_DSA,
-                        architecture: str = "convnet", width: int = 128,
-                        log: Log | None = None, log_every: int = 20) -> LearnedSet:
+                        trajectories: list[np.ndarray], settings: MttSettings, *, seed: int,
+                        device: torch.device, log: Log | None = None) -> LearnedSet:
     """Trajectory matching (MTT) on uint8 images, from expert trajectories (E+1)×P each.
 
     Each iteration picks an expert and a start epoch t in [min_start_epoch, max_start_epoch),
@@ -128,52 +148,57 @@ def trajectory_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, 
     if not trajectories:
         raise ValueError("trajectory matching needs at least one expert trajectory")
     length = min(len(t) for t in trajectories)
-    top = max(max_start_epoch, final_max_start_epoch or 0)
-    if top + expert_epochs > length - 1:
-        raise ValueError(f"max start epoch {top} + expert_epochs {expert_epochs} exceeds the "
-                         f"experts' {length - 1} epochs: train experts longer "
+    top = max(settings.max_start_epoch, settings.final_max_start_epoch or 0)
+    if top + settings.expert_epochs > length - 1:
+        raise ValueError(f"max start epoch {top} + expert_epochs {settings.expert_epochs} "
+                         f"exceeds the experts' {length - 1} epochs: train experts longer "
                          "(expert_trajectories.epochs) or lower the start range")
     experts = [torch.from_numpy(np.asarray(t, dtype=np.float32)).to(device) for t in trajectories]
     learned, learned_labels, _ = initial_images(images, labels, ipc, seed)
     learned = learned.to(device).requires_grad_(True)
     channels, resolution = images.shape[3], images.shape[1]
     torch.manual_seed(derive_seed(seed, "student"))
-    student = build_model(architecture, channels=channels, n_classes=n_classes,
-                          resolution=resolution, width=width).to(device)
+    student = build_model(settings.architecture, channels=channels, n_classes=n_classes,
+                          resolution=resolution, width=settings.width).to(device)
     if sum(p.numel() for p in student.parameters()) != experts[0].shape[1]:
         raise ValueError("the expert trajectories were trained with another architecture than "
-                         f"{architecture!r} (width {width}): re-make expert_trajectories")
-    step_size = torch.tensor(initial_lr, device=device).requires_grad_(True)
-    image_optimizer = torch.optim.SGD([learned], lr=learning_rate, momentum=momentum)
-    lr_optimizer = torch.optim.SGD([step_size], lr=lr_learning_rate, momentum=0.5)
+                         f"{settings.architecture!r} (width {settings.width}): re-make "
+                         "expert_trajectories")
+    step_size = torch.tensor(settings.initial_lr, device=device).requires_grad_(True)
+    image_optimizer = torch.optim.SGD([learned], lr=settings.learning_rate,
+                                      momentum=settings.momentum)
+    lr_optimizer = torch.optim.SGD([step_size], lr=settings.lr_learning_rate, momentum=0.5)
     hard = torch.from_numpy(learned_labels).to(device)
     label_logits = None
     label_optimizer = None
-    if soft_labels:
+    if settings.soft_labels:
         with torch.no_grad():
             label_logits = functional_call(student, _unflatten(student, experts[0][-1]),
                                            (learned.detach(),)).clone()
         label_logits.requires_grad_(True)
-        label_optimizer = torch.optim.SGD([label_logits], lr=label_learning_rate, momentum=0.9)
+        label_optimizer = torch.optim.SGD([label_logits], lr=settings.label_learning_rate,
+                                          momentum=0.9)
     generator = torch.Generator().manual_seed(derive_seed(seed, "mtt"))
     n = len(learned)
-    batch_syn = n if batch_syn is None else batch_syn
+    batch_syn = n if settings.batch_syn is None else settings.batch_syn
     losses, starts = [], []
+    dsa = settings.dsa
     started = time.perf_counter()
-    for iteration in range(iterations):
+    for iteration in range(settings.iterations):
         expert = experts[int(torch.randint(len(experts), (1,), generator=generator))]
-        upper = max_start_epoch
-        if final_max_start_epoch is not None and iterations > 1:
-            upper = round(max_start_epoch + (final_max_start_epoch - max_start_epoch)
-                          * iteration / (iterations - 1))
-        start = int(torch.randint(min_start_epoch, max(upper, min_start_epoch + 1), (1,),
+        upper = first_top = settings.max_start_epoch
+        final = settings.final_max_start_epoch
+        if final is not None and settings.iterations > 1:
+            upper = round(first_top + (final - first_top) * iteration / (settings.iterations - 1))
+        start = int(torch.randint(settings.min_start_epoch,
+                                  max(upper, settings.min_start_epoch + 1), (1,),
                                   generator=generator))
         starts.append(start)
-        begin, target = expert[start], expert[start + expert_epochs]
+        begin, target = expert[start], expert[start + settings.expert_epochs]
         weights = begin.clone().requires_grad_(True)
         soft = F.softmax(label_logits, 1) if label_logits is not None else None
         chunks: list[torch.Tensor] = []
-        for _ in range(syn_steps):
+        for _ in range(settings.syn_steps):
             if not chunks:
                 chunks = list(torch.randperm(n, generator=generator).to(device).split(batch_syn))
             batch = chunks.pop()
@@ -196,11 +221,13 @@ def trajectory_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, 
         if label_optimizer is not None:
             label_optimizer.step()
         losses.append(loss.item())
-        if log is not None and (iteration % log_every == 0 or iteration == iterations - 1):
-            log(f"{'datm' if soft_labels else 'mtt'} iteration {iteration + 1}/{iterations}: "
+        if log is not None and (iteration % settings.log_every == 0
+                                or iteration == settings.iterations - 1):
+            log(f"{'datm' if settings.soft_labels else 'mtt'} iteration "
+                f"{iteration + 1}/{settings.iterations}: "
                 f"start epoch {start}, matching loss {losses[-1]:.4f}, step size "
                 f"{step_size.item():.5f}, {time.perf_counter() - started:.0f}s")
-    history = history_of(losses, started, iterations)
+    history = history_of(losses, started, settings.iterations)
     history.update(start_epochs=starts, learned_lr=float(step_size.item()))
     soft_out = (F.softmax(label_logits, 1).detach().cpu().numpy()
                 if label_logits is not None else None)

@@ -29,7 +29,8 @@ from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.data.real_images import read_training_images
 from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.storage.shards import finished_shards, load_arrays, read_samples
-from synthfactory.ops.training.shardsets import ShardSet, shard_refs
+from synthfactory.ops.training.shardrefs import shard_refs
+from synthfactory.ops.training.shardsets import ShardSet
 
 
 @dataclass

@@ -4,7 +4,8 @@
 validation image is embedded with the judge; the synthetic images are scanned shard by shard
 (their judge features from `shard_scores` where those describe the shard, their pixels from the
 shard), by the rule of `curation/leakage.py`. It returns `metrics.json`'s `contamination` entry
-and a side-by-side grid. The count is stated even when it is zero. For calibration, the same rule
+and a side-by-side grid (`ops/report/contamination.py` words it). The count is stated
+even when it is zero. For calibration, the same rule
 is applied to the real validation images: they are independent of the test images, so any of
 them flagged means the thresholds are too loose for this data, or the user's data holds the same
 image in two splits (a leak of its own). Test labels are never read here: near-copies are
@@ -27,13 +28,11 @@ from synthfactory.ops.curation.leakage import (NearestTest, nearest_in_reference
 from synthfactory.ops.curation.scores import scores_are_current, scores_name
 from synthfactory.ops.curation.selection import read_keep_masks
 from synthfactory.ops.data.real_images import read_split
-from synthfactory.ops.evaluation.plots import image_grid, png_bytes
+from synthfactory.ops.evaluation.grids import image_grid
 from synthfactory.ops.storage.shards import finished_shards, read_samples, read_shard_info
 
-if TYPE_CHECKING:  # report.py lists this module's section: import its blocks when building
+if TYPE_CHECKING:  # annotations only: the judge's device
     import torch
-
-    from synthfactory.ops.evaluation.report import ReportSection
 
 GRID = "contamination"  # the key of the pair grid in the report's grids, and its PNG's stem
 LISTED = 100  # near-copies listed by key in metrics.json (the count covers all of them)
@@ -135,6 +134,7 @@ def contamination_in_store(shards_dir: Path, scores_dir: Path, test_images: np.n
     bytes under this judge (else the judge embeds that shard), the validation split for
     calibration, the filtered set's keep masks for `kept_by_filter`. Test labels are not read.
     """
+    # deferred: judges imports torch, and this module loads with the code location (the checks)
     from synthfactory.ops.curation.judges import load_judge
 
     judge = load_judge(judge_dir, device)
@@ -172,47 +172,6 @@ def contamination_in_store(shards_dir: Path, scores_dir: Path, test_images: np.n
                 image_of[wanted[sample.key]] = (sample.image if sample.image.ndim == 3
                                                 else sample.image[:, :, None])
     return summary, pair_grid([(image_of[i], test_images[j]) for i, j in shown])
-
-
-def contamination_section(metrics: dict[str, Any],
-                          grids: dict[str, np.ndarray]) -> ReportSection | None:
-    """The count of near-copies of test images (even when zero), per class, and the pair grid."""
-    from synthfactory.ops.evaluation.report import Figure, Paragraph, ReportSection, Table
-
-    entry = metrics.get("contamination")
-    if not entry:
-        return None
-    threshold, baseline = entry["threshold"], entry["real_val_baseline"]
-    blocks: list[Any] = [Paragraph(
-        f"{entry['count']} of {entry['n_synthetic']} synthetic images are near-copies of one of "
-        f"the {entry['n_test']} real test images (judge-feature cosine ≥ {threshold['feature']} "
-        f"and pixel correlation at ≤{entry['pixel_resolution']} px ≥ {threshold['pixel']}, for "
-        "the same test image). A near-copy lets an arm train on what it is tested on and "
-        "inflates its accuracy.")]
-    if entry["count"]:
-        kept = entry.get("kept_by_filter")
-        blocks.append(Paragraph(
-            "Per class of the synthetic image: " + ", ".join(
-                f"{name} {count}" for name, count in entry["per_class"].items() if count)
-            + "." + ("" if kept is None else f" The filtered set keeps {kept} of them "
-                     "(filtered_set.drop_test_near_duplicates removes them).")))
-    blocks.append(Paragraph(
-        f"Calibration: {baseline['count']} of {baseline['n']} real validation images (independent "
-        "of the test images) pass the same rule; more than none means the thresholds are loose "
-        "for this data or the data set holds the same image in two splits."))
-    grid = entry.get("grid", {})
-    if grid.get("rows") and GRID in grids:
-        label = ("the near-copies" if grid["shows"] == "near-copies"
-                 else "none is a near-copy; the closest pairs in pixels, for a look")
-        blocks += [Paragraph(f"Each row: a synthetic image and its test image ({label})."),
-                   Figure(f"{GRID}.png", "synthetic image | nearest real test image"),
-                   Table(["row", "synthetic", "class", "test image", "feature cosine",
-                          "pixel correlation"],
-                         [[index, row["key"], row["class_name"], row["test_key"],
-                           f"{row['feature_similarity']:.4f}", f"{row['pixel_similarity']:.4f}"]
-                          for index, row in enumerate(grid["rows"])])]
-    files = {f"{GRID}.png": png_bytes(grids[GRID])} if GRID in grids and grid.get("rows") else {}
-    return ReportSection("Leakage: near-copies of test images", blocks, files)
 
 
 def contamination_outcome(metrics: dict[str, Any]) -> CheckOutcome:

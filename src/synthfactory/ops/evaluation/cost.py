@@ -2,16 +2,13 @@
 
 Wall times differ from run to run, so they never enter metrics.json or report.md (both are
 byte-identical for the same params: tests/reliability/test_determinism.py). They go to
-`cost.json` beside them and to a section of report.html only.
+`cost.json` beside them and to a section of report.html only (`ops/report/cost.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from synthfactory.ops.evaluation.report import ReportSection
+from typing import Any
 
 COST_JSON = "cost.json"
 
@@ -45,28 +42,3 @@ def cost_summary(rows: list[AssetCost], device: str, gpus: int) -> dict[str, Any
             "total_seconds": round(sum(known), 2),
             "total_gpu_hours": round(sum(known) * gpus / 3600, 4) if cuda else None,
             "unrecorded": [row.asset for row in rows if row.seconds is None]}
-
-
-def cost_section(cost: dict[str, Any]) -> ReportSection:
-    """The cost table as a report section (report.html only: wall times vary between runs)."""
-    from synthfactory.ops.evaluation.report import Paragraph, ReportSection, Table
-
-    gpu = cost["gpus"] > 0
-    rows = [[row["asset"], "—" if row["seconds"] is None else f"{row['seconds']:.1f}",
-             "" if row["images_per_second"] is None
-             else f"{row['images_per_second']:.1f} ({row['unit']})",
-             *(["" if row["gpu_hours"] is None else f"{row['gpu_hours']:.4f}"] if gpu else [])]
-            for row in cost["assets"]]
-    header = ["asset", "seconds", "images/s", *(["GPU-hours"] if gpu else [])]
-    blocks = [Paragraph(f"Device: {cost['device']}. Seconds are each asset's last materialization "
-                        f"(its Dagster step); {cost['total_seconds']:.1f} s in all"
-                        + (f", {cost['total_gpu_hours']:.4f} GPU-hours" if gpu else "") + "."),
-              Table(header, rows)]
-    if cost["unrecorded"]:
-        blocks.append(Paragraph("Not in this Dagster instance's records (materialized by another "
-                                "instance, e.g. one dvc repro stage per process): "
-                                + ", ".join(cost["unrecorded"]) + "."))
-    blocks.append(Paragraph("Wall times vary between runs, so they are kept out of metrics.json "
-                            "and report.md (byte-identical for the same params); they are in "
-                            f"{COST_JSON} and in this page."))
-    return ReportSection("Cost", blocks)

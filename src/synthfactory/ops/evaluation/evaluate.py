@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthfactory.ops.curation.judges import ClipJudge, load_judge
 from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class,
                                                  mean_std, per_class_accuracy)
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import load_classifier
 
 # What the spread of every arm covers (the report says it beside the table).
 SPREAD = ("sample standard deviation (ddof 1) over the classifier seeds only: the generated set, "
@@ -53,8 +56,6 @@ def score_predictions(predictions: list[np.ndarray], test: Split, n_classes: int
 def evaluate_classifiers(paths: list[Path], test: Split, val: Split | None, n_classes: int,
                          device: torch.device) -> dict[str, Any]:
     """Every checkpoint on the test split, and on the validation split when there is one."""
-    from synthfactory.ops.training.train import load_classifier, predict_proba
-
     test_predictions, val_accuracies = [], []
     for path in paths:
         model = load_classifier(path, device)
@@ -71,8 +72,6 @@ def evaluate_classifiers(paths: list[Path], test: Split, val: Split | None, n_cl
 def zero_shot_row(judge_dir: Path, test: Split, val: Split | None, n_classes: int,
                   device: torch.device, batch_size: int) -> dict[str, Any]:
     """The CLIP judge's zero-shot accuracy: no training, so one 'seed' and no spread."""
-    from synthfactory.ops.curation.judges import ClipJudge, load_judge
-
     judge = load_judge(judge_dir, device, batch_size)
     if not isinstance(judge, ClipJudge):
         raise ValueError("the zero_shot arm needs judge.backend: clip (the ConvNet judge is "

@@ -2,23 +2,18 @@
 
 An arm whose data could not be made (see `ops/storage/not_built.py`) has a classifier directory
 holding only `not_built.json`. The report keeps every arm that was built and says, in its own
-section and in `metrics.json` (`missing_arms: {arm: reason}`, empty when none), which are missing
-and why: an honest partial answer rather than none.
+section (`ops/report/missing.py`) and in `metrics.json` (`missing_arms: {arm: reason}`, empty
+when none), which are missing and why: an honest partial answer rather than none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from synthfactory.ops.checks import CheckOutcome
 from synthfactory.ops.storage.not_built import read_not_built
-
-if TYPE_CHECKING:  # report.py lists this module's section: import its blocks when building
-    from synthfactory.ops.evaluation.report import ReportSection
 
 
 def missing_arms(classifier_dirs: Mapping[str, Path]) -> dict[str, str]:
@@ -34,23 +29,6 @@ def missing_arms(classifier_dirs: Mapping[str, Path]) -> dict[str, str]:
 def missing_arm_lines(missing: Mapping[str, str]) -> list[str]:
     """One line per missing arm, as the CLI prints them."""
     return [f"arm {arm!r} was not built: {reason}" for arm, reason in sorted(missing.items())]
-
-
-def missing_arms_section(metrics: dict[str, Any],
-                         grids: dict[str, np.ndarray]) -> ReportSection | None:
-    """The arms that could not be built and why (None when every arm was built)."""
-    from synthfactory.ops.evaluation.report import Paragraph, ReportSection, Table
-
-    missing = metrics.get("missing_arms") or {}
-    if not missing:
-        return None
-    built = ", ".join(sorted(metrics["arms"])) or "none"
-    return ReportSection("Arms not built", [
-        Paragraph(f"{len(missing)} arm(s) could not be built from their data and are absent "
-                  f"from every table and figure of this report; the others ({built}) were "
-                  "trained and measured as usual."),
-        Table(["arm", "why it was not built"], [[arm, reason]
-                                                for arm, reason in sorted(missing.items())])])
 
 
 def arms_built(metrics: dict[str, Any]) -> CheckOutcome:

@@ -125,9 +125,11 @@ def open_generator(directory: Path, *, backend: str, device: torch.device, dtype
             raise ValueError(f"a LoRA adapter needs the diffusers backend, not {backend!r}")
         record = {**record, "lora": lora}
     if backend == "diffusers":
+        # deferred: text2image imports transformers, which only this backend needs
         from synthfactory.ops.generation.text2image import Text2ImageGenerator
 
         return Text2ImageGenerator(record, device, dtype, compile_model=compile_model)
+    # deferred: ddpm imports diffusers' UNet2DModel, which only this backend needs
     from synthfactory.ops.generation.ddpm import DdpmGenerator
 
     return DdpmGenerator(directory, device, dtype)

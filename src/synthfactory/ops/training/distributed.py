@@ -3,7 +3,7 @@
 `train_distributed` writes a job file (the shards, their keep masks as safetensors, the recipe,
 the seeds) and runs `torchrun --standalone --nproc_per_node N -m synthfactory.ops.training.distributed JOB`
 from the calling step. Each of the N processes joins one process group (NCCL on CUDA, one GPU
-per process; gloo on CPU), streams its own share of the shards (`data.ShardSource` with its
+per process; gloo on CPU), streams its own share of the shards (`sources.ShardSource` with its
 rank), and trains every seed with the same global batch, steps and learning rate as one process
 would, its gradients averaged across the group by DDP. Rank 0 writes `seed-<k>.safetensors`
 and each rank its history beside the job file; the launcher returns rank 0's histories after the
@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from synthfactory.ops.storage.atomic import dumps_json, write_json_atomic
-from synthfactory.ops.training.shardsets import ShardRef, ShardSet
+from synthfactory.ops.training.recipes import PrecisionPlan
+from synthfactory.ops.training.shardrefs import ShardRef
+from synthfactory.ops.training.shardsets import ShardSet
 
 JOB_JSON = "job.json"
 MASKS = "masks.safetensors"
@@ -117,14 +119,16 @@ def train_distributed(job: Path, *, devices: int, log: Callable[[str], None] | N
 
 def _worker(job_path: Path) -> None:
     """One DDP process: join the group, train every seed on this rank's share, save on rank 0."""
+    # deferred: torch, and these modules that import it; the launcher side of this module loads
+    # with the code location
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     from synthfactory.ops.tensors import use_deterministic_algorithms
-    from synthfactory.ops.training.data import ShardSource
-    from synthfactory.ops.training.train import save_classifier, train_classifier
-    from synthfactory.ops.training.recipes import PrecisionPlan
+    from synthfactory.ops.training.sources import ShardSource
+    from synthfactory.ops.training.train import (ClassifierSettings, save_classifier,
+                                                 train_classifier)
 
     job = json.loads(job_path.read_text())
     if job["threads"]:
@@ -166,9 +170,9 @@ def _worker(job_path: Path) -> None:
         recipe = dict(job["recipe"])
         plan = PrecisionPlan(autocast=recipe.pop("autocast"),
                              channels_last=recipe.pop("channels_last"))
-        model, history = train_classifier(source, None, job["n_classes"], seed=seed,
-                                          device=device, log=log, wrap=wrap, precision=plan,
-                                          **recipe)
+        settings = ClassifierSettings(**recipe, precision=plan)
+        model, history = train_classifier(source, None, job["n_classes"], settings, seed=seed,
+                                          device=device, log=log, wrap=wrap)
         # Every rank ends with the same weights; the digest shows it.
         digest = float(sum(p.double().sum() for p in model.state_dict().values()))
         history.update({"rank": rank, "world_size": world, "parameter_sum": digest})

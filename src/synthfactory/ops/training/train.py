@@ -1,4 +1,5 @@
-"""Training and using a classifier: the seeded training loop, prediction, safetensors I/O."""
+"""Training a classifier: the seeded training loop and safetensors I/O (prediction is
+`predict.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +18,43 @@ from torch import nn
 from torch.nn import functional as F
 
 from synthfactory.ops.seeds import derive_seed
-from synthfactory.ops.tensors import to_model_space
 from synthfactory.ops.training.architectures import build_model, model_from_config
 from synthfactory.ops.training.augmentation import augment
-from synthfactory.ops.training.data import InMemorySource, TrainingSource
+from synthfactory.ops.training.sources import InMemorySource, TrainingSource
 from synthfactory.ops.training.recipes import PrecisionPlan
 
 
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """The recipe of `train_classifier` (data, seed and device aside): see its docstring.
+
+    `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the
+    ConvNet's; `precision` None trains in float32 in the default layout.
+    """
+
+    epochs: int = 30
+    min_steps: int = 300
+    batch_size: int = 128
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    width: int = 128
+    depth: int | None = None
+    architecture: str = "convnet"
+    augmentation: bool = True
+    flip: bool = False
+    label_smoothing: float = 0.0
+    precision: PrecisionPlan | None = None
+
+
 def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | None,
-                     n_classes: int, *, seed: int,
-                     device: torch.device, epochs: int = 30, min_steps: int = 300,
-                     batch_size: int = 128, learning_rate: float = 0.01, momentum: float = 0.9,
-                     weight_decay: float = 5e-4, width: int = 128, depth: int | None = None,
-                     architecture: str = "convnet", augmentation: bool = True, flip: bool = False,
-                     label_smoothing: float = 0.0, precision: PrecisionPlan | None = None,
-                     log: Callable[[str], None] | None = None,
+                     n_classes: int, settings: ClassifierSettings, *, seed: int,
+                     device: torch.device, log: Callable[[str], None] | None = None,
                      wrap: Callable[[nn.Module], nn.Module] | None = None,
                      ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a classifier from scratch on uint8 images; `targets` are labels (N,) or soft (N×K).
 
-    `images` may instead be a source of batches (`data.ShardSource`: shards streamed from disk,
+    `images` may instead be a source of batches (`sources.ShardSource`: shards streamed from disk,
     one rank's share under DDP), with `targets` None. `wrap` wraps the model for the training
     steps (DistributedDataParallel, see `distributed.py`); the unwrapped model is returned.
     `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the ConvNet's.
@@ -60,23 +79,23 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     soft = source.soft
     if soft and source.n_targets != n_classes:
         raise ValueError(f"soft targets have {source.n_targets} columns, expected {n_classes}")
-    batch_size = min(batch_size, source.n_samples)
+    batch_size = min(settings.batch_size, source.n_samples)
     if batch_size % source.world_size:
         raise ValueError(f"classifiers.batch_size {batch_size} must be a multiple of "
                          f"runtime.devices {source.world_size} (each device takes an equal share)")
     # InMemorySource drops the partial batch of each permutation; a stream does not.
     left_out = source.n_samples % batch_size if isinstance(source, InMemorySource) else 0
     per_pass = math.ceil((source.n_samples - left_out) / batch_size)
-    total_steps = max(min_steps, epochs * per_pass)
-    plan = precision or PrecisionPlan(autocast=None, channels_last=False)
+    total_steps = max(settings.min_steps, settings.epochs * per_pass)
+    plan = settings.precision or PrecisionPlan(autocast=None, channels_last=False)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     torch.manual_seed(derive_seed(seed, "init"))
-    model = build_model(architecture, channels=source.channels, n_classes=n_classes,
-                        resolution=source.resolution, width=width, depth=depth)
+    model = build_model(settings.architecture, channels=source.channels, n_classes=n_classes,
+                        resolution=source.resolution, width=settings.width, depth=settings.depth)
     model = model.to(device, memory_format=layout)
     trained = model if wrap is None else wrap(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
-                                weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
+                                momentum=settings.momentum, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     # Rank 0 (and a single process) keeps the single-process stream of augmentations.
     generator = torch.Generator().manual_seed(
@@ -88,8 +107,8 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     batches = source.batches(batch_size // source.world_size, generator, device)
     for step in range(total_steps):
         inputs, batch_targets = next(batches)
-        if augmentation:
-            inputs = augment(inputs.cpu(), generator, flip=flip).to(device)
+        if settings.augmentation:
+            inputs = augment(inputs.cpu(), generator, flip=settings.flip).to(device)
         inputs = inputs.contiguous(memory_format=layout)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                             enabled=plan.autocast is not None):
@@ -99,7 +118,8 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
         if soft:
             loss = -(batch_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
         else:
-            loss = F.cross_entropy(logits, batch_targets, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits, batch_targets,
+                                   label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -114,32 +134,12 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     history = {"steps": total_steps, "batch_size": batch_size, "steps_per_pass": per_pass,
                "passes": round(total_steps * batch_size / (source.n_samples - left_out), 2),
                "left_out_per_pass": left_out, "samples_seen": total_steps * batch_size,
-               "learning_rate": learning_rate, "weight_decay": weight_decay,
-               "label_smoothing": 0.0 if soft else label_smoothing,
+               "learning_rate": settings.learning_rate, "weight_decay": settings.weight_decay,
+               "label_smoothing": 0.0 if soft else settings.label_smoothing,
                "precision": plan.describe(), "loss": losses, "train_accuracy": train_accuracy,
                "train_accuracy_samples": measured_on,
                "seconds": round(time.perf_counter() - started, 3)}
     return model, history
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, *, device: torch.device,
-                  batch_size: int = 512) -> np.ndarray:
-    """Softmax probabilities N×K of uint8 images."""
-    model.eval()
-    outputs = [F.softmax(model(to_model_space(images[i:i + batch_size]).to(device)), dim=1).cpu()
-               for i in range(0, len(images), batch_size)]
-    return torch.cat(outputs).numpy()
-
-
-@torch.no_grad()
-def embed(model: nn.Module, images: np.ndarray, *, device: torch.device,
-          batch_size: int = 512) -> np.ndarray:
-    """Penultimate features N×D of uint8 images (the judge's feature space)."""
-    model.eval()
-    outputs = [model.embed(to_model_space(images[i:i + batch_size]).to(device)).cpu()
-               for i in range(0, len(images), batch_size)]
-    return torch.cat(outputs).numpy()
 
 
 def save_classifier(path: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:

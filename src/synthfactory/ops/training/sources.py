@@ -35,7 +35,9 @@ from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.shards import decode_png
 from synthfactory.ops.storage.tarstream import iter_members
 from synthfactory.ops.tensors import to_model_space
-from synthfactory.ops.training.shardsets import ShardRef, deal
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.shardrefs import ShardRef, deal
+
 
 class TrainingSource(Protocol):
     """What `train_classifier` needs from its data."""
@@ -96,8 +98,6 @@ class InMemorySource:
 
     def accuracy(self, model: nn.Module, device: torch.device) -> tuple[float, int]:
         """Accuracy on the whole set (hard labels, or the argmax of soft ones), and its size."""
-        from synthfactory.ops.training.train import predict_proba
-
         hard = self.targets.argmax(1) if self.soft else self.targets
         predicted = predict_proba(model, self.images, device=device).argmax(1)
         return float(np.mean(predicted == hard)), self.n_samples

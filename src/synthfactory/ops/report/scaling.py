@@ -3,14 +3,12 @@ law) and a section with the points, the fit and the real-equivalent."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from synthfactory.ops.evaluation.plots import figure_png, pyplot
-
-if TYPE_CHECKING:
-    from synthfactory.ops.evaluation.report import ReportSection
+from synthfactory.ops.report.blocks import Figure, Paragraph, ReportSection, Table
+from synthfactory.ops.report.plots import figure_png, pyplot
 
 SCALING_PNG = "scaling.png"
 
@@ -50,8 +48,6 @@ def scaling_plot(scaling: dict[str, Any], real: dict[str, Any] | None, title: st
 
 def scaling_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection | None:
     """Accuracy against synthetic images per class, the power law and the real-equivalent."""
-    from synthfactory.ops.evaluation.report import Figure, Paragraph, ReportSection, Table
-
     scaling = metrics.get("scaling")
     if not scaling:
         return None

@@ -66,9 +66,9 @@ def arm_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A markdown table, the first column left-aligned and the others right-aligned; cells
     escaped (pipes) and kept on one line."""
-    lines = ["| " + " | ".join(_cell(cell) for cell in header) + " |",
+    lines = ["| " + " | ".join(_markdown_cell(cell) for cell in header) + " |",
              "|---|" + "---:|" * (len(header) - 1)]
-    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -77,6 +77,6 @@ def arm_table_markdown(metrics: dict[str, Any]) -> str:
     return markdown_table(*arm_table(metrics))
 
 
-def _cell(text: Any) -> str:
+def _markdown_cell(text: Any) -> str:
     """A markdown table cell: pipes escaped, no line breaks."""
     return str(text).replace("|", "\\|").replace("\n", " ")

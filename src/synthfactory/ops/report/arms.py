@@ -3,16 +3,14 @@ need beside their accuracy (the retrieved set's label precision, where its image
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from synthfactory.ops.evaluation.arms import ARMS
-from synthfactory.ops.evaluation.plots import png_bytes
-from synthfactory.ops.evaluation.tables import arm_group, ordered_arms
-
-if TYPE_CHECKING:
-    from synthfactory.ops.evaluation.report import ReportSection
+from synthfactory.ops.report.blocks import Figure, Paragraph, ReportSection, Table
+from synthfactory.ops.report.plots import png_bytes
+from synthfactory.ops.report.tables import arm_group, ordered_arms
 
 
 def arm_notes(arm: str, row: dict[str, Any], real: dict[str, Any] | None) -> str:
@@ -35,8 +33,6 @@ def arm_notes(arm: str, row: dict[str, Any], real: dict[str, Any] | None) -> str
 
 def arms_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
     """One row per arm: its group, the question it answers, notes (label precision, ...)."""
-    from synthfactory.ops.evaluation.report import Figure, Paragraph, ReportSection, Table
-
     real = metrics["arms"].get("real")
     rows = [[arm, arm_group(metrics, arm), ARMS[arm].question if arm in ARMS else "",
              arm_notes(arm, metrics["arms"][arm], real)] for arm in ordered_arms(metrics)]

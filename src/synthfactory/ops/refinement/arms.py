@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from synthfactory.ops.evaluation.arms import TrainingData
-from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class, mean_std,
-                                                 per_class_accuracy)
+from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class,
+                                                 mean_std, per_class_accuracy)
 from synthfactory.ops.storage.shards import finished_shards, read_samples
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import load_classifier
 
 
 def extra_shards(directory: Path, arm: str) -> list[Path]:
@@ -45,8 +47,6 @@ def evaluate_classifiers(directory: Path, images: np.ndarray, labels: np.ndarray
                          device: torch.device) -> dict[str, Any]:
     """Accuracy of every `seed-*.safetensors` in `directory` on (images, labels): per seed, mean
     ± sample std, per class (mean over seeds) and the confusion matrix summed over seeds."""
-    from synthfactory.ops.training.train import load_classifier, predict_proba
-
     checkpoints = sorted(directory.glob("seed-*.safetensors"))
     if not checkpoints:
         raise FileNotFoundError(f"{directory} holds no seed-*.safetensors: materialize "

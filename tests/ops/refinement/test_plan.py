@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from synthfactory.ops.data.prompts import expand_prompts
-from synthfactory.ops.evaluation.refinement import (ClassRecipe, PlanSettings, allocate,
-                                                    base_recipes, class_evidence, make_plan,
-                                                    partition_slice, refined_records,
-                                                    uniform_records)
+from synthfactory.ops.refinement.plan import (ClassRecipe, PlanSettings, allocate,
+                                              base_recipes, class_evidence, make_plan,
+                                              partition_slice, refined_records,
+                                              uniform_records)
 
 NAMES = ["zero", "one", "two", "three"]
 BASE = expand_prompts(NAMES, 6, ["a digit {name}"], [2.0], "", 0)

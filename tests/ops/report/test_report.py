@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthfactory.ops.evaluation.plots import image_grid
-from synthfactory.ops.evaluation.report import write_report
-from synthfactory.ops.evaluation.tables import arm_table_markdown
+from synthfactory.ops.evaluation.grids import image_grid
+from synthfactory.ops.report.document import write_report
+from synthfactory.ops.report.tables import arm_table_markdown
 
 NASTY = ['<b>a|b & "c"</b>', "../x", "über cat"]
 

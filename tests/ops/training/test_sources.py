@@ -12,8 +12,9 @@ import torch
 
 from synthfactory.ops.storage.shards import Sample, read_samples, write_shard
 from synthfactory.ops.storage.tarstream import TarFormatError, iter_members
-from synthfactory.ops.training.data import InMemorySource, ShardSource, ShardStream
-from synthfactory.ops.training.shardsets import ShardSet, deal, shard_refs
+from synthfactory.ops.training.shardrefs import deal, shard_refs
+from synthfactory.ops.training.shardsets import ShardSet
+from synthfactory.ops.training.sources import InMemorySource, ShardSource, ShardStream
 
 CPU = torch.device("cpu")
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from synthfactory.ops.evaluation.arms import ARMS, DEFAULT_ARMS, GROUPS, arm_order, check_arms
-from synthfactory.ops.evaluation.cost import AssetCost, cost_section, cost_summary
-from synthfactory.ops.evaluation.report import write_report
+from synthfactory.ops.evaluation.cost import AssetCost, cost_summary
+from synthfactory.ops.report.cost import cost_section
+from synthfactory.ops.report.document import write_report
 from synthfactory.ops.evaluation.scaling import scaling_curve
-from synthfactory.ops.evaluation.tables import arm_table
+from synthfactory.ops.report.tables import arm_table
 from synthfactory.params.evaluation import DEFAULT_ARMS as PARAMS_DEFAULT_ARMS
-from tests.ops.evaluation.test_report import _grids, _metrics
+from tests.ops.report.test_report import _grids, _metrics
 
 ALL = ("mixed", "distilled", "synthetic", "real", "filtered", "retrieved", "zero_shot")
 

@@ -1,0 +1,71 @@
+"""The report's distillation tables: per source, methods × IPC on the first architecture; a
+cross-architecture table when several were trained; the published MNIST row for scale (the rows
+are measured by `ops/evaluation/distillation_table.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from synthfactory.ops.report.blocks import Paragraph, ReportSection, Table
+
+# The published MNIST table (DC paper, ConvNet, IPC 1/10/50), for scale: another dataset.
+PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
+                   "kcenter": (89.3, 84.4, 97.4), "dc": (91.7, 97.4, 98.8),
+                   "dsa": (88.7, 97.8, 99.2), "dm": (89.7, 97.5, 98.6)}
+
+
+def table_by_ipc(rows: list[dict[str, Any]], architecture: str, source: str
+                 ) -> tuple[list[str], list[list[str]]]:
+    """Rows method, columns IPC: `mean ± std` for one architecture and source."""
+    chosen = [r for r in rows if r["architecture"] == architecture and r["source"] == source]
+    ipcs = sorted({r["ipc"] for r in chosen})
+    methods = list(dict.fromkeys(r["method"] for r in chosen))
+    cells = {(r["method"], r["ipc"]): r for r in chosen}
+    body = [[method, *(f"{cells[method, ipc]['accuracy_mean']:.4f} ± "
+                       f"{cells[method, ipc]['accuracy_std']:.4f}"
+                       if (method, ipc) in cells else "" for ipc in ipcs)]
+            for method in methods]
+    return ["method", *(f"IPC {ipc}" for ipc in ipcs)], body
+
+
+def cross_architecture_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Rows cell, columns architecture (only when more than one architecture was trained)."""
+    architectures = list(dict.fromkeys(r["architecture"] for r in rows))
+    keys = list(dict.fromkeys(f"{r['method']}-ipc{r['ipc']}-{r['source']}" for r in rows))
+    index = {(f"{r['method']}-ipc{r['ipc']}-{r['source']}", r["architecture"]): r for r in rows}
+    body = [[key, *(f"{index[key, a]['accuracy_mean']:.4f} ± {index[key, a]['accuracy_std']:.4f}"
+                    if (key, a) in index else "" for a in architectures)] for key in keys]
+    return ["cell", *architectures], body
+
+
+def distillation_table_section(metrics: dict[str, Any],
+                               grids: dict[str, np.ndarray]) -> ReportSection | None:
+    """The report's distillation table(s): per source, methods × IPC on the first architecture;
+    a cross-architecture table when several were trained; the published MNIST row for scale."""
+    rows = metrics.get("distillation_table")
+    not_built = (metrics.get("distillation") or {}).get("not_built") or {}
+    if not rows and not not_built:
+        return None
+    blocks: list[Any] = [Paragraph(
+        "Accuracy on the real test images of networks trained only on each distilled set (DD "
+        "protocol: fresh networks with DSA; mean ± sample std over repeats × evaluation "
+        "networks).")]
+    if not_built:  # cells the data could not make: absent from the tables below
+        blocks.append(Table(["cell not built", "why"], [[key, reason]
+                                                        for key, reason in not_built.items()]))
+    if not rows:
+        return ReportSection("Distillation table", blocks)
+    first = rows[0]["architecture"]
+    for source in dict.fromkeys(r["source"] for r in rows):
+        blocks += [Paragraph(f"Source {source}, {first}:"), Table(*table_by_ipc(rows, first,
+                                                                                  source))]
+    if len({r["architecture"] for r in rows}) > 1:
+        blocks += [Paragraph("Across architectures:"), Table(*cross_architecture_table(rows))]
+    blocks += [Paragraph("For scale, not comparable (MNIST, 28 px, DC paper's ConvNet), "
+                         "IPC 1 / 10 / 50:"),
+               Table(["method", "IPC 1", "IPC 10", "IPC 50"],
+                     [[name, *(f"{v:.1f}" for v in values)]
+                      for name, values in PUBLISHED_MNIST.items()])]
+    return ReportSection("Distillation table", blocks)
