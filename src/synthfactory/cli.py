@@ -393,6 +393,7 @@ def doctor_command(fix: bool) -> int:
     """List the pool slots held by runs that are no longer alive (and free them with `fix`).
 
     Exit 0 when there are none (or all were freed), 1 when some are listed but not freed."""
+    # deferred: dagster, loaded only when the command runs (`--help` stays instant)
     from synthfactory.runguard import free_stale_slots, stale_slots
 
     with _instance() as instance:
