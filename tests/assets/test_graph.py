@@ -177,9 +177,10 @@ def test_every_asset_check_ran_and_the_gates_passed(
     root, result = graph_run
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
-    assert len(evaluations) == 10
+    assert len(evaluations) == 11
     for name in ["real_images_integrity", "synthetic_shards_integrity",
                  "synthetic_shards_class_balance", "filtered_set_every_class_kept",
+                 "filtered_set_scores_current",
                  "distilled_set_size", "real_images_class_sizes", "eval_report_arms_built",
                  "eval_report_contamination"]:
         assert evaluations[name].passed, (name, evaluations[name].description)

@@ -115,7 +115,7 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         image_shape = read_image_shape(store.require("real_images"))
         model, settings = open_configured_generator(params, store, runtime)
         written, started, problems = [], time.perf_counter(), Counter[str]()
-        for key in context.partition_keys:
+        for key in store.leased("synthetic_shards", context.partition_keys):  # one writer
             batch = shard_slice(records, key, params.synthetic_shards.shard_size)
             # The records carry the seeds: with the generator digest and the stored shape they
             # fix the shard's bytes.

@@ -138,7 +138,7 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
         image_shape = read_image_shape(store.require("real_images"))
         model, settings = open_configured_generator(params, store, runtime)
         written, started = [], time.perf_counter()
-        for key in context.partition_keys:
+        for key in store.leased(name, context.partition_keys):  # one writer per partition
             for arm, arm_records in records.items():
                 batch = partition_slice(arm_records, key, partitions.get_partition_keys())
                 extra = {"generator_digest": model.digest, "arm": arm, "round": round_index,
