@@ -13,13 +13,14 @@ from typing import Any
 import torch
 
 from synthfactory.ops.data.real_images import read_split
-from synthfactory.ops.evaluation.arms import ARMS, GROUPS, HISTORY_JSON, SCALING_ASSET
+from synthfactory.ops.evaluation.arms import ARMS, GROUPS, SCALING_ASSET
 from synthfactory.ops.evaluation.evaluate import (Split, checkpoints, evaluate_classifiers,
                                                   zero_shot_row)
 from synthfactory.ops.evaluation.missing import missing_arms
 from synthfactory.ops.evaluation.scaling import scaling_curve, scaling_to_train
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.not_built import read_not_built
+from synthfactory.ops.training import HISTORY_JSON
 
 Require = Callable[..., Path]
 # What retrieved_set's summary tells the report about the retrieved arm.
