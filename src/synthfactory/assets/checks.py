@@ -18,6 +18,7 @@ import dagster as dg
 from synthfactory.ops import checks
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
 from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
+from synthfactory.ops.distillation.cells import cells
 from synthfactory.ops.evaluation.arms import configured_arms
 from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
 from synthfactory.ops.evaluation.contamination import contamination_outcome
@@ -106,8 +107,6 @@ def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckRes
     listed (a backfill makes one cell per run); cells recorded as not built warn with their
     reasons (and block nothing: the report lists them, and the distilled arm as missing when
     the headline cell is one of them)."""
-    from synthfactory.ops.distillation.cells import cells
-
     config = params.distilled_set
     table = cells(list(config.methods), list(config.ipcs), list(config.sources))
     n_classes = len(read_classes(store.require("real_images")))
