@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 
 from synthfactory.executors import GPU_OP_TAGS
-from synthfactory.ops.evaluation.arms import ARMS, HISTORY_JSON, SCALING_ASSET, arm_order
+from synthfactory.ops.evaluation.arms import ARMS, SCALING_ASSET, arm_order
 from synthfactory.ops.evaluation.cost import COST_JSON, AssetCost, cost_summary
 from synthfactory.ops.report.cost import cost_section
 from synthfactory.ops.evaluation.missing import missing_arm_lines
@@ -20,6 +20,7 @@ from synthfactory.ops.report.plots import accuracy_plot
 from synthfactory.ops.report.tables import arm_table_markdown
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
+from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.params import Params
 from synthfactory.publishing import cell_table, png_md
 from synthfactory.resources.runtime import TorchRuntime

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from synthfactory.ops.evaluation.arms import HISTORY_JSON, TrainingData
+from synthfactory.ops.evaluation.arms import TrainingData
 from synthfactory.ops.evaluation.scaling import REAL_STREAM, nested_subsets
 from synthfactory.ops.storage.artifacts import Log
 from synthfactory.ops.storage.atomic import dumps_json
+from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.ops.training.budget import Budget
 from synthfactory.ops.training.classifiers import Placement, train_seeds, train_shard_set
 from synthfactory.ops.training.shardsets import ShardSet

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthfactory.ops.evaluation.arms import HISTORY_JSON
 from synthfactory.ops.refinement.plan import PLAN_JSON, REFINED, UNIFORM
 from synthfactory.ops.refinement.arms import evaluate_classifiers
 from synthfactory.ops.refinement.summary import refinement_summary
 from synthfactory.ops.refinement.rounds import round_name
+from synthfactory.ops.training import HISTORY_JSON
 
 
 def refinement_results(rounds: int, require: Callable[..., Path], device: torch.device,

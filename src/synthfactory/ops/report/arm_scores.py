@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from synthfactory.ops.data.real_images import read_split
-from synthfactory.ops.evaluation.arms import ARMS, GROUPS, HISTORY_JSON, SCALING_ASSET
+from synthfactory.ops.evaluation.arms import ARMS, GROUPS, SCALING_ASSET
 from synthfactory.ops.evaluation.budgets import EPOCH_PROTOCOLS
 from synthfactory.ops.evaluation.comparisons import ArmCorrectness
 from synthfactory.ops.evaluation.evaluate import (Split, checkpoints, evaluate_classifiers,
@@ -23,6 +23,7 @@ from synthfactory.ops.evaluation.scaling import scaling_evidence
 from synthfactory.ops.evaluation.verdicts import REAL_REPLICATE, arm_correctness
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.not_built import read_not_built
+from synthfactory.ops.training import HISTORY_JSON
 
 Require = Callable[..., Path]
 # What retrieved_set's summary tells the report about the retrieved arm.
