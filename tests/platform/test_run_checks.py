@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-import synthfactory.assets.generation as generation
+import synthfactory.ops.generation.shard_writing as shard_writing
 from synthfactory.assets.checks import ASSET_CHECKS
 from synthfactory.cli import main
 from synthfactory.ops.storage.shards import write_shard
@@ -31,7 +31,7 @@ def _write_then_break(tar_path: Path, samples: Any, extra: Any = None) -> Any:
 def test_a_failed_blocking_check_stops_everything_downstream(
         tiny_params_file: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(generation, "write_shard", _write_then_break)
+    monkeypatch.setattr(shard_writing, "write_shard", _write_then_break)
     code = main(["run", "--params", str(tiny_params_file)])
     out, err = capsys.readouterr()
     assert code == 1, err

@@ -68,7 +68,7 @@ def _network_settings(params: Params, runtime: TorchRuntime) -> Any:
                            eval_models=config.eval_models, width=config.eval.width,
                            epochs=config.eval.epochs, learning_rate=config.eval.learning_rate,
                            batch_size=config.eval.batch_size, dsa=config.dsa.model_dump(),
-                           seed=runtime.seed)
+                           seed=runtime.seed, use_learned_lr=config.eval.use_learned_lr)
 
 
 def _cell_metadata(row: dict[str, Any]) -> dict[str, Any]:

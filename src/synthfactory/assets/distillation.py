@@ -105,7 +105,7 @@ def _cell_settings(params: Params, runtime: TorchRuntime) -> Any:
     return CellSettings(
         methods=MethodSettings(dm=config.dm.model_dump(), dc=config.dc.model_dump(),
                                mtt=config.mtt.model_dump(), architecture=config.architecture,
-                               width=config.eval.width),
+                               width=config.eval.width, gm_init=config.gm_init.model_dump()),
         dsa=config.dsa.model_dump(), labels=config.labels, repeats=config.repeats,
         seed=runtime.seed, judge_batch_size=params.judge.batch_size,
         n_experts=params.expert_trajectories.experts,

@@ -47,6 +47,9 @@ class NetworkSettings:
     batch_size: int
     dsa: dict[str, Any]
     seed: int
+    # mtt/datm cells: train at the cell's learned step size (the reference's lr_net = syn_lr);
+    # False is the control that ignores it.
+    use_learned_lr: bool = True
 
     @property
     def architectures(self) -> list[str]:
@@ -116,7 +119,8 @@ def _train_architecture(directory: Any, cell: Cell, architecture: str, repeats: 
                 seed=derive_seed(settings.seed, ASSET, cell.key, architecture, r, k),
                 device=device, architecture=architecture, width=settings.width,
                 epochs=settings.epochs, learning_rate=settings.learning_rate,
-                batch_size=settings.batch_size, dsa=DSA(**settings.dsa))
+                batch_size=settings.batch_size, dsa=DSA(**settings.dsa),
+                learned_lr=repeat.learned_lr if settings.use_learned_lr else None)
             save_classifier(directory / architecture / f"r{r}-m{k}.safetensors", net)
             rows.append({"repeat": r, "model": k, "val_accuracy": accuracy(
                 net, val_data, val_labels) if val_data is not None else None, **trained})

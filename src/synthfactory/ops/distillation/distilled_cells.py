@@ -121,11 +121,9 @@ def distil_cells(store: Artifacts, table: list[Cell], chosen: list[Cell],
 
 
 def _method_config(cell: Cell, methods: MethodSettings) -> dict[str, Any]:
-    """The settings of the cell's method: mtt's for a trajectory cell, dm's or dc's for the
-    other learned ones, none for a coreset."""
-    if cell.method in TRAJECTORY_METHODS:
-        return methods.mtt
-    return {"dm": methods.dm, "dc": methods.dc}[cell.method] if cell.learned else {}
+    """The settings of the cell's method: mtt's for a trajectory cell, dm's, dc's or gm_init's
+    for the other learned ones, none for a coreset."""
+    return methods.section(cell.method)
 
 
 def _needs_judge(cell: Cell, settings: CellSettings) -> bool:
