@@ -128,9 +128,14 @@ class StoredRun:
                 if event.event_type_value == "ASSET_CHECK_EVALUATION"]
 
 
+JOB_FUNCTION = "synthfactory.definitions:job_for_params"
+
+
 def run_processes(runs: Sequence[PlannedRun], params_path: Path, run_config: dict[str, Any],
-                  instance: dg.DagsterInstance) -> list[StoredRun]:
-    """Each run in a process of its own (`python -m synthfactory.fanout`), all at once.
+                  instance: dg.DagsterInstance, job_function: str = JOB_FUNCTION
+                  ) -> list[StoredRun]:
+    """Each run in a process of its own (`python -m synthfactory.fanout`), all at once; the
+    run's job is `job_function(params_path, *asset_names)` (`module:function`).
 
     Processes, not threads: Dagster's run setup configures logging, and two runs set up in
     threads of one process can deadlock there (seen with dagster 1.13: both threads stuck in
@@ -139,7 +144,8 @@ def run_processes(runs: Sequence[PlannedRun], params_path: Path, run_config: dic
         started = []
         for index, run in enumerate(runs):
             id_file = Path(scratch) / f"run-{index}"
-            command = [sys.executable, "-m", "synthfactory.fanout", str(params_path.resolve()),
+            command = [sys.executable, "-m", "synthfactory.fanout", job_function,
+                       str(params_path.resolve()),
                        json.dumps(run.tags), json.dumps(run_config), str(id_file),
                        *(key.to_user_string() for key in run.assets)]
             started.append((subprocess.Popen(command), id_file))
@@ -154,12 +160,14 @@ def run_processes(runs: Sequence[PlannedRun], params_path: Path, run_config: dic
 
 
 def _run_one(argv: Sequence[str]) -> int:
-    """`python -m synthfactory.fanout PARAMS TAGS RUN_CONFIG ID_FILE ASSET...`: one run."""
-    params, tags, run_config, id_file, *assets = argv
+    """`python -m synthfactory.fanout MODULE:FUNCTION PARAMS TAGS RUN_CONFIG ID_FILE ASSET...`:
+    one run."""
+    job_function, params, tags, run_config, id_file, *assets = argv
+    module, _, function = job_function.partition(":")
     # Importing the definitions module reads this file (else ./params.yaml).
     os.environ.setdefault("SYNTHFACTORY_PARAMS", params)
-    job = dg.build_reconstructable_job("synthfactory.definitions", "job_for_params",
-                                       reconstructable_args=(params, *assets))
+    job = dg.build_reconstructable_job(module, function, reconstructable_args=(params, *assets),
+                                       reconstructor_working_directory=os.getcwd())
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(job, instance, run_config=json.loads(run_config),
                                 tags=json.loads(tags))
