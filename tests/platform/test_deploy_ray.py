@@ -5,7 +5,6 @@ and its commands, and the params overlay through the project's own loader."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import yaml
 
