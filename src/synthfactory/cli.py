@@ -40,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="1 (default): every step in this process; N > 1: the multiprocess "
                           "executor, a process per step, at most N at once (GPU steps still "
                           "wait for the instance's gpu pool slot)")
+    run.add_argument("--fan-out", default=None, metavar="N|auto",
+                     help="spread each partition range over N GPUs at once: N concurrent runs of "
+                          "contiguous sub-ranges, each step on its own GPU (auto: the GPUs this "
+                          "machine or the Ray cluster has); needs --processes > 1 or "
+                          "executor.kind ray")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 when an arm could not be built or a non-blocking check failed "
                           "(by default the report is made from the other arms, a warning names "
@@ -88,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _use_project_instance()
         return run_command(Path(args.params), args.select, args.partitions, args.processes,
                            debug=args.debug, strict=args.strict, checks=not args.no_checks,
-                           max_runtime_s=args.max_runtime)
+                           max_runtime_s=args.max_runtime, fan_out=args.fan_out)
     except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
@@ -98,12 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(params_path: Path, select: str, partitions: str | None, processes: int = 1,
                 debug: bool = False, strict: bool = False, checks: bool = True,
-                max_runtime_s: float | None = None) -> int:
+                max_runtime_s: float | None = None, fan_out: str | None = None) -> int:
     """Materialize the selection; print what ran, how long it took and where outputs are.
 
     The selection runs as the ordered runs of `synthfactory.planning.plan_runs` (one Dagster run
     holds one partitions definition: shards, cells, experts), each printed as it starts.
-    `processes` 1 runs every step in this process; more use the multiprocess executor. Returns
+    `processes` 1 runs every step in this process; more use the multiprocess executor; with
+    `executor.kind: ray` every step is a Ray task. `fan_out` (N or auto) spreads each partition
+    range over N concurrent runs (`synthfactory.fanout`). Returns
     0 on success, 2 when a step failed on bad input (its message printed on one line), 1 when
     it failed otherwise. Tracebacks are shown only with `debug`. Before a selection that reads
     the user's images, a preflight counts them per class (without decoding) and refuses too few.
@@ -158,7 +165,13 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     limit = max_runtime_s if max_runtime_s is not None else config.executor.max_runtime_s
     with _instance() as instance, RunGuard(instance, limit).watch() as guard:
-        if processes == 1:
+        if fan_out is not None or config.executor.kind == "ray":
+            # deferred: the Ray executor imports ray, loaded only when it is asked for
+            from synthfactory.fanout import run_fanned
+
+            result = run_fanned(config, params_path, plan, graph, instance, run_config,
+                                processes, fan_out, checks=checks, tags=guard.tags)
+        elif processes == 1:
             # Dagster's own console logger with --debug, else the concise one.
             result = materialize_plan(defs, keys, partitions, instance=instance,
                                       run_config=run_config, checks=checks, raise_on_error=False,

@@ -60,7 +60,7 @@ def test_executor_follows_params() -> None:
     defs = build_definitions(parse_params({"executor": {"kind": "in_process"}}))
     assert defs.executor is dg.in_process_executor
     with pytest.raises(ParamsError, match="executor.kind"):
-        parse_params({"executor": {"kind": "ray"}})
+        parse_params({"executor": {"kind": "dask"}})
 
 
 def test_k8s_executor_without_dagster_k8s_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:

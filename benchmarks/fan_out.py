@@ -1,0 +1,118 @@
+"""Generation of 8 shards fanned out over 2 devices against 1 (prints JSON).
+
+Two settings, each timed as one run of all 8 shards (`--fan-out 1`) against two concurrent runs
+of 4 (`--fan-out 2`), one torch thread per step:
+
+- `ray`: a local Ray cluster (a head without GPUs, a worker node with 2 CPUs and 2 declared
+  GPUs): every step a Ray task with one GPU;
+- `multiprocess`: the default executor with `runtime.visible_devices: [0, 1]`: every step a
+  process that leases its own device.
+
+The upstream assets are made once in-process; every timed run starts from a copy of them.
+On a GPU machine, run it with the GPUs declared by Ray or leased for real (`make bench-gpu`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from synthfactory.definitions import build_definitions  # noqa: E402
+from synthfactory.fanout import fan_out_plan, run_processes  # noqa: E402
+from synthfactory.params import parse_params  # noqa: E402
+from synthfactory.planning import plan_runs  # noqa: E402
+from tests.platform.ray_cluster import LocalRayCluster  # noqa: E402
+from tests.support import tiny_params  # noqa: E402
+
+UPSTREAM = ["real_images", "prompts", "generator"]
+JOB = "tests.platform.test_ray_executor:job_without_checks"
+
+
+def bench_params(root: Path, steps: int, **overrides: dict) -> dict:
+    """Tiny params with 8 shards of 25 images (10 classes × 20)."""
+    return tiny_params(root, prompts={"images_per_class": 20, "guidance": [1.0, 2.0]},
+                       synthetic_shards={"shard_size": 25, "steps": steps, "batch_size": 25},
+                       **overrides)
+
+
+def timed(root: Path, upstream: Path, raw: dict, ways: int, home: Path) -> float:
+    """Seconds to make the 8 shards from a copy of the upstream outputs in `ways` runs."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    for name in UPSTREAM:
+        shutil.copytree(upstream / "data" / name, root / "data" / name)
+    raw = {**raw, "store": {"root": str(root / "data")}}
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    os.environ["SYNTHFACTORY_PARAMS"] = str(params_file)
+    defs = build_definitions(parse_params(raw))
+    graph = defs.resolve_asset_graph()
+    plan = fan_out_plan(plan_runs(graph, {dg.AssetKey("synthetic_shards")}), graph, ways)
+    run_config = ({} if raw.get("executor", {}).get("kind") == "ray" else
+                  {"execution": {"config": {"multiprocess": {"max_concurrent": 1}}}})
+    started = time.perf_counter()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        results = run_processes(plan, params_file, run_config, instance, job_function=JOB)
+    seconds = time.perf_counter() - started
+    if not all(result.success for result in results):
+        raise RuntimeError(f"a run failed in {root}")
+    return seconds
+
+
+def main() -> None:
+    """Time both settings and print their ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=40, help="sampling steps per image")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    work = Path(tempfile.mkdtemp(prefix="fan-out-bench-"))
+    home = work / "home"
+    home.mkdir()
+    text = (ROOT / "dagster_home" / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(text.replace("default_limit: 1", "default_limit: 2"))
+    os.environ["DAGSTER_HOME"] = str(home)
+    upstream = work / "upstream"
+    raw = bench_params(upstream, args.steps)
+    defs = build_definitions(parse_params(raw))
+    assert dg.materialize(list(defs.assets), selection=UPSTREAM, resources=defs.resources).success
+    report: dict = {"benchmark": "fan_out", "shards": 8, "steps": args.steps,
+                    "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    local = bench_params(work, args.steps, runtime={
+        "device": "auto", "threads": 1, "visible_devices": [0, 1],
+        "lease_dir": str(work / "leases")})
+    one = timed(work / "mp1", upstream, local, 1, home)
+    two = timed(work / "mp2", upstream, local, 2, home)
+    report["multiprocess"] = {"one_device_s": round(one, 1), "two_devices_s": round(two, 1),
+                              "speedup": round(one / two, 2)}
+    cluster = LocalRayCluster([(1, 0), (2, 2)])
+    try:
+        cluster.start()
+        on_ray = bench_params(work, args.steps, runtime={"device": "auto", "threads": 1},
+                              executor={"kind": "ray", "ray": {"address": cluster.address,
+                                                               "working_dir": str(ROOT)}})
+        one = timed(work / "ray1", upstream, on_ray, 1, home)
+        two = timed(work / "ray2", upstream, on_ray, 2, home)
+    finally:
+        cluster.stop()
+    report["ray"] = {"one_worker_s": round(one, 1), "two_workers_s": round(two, 1),
+                     "speedup": round(one / two, 2)}
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["cpu_count"] = os.cpu_count()
+    print(json.dumps(report, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
