@@ -58,8 +58,8 @@ def train_scaling(data: TrainingData, subsets: dict[float, np.ndarray], n_classe
 
 def train_loop_arm(name: str, data: TrainingData, n_classes: int, config: Any,
                    placement: Placement, directory: Path, log: Log) -> list[dict[str, Any]]:
-    """A closed-loop arm's classifiers (the refined arm or its uniform control), with the seeds
-    of every other arm, and `history.json`; the seeds' histories."""
+    """A closed-loop arm's classifiers (one arm of the 2×2: refined, targeted_base, uniform_plan
+    or uniform), with the seeds of every other arm, and `history.json`; the seeds' histories."""
     histories = train_seeds(data.images, data.targets, n_classes, config, placement, directory,
                             name, log)
     (directory / HISTORY_JSON).write_text(dumps_json({
