@@ -75,7 +75,7 @@ def loop_comparisons(arms: Mapping[str, ArmCorrectness], *, draws: int = DRAWS, 
     point = (order[0].accuracy - order[1].accuracy) - (order[2].accuracy - order[3].accuracy)
     covers, missing = coverage(order)
     rows.append({"effect": INTERACTION, "held": "nothing",
-                 "a": f"{REFINED} − {UNIFORM_PLAN}", "b": f"{TARGETED_BASE} − {UNIFORM}",
+                 "a": f"({REFINED} − {UNIFORM_PLAN})", "b": f"({TARGETED_BASE} − {UNIFORM})",
                  "difference": round(float(point), 6),
                  "ci95": [round(low, 6), round(high, 6)], "verdict": verdict(low, high),
                  "level": LEVEL, "covers": covers, "not_covered": missing,
