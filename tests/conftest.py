@@ -66,3 +66,15 @@ def _params_env_unset() -> Iterator[None]:
     os.environ.pop("SYNTHFACTORY_PARAMS", None)
     yield
     os.environ.pop("SYNTHFACTORY_PARAMS", None)
+
+
+# The long end-to-end runs (a whole default graph on a CPU, `dvc repro`) get this per-test
+# limit instead of pyproject's 600 s: long, but still finite, so no run can hang CI.
+E2E_TIMEOUT_S = 3600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give e2e tests their longer timeout (unless a test sets its own)."""
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))

@@ -46,17 +46,7 @@ MAX_OPS_TOP_FILES = 4
 MAX_ASSET_FUNCTION_LINES = 40
 DEFERRED = "# deferred:"  # the marker of a function-level import of a project module
 ASSET_DECORATORS = {"asset", "multi_asset", "asset_check", "multi_asset_check"}
-# Asset files that break an asset rule today; assets/ is being thinned, and each mark goes
-# when its file passes (strict=False: a file that already passes does not fail the run).
-THINNING = pytest.mark.xfail(strict=False, reason="assets/ being thinned")
-THINNING_FILES = {
-    "cycles": set(),
-    "deferred": {"assets/checks.py"},
-    "asset_imports": set(),
-    "asset_functions": {f"assets/{name}.py" for name in (
-        "adapter", "classifier_distilled", "curation", "data", "distillation", "experts",
-        "generation")},
-}
+
 
 def module_name(path: Path, package: Path = SRC) -> str:
     """`<package>/ops/data/prompts.py` → `synthfactory.ops.data.prompts`."""
@@ -304,13 +294,6 @@ def _relative(path: Path) -> str:
     return path.relative_to(SRC).as_posix()
 
 
-def _marked(rule: str) -> list:
-    """SOURCES as parameters, the files of THINNING_FILES[rule] marked as expected failures."""
-    return [pytest.param(path, id=_relative(path),
-                         marks=[THINNING] if _relative(path) in THINNING_FILES[rule] else [])
-            for path in SOURCES]
-
-
 @pytest.mark.parametrize("path", SOURCES, ids=_relative)
 def test_module_follows_the_import_rules(path: Path) -> None:
     assert violations(path) == []
@@ -321,22 +304,22 @@ def test_module_is_at_most_450_lines(path: Path) -> None:
     assert too_long(path) == []
 
 
-@pytest.mark.parametrize("path", _marked("cycles"))
+@pytest.mark.parametrize("path", SOURCES, ids=_relative)
 def test_module_is_on_no_import_cycle(path: Path) -> None:
     assert cycle_violations(path, cycles=CYCLES) == []
 
 
-@pytest.mark.parametrize("path", _marked("deferred"))
+@pytest.mark.parametrize("path", SOURCES, ids=_relative)
 def test_function_level_imports_say_why(path: Path) -> None:
     assert deferral_violations(path) == []
 
 
-@pytest.mark.parametrize("path", _marked("asset_imports"))
+@pytest.mark.parametrize("path", SOURCES, ids=_relative)
 def test_no_asset_module_imports_another(path: Path) -> None:
     assert asset_import_violations(path) == []
 
 
-@pytest.mark.parametrize("path", _marked("asset_functions"))
+@pytest.mark.parametrize("path", SOURCES, ids=_relative)
 def test_asset_functions_are_thin(path: Path) -> None:
     assert asset_function_violations(path) == []
 

@@ -36,6 +36,7 @@ import dagster as dg
 from synthfactory.ops.data.prompts import shard_count, shard_key
 from synthfactory.ops.data.real_images import list_classes
 from synthfactory.params import ProjectConfig, config_digest, load_params
+from synthfactory.runguard import runtime_tags
 
 if TYPE_CHECKING:  # Dagster's asset graph type is not exported
     from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
@@ -114,7 +115,8 @@ def build_rebuild_schedule(config: ProjectConfig) -> dg.SensorDefinition:
                                  "before the sensor was turned on; it rebuilds at the next one")
         graph = context.repository_def.asset_graph
         return backfill_request(graph, graph.materializable_asset_keys,
-                                tags={"synthfactory/rebuild": latest.isoformat()})
+                                tags={"synthfactory/rebuild": latest.isoformat(),
+                                      **runtime_tags(config.executor.max_runtime_s)})
 
     return rebuild_schedule
 
@@ -183,7 +185,8 @@ def build_params_sensor(config: ProjectConfig, params_path: str | Path,
             graph, dg.AssetSelection.assets(root).downstream().resolve(graph),
             tags={"synthfactory/changed": ",".join(changed),
                   "synthfactory/params_digest": current.params.digest(
-                      *type(current.params).model_fields)})
+                      *type(current.params).model_fields),
+                  **runtime_tags(current.executor.max_runtime_s)})
 
     return params_change_sensor
 

@@ -41,9 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "executor, a process per step, at most N at once (GPU steps still "
                           "wait for the instance's gpu pool slot)")
     run.add_argument("--strict", action="store_true",
-                     help="exit 1 when an arm could not be built (by default the report is made "
-                          "from the other arms, a warning names each missing one, and the exit "
-                          "code is 0)")
+                     help="exit 1 when an arm could not be built or a non-blocking check failed "
+                          "(by default the report is made from the other arms, a warning names "
+                          "each missing arm and failed check, and the exit code is 0)")
+    run.add_argument("--no-checks", action="store_true",
+                     help="skip the asset checks (by default every run executes the checks of "
+                          "what it materializes, and a failed blocking check stops what is "
+                          "downstream of it)")
+    run.add_argument("--max-runtime", type=float, default=None, metavar="SECONDS",
+                     help="stop and fail a run that takes longer (default: executor.max_runtime_s "
+                          "of the params file)")
+    doctor = commands.add_parser("doctor", help="list pool slots held by runs that are no longer "
+                                                "alive (finished, gone, or a dead step); --fix "
+                                                "frees them")
+    doctor.add_argument("--fix", action="store_true", help="free the stale slots it lists")
     sync = commands.add_parser("dvc-sync", help="write dvc.yaml (one stage per asset) from the "
                                                  "Dagster definitions")
     sync.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -67,11 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   Path(args.directory))
         if args.command == "dvc-sync":
             return dvc_sync_command(args.params, Path(args.output), args.check)
+        if args.command == "doctor":
+            _use_project_instance()
+            return doctor_command(args.fix)
         if args.processes < 1:
             raise ValueError(f"--processes {args.processes}: give 1 (in-process) or more")
+        if args.max_runtime is not None and args.max_runtime <= 0:
+            raise ValueError(f"--max-runtime {args.max_runtime}: give a positive number of seconds")
         _use_project_instance()
         return run_command(Path(args.params), args.select, args.partitions, args.processes,
-                           debug=args.debug, strict=args.strict)
+                           debug=args.debug, strict=args.strict, checks=not args.no_checks,
+                           max_runtime_s=args.max_runtime)
     except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
@@ -80,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(params_path: Path, select: str, partitions: str | None, processes: int = 1,
-                debug: bool = False, strict: bool = False) -> int:
+                debug: bool = False, strict: bool = False, checks: bool = True,
+                max_runtime_s: float | None = None) -> int:
     """Materialize the selection; print what ran, how long it took and where outputs are.
 
     The selection runs as the ordered runs of `synthfactory.planning.plan_runs` (one Dagster run
@@ -90,6 +108,12 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     it failed otherwise. Tracebacks are shown only with `debug`. Before a selection that reads
     the user's images, a preflight counts them per class (without decoding) and refuses too few.
     An arm that could not be built is a warning line (exit 0), or exit 1 with `strict`.
+
+    With `checks` (the default) each run executes the asset checks of what it materializes; a
+    failed blocking check fails its run (exit 1), and the summary names the check, its message
+    and the selected assets that did not run. Every run carries a time limit (`max_runtime_s`,
+    else `executor.max_runtime_s`) that `synthfactory.runguard.RunGuard` enforces, and a step
+    process that dies without reporting its end has its pool slot freed.
     """
     import dagster as dg
 
@@ -98,6 +122,7 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     from synthfactory.ops.evaluation.missing import missing_arm_lines
     from synthfactory.params import load_params
     from synthfactory.planning import execute_plan, materialize_plan, plan_runs
+    from synthfactory.runguard import RunGuard
 
     config = load_params(params_path)
     # Importing the definitions module builds its `defs` from the file this variable names (else
@@ -131,13 +156,14 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
 
     started = time.perf_counter()
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    with _instance() as instance:
+    limit = max_runtime_s if max_runtime_s is not None else config.executor.max_runtime_s
+    with _instance() as instance, RunGuard(instance, limit).watch() as guard:
         if processes == 1:
             # Dagster's own console logger with --debug, else the concise one.
             result = materialize_plan(defs, keys, partitions, instance=instance,
-                                      run_config=run_config, checks=False, raise_on_error=False,
+                                      run_config=run_config, checks=checks, raise_on_error=False,
                                       loggers=None if debug else {"console": concise_console},
-                                      on_start=announce)
+                                      on_start=announce, tags=guard.tags)
         else:
             run_config["execution"] = {"config": {"multiprocess": {"max_concurrent": processes}}}
             if instance.is_ephemeral:
@@ -148,14 +174,20 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
             def execute(run: Any) -> dg.JobExecutionResult:
                 # Step processes rebuild the run's job from the params file (its full path).
                 job = dg.build_reconstructable_job(
-                    "synthfactory.definitions", "job_for_params", reconstructable_args=(
-                        str(params_path.resolve()),
-                        *(key.to_user_string() for key in run.assets)))
-                return dg.execute_job(job, instance, run_config=run_config, tags=run.tags)
+                    "synthfactory.definitions",
+                    "job_for_params" if checks else "job_for_params_without_checks",
+                    reconstructable_args=(str(params_path.resolve()),
+                                          *(key.to_user_string() for key in run.assets)))
+                return dg.execute_job(job, instance, run_config=run_config,
+                                      tags={**guard.tags, **run.tags})
 
             result = execute_plan(plan, execute, on_start=announce)
         seconds = time.perf_counter() - started
         _print_summary(result, seconds, config.store.root, config.params.eval_report.output_dir)
+    blocked, warned = _print_checks(result, keys, checks)
+    for run_id in guard.timed_out:
+        print(f"synthfactory: error: run {run_id} was stopped at its time limit of {limit:.0f}s",
+              file=sys.stderr)
     report_dir = Path(config.params.eval_report.output_dir)
     if result.success and dg.AssetKey("eval_report") in keys:
         _print_arm_table(report_dir / METRICS_JSON)
@@ -168,7 +200,12 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
             print(f"synthfactory: error: --strict: {len(missing)} arm(s) not built "
                   f"({', '.join(sorted(missing))})", file=sys.stderr)
             return 1
+        if strict and warned:
+            print(f"synthfactory: error: --strict: {len(warned)} check(s) failed", file=sys.stderr)
+            return 1
         return 0
+    if blocked:  # the check's own line names it and its message; not bad input: exit 1
+        return 1
     failures = step_failures(result)
     for failure in failures:
         print(f"synthfactory: error: {failure_line(failure)}", file=sys.stderr)
@@ -319,6 +356,62 @@ def _print_summary(result: PlanResult, seconds: float, store_root: str, report_d
     print(f"\n{runs} run(s) {status} in {seconds:.1f}s; outputs under {store_root}/")
     for run in skipped:
         print(f"not started (an earlier run failed): {run.describe()}")
+
+
+def _print_checks(result: PlanResult, selected: Any, checks: bool
+                  ) -> tuple[list[Any], list[Any]]:
+    """The checks' verdicts after the summary: each failed check on one line (blocking ones as
+    errors, with the selected assets that did not run), or that checks were skipped. Returns the
+    failed blocking checks and the other failed checks."""
+    if not checks:
+        print("asset checks: skipped (--no-checks): nothing was verified or blocked")
+        return [], []
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed]
+    blocked = [e for e in failed if e.blocking and e.severity.value == "ERROR"]
+    warned = [e for e in failed if e not in blocked]
+    passed = len(evaluations) - len(failed)
+    print(f"asset checks: {passed} passed, {len(blocked)} failed and blocking, {len(warned)} "
+          "failed without blocking")
+    made = {event.asset_key for event in result.get_asset_materialization_events()}
+    not_run = sorted(key.to_user_string() for key in selected if key not in made)
+    for evaluation in blocked:
+        print(f"synthfactory: error: blocking check {evaluation.check_name} of "
+              f"{evaluation.asset_key.to_user_string()} failed: {evaluation.description}",
+              file=sys.stderr)
+    if blocked:
+        print(f"synthfactory: error: not run because a blocking check failed: "
+              f"{', '.join(not_run) or 'nothing else was selected'}", file=sys.stderr)
+    for evaluation in warned:
+        print(f"synthfactory: warning: check {evaluation.check_name} of "
+              f"{evaluation.asset_key.to_user_string()} failed ({evaluation.severity.value}, "
+              f"does not block): {evaluation.description}", file=sys.stderr)
+    return blocked, warned
+
+
+def doctor_command(fix: bool) -> int:
+    """List the pool slots held by runs that are no longer alive (and free them with `fix`).
+
+    Exit 0 when there are none (or all were freed), 1 when some are listed but not freed."""
+    # deferred: dagster, loaded only when the command runs (`--help` stays instant)
+    from synthfactory.runguard import free_stale_slots, stale_slots
+
+    with _instance() as instance:
+        if instance.is_ephemeral:
+            raise ValueError("doctor needs the persistent Dagster instance: run from the project "
+                             "root (it has dagster_home/) or set DAGSTER_HOME")
+        stale = stale_slots(instance)
+        if not stale:
+            print(f"no stale pool slots (instance {instance.root_directory})")
+            return 0
+        for slot in stale:
+            print(f"stale slot: {slot.describe()}")
+        if not fix:
+            print(f"{len(stale)} stale slot(s): `synthfactory doctor --fix` frees them")
+            return 1
+        free_stale_slots(instance, stale)
+        print(f"freed {len(stale)} stale slot(s)")
+        return 0
 
 
 def _print_arm_table(metrics_path: Path) -> None:

@@ -130,8 +130,20 @@ def job_for_params(params_path: str, *assets: str) -> dg.JobDefinition:
     `synthfactory.planning.plan_runs`, checks included) in the definitions for `params_path`:
     what a multiprocess run rebuilds in each step process (`dg.build_reconstructable_job(
     "synthfactory.definitions", "job_for_params", reconstructable_args=(path, *assets))`)."""
+    return _run_job(params_path, assets, checks=True)
+
+
+def job_for_params_without_checks(params_path: str, *assets: str) -> dg.JobDefinition:
+    """`job_for_params` without the assets' checks: `synthfactory run --no-checks` with
+    several processes."""
+    return _run_job(params_path, assets, checks=False)
+
+
+def _run_job(params_path: str, assets: tuple[str, ...], checks: bool) -> dg.JobDefinition:
     defs = build_definitions(load_params(params_path), params_path)
-    job = dg.define_asset_job(RUN_JOB, selection=dg.AssetSelection.assets(*assets))
+    selection = dg.AssetSelection.assets(*assets)
+    job = dg.define_asset_job(RUN_JOB, selection=selection if checks
+                              else selection.without_checks())
     return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job],
                           resources=defs.resources, executor=defs.executor
                           ).resolve_job_def(RUN_JOB)

@@ -245,11 +245,14 @@ def materialize_plan(defs: dg.Definitions, selection: Iterable[str | dg.AssetKey
                      run_config: dict[str, Any] | None = None, checks: bool = True,
                      raise_on_error: bool = True,
                      loggers: dict[str, dg.LoggerDefinition] | None = None,
-                     on_start: Callable[[int, PlannedRun], None] | None = None) -> PlanResult:
+                     on_start: Callable[[int, PlannedRun], None] | None = None,
+                     tags: dict[str, str] | None = None) -> PlanResult:
     """Materialize `selection` (asset keys or names; default: everything) of `defs` in this
     process, run by run as `plan_runs` orders them — what `synthfactory run` does, and how the
     tests run the graph (`dg.materialize` cannot take two partitions definitions). With
-    `checks`, the selected assets' checks run in their runs."""
+    `checks`, the selected assets' checks run in their runs: a failed blocking check fails its
+    run, so the assets downstream of it (in that run and in the later steps) do not run.
+    `tags` are added to every run's tags (the time limit, the invocation)."""
     graph = defs.resolve_asset_graph()
     keys = (graph.get_all_asset_keys() if selection is None
             else {dg.AssetKey.from_coercible(key) if isinstance(key, str) else key
@@ -261,7 +264,8 @@ def materialize_plan(defs: dg.Definitions, selection: Iterable[str | dg.AssetKey
                          ).resolve_implicit_global_asset_job_def()
 
     def execute(run: PlannedRun, on: dg.DagsterInstance) -> Any:
-        return job.execute_in_process(instance=on, tags=run.tags, run_config=run_config,
+        return job.execute_in_process(instance=on, tags={**(tags or {}), **run.tags},
+                                      run_config=run_config,
                                       raise_on_error=raise_on_error,
                                       asset_selection=list(run.assets))
 

@@ -20,14 +20,15 @@ import dagster as dg
 import numpy as np
 
 from synthfactory.ops.distillation.cells import Cell, cells
-from synthfactory.ops.distillation.partitions import data_digest
 from synthfactory.ops.evaluation.arms import TrainingData, filtered_arm, real_arm, synthetic_arm
+from synthfactory.ops.evaluation.budgets import compared_budgets, planned_sizes
 from synthfactory.ops.evaluation.grids import image_grid
 from synthfactory.ops.report.plots import png_bytes
 from synthfactory.ops.storage.atomic import TEMP_PREFIX
 from synthfactory.ops.storage.not_built import write_not_built
 from synthfactory.ops.storage.shards import load_arrays, read_samples
-from synthfactory.params import Params, config_digest
+from synthfactory.ops.training.recipes import recipe_for
+from synthfactory.params import Params
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -100,6 +101,20 @@ def placement(runtime: TorchRuntime) -> Placement:
                      in_memory_mb=runtime.in_memory_mb, workers=runtime.workers,
                      shuffle_buffer=runtime.shuffle_buffer, threads=runtime.threads,
                      deterministic=runtime.deterministic)
+
+
+def classifier_budgets(params: Params, store: ArtifactStore) -> dict[str, Any]:
+    """The training budget of every compared arm and the shared `reference` (the scaling
+    curve's and the closed loop's), planned from the real images and the prompts' count
+    (ops/evaluation/budgets.py); the recipe's batch size caps a step's images."""
+    config = params.classifiers
+    sizes = planned_sizes(store.require("real_images"), params.prompts.images_per_class,
+                          params.retrieval.per_class)
+    batch = recipe_for(config.architecture, learning_rate=config.learning_rate,
+                       batch_size=config.batch_size, weight_decay=config.weight_decay,
+                       label_smoothing=config.label_smoothing).batch_size
+    return compared_budgets(config.arms, sizes, policy=config.budget, epochs=config.epochs,
+                            min_steps=config.min_steps, batch_size=batch)
 
 
 def open_configured_generator(params: Params, store: ArtifactStore,
@@ -182,19 +197,21 @@ def partition_metadata(context: dg.AssetExecutionContext, rows: Any,
         context.add_asset_metadata(to_metadata(row), partition_key=row["key"])
 
 
-def dsa_of(params: Params) -> Any:
-    """The differentiable siamese augmentation of `distilled_set.dsa`."""
-    from synthfactory.ops.distillation.dsa import DSA  # deferred: torch
-
-    return DSA(strategy=params.distilled_set.dsa.strategy, fill=params.distilled_set.dsa.fill)
-
-
-def expert_digest(params: Params, data: TrainingData, seed: int, index: int) -> str:
-    """What one expert's bytes depend on. The number of experts is left out: adding experts
-    keeps the finished ones."""
+def expert_recipe(params: Params) -> dict[str, Any]:
+    """What every expert's bytes depend on besides its data, seed and index
+    (`ops.distillation.partitions.expert_digest`): the expert_trajectories settings but the
+    number of experts (adding experts keeps the finished ones), DSA, architecture and width."""
     distill = params.distilled_set
-    return config_digest({"data": data_digest(data),
-                          "expert_trajectories": params.expert_trajectories.model_dump(
-                              exclude={"experts"}),
-                          "dsa": distill.dsa.model_dump(), "architecture": distill.architecture,
-                          "width": distill.eval.width, "seed": seed, "index": index})
+    return {"expert_trajectories": params.expert_trajectories.model_dump(exclude={"experts"}),
+            "dsa": distill.dsa.model_dump(), "architecture": distill.architecture,
+            "width": distill.eval.width}
+
+
+def partition_experts(context: dg.AssetExecutionContext, wanted: list[str]) -> list[str]:
+    """The experts this run trains; a key the run's params do not need is bad input."""
+    unknown = [key for key in context.partition_keys if key not in wanted]
+    if unknown:
+        raise ValueError(f"experts {unknown} are not what this run's params need "
+                         f"({', '.join(wanted) or 'none: no mtt/datm cell'}): reload the "
+                         "code location after changing distilled_set or expert_trajectories")
+    return list(context.partition_keys)

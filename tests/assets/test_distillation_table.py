@@ -91,6 +91,22 @@ def test_every_cell_is_distilled_and_evaluated(table_run: tuple[Path, PlanResult
         *(f"distilled_set, classifier_distilled [{cell}]" for cell in CELLS)]
 
 
+def test_trajectory_cells_train_their_networks_at_the_learned_step_size(
+        table_run: tuple[Path, PlanResult]) -> None:
+    """mtt-distillation evaluates at `lr_net = syn_lr`: every network of an mtt or datm cell
+    trains at the cell's stored learned step size, a dm cell's at eval.learning_rate."""
+    from synthfactory.ops.distillation.cellstore import read_cell
+    root, _ = table_run
+    data = root / "data"
+    for cell in CELLS:
+        learned = read_cell(data / "distilled_set" / "cells" / cell)[0].learned_lr
+        history = json.loads((data / "classifier_distilled" / "cells" / cell / "history.json")
+                             .read_text())
+        rates = [row["learning_rate"] for row in history["architectures"]["convnet"]]
+        expected = 0.01 if cell.startswith("dm-") else learned
+        assert rates == [pytest.approx(expected)] * len(rates), cell
+
+
 def test_each_partition_has_its_own_metadata_and_data_version(
         table_run: tuple[Path, PlanResult]) -> None:
     """Guards per-partition versions: each cell's (expert's) materialization carries the digest

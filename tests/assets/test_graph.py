@@ -73,10 +73,28 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
     assert retrieved["n_train"] == 60 and retrieved["retrieval"]["per_class"] == 6
     assert 0.0 <= retrieved["label_precision"]["overall"] <= 1.0
     scaling = metrics["scaling"]
-    assert [p["fraction"] for p in scaling["points"]] == [0.1, 0.3, 1.0]
-    assert set(scaling["fit"]) == {"a", "b", "c"} and "how" in scaling["real_equivalent"]
+    # Three sizes per curve: points with intervals, but no power law (it needs 2 residual
+    # degrees of freedom, i.e. 5 sizes), so the exchange rate interpolates the real curve.
+    assert len(scaling["points"]) == 3 and len(scaling["real_curve"]["points"]) == 3
+    assert scaling["fit"] is None and "5 sizes" in scaling["no_fit"]
+    assert all(p["ci95"][0] <= p["accuracy"] <= p["ci95"][1] for p in scaling["points"])
+    assert "test images" in scaling["covers"] and scaling["exchange_rate"]["how"]
     # 1.0 is the filtered arm itself (same data, same seeds): not trained twice.
-    assert scaling["points"][-1]["accuracies"] == metrics["arms"]["filtered"]["accuracies"]
+    assert scaling["points"][-1]["accuracy"] == pytest.approx(
+        metrics["arms"]["filtered"]["accuracy_mean"], abs=1e-6)
+    # Equal compute: every compared arm trained the same steps (the distilled arm follows the
+    # distillation protocol), and each arm has a 95% interval.
+    steps = {arm: metrics["arms"][arm]["steps"] for arm in ARMS if arm != "distilled"}
+    assert len(set(steps.values())) == 1 and metrics["budget"]["steps"] == list(set(steps.values()))
+    assert all(metrics["arms"][arm]["ci95"][0] <= metrics["arms"][arm]["accuracy_mean"]
+               <= metrics["arms"][arm]["ci95"][1] for arm in ARMS)
+    # The comparisons the report makes: every arm vs real, filtered vs synthetic, each with an
+    # interval and a verdict.
+    pairs = {(c["a"], c["b"]) for c in metrics["comparisons"]}
+    assert {(arm, "real") for arm in ARMS if arm != "real"} | {("filtered", "synthetic")} <= pairs
+    assert all(c["verdict"] in {"better", "worse", "indistinguishable"}
+               and c["ci95"][0] <= c["difference"] <= c["ci95"][1]
+               for c in metrics["comparisons"])
     assert metrics["classifier"]["architecture"] == "convnet" and "ddof 1" in metrics["spread"]
     assert metrics["distillation"]["method"] == "dm" and metrics["distillation"]["ipc"] == 2
     [row] = metrics["distillation_table"]
@@ -159,9 +177,10 @@ def test_every_asset_check_ran_and_the_gates_passed(
     root, result = graph_run
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
-    assert len(evaluations) == 10
+    assert len(evaluations) == 11
     for name in ["real_images_integrity", "synthetic_shards_integrity",
                  "synthetic_shards_class_balance", "filtered_set_every_class_kept",
+                 "filtered_set_scores_current",
                  "distilled_set_size", "real_images_class_sizes", "eval_report_arms_built",
                  "eval_report_contamination"]:
         assert evaluations[name].passed, (name, evaluations[name].description)

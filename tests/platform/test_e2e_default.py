@@ -37,8 +37,12 @@ def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None
     assert arms["mixed"] >= arms["real"] - 0.003
     assert metrics["arms"]["retrieved"]["label_precision"]["overall"] > 0.9
     scaling = metrics["scaling"]
-    assert len(scaling["points"]) >= 3 and set(scaling["fit"]) == {"a", "b", "c"}
-    assert scaling["real_equivalent"]["how"] in {"measured", "extrapolated", "unreachable"}
+    # ≥ 5 sizes over ≥ 1.5 orders of magnitude: a fit with residual degrees of freedom, the
+    # real curve beside it, and the exchange rate with its interval.
+    sizes = [point["images_per_class"] for point in scaling["points"]]
+    assert len(sizes) >= 5 and max(sizes) / min(sizes) >= 10 ** 1.5 * 0.9
+    assert set(scaling["fit"]) == {"a", "b", "c"} and scaling["gof"]["residual_dof"] >= 2
+    assert len(scaling["real_curve"]["points"]) >= 5 and "ci95" in scaling["exchange_rate"]
     assert metrics["missing_arms"] == {}
     # The leakage check states its count on the default run: no generated digit copies a test one.
     assert metrics["contamination"]["count"] == 0

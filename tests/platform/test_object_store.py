@@ -282,3 +282,15 @@ def test_two_processes_pushing_one_unit_take_turns(s3_endpoint: str, tmp_path: P
     assert len(intervals) == 8
     assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False))
     assert not _objects(s3_endpoint, "race/_locks")  # every lease was released
+
+
+def test_two_processes_racing_for_an_s3_lease_never_both_hold_it(s3_endpoint: str) -> None:
+    """The lease on an object store is a conditional create (If-None-Match: *): in 100 trials of
+    two processes trying at the same instant, exactly one holds it each time."""
+    from tests.ops.storage.lease_race import race
+
+    spec = {"protocol": "s3", "endpoint_url": s3_endpoint, **CREDENTIALS}
+    holders = race(spec, f"{BUCKET}/lease-race/_locks/unit.json", trials=100)
+    print(f"S3 lease race: holders per trial {dict(sorted((n, holders.count(n)) for n in set(holders)))}")
+    assert holders == [1] * 100, f"trials with two holders: {[i for i, n in enumerate(holders) if n > 1]}"
+    assert not _objects(s3_endpoint, "lease-race/_locks")  # released every time

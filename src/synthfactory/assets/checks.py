@@ -1,12 +1,15 @@
 """Asset checks: the data-quality gates a user reads next to each asset in the UI.
 
 Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards,
-a distilled set of the wrong size. The pass-rate floor only warns (a generator blind spot is
-worth seeing, not worth stopping for), and the accuracy floor fails the report's check without
-blocking anything (nothing is downstream of the report). An arm whose data ran out (a class the
-filter wiped out, `ipc` above what a class kept) is not a stop either: it is recorded as not
-built, its checks warn, the report is still made and `eval_report_arms_built` names it. The
-computations are in `ops/checks.py` and beside the report sections in `ops/evaluation/`.
+a distilled set of the wrong size. Every blocking check fails with ERROR severity (a failed
+WARN check blocks nothing, so a warning is declared non-blocking); `synthfactory run` executes
+the checks of what it materializes (`--no-checks` skips them). The pass-rate floor only warns
+(a generator blind spot is worth seeing, not worth stopping for), and the accuracy floor fails
+the report's check without blocking anything (nothing is downstream of the report). An arm
+whose data ran out (a class the filter wiped out, `ipc` above what a class kept) is not a stop
+either: it is recorded as not built, its checks warn, the report is still made and
+`eval_report_arms_built` names it. The computations are in `ops/checks.py` and beside the
+report sections in `ops/evaluation/`.
 """
 
 # No `from __future__ import annotations`: Dagster validates the `context` hint as a type.
@@ -18,11 +21,13 @@ import dagster as dg
 from synthfactory.ops import checks
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts
 from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
+from synthfactory.ops.distillation.cells import cells
 from synthfactory.ops.evaluation.arms import configured_arms
 from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
 from synthfactory.ops.evaluation.contamination import contamination_outcome
 from synthfactory.ops.evaluation.missing import arms_built
 from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.shards import read_shard_info
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
 
@@ -39,8 +44,15 @@ def _result(outcome: checks.CheckOutcome,
 
 @dg.asset_check(asset="real_images", blocking=True)
 def real_images_integrity(store: ArtifactStore) -> dg.AssetCheckResult:
-    """Every real-image shard matches its sidecar (sha256, sample count) and every sample decodes."""
-    return _result(checks.shard_integrity(store.require("real_images")))
+    """Every shard `manifest.json` records is there and matches it (sha256, sample count), the
+    split counts add up, nothing unrecorded was added, and every sample decodes.
+
+    Checked against the manifest, not against the files that happen to exist: a deleted shard
+    (with its sidecar) fails, instead of letting the real arm train on fewer images.
+    """
+    directory = store.require("real_images")
+    manifest = json.loads(store.require("real_images", MANIFEST_JSON).read_text())
+    return _result(checks.manifest_integrity(directory, manifest))
 
 
 @dg.asset_check(asset="synthetic_shards", blocking=True)
@@ -87,15 +99,34 @@ def filtered_set_pass_rate_floor(params: Params, store: ArtifactStore) -> dg.Ass
                    severity=dg.AssetCheckSeverity.WARN)
 
 
-@dg.asset_check(asset="filtered_set", blocking=True)
+@dg.asset_check(asset="filtered_set", blocking=False)
 def filtered_set_every_class_kept(store: ArtifactStore) -> dg.AssetCheckResult:
     """Every class keeps at least one image; otherwise the filtered and distilled arms lack it.
 
-    A warning, so it blocks nothing: those arms are then recorded as not built (with this
+    A warning and declared non-blocking: those arms are then recorded as not built (with this
     reason) and the report is made from the others.
     """
     summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
     return _result(checks.every_class_kept(summary["per_class"], 1),
+                   severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="filtered_set", blocking=False)
+def filtered_set_scores_current(store: ArtifactStore) -> dg.AssetCheckResult:
+    """Every finished synthetic shard is in the filtered set with its current bytes.
+
+    `filtered_set` leaves out a shard whose scores are missing or stale (made for other bytes or
+    under another judge) and goes on with the rest; this check records it as a failure (WARN:
+    the downstream sets are then smaller than the shards, which a partial backfill can intend),
+    naming the shards and the fix.
+    """
+    summary = json.loads((store.require("filtered_set") / SUMMARY_JSON).read_text())
+    finished = {}
+    for sidecar in store.require_files("synthetic_shards", "shard-*.json"):
+        info = read_shard_info(sidecar.with_suffix(".tar"))
+        if info is not None:
+            finished[info.name] = info.sha256
+    return _result(checks.shards_filtered(summary.get("shard_digests") or {}, finished),
                    severity=dg.AssetCheckSeverity.WARN)
 
 
@@ -106,8 +137,6 @@ def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckRes
     listed (a backfill makes one cell per run); cells recorded as not built warn with their
     reasons (and block nothing: the report lists them, and the distilled arm as missing when
     the headline cell is one of them)."""
-    from synthfactory.ops.distillation.cells import cells
-
     config = params.distilled_set
     table = cells(list(config.methods), list(config.ipcs), list(config.sources))
     n_classes = len(read_classes(store.require("real_images")))
@@ -163,6 +192,7 @@ def _report_metrics(params: Params) -> dict:
 
 
 ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_shards_class_balance,
-                filtered_set_pass_rate_floor, filtered_set_every_class_kept, distilled_set_size,
+                filtered_set_pass_rate_floor, filtered_set_every_class_kept,
+                filtered_set_scores_current, distilled_set_size,
                 eval_report_accuracy_floor, real_images_class_sizes, eval_report_arms_built,
                 eval_report_contamination]

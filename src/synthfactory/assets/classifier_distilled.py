@@ -2,51 +2,41 @@
 partitioned by cell (`<method>-ipc<N>-<source>`). See `synthfactory.assets.distillation` for the
 design of the distillation partitions."""
 
-import shutil
 import time
 from typing import Any
 
 import dagster as dg
-import numpy as np
 
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.real_images import read_classes, read_split
-from synthfactory.ops.distillation.cells import Cell
 from synthfactory.ops.distillation.partitions import CELLS, cell_of
-from synthfactory.ops.evaluation.arms import HISTORY_JSON
-from synthfactory.ops.seeds import derive_seed
-from synthfactory.ops.storage.atomic import dumps_json
-from synthfactory.ops.storage.not_built import (NOT_BUILT_JSON, not_built_record, read_not_built,
-                                                write_not_built)
 from synthfactory.params import Params
-from synthfactory.publishing import (ONE_PER_RUN, cell_table, dsa_of, partition_cells,
+from synthfactory.publishing import (ONE_PER_RUN, cell_table, partition_cells, partition_metadata,
                                      prune_partitions)
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
+
+DESCRIPTION = """\
+Evaluation networks of each cell (one partition per cell), by the DD protocol:
+`eval_models` fresh networks per distilled repeat, trained on its float32 images with
+DSA (`cells/<cell>/<architecture>/r<repeat>-m<k>.safetensors`, validation accuracy in
+`cells/<cell>/history.json`), for the ConvNet and each of `cross_architectures`. The
+headline cell's ConvNets are also `seed-<i>.safetensors`: the `distilled` arm of the
+report. Test accuracy only in eval_report. A cell recorded as not built has only the
+record (passed on); when it is the headline cell, this asset records the `distilled`
+arm as not built (top-level `not_built.json`) and the report lists it as missing."""
 
 
 def classifier_distilled_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="classifier_distilled", group_name="distillation",
               kinds={"pytorch", "safetensors"}, code_version="3", pool="gpu",
               op_tags=GPU_OP_TAGS, deps=["distilled_set", "real_images"],
-              partitions_def=partitions, backfill_policy=ONE_PER_RUN)
+              partitions_def=partitions, backfill_policy=ONE_PER_RUN, description=DESCRIPTION)
     def classifier_distilled(context: dg.AssetExecutionContext, params: Params,
                              store: ArtifactStore, runtime: TorchRuntime) -> dg.MaterializeResult:
-        """Evaluation networks of each cell (one partition per cell), by the DD protocol:
-        `eval_models` fresh networks per distilled repeat, trained on its float32 images with
-        DSA (`cells/<cell>/<architecture>/r<repeat>-m<k>.safetensors`, validation accuracy in
-        `cells/<cell>/history.json`), for the ConvNet and each of `cross_architectures`. The
-        headline cell's ConvNets are also `seed-<i>.safetensors`: the `distilled` arm of the
-        report. Test accuracy only in eval_report. A cell recorded as not built has only the
-        record (passed on); when it is the headline cell, this asset records the `distilled`
-        arm as not built (top-level `not_built.json`) and the report lists it as missing."""
         # deferred: torch
-        from synthfactory.ops.distillation.cellstore import read_cell
-        from synthfactory.ops.distillation.protocol import accuracy, train_network  # deferred: torch
-        from synthfactory.ops.tensors import to_model_space  # deferred: torch
-        from synthfactory.ops.training.train import save_classifier  # deferred: torch
+        from synthfactory.ops.distillation.cell_networks import train_cell_networks
 
-        config = params.distilled_set
         table = cell_table(params)
         chosen = partition_cells(context, table)
         prune_partitions(context, store, ("classifier_distilled", CELLS),
@@ -54,66 +44,11 @@ def classifier_distilled_asset(partitions: dg.PartitionsDefinition) -> dg.Assets
         real_dir = store.require("real_images")
         n_classes = len(read_classes(real_dir))
         val_images, val_labels, _ = read_split(real_dir, "val")
-        val = to_model_space(val_images).to(runtime.torch_device) if len(val_labels) else None
-        architectures = [config.architecture] + [a for a in config.cross_architectures
-                                                 if a != config.architecture]
         started = time.perf_counter()
-        for cell in chosen:
-            cell_started = time.perf_counter()
-            distilled = store.require("distilled_set", CELLS, cell.key)
-            record = read_not_built(distilled)
-            if record is not None:  # nothing to train: the record is passed on
-                with store.publish_dir("classifier_distilled", CELLS, cell.key) as directory:
-                    write_not_built(directory, f"classifier_distilled {cell.key}",
-                                    record["reason"], upstream="distilled_set")
-                context.add_asset_metadata({
-                    "path": dg.MetadataValue.path(str(store.path("classifier_distilled", CELLS,
-                                                                 cell.key))),
-                    "built": False, "not_built_reason": record["reason"]},
-                    partition_key=cell.key)
-                if cell == table[0]:
-                    _publish_headline_not_built(store, cell, record["reason"])
-                continue
-            repeats = read_cell(distilled)
-            history: dict[str, list[dict[str, Any]]] = {}
-            with store.publish_dir("classifier_distilled", CELLS, cell.key) as directory:
-                for architecture in architectures:
-                    (directory / architecture).mkdir()
-                    rows = history.setdefault(architecture, [])
-                    for r, repeat in enumerate(repeats):
-                        for k in range(config.eval_models):
-                            net, trained = train_network(
-                                repeat.images, repeat.targets, n_classes,
-                                seed=derive_seed(runtime.seed, "classifier_distilled",
-                                                 cell.key, architecture, r, k),
-                                device=runtime.torch_device, architecture=architecture,
-                                width=config.eval.width, epochs=config.eval.epochs,
-                                learning_rate=config.eval.learning_rate,
-                                batch_size=config.eval.batch_size, dsa=dsa_of(params))
-                            save_classifier(directory / architecture / f"r{r}-m{k}.safetensors",
-                                            net)
-                            rows.append({"repeat": r, "model": k, "val_accuracy": accuracy(
-                                net, val, val_labels) if val is not None else None, **trained})
-                (directory / HISTORY_JSON).write_text(dumps_json(
-                    {"cell": cell.key, "architectures": history}))
-            means = {}  # validation accuracy per architecture (choices read val; test: the report)
-            for architecture, rows in history.items():
-                accuracies = [row["val_accuracy"] for row in rows
-                              if row["val_accuracy"] is not None]
-                if accuracies:
-                    means[architecture] = round(float(np.mean(accuracies)), 4)
-                    context.log.info(f"{cell.key} {architecture}: val accuracy "
-                                     f"{means[architecture]:.4f} over {len(accuracies)} models")
-            context.add_asset_metadata({
-                "path": dg.MetadataValue.path(str(store.path("classifier_distilled", CELLS,
-                                                             cell.key))),
-                "architectures": ", ".join(architectures),
-                "models": sum(len(rows) for rows in history.values()),
-                "val_accuracy": dg.MetadataValue.json(means),
-                "seconds": round(time.perf_counter() - cell_started, 1)}, partition_key=cell.key)
-            if cell == table[0]:
-                _publish_headline_seeds(store, cell, config.architecture, repeats,
-                                        history[config.architecture])
+        rows = train_cell_networks(store, table, chosen, n_classes, (val_images, val_labels),
+                                   _network_settings(params, runtime), runtime.torch_device,
+                                   context.log.info)
+        partition_metadata(context, rows, _cell_metadata)
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(store.path("classifier_distilled"))),
             "cells_in_run": ", ".join(cell.key for cell in chosen),
@@ -122,39 +57,24 @@ def classifier_distilled_asset(partitions: dg.PartitionsDefinition) -> dg.Assets
     return classifier_distilled
 
 
-def _publish_headline_seeds(store: ArtifactStore, cell: Cell, architecture: str,
-                            repeats: list[Any], rows: list[dict[str, Any]]) -> None:
-    """The headline cell's ConvNets as `seed-<i>.safetensors` (the `distilled` arm), then
-    `history.json` last; seeds left over from a larger earlier set are removed."""
-    source = store.path("classifier_distilled", CELLS, cell.key, architecture)
-    seeds = []
-    for index, row in enumerate(rows):
-        with store.publish_file("classifier_distilled", f"seed-{index}.safetensors") as temp:
-            shutil.copyfile(source / f"r{row['repeat']}-m{row['model']}.safetensors", temp)
-        seeds.append({"seed_index": index, **row})
-    for stale in store.path("classifier_distilled").glob("seed-*.safetensors"):
-        if int(stale.stem.split("-")[1]) >= len(rows):
-            stale.unlink()
-            store.retract("classifier_distilled", stale.name)
-    store.retract("classifier_distilled", NOT_BUILT_JSON)  # built now: an old record goes
-    store.path("classifier_distilled", NOT_BUILT_JSON).unlink(missing_ok=True)
-    with store.publish_file("classifier_distilled", HISTORY_JSON) as temp:
-        temp.write_text(dumps_json({
-            "arm": "distilled", "n_train": len(repeats[0].images), "sources": [cell.key],
-            "soft_labels": repeats[0].soft_labels is not None, "seeds": seeds}))
+def _network_settings(params: Params, runtime: TorchRuntime) -> Any:
+    """What the params fix of the networks, as `ops.distillation.cell_networks` takes it."""
+    # deferred: torch
+    from synthfactory.ops.distillation.cell_networks import NetworkSettings
+
+    config = params.distilled_set
+    return NetworkSettings(architecture=config.architecture,
+                           cross_architectures=list(config.cross_architectures),
+                           eval_models=config.eval_models, width=config.eval.width,
+                           epochs=config.eval.epochs, learning_rate=config.eval.learning_rate,
+                           batch_size=config.eval.batch_size, dsa=config.dsa.model_dump(),
+                           seed=runtime.seed, use_learned_lr=config.eval.use_learned_lr)
 
 
-def _publish_headline_not_built(store: ArtifactStore, cell: Cell, reason: str) -> None:
-    """The headline cell was not built (`reason`): no `seed-<i>.safetensors`, the `distilled`
-    arm's record (`not_built.json`, passed on from distilled_set) and a history without seeds,
-    last."""
-    for stale in store.path("classifier_distilled").glob("seed-*.safetensors"):
-        stale.unlink()
-        store.retract("classifier_distilled", stale.name)
-    with store.publish_file("classifier_distilled", NOT_BUILT_JSON) as temp:
-        temp.write_text(dumps_json(not_built_record(
-            "classifier_distilled", f"distilled_set was not built: cell {cell.key}: {reason}",
-            upstream="distilled_set")))
-    with store.publish_file("classifier_distilled", HISTORY_JSON) as temp:
-        temp.write_text(dumps_json({"arm": "distilled", "n_train": 0, "sources": [cell.key],
-                                    "soft_labels": None, "seeds": []}))
+def _cell_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """One cell's materialization: its networks and their validation accuracy, or the reason
+    it was not built."""
+    metadata = {name: value for name, value in row.items() if name not in ("key", "path")}
+    if "val_accuracy" in metadata:
+        metadata["val_accuracy"] = dg.MetadataValue.json(metadata["val_accuracy"])
+    return {"path": dg.MetadataValue.path(row["path"]), **metadata}

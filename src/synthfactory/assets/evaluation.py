@@ -15,14 +15,13 @@ from synthfactory.executors import GPU_OP_TAGS, gpu_op_tags
 from synthfactory.ops.data.preflight import TooFewImages, check_every_class
 from synthfactory.ops.data.real_images import read_classes, read_image_shape
 from synthfactory.ops.evaluation.arms import (ARMS, SCALING_ASSET, Arm, TrainingData, check_arms,
-                                              filtered_arm, filtered_shard_set,
+                                              filtered_arm, filtered_shard_set, real_arm,
                                               synthetic_shard_set)
-from synthfactory.ops.evaluation.scaling import nested_subsets, scaling_to_train
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
 from synthfactory.params import Params
-from synthfactory.publishing import not_built_result, path_md, placement
+from synthfactory.publishing import classifier_budgets, not_built_result, path_md, placement
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -80,7 +79,7 @@ def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
         with store.publish_dir(label) as directory:
             history = train_arm(arm.name, data, len(class_names), params.classifiers,
                                 placement(runtime), directory, label, store.path(".ddp", label),
-                                context.log.info)
+                                context.log.info, classifier_budgets(params, store)[arm.name])
         return dg.MaterializeResult(metadata={
             "path": path_md(store, label), "n_train": history["n_train"],
             "seeds": params.classifiers.n_seeds, "sources": len(history["sources"]),
@@ -108,22 +107,23 @@ def _arm_data(arm: Arm, shard_set_of: Callable[[ArtifactStore], ShardSet] | None
 
 
 def build_classifier_scaling() -> dg.AssetsDefinition:
-    """`classifier_scaling`: classifiers on nested, seeded subsets of the filtered set."""
+    """`classifier_scaling`: classifiers on nested, seeded subsets of the filtered set and of
+    the real train split (the two scaling curves)."""
 
     @dg.asset(name=SCALING_ASSET, group_name="evaluation", kinds={"pytorch", "safetensors"},
-              code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,
+              code_version="2", pool="gpu", op_tags=GPU_OP_TAGS,
               deps=["synthetic_shards", "filtered_set", "real_images"])
     def classifier_scaling(context: dg.AssetExecutionContext, params: Params,
                            store: ArtifactStore, runtime: TorchRuntime) -> dg.MaterializeResult:
-        """Classifiers on nested, seeded subsets of each class's filtered images (the fractions
-        of `eval_report.scaling` below 1; 1 is the filtered arm itself), `n_seeds` each, with
-        the filtered arm's recipe and seeds: `fraction-<f>/seed-<k>.safetensors`, `history.json`.
-        """
-        from synthfactory.ops.evaluation.arm_training import train_scaling  # deferred: torch
+        """Classifiers on nested, seeded subsets of each class's filtered images and of each
+        class's real training images (the fractions of `eval_report.scaling`; 1.0 is the
+        filtered or real arm itself when it is configured), `n_seeds` each, with the compared
+        arms' recipe, steps and seeds: `fraction-<f>/` and `real/fraction-<f>/`
+        `seed-<k>.safetensors`, `history.json`. The report fits each curve and prices the
+        synthetic set in real images per class."""
+        # deferred: torch
+        from synthfactory.ops.evaluation.arm_training import train_scaling_curves
 
-        # Read here, not when the definitions are built: a run's overrides and DVC's params
-        # tracking both see the fractions this asset trains.
-        fractions = scaling_to_train(params.eval_report.scaling, params.classifiers.arms)
         class_names = read_classes(store.require("real_images"))
         try:  # the curve's subsets are the filtered arm's data: it degrades with that arm
             data = filtered_arm(store.require("synthetic_shards"), store.require("filtered_set"))
@@ -131,14 +131,20 @@ def build_classifier_scaling() -> dg.AssetsDefinition:
                               ARMS["filtered"].missing_class_fix)
         except TooFewImages as error:
             return not_built_result(context, store, SCALING_ASSET, str(error))
-        subsets = nested_subsets(data.labels, fractions, derive_seed(runtime.seed, SCALING_ASSET))
+        curves = {"filtered": data, "real": real_arm(store.require("real_images"))}
         with store.publish_dir(SCALING_ASSET) as directory:
-            rows = train_scaling(data, subsets, len(class_names), params.classifiers,
-                                 placement(runtime), directory, SCALING_ASSET, context.log.info)
+            rows = train_scaling_curves(
+                curves, params.eval_report.scaling, params.classifiers.arms, len(class_names),
+                params.classifiers, placement(runtime), directory, SCALING_ASSET,
+                context.log.info, classifier_budgets(params, store)["reference"],
+                seed=derive_seed(runtime.seed, SCALING_ASSET))
         return dg.MaterializeResult(metadata={
             "path": path_md(store, SCALING_ASSET),
-            "fractions": dg.MetadataValue.json({f"{r['fraction']:g}": r["n_train"] for r in rows}),
-            "train_seconds": round(sum(h["seconds"] for r in rows for h in r["seeds"]), 1)})
+            "fractions": dg.MetadataValue.json({curve: {f"{r['fraction']:g}": r["n_train"]
+                                                        for r in curve_rows}
+                                                for curve, curve_rows in rows.items()}),
+            "train_seconds": round(sum(h["seconds"] for curve_rows in rows.values()
+                                       for r in curve_rows for h in r["seeds"]), 1)})
 
     return classifier_scaling
 
@@ -154,6 +160,6 @@ def evaluation_assets(params: Params, devices: int = 1) -> list[dg.AssetsDefinit
                       floors=params.eval_report.accuracy_floor)
     assets = [build_classifier(ARMS[arm], devices) for arm in arms
               if ARMS[arm].trained_by == "evaluation"]
-    if scaling_to_train(params.eval_report.scaling, params.classifiers.arms):
+    if params.eval_report.scaling:  # the real curve needs its subsets even at [.., 1.0]
         assets.append(build_classifier_scaling())
     return assets

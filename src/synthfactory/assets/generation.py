@@ -10,39 +10,39 @@ import dagster as dg
 
 from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import PROMPTS_FILE, read_prompts, shard_slice
-from synthfactory.ops.data.real_images import read_classes, read_image_shape, read_training_images
-from synthfactory.ops.generation import GENERATOR_JSON
-from synthfactory.ops.storage.atomic import dumps_json
+from synthfactory.ops.data.real_images import read_image_shape
 from synthfactory.params import Params, config_digest
 from synthfactory.publishing import open_configured_generator, path_md, shard_preview
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 
+GENERATOR_DESCRIPTION = """\
+A diffusion model directory in diffusers format (safetensors) with `generator.json`.
+
+Backend `ddpm` (the embedded default) trains a small class-conditional DDPM — a diffusers
+`UNet2DModel` with a class embedding and classifier-free-guidance dropout — on the real
+train split (or its few-shot subset). Backend `diffusers` resolves a pretrained
+text-to-image pipeline from a local directory or a hub id (safetensors only; a hub id
+resolves to its cached snapshot) without copying it. Either way `generator.json` records
+backend, source, revision, settings and a content digest of the weights."""
+
+
 @dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="1", pool="gpu",
-          op_tags=GPU_OP_TAGS, deps=["real_images"])
+          op_tags=GPU_OP_TAGS, deps=["real_images"], description=GENERATOR_DESCRIPTION)
 def generator(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
               runtime: TorchRuntime) -> dg.MaterializeResult:
-    """A diffusion model directory in diffusers format (safetensors) with `generator.json`.
+    # deferred: torch and diffusers
+    from synthfactory.ops.generation.generator_build import GeneratorSettings, build_generator
 
-    Backend `ddpm` (the embedded default) trains a small class-conditional DDPM — a diffusers
-    `UNet2DModel` with a class embedding and classifier-free-guidance dropout — on the real
-    train split (or its few-shot subset). Backend `diffusers` resolves a pretrained
-    text-to-image pipeline from a local directory or a hub id (safetensors only; a hub id
-    resolves to its cached snapshot) without copying it. Either way `generator.json` records
-    backend, source, revision, settings and a content digest of the weights.
-    """
     config = params.generator
+    built = build_generator(store, GeneratorSettings(
+        backend=config.backend, model=config.model, revision=config.revision,
+        variant=config.variant, local_files_only=config.local_files_only, lora=config.lora,
+        lora_scale=config.lora_scale, ddpm=config.ddpm.model_dump()), runtime.seed,
+        runtime.torch_device, context.log.info)
+    record = built.record
     if config.backend == "diffusers":
-        # deferred: torch
-        from synthfactory.ops.generation.text2image import describe_pipeline
-
-        record = describe_pipeline(str(config.model), revision=config.revision,
-                                   variant=config.variant, local_files_only=config.local_files_only,
-                                   lora=config.lora, lora_scale=config.lora_scale)
-        with store.publish_dir("generator") as directory:
-            (directory / GENERATOR_JSON).write_text(dumps_json(record))
-        context.log.info(f"generator: {record['pipeline_class']} from {record['path']}")
         return dg.MaterializeResult(
             metadata={"path": dg.MetadataValue.path(record["path"]), "backend": config.backend,
                       "source": config.model, "revision": str(record["revision"]),
@@ -50,34 +50,14 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
                       "size_mb": round(sum(record["files"].values()) / 2**20, 1),
                       "lora": str(record["lora"]["path"]) if record["lora"] else "none"},
             data_version=dg.DataVersion(record["digest"][:16]))
-
-    # deferred: torch
-    from synthfactory.ops.generation.ddpm import save_generator, train_ddpm  # torch: imported per step
-    # deferred: torch
-    from synthfactory.ops.storage.checkpoint import remove_checkpoint
-
-    real_dir = store.require("real_images")
-    images, labels, _ = read_training_images(real_dir)
-    class_names = read_classes(real_dir)
-    # Checkpoints live beside the outputs, under a hidden name; a rerun after a crash resumes.
-    checkpoints = store.path(".checkpoints", "generator")
-    unet, scheduler, log = train_ddpm(
-        images, labels, len(class_names), **config.ddpm.model_dump(), seed=runtime.seed,
-        device=runtime.torch_device, log=context.log.info, checkpoint_dir=checkpoints)
-    info = {"backend": config.backend, "source": "trained", "settings": config.ddpm.model_dump(),
-            "n_classes": len(class_names), "classes": class_names,
-            "image_shape": list(images.shape[1:]), "n_train": len(images), "seed": runtime.seed,
-            "final_loss": log.losses[-1][1], "train_seconds": round(log.seconds, 2)}
-    with store.publish_dir("generator") as directory:
-        record = save_generator(directory, unet, scheduler, info)
-    remove_checkpoint(checkpoints)
+    losses = built.losses or []
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.path("generator"))),
             "digest": record["digest"], "backend": config.backend,
-            "parameters": sum(p.numel() for p in unet.parameters()),
-            "train_seconds": round(log.seconds, 1), "final_loss": round(log.losses[-1][1], 4),
-            "loss_curve": dg.MetadataValue.json([[s, round(v, 4)] for s, v in log.losses]),
+            "parameters": built.parameters,
+            "train_seconds": round(built.seconds, 1), "final_loss": round(losses[-1][1], 4),
+            "loss_curve": dg.MetadataValue.json([[s, round(v, 4)] for s, v in losses]),
         },
         data_version=dg.DataVersion(record["digest"][:16]),
     )
@@ -115,7 +95,7 @@ def _synthetic_shards_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         image_shape = read_image_shape(store.require("real_images"))
         model, settings = open_configured_generator(params, store, runtime)
         written, started, problems = [], time.perf_counter(), Counter[str]()
-        for key in context.partition_keys:
+        for key in store.leased("synthetic_shards", context.partition_keys):  # one writer
             batch = shard_slice(records, key, params.synthetic_shards.shard_size)
             # The records carry the seeds: with the generator digest and the stored shape they
             # fix the shard's bytes.

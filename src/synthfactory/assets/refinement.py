@@ -32,7 +32,8 @@ from synthfactory.ops.refinement.plan import (LOOP_ARMS, PLAN_JSON, REFINED, TAR
                                               partition_slice)
 from synthfactory.ops.refinement.rounds import RECORDS, round_name
 from synthfactory.params import Params, ProjectConfig, config_digest
-from synthfactory.publishing import open_configured_generator, path_md, placement
+from synthfactory.publishing import (classifier_budgets, open_configured_generator, path_md,
+                                     placement)
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
@@ -142,7 +143,7 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
         image_shape = read_image_shape(store.require("real_images"))
         model, settings = open_configured_generator(params, store, runtime)
         written, started = [], time.perf_counter()
-        for key in context.partition_keys:
+        for key in store.leased(name, context.partition_keys):  # one writer per partition
             for arm, arm_records in records.items():
                 batch = partition_slice(arm_records, key, partitions.get_partition_keys())
                 extra = {"generator_digest": model.digest, "arm": arm, "round": round_index,
@@ -197,7 +198,8 @@ def _classifier_asset(round_index: int, arm: str) -> dg.AssetsDefinition:
         # The seeds are those of every other arm: arms differ by their data alone.
         with store.publish_dir(name) as directory:
             histories = train_loop_arm(name, data, n_classes, params.classifiers,
-                                       placement(runtime), directory, context.log.info)
+                                       placement(runtime), directory, context.log.info,
+                                       classifier_budgets(params, store)["reference"])
         return dg.MaterializeResult(metadata={
             "path": path_md(store, name), "n_train": len(data.images),
             "seeds": params.classifiers.n_seeds, "sources": len(data.sources),

@@ -12,15 +12,15 @@ from typing import Any
 import dagster as dg
 
 from synthfactory.executors import GPU_OP_TAGS
-from synthfactory.ops.evaluation.arms import ARMS, HISTORY_JSON, SCALING_ASSET, arm_order
+from synthfactory.ops.evaluation.arms import ARMS, SCALING_ASSET, arm_order
 from synthfactory.ops.evaluation.cost import COST_JSON, AssetCost, cost_summary
 from synthfactory.ops.report.cost import cost_section
 from synthfactory.ops.evaluation.missing import missing_arm_lines
 from synthfactory.ops.report.plots import accuracy_plot
-from synthfactory.ops.evaluation.scaling import scaling_to_train
 from synthfactory.ops.report.tables import arm_table_markdown
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
+from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.params import Params
 from synthfactory.publishing import cell_table, png_md
 from synthfactory.resources.runtime import TorchRuntime
@@ -31,8 +31,7 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
     """`eval_report`, depending on the classifiers of the configured arms (and scaling)."""
     arms = arm_order(config.classifiers.arms)
     deps = [asset for arm in arms if (asset := ARMS[arm].classifier_asset) is not None]
-    deps += [SCALING_ASSET] if scaling_to_train(config.eval_report.scaling,
-                                                config.classifiers.arms) else []
+    deps += [SCALING_ASSET] if config.eval_report.scaling else []  # both curves: real, filtered
     # The distillation table (every cell) is reported whether or not `distilled` is an arm.
     deps += sorted({"classifier_distilled", "filtered_set", "distilled_set", "generator",
                     "real_images", "judge"} - set(deps))

@@ -68,6 +68,50 @@ def shard_integrity(directory: Path, pattern: str = "*.tar") -> CheckOutcome:
                         {"shards_checked": checked, "samples": samples, "problems": problems})
 
 
+def manifest_integrity(directory: Path, manifest: Mapping[str, Any]) -> CheckOutcome:
+    """The shards a manifest records are all there, intact, and nothing else is.
+
+    Checks against the record, not against what happens to be on disk: every shard the
+    manifest lists (`shards`: name, count, sha256) must exist with its sidecar and match its
+    recorded sha256 and count (a deleted shard, with or without its sidecar, fails: the real
+    arm would otherwise train on fewer images); the per-split counts must add up to the
+    recorded `counts`; a finished shard the manifest does not list fails too (it belongs to
+    another write). Then `shard_integrity` decodes every sample of what is there.
+    """
+    recorded = {shard["name"]: shard for shard in manifest.get("shards", [])}
+    problems: list[str] = []
+    if not recorded:
+        problems.append(f"{directory}: the manifest lists no shard (rewrite it: materialize "
+                        "real_images)")
+    for name, shard in sorted(recorded.items()):
+        tar_path = directory / name
+        info = read_shard_info(tar_path)
+        if info is None:
+            problems.append(f"{name}: in the manifest but missing from the store (tar or sidecar "
+                            "deleted): materialize real_images again")
+        elif info.sha256 != shard["sha256"] or info.count != shard["count"]:
+            problems.append(f"{name}: sidecar says {info.count} samples, sha256 "
+                            f"{info.sha256[:12]}…; the manifest recorded {shard['count']}, "
+                            f"{shard['sha256'][:12]}…")
+    extra = sorted(p.name for p in finished_shards(directory) if p.name not in recorded)
+    if extra:
+        problems.append(f"finished shard(s) the manifest does not list: {extra}")
+    for split, per_class in (manifest.get("counts") or {}).items():
+        in_shards = sum(shard["count"] for shard in recorded.values() if shard["split"] == split)
+        if in_shards != sum(per_class.values()):
+            problems.append(f"split {split}: the manifest's shards hold {in_shards} samples, its "
+                            f"counts say {sum(per_class.values())}")
+    integrity = shard_integrity(directory)
+    if not integrity.passed:
+        problems += [p for p in integrity.details["problems"] if p not in problems]
+    description = (f"{len(recorded)} recorded shard(s), {integrity.details['samples']} samples: "
+                   "all present, sha256, counts and decoding match the manifest" if not problems
+                   else f"{len(problems)} problem(s): {problems[0]}")
+    return CheckOutcome(not problems, description, {
+        "shards_recorded": len(recorded), "samples": integrity.details["samples"],
+        "problems": problems})
+
+
 def shard_class_balance(directory: Path, records: Sequence[PromptRecord],
                         class_names: Sequence[str], shard_size: int,
                         made: Collection[str] | None = None) -> CheckOutcome:
@@ -156,6 +200,33 @@ def shard_class_balance(directory: Path, records: Sequence[PromptRecord],
         "per_class": rows, "missing_per_class": short, "missing_shards": missing_shards,
         "not_made_yet": not_made, "problems": problems,
         "max_over_min": None if ratio is None else round(ratio, 4)})
+
+
+def shards_filtered(used: Mapping[str, str], finished: Mapping[str, str]) -> CheckOutcome:
+    """Every finished synthetic shard (`finished`: name → its sidecar's sha256) went into the
+    filtered set with those very bytes (`used`: the filtered summary's `shard_digests`).
+
+    A shard the filter left out (its scores were missing or stale: computed for other bytes or
+    under another judge) or a shard rewritten since the filter ran fails, naming the shards and
+    the fix; the filter itself only logs them.
+    """
+    left_out = sorted(name for name in finished if name not in used)
+    changed = sorted(name for name in finished if name in used and used[name] != finished[name])
+    gone = sorted(name for name in used if name not in finished)
+    problems = []
+    if left_out:
+        problems.append(f"shard(s) {left_out} are not in the filtered set (no current scores when "
+                        "it ran): materialize shard_scores for them, then filtered_set")
+    if changed:
+        problems.append(f"shard(s) {changed} were rewritten after the filter ran: materialize "
+                        "shard_scores and filtered_set again")
+    if gone:
+        problems.append(f"shard(s) {gone} that the filter used are no longer finished in the store")
+    description = ("; ".join(problems) if problems else
+                   f"all {len(finished)} finished shard(s) are in the filtered set, with their "
+                   "current bytes")
+    return CheckOutcome(not problems, description, {"left_out": left_out, "rewritten": changed,
+                                                    "gone": gone, "used": len(used)})
 
 
 def pass_rate_floor(per_class: Mapping[str, Mapping[str, Any]], floor: float) -> CheckOutcome:

@@ -23,11 +23,17 @@ class ClassifiersParams(Section):
     training recipe (ops/training/recipes.py); `learning_rate`, `batch_size`, `weight_decay` and
     `label_smoothing` override it when set (a batch size alone scales the learning rate).
     `precision: auto` trains in bf16 autocast with channels-last on CUDA, float32 on CPU.
+    `budget`: `equal_steps` (default) trains every compared arm, the scaling curve's subsets
+    and the closed loop's arms the same optimizer steps — the largest compared arm's epoch
+    schedule (ops/evaluation/budgets.py) — so a difference between arms is their data's;
+    `epochs`: steps follow each arm's size (max(min_steps, epochs × batches per pass)). The
+    distilled arm always follows the distillation protocol's epochs.
     """
 
     arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     architecture: Literal["convnet", "resnet18", "resnet50", "vgg11"] = "convnet"
     n_seeds: int = Field(default=3, gt=0)
+    budget: Literal["equal_steps", "epochs"] = "equal_steps"
     epochs: int = Field(default=30, gt=0)
     min_steps: int = Field(default=300, gt=0)
     batch_size: int | None = Field(default=None, gt=0)

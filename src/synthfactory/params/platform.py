@@ -48,6 +48,12 @@ class ExecutorParams(Section):
 
     kind: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
     max_concurrent: int = Field(default=2, gt=0)
+    # The time limit of every run (the `dagster/max_runtime` tag of the CLI's runs and of the
+    # schedule's and sensor's backfills): a run still going after this many seconds is stopped
+    # and fails, so a hung step cannot hold the gpu pool forever. `synthfactory run
+    # --max-runtime S` overrides it for one invocation; null leaves runs to the instance's
+    # `run_monitoring.max_runtime_seconds` (dagster_home/dagster.yaml, 24 h).
+    max_runtime_s: float | None = Field(default=12 * 3600, gt=0)
     # kind k8s only: the rest of dagster-k8s' `k8s_job_executor` config (job_namespace,
     # env_secrets, step_k8s_config, …), checked against its schema when the executor is built.
     k8s: dict[str, Any] = Field(default_factory=dict)

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 # Where the Makefile installs DVC, relative to the repository root.
 PROJECT_DVC = Path(".venv-dvc") / "bin" / "dvc"
@@ -29,7 +29,9 @@ class DvcResource(dg.ConfigurableResource):
     `executable` is a command on PATH or a path (default `dvc`, else the project's
     `.venv-dvc/bin/dvc`). With `commit: true`, every materialization outside `dvc repro` records
     its output in `dvc.lock` (`dvc commit <stage>`); `push: true` commits and then uploads the
-    output to `remote` (the repository's default remote when null).
+    output to `remote` (the repository's default remote when null). Every call ends within
+    `timeout_s` (a hung remote or a stuck repository lock fails the step instead of holding it
+    and its pool slot).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +41,9 @@ class DvcResource(dg.ConfigurableResource):
     commit: bool = False
     push: bool = False
     remote: str | None = None
+    # The longest one DVC command may take (s): a push of a large output to a slow remote
+    # takes minutes; an hour is a hang.
+    timeout_s: float = Field(default=3600.0, gt=0)
 
     def command(self) -> str:
         """The DVC executable to run, or a `DvcError` that says how to install it."""
@@ -56,7 +61,14 @@ class DvcResource(dg.ConfigurableResource):
     def run(self, *args: str) -> str:
         """Run `dvc ARGS` in the repository; return its stdout or raise `DvcError` with stderr."""
         command = [self.command(), *args]
-        done = subprocess.run(command, cwd=self.repo, capture_output=True, text=True)
+        try:
+            done = subprocess.run(command, cwd=self.repo, capture_output=True, text=True,
+                                  timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DvcError(f"`dvc {' '.join(args)}` did not finish within dvc.timeout_s = "
+                           f"{self.timeout_s:g}s in {self.repo!r} (killed): check the remote's "
+                           "reachability and that no other DVC process holds the repository "
+                           "lock (.dvc/tmp/lock), or raise dvc.timeout_s in params.yaml") from None
         if done.returncode != 0:
             detail = " ".join((done.stderr or done.stdout).split())
             raise DvcError(f"`dvc {' '.join(args)}` failed in {self.repo!r} "

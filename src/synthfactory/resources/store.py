@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,16 +107,32 @@ class ArtifactStore(dg.ConfigurableResource):
         if self.is_remote:
             self.mirror().retract("/".join(parts))
 
+    def leased(self, asset: str, keys: Iterable[str]) -> Iterator[str]:
+        """`keys` (an asset's partition keys), each yielded while its lease
+        (`lock(asset, key)`) is held: `for key in store.leased("synthetic_shards", keys):` makes
+        each partition's write one writer's at a time. The lease is released when the loop body
+        moves on, and when it raises (the generator is closed with the loop's frame)."""
+        for key in keys:
+            with self.lock(asset, key):
+                yield key
+
     @contextmanager
     def publish_dir(self, *parts: str) -> Iterator[Path]:
-        """Fill a temporary directory; it replaces `path(*parts)` only when the block succeeds."""
-        with atomic_dir(self.path(*parts)) as temp:
-            yield temp
-        self.push(*parts)
+        """Fill a temporary directory; it replaces `path(*parts)` only when the block succeeds.
+
+        The unit's lease is held from the first byte to the upload, so two runs publishing the
+        same unit (one cell, one expert, one asset) take turns instead of renaming over each
+        other."""
+        with self.lock(*parts):
+            with atomic_dir(self.path(*parts)) as temp:
+                yield temp
+            self.push(*parts)
 
     @contextmanager
     def publish_file(self, *parts: str) -> Iterator[Path]:
-        """Write a temporary file; it replaces `path(*parts)` only when the block succeeds."""
-        with atomic_file(self.path(*parts)) as temp:
-            yield temp
-        self.push(*parts)
+        """Write a temporary file; it replaces `path(*parts)` only when the block succeeds
+        (under the unit's lease, like `publish_dir`)."""
+        with self.lock(*parts):
+            with atomic_file(self.path(*parts)) as temp:
+                yield temp
+            self.push(*parts)

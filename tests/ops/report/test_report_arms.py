@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from synthfactory.ops.evaluation.arms import ARMS, DEFAULT_ARMS, GROUPS, arm_order, check_arms
+from synthfactory.ops.evaluation.comparisons import ArmCorrectness, compare
 from synthfactory.ops.evaluation.cost import AssetCost, cost_summary
+from synthfactory.ops.evaluation.scaling import scaling_evidence
 from synthfactory.ops.report.cost import cost_section
 from synthfactory.ops.report.document import write_report
-from synthfactory.ops.evaluation.scaling import scaling_curve
 from synthfactory.ops.report.tables import arm_table
 from synthfactory.params.evaluation import DEFAULT_ARMS as PARAMS_DEFAULT_ARMS
 from tests.ops.report.test_report import _grids, _metrics
@@ -34,10 +36,19 @@ def _full_metrics() -> dict:
                       "per_class": 4, "pool_size": 20, "shortfall": {}}}
     metrics["classifier"] = {"architecture": "resnet18", "batch_size": 128}
     metrics["spread"] = "sample standard deviation (ddof 1) over the classifier seeds only"
-    points = [{"fraction": f, "images_per_class": n, "n_train": int(3 * n),
-               "accuracies": [1 - 0.5 * n ** -0.5 + d for d in (-0.01, 0.0, 0.01)]}
-              for f, n in ((0.1, 1.0), (0.3, 3.0), (1.0, 10.0))]
-    metrics["scaling"] = scaling_curve(points, 0.9, 12.0, seed=0)
+    generator = np.random.default_rng(0)
+
+    def curve(name: str, scale: float, replicate: str) -> list[tuple[float, ArmCorrectness]]:
+        """Correctness (1 replicate × 3 seeds × 400 images) of a power law at 6 sizes."""
+        return [(n, ArmCorrectness(f"{name}@{n:g}", generator.random((1, 3, 400)) <
+                                   1 - scale * n ** -0.5, (replicate,)))
+                for n in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)]
+
+    metrics["scaling"] = scaling_evidence(curve("filtered", 0.5, "r0"), curve("real", 0.3, "real"),
+                                          draws=200, seed=0)
+    synthetic, real = (ArmCorrectness(name, generator.random((1, 3, 400)) < p, (replicate,))
+                       for name, p, replicate in (("synthetic", 0.7, "r0"), ("real", 0.6, "real")))
+    metrics["comparisons"] = [{"kind": "arm", **compare(synthetic, real, draws=200, seed=0)}]
     return metrics
 
 
@@ -74,10 +85,15 @@ def test_report_names_the_architecture_the_spread_the_questions_and_the_scaling(
     write_report(tmp_path, metrics, _grids(), html_only=[cost_section(cost)])
     markdown = (tmp_path / "report.md").read_text()
     assert markdown.startswith("# synthfactory evaluation: digits (resnet18)")
+    # It opens with the verdicts: the paired difference, its interval and the forest plot.
+    opening = markdown.split("\n## ")[0]
+    assert "synthetic − real" in opening and "better" in opening and "verdicts.png" in opening
+    assert (tmp_path / "verdicts.png").stat().st_size > 1000
     assert "± is the sample standard deviation (ddof 1) over the classifier seeds only" in markdown
     assert "label precision 0.875" in markdown
     assert ARMS["mixed"].question in markdown
-    assert "## Scaling" in markdown and "Real-equivalent:" in markdown
+    assert "## Scaling" in markdown and "Exchange rate:" in markdown
+    assert "residual degrees of freedom" in markdown  # 6 sizes: a fit with 3 residual dof
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert json.loads((tmp_path / "metrics.json").read_text())["scaling"]["fit"]
     # Wall times: in the HTML (with GPU-hours on CUDA), only a pointer in the markdown.

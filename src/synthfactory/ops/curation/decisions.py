@@ -21,8 +21,9 @@ from synthfactory.ops.curation.selection import (ScoredShard, Selection, grid_pi
                                                  select_from_scores, summarise_selection,
                                                  write_keep_masks, write_manifest)
 from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.storage.artifacts import Artifacts, Log
 from synthfactory.ops.storage.atomic import dumps_json
-from synthfactory.ops.storage.shards import ShardInfo, read_samples
+from synthfactory.ops.storage.shards import ShardInfo, read_samples, read_shard_info
 
 
 @dataclass
@@ -40,6 +41,29 @@ class FilterDecisions:
         write_manifest(directory / FILTER_MANIFEST, self.selection, class_names)
         write_keep_masks(directory / FILTER_KEEP, self.selection.shard_keep_masks())
         (directory / SUMMARY_JSON).write_text(dumps_json(self.summary))
+
+
+def decide_filter(store: Artifacts, judge: dict[str, Any], settings: FilterSettings, *,
+                  class_names: list[str], seed: int, device: Any, batch_size: int,
+                  contamination: dict[str, Any], warn: Log) -> FilterDecisions:
+    """The filter's decisions over every finished synthetic shard whose scores describe its
+    current bytes under the current `judge` (its judge.json record); the others are left out
+    with a warning. With `drop_test_near_duplicates`, near-copies of test images by the
+    `contamination` thresholds go too."""
+    sidecars = {path.with_suffix(".tar").name: read_shard_info(path.with_suffix(".tar"))
+                for path in store.require_files("synthetic_shards", "shard-*.json")}
+    usable, left_out = current_scores(sidecars, store.require_files(
+        "shard_scores", "scores-*.safetensors"), judge["digest"])
+    if left_out:
+        warn(f"filtered_set: {len(left_out)} shard(s) have no scores of their current bytes "
+             f"under the current judge and are left out: {left_out}; materialize shard_scores "
+             "for them")
+    near_copies = (near_test_copies(store.require, device, batch_size, contamination)
+                   if settings.drop_test_near_duplicates else None)
+    return filter_decisions(
+        usable, left_out, sidecars, settings, clip=judge["kind"] == "clip", seed=seed,
+        spill_dir=store.path(".spill"), class_names=class_names, near_copies=near_copies,
+        shards_dir=store.path("synthetic_shards"))
 
 
 def current_scores(sidecars: dict[str, ShardInfo], scores: list[Path], judge_digest: str

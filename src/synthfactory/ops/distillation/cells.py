@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm")
-LEARNED = ("dm", "dc", "mtt", "datm")
+METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init")
+LEARNED = ("dm", "dc", "mtt", "datm", "gm_init")
 TRAJECTORY_METHODS = ("mtt", "datm")
 SOURCES = ("filtered", "synthetic", "real")
-_CELL = re.compile(r"^(?P<method>[a-z]+)-ipc(?P<ipc>[1-9][0-9]*)-(?P<source>[a-z]+)$")
+_CELL = re.compile(r"^(?P<method>[a-z][a-z_]*)-ipc(?P<ipc>[1-9][0-9]*)-(?P<source>[a-z]+)$")
 
 
 @dataclass(frozen=True)

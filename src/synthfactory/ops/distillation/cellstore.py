@@ -4,7 +4,9 @@
         repeat-<r>.safetensors   float32 images N×C×H×W (model space), int64 labels,
                                  float32 soft_labels N×K (when the set has them)
         repeat-<r>.tar (+ .json) the same images as uint8 PNGs (viewing; clipped to [-1, 1])
-        cell.json                method, ipc, source, inputs digest, per-repeat history, seconds
+        cell.json                method, ipc, source, inputs digest, the method's settings,
+                                 per-repeat history (what ran: iterations, loops, counts),
+                                 budget_fraction (share of the reference's budget), seconds
     expert_trajectories/<source>-expert-<k>.safetensors
                                  float32 (epochs + 1) × P: the parameters after every epoch
 
@@ -26,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from synthfactory.ops.distillation.budget import budget_fraction
 from synthfactory.ops.distillation.cells import Cell
 from synthfactory.ops.distillation.export import to_uint8_nhwc
 from synthfactory.ops.distillation.recipes import DistilledRepeat
@@ -44,7 +47,11 @@ def cell_dir(root: Path, cell: Cell | str) -> Path:
 
 def write_cell(directory: Path, cell: Cell, repeats: list[DistilledRepeat], info: dict[str, Any]
                ) -> dict[str, Any]:
-    """Write every repeat (safetensors + PNG shard) and cell.json last; return cell.json's data."""
+    """Write every repeat (safetensors + PNG shard) and cell.json last; return cell.json's data.
+
+    `info` holds the method's `settings` as they ran (the params section); cell.json adds
+    `budget_fraction`, the share of the reference implementation's budget that ran
+    (`ops.distillation.budget`), from those settings and the first repeat's history."""
     directory.mkdir(parents=True, exist_ok=True)
     histories = []
     for index, repeat in enumerate(repeats):
@@ -73,7 +80,11 @@ def write_cell(directory: Path, cell: Cell, repeats: list[DistilledRepeat], info
                               np.mean(np.abs(repeat.images) > 1.0)), 6),
                           "learned_lr": repeat.learned_lr, **history})
     record = {"cell": cell.key, "method": cell.method, "ipc": cell.ipc, "source": cell.source,
-              "repeats": histories, "normalisation": NORMALISATION, **info}
+              "repeats": histories, "normalisation": NORMALISATION,
+              "budget_fraction": budget_fraction(cell.method, cell.ipc,
+                                                 info.get("settings") or {},
+                                                 repeats[0].history if repeats else {}),
+              **info}
     (directory / CELL_JSON).write_text(dumps_json(record))
     return record
 

@@ -11,7 +11,7 @@ import numpy as np
 from synthfactory.ops.data.preflight import TooFewImages
 from synthfactory.ops.seeds import rng
 
-METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm")
+METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init")
 
 
 def check_method(method: str) -> None:

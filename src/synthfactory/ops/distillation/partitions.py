@@ -5,6 +5,7 @@ decide whether a finished one is kept)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,18 @@ def data_digest(data: Any) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
     digest.update(np.ascontiguousarray(data.labels).tobytes())
     return digest.hexdigest()[:16]
+
+
+def inputs_digest(value: Any) -> str:
+    """A short, stable digest of a JSON-serialisable value (keys sorted): what a partition was
+    made from. The same digest as `synthfactory.params.config_digest` (params import nothing
+    from ops, and ops nothing from params)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def expert_digest(data: Any, recipe: dict[str, Any], seed: int, index: int) -> str:
+    """What one expert's bytes depend on: its source's data, the `recipe` (the
+    expert_trajectories settings but the number of experts, DSA, architecture, width: adding
+    experts keeps the finished ones), the seed and its index."""
+    return inputs_digest({"data": data_digest(data), **recipe, "seed": seed, "index": index})

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthfactory.ops.distillation.cells import Cell
+from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, Cell
 from synthfactory.ops.distillation.coresets import select_herding, select_kcenter, select_random
 from synthfactory.ops.distillation.dsa import DSA
-from synthfactory.ops.distillation.matching import (DcSettings, DmSettings, distribution_matching,
-                                                    gradient_matching)
+from synthfactory.ops.distillation.matching import (DcSettings, DmSettings, GmInitSettings,
+                                                    distribution_matching, gradient_matching,
+                                                    gradient_matching_at_init)
 from synthfactory.ops.distillation.trajectories import MttSettings, trajectory_matching
 from synthfactory.ops.tensors import to_model_space
 
@@ -44,13 +45,22 @@ class DistilledRepeat:
 
 @dataclass(frozen=True)
 class MethodSettings:
-    """The hyperparameters of every method (the `distilled_set` params, as plain values)."""
+    """The hyperparameters of every method (the `distilled_set` params, as plain values);
+    `gm_init` empty takes `GmInitSettings`' defaults."""
 
     dm: dict[str, Any]
     dc: dict[str, Any]
     mtt: dict[str, Any]
     architecture: str = "convnet"
     width: int = 128
+    gm_init: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, method: str) -> dict[str, Any]:
+        """The settings of `method` as they run: mtt's for mtt and datm, none for a
+        selection (random, herding, kcenter)."""
+        if method in TRAJECTORY_METHODS:
+            return self.mtt
+        return {"dm": self.dm, "dc": self.dc, "gm_init": self.gm_init}.get(method, {})
 
 
 def distill(cell: Cell, images: np.ndarray, labels: np.ndarray, keys: list[str],
@@ -90,6 +100,9 @@ def distill(cell: Cell, images: np.ndarray, labels: np.ndarray, keys: list[str],
     elif method == "dc":
         result = gradient_matching(images, labels, n_classes, ipc,
                                    DcSettings(**settings.dc, **common), **run)
+    elif method == "gm_init":
+        result = gradient_matching_at_init(images, labels, n_classes, ipc,
+                                           GmInitSettings(**settings.gm_init, **common), **run)
     else:
         if not trajectories:
             raise ValueError(f"{method} needs expert trajectories of the {cell.source} source: "

@@ -42,10 +42,15 @@ def train_expert(images: np.ndarray, labels: np.ndarray, n_classes: int, *, seed
                  log: Log | None = None) -> tuple[np.ndarray, dict]:
     """Train one expert on uint8 images; return its trajectory (epochs + 1) × P and history.
 
-    Reference (mtt-distillation `buffer.py`): SGD lr 0.01, no momentum, no weight decay, batch
-    256, 50 epochs, DSA per image, 100 experts. Here the defaults are 30 epochs at batch 64
-    (digits' 1,132 train images make 5 steps an epoch at 256, too few for an expert to learn),
-    and 5 experts (`expert_trajectories.experts`).
+    Reference: mtt-distillation `buffer.py` (SGD lr 0.01, no momentum, no weight decay, batch
+    256, 50 epochs, DSA per image, 100 experts). Deviations, one by one:
+
+    - epochs: 30 by default (`expert_trajectories.epochs`; reference 50).
+    - batch 64 (reference 256): digits' 1,132 train images make 5 steps an epoch at 256, too
+      few for an expert to learn.
+    - experts: 5 by default (`expert_trajectories.experts`; reference 100): 5 × 30 = 150
+      expert epochs where the reference trains 100 × 50 = 5,000 (3%).
+    - DSA: strategy without flip for digits, `fill` −1; every draw seeded.
     """
     channels, resolution = images.shape[3], images.shape[1]
     torch.manual_seed(derive_seed(seed, "init"))
@@ -130,20 +135,38 @@ def trajectory_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, 
     (DSA per image, every step kept in the graph) and lowers
     ‖θ_student − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖² with respect to the pixels and the step size.
 
-    Reference (mtt-distillation `distill.py`): init real, SGD on pixels lr 1000 momentum 0.5,
-    step size initialised at lr_teacher 0.01 and learned by SGD lr 1e-5 momentum 0.5,
-    syn_steps 20, expert_epochs 3, max_start_epoch 25, 5000 iterations, batch_syn = the whole
-    set, hard labels, the learned step size used to train evaluation networks. Here: lr 100 on
-    pixels (1000 threw most digit pixels far outside [-1, 1] and lost 35 points at ipc 1),
-    expert_epochs 2 and max_start_epoch 10 (experts of 30 epochs), 200 iterations; seeded draws
-    (the reference reseeds from the wall clock); experts picked at random with replacement.
+    Reference: GeorgeCazenavette/mtt-distillation `distill.py` (init real, SGD on pixels lr 1000
+    momentum 0.5, step size initialised at lr_teacher 0.01 and learned by SGD lr 1e-5
+    momentum 0.5, syn_steps 20, expert_epochs 3, max_start_epoch 25, 5000 iterations,
+    batch_syn = the whole set, hard labels, 100 experts of 50 epochs, `lr_net = syn_lr` for
+    evaluation). Deviations, one by one:
+
+    - iterations: 200 by default (`distilled_set.mtt.iterations`; reference 5000, 4%).
+    - pixel lr: 100 (reference 1000, which threw most digit pixels far outside [-1, 1] and
+      lost 35 points at ipc 1).
+    - expert_epochs 2 (reference 3) and max_start_epoch 10 (reference 25): the experts are
+      shorter (30 epochs).
+    - experts: 5 of 30 epochs at batch 64 (reference 100 of 50 at batch 256; `train_expert`),
+      picked at random with replacement; the history records `experts` and `expert_epochs`.
+    - step-size lr 1e-5, initial step size 0.01, syn_steps 20, batch_syn the whole set, hard
+      labels: the reference's.
+    - DSA: strategy without flip for digits, `fill` −1 (the reference: dataset mean).
+    - randomness: every draw seeded (the reference reseeds from the wall clock).
+    - evaluation: the learned step size trains the evaluation networks, as the reference's
+      `lr_net = syn_lr` (`protocol.train_network(learned_lr=...)`, off with
+      `distilled_set.eval.use_learned_lr: false`); 300 epochs and 5 networks by default where
+      the reference trains 1000 epochs and 20 networks.
 
     DATM (`soft_labels=True`, Guo et al. 2024): soft labels initialised from the logits of the
     last epoch of the first expert on the initial images and learned (SGD, momentum 0.9, lr
     `label_learning_rate`) with the images; with `final_max_start_epoch` the upper end of the
     start range grows linearly from `max_start_epoch` to it over the iterations (the matching
-    range moves with distillation; larger ipc → later epochs). Deviation: DATM also picks
-    initial images the expert classifies correctly; here the random real start is kept.
+    range moves with distillation; larger ipc → later epochs). Deviations from DATM's reference
+    (GzyAftermath/DATM) beyond MTT's above: DATM picks initial images the expert classifies
+    correctly, here the random real start is kept; its per-dataset budgets (iterations, start
+    epochs) are not taken: the `mtt` section's are, and `budget_fraction` is reported against
+    MTT's reference; evaluation networks train with the cross-entropy against the softmax of
+    the learned logits.
     """
     if not trajectories:
         raise ValueError("trajectory matching needs at least one expert trajectory")
@@ -228,7 +251,9 @@ def trajectory_matching(images: np.ndarray, labels: np.ndarray, n_classes: int, 
                 f"start epoch {start}, matching loss {losses[-1]:.4f}, step size "
                 f"{step_size.item():.5f}, {time.perf_counter() - started:.0f}s")
     history = history_of(losses, started, settings.iterations)
-    history.update(start_epochs=starts, learned_lr=float(step_size.item()))
+    history.update(start_epochs=starts, learned_lr=float(step_size.item()),
+                   image_updates=settings.iterations, experts=len(trajectories),
+                   expert_epochs=length - 1)
     soft_out = (F.softmax(label_logits, 1).detach().cpu().numpy()
                 if label_logits is not None else None)
     return LearnedSet(learned.detach().cpu().numpy(), learned_labels, soft_labels=soft_out,

@@ -44,8 +44,8 @@ class TrainingData:
     sources: list[str]
 
 
-# The files of a classifier directory: `seed-<k>.safetensors` and this history.
-HISTORY_JSON = "history.json"
+# The files of a classifier directory: `seed-<k>.safetensors` and `HISTORY_JSON` (defined in
+# ops/training, which the distillation table's networks read too).
 # The classifiers of the scaling curve: `<asset>/fraction-<f>/seed-<k>.safetensors`.
 SCALING_ASSET = "classifier_scaling"
 

@@ -20,6 +20,7 @@ import torch
 
 from synthfactory.ops.distillation.cells import parse_cell
 from synthfactory.ops.distillation.cellstore import CELL_JSON, cell_dir
+from synthfactory.ops.evaluation.comparisons import ArmCorrectness
 from synthfactory.ops.evaluation.metrics import accuracy, mean_std
 from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.training.predict import predict_proba
@@ -27,11 +28,12 @@ from synthfactory.ops.training.train import load_classifier
 
 
 def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[str],
-                       test_images: np.ndarray, test_labels: np.ndarray,
-                       device: torch.device) -> list[dict[str, Any]]:
+                       test_images: np.ndarray, test_labels: np.ndarray, device: torch.device
+                       ) -> tuple[list[dict[str, Any]], list[ArmCorrectness]]:
     """Test accuracy of every cell × architecture from `classifier_distilled`'s networks (cells
-    recorded as not built have no row)."""
-    rows = []
+    recorded as not built have no row), and each row's correctness (repeats × networks × test
+    images, one replicate id per repeat of the cell) for the comparisons against random."""
+    rows, correct = [], []
     for key in cells:
         cell = parse_cell(key)
         if read_not_built(cell_dir(distilled_dir, key)) is not None:
@@ -46,19 +48,33 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
         record = json.loads(cell_record.read_text())
         for architecture_dir in sorted(p for p in networks.iterdir() if p.is_dir()):
             accuracies = []
+            by_repeat: dict[str, list[np.ndarray]] = {}
             for checkpoint in sorted(architecture_dir.glob("r*-m*.safetensors")):
                 model = load_classifier(checkpoint, device)
                 predicted = predict_proba(model, test_images, device=device).argmax(1)
                 accuracies.append(accuracy(predicted, test_labels))
+                by_repeat.setdefault(checkpoint.stem.split("-")[0], []).append(predicted)
             if not accuracies:
                 raise FileNotFoundError(f"{architecture_dir} has no evaluation networks: "
                                         "materialize classifier_distilled")
+            correct.append(_cell_correctness(key, by_repeat, test_labels))
             mean, std = mean_std(accuracies)
             rows.append({"method": cell.method, "ipc": cell.ipc, "source": cell.source,
                          "architecture": architecture_dir.name, "accuracy_mean": mean,
                          "accuracy_std": std, "n_models": len(accuracies),
                          "repeats": len(record["repeats"]), "seconds": record["seconds"]})
-    return rows
+    return rows, correct
+
+
+def _cell_correctness(key: str, by_repeat: dict[str, list[np.ndarray]],
+                      labels: np.ndarray) -> ArmCorrectness:
+    """A cell's correctness: its repeats (each its own distillation draw) × networks × images;
+    repeats with fewer networks than the others are cut to the common count."""
+    networks = min(len(predicted) for predicted in by_repeat.values())
+    repeats = sorted(by_repeat)
+    stacked = np.stack([np.stack(by_repeat[r][:networks]) for r in repeats])
+    return ArmCorrectness.from_predictions(key, stacked, labels,
+                                           tuple(f"{key}-{r}" for r in repeats))
 
 
 def not_built_cells(distilled_dir: Path, cells: list[str]) -> dict[str, str]:

@@ -53,8 +53,17 @@ def score_predictions(predictions: list[np.ndarray], test: Split, n_classes: int
             "confusion": np.asarray(confusion).tolist()}
 
 
+@dataclass(frozen=True)
+class Scored:
+    """An arm's metrics.json row and its test predictions (seeds × test images), which the
+    report's intervals and comparisons resample (they stay out of metrics.json)."""
+
+    row: dict[str, Any]
+    predictions: np.ndarray
+
+
 def evaluate_classifiers(paths: list[Path], test: Split, val: Split | None, n_classes: int,
-                         device: torch.device) -> dict[str, Any]:
+                         device: torch.device) -> Scored:
     """Every checkpoint on the test split, and on the validation split when there is one."""
     test_predictions, val_accuracies = [], []
     for path in paths:
@@ -66,18 +75,19 @@ def evaluate_classifiers(paths: list[Path], test: Split, val: Split | None, n_cl
     row = score_predictions(test_predictions, test, n_classes)
     if val is not None:
         row["val_accuracy_mean"], row["val_accuracy_std"] = mean_std(val_accuracies)
-    return row
+    return Scored(row, np.stack(test_predictions))
 
 
 def zero_shot_row(judge_dir: Path, test: Split, val: Split | None, n_classes: int,
-                  device: torch.device, batch_size: int) -> dict[str, Any]:
+                  device: torch.device, batch_size: int) -> Scored:
     """The CLIP judge's zero-shot accuracy: no training, so one 'seed' and no spread."""
     judge = load_judge(judge_dir, device, batch_size)
     if not isinstance(judge, ClipJudge):
         raise ValueError("the zero_shot arm needs judge.backend: clip (the ConvNet judge is "
                          "trained on the real images: it is no zero-shot reference)")
-    row = score_predictions([judge.predict_proba(test.images).argmax(1)], test, n_classes)
+    predictions = judge.predict_proba(test.images).argmax(1)
+    row = score_predictions([predictions], test, n_classes)
     if val is not None:
         row["val_accuracy_mean"] = accuracy(judge.predict_proba(val.images).argmax(1), val.labels)
         row["val_accuracy_std"] = 0.0
-    return {"n_train": 0, **row}
+    return Scored({"n_train": 0, **row}, predictions[None])

@@ -1,23 +1,21 @@
-"""The scaling curve: accuracy against synthetic images per class, a power law fitted to it, and
-the real-equivalent (how many synthetic images per class match the real arm).
+"""The scaling curves: accuracy against images per class for nested subsets of the filtered
+synthetic set and of the real train split, a power law fitted to each where the points allow it,
+and the exchange rate between them (how many real images per class the synthetic set is worth).
 
 Following Fan et al., "Scaling Laws of Synthetic Images for Model Training" (CVPR 2024), which
 fit test error against synthetic images per class with a power law; here with an offset,
 `error = a·N^(-b) + c` (c: the error the recipe would keep with unlimited images), fitted by
-least squares on every (N, seed) accuracy. Deviations: three to a handful of points rather than
-a sweep over orders of magnitude (each point is `n_seeds` classifier trainings), and the
-uncertainty is a bootstrap over the classifier seeds of each point (the generated set itself is
-one draw, so its randomness is not covered).
+least squares to the size means. A fit is reported only with at least 2 residual degrees of
+freedom (≥ 5 sizes for 3 parameters), with its goodness of fit: a 3-parameter law through 3
+points passes through them exactly and predicts nothing. The real curve is what the
+scaling-law papers set beside the synthetic one; the exchange rate inverts it at the synthetic
+accuracy (interpolated in log N between measured real sizes; extrapolated only with a fit that
+has the degrees of freedom). Intervals come from one bootstrap (`comparisons`) that resamples
+the test images both curves share, the classifier seeds and the replicates.
 
-Subsets are nested and seeded: each class's filtered images are permuted once (its own seeded
-stream), and a fraction f keeps the first round(f·n) of them (at least one), so the 0.1 subset
-lies inside the 0.3 subset, which lies inside the full set.
-
-`scaling_evidence` (below) is the reviewed version: the fit only with ≥ 2 residual degrees of
-freedom (≥ 5 sizes) and its goodness of fit, the same curve for real images (nested subsets of
-the real train split), and the exchange rate — how many real images per class the synthetic set
-is worth — with a bootstrap over replicates, seeds and the test images both curves share.
-`scaling_curve` stays for the report that reads it until the report moves over.
+Subsets are nested and seeded: each class's images are permuted once (its own seeded stream;
+the real curve has a stream of its own), and a fraction f keeps the first round(f·n) of them
+(at least one), so the 0.1 subset lies inside the 0.3 subset, which lies inside the full set.
 """
 
 from __future__ import annotations
@@ -30,21 +28,12 @@ import numpy as np
 
 from synthfactory.ops.evaluation.comparisons import (bootstrap_accuracies, coverage,
                                                     percentile_interval)
-from synthfactory.ops.evaluation.metrics import mean_std
 from synthfactory.ops.seeds import rng
 
 # The fit searches b over this range: a log-spaced grid, then a fine grid around its best point
 # (vectorised: the bootstrap refits hundreds of times).
 EXPONENT_RANGE = (0.01, 4.0)
 GRID_POINTS = 400
-BOOTSTRAP_SAMPLES = 200
-INTERVAL = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
-
-
-def scaling_to_train(fractions: Sequence[float], arms: Sequence[str]) -> list[float]:
-    """The fractions that need classifiers of their own: 1.0 is the filtered set itself, whose
-    classifiers (same data, recipe and seeds) the `filtered` arm already trains."""
-    return [f for f in fractions if not (f == 1.0 and "filtered" in arms)]
 
 
 def nested_subsets(labels: np.ndarray, fractions: Sequence[float],
@@ -114,107 +103,6 @@ def fit_power_law(images_per_class: np.ndarray, error: np.ndarray) -> dict[str, 
                            GRID_POINTS)
     return {"a": float(a[best]), "b": b, "c": float(c[best])}
 
-
-def real_equivalent_size(sizes: np.ndarray, means: np.ndarray, fit: dict[str, float],
-                         real_accuracy: float) -> tuple[float | None, str]:
-    """Synthetic images per class at which the curve reaches the real arm's accuracy.
-
-    `measured` when a measured point reaches it (log-linear interpolation between the two points
-    around it; the smallest size when the first point already does), else `extrapolated` from
-    the fit, else `unreachable` (the fitted floor c is at or above the real arm's error).
-    """
-    order = np.argsort(sizes)
-    sizes, means = sizes[order], means[order]
-    reached = np.flatnonzero(means >= real_accuracy)
-    if len(reached):
-        first = int(reached[0])
-        if first == 0:
-            return float(sizes[0]), "measured"
-        x0, x1 = math.log(sizes[first - 1]), math.log(sizes[first])
-        y0, y1 = means[first - 1], means[first]
-        return float(math.exp(x0 + (real_accuracy - y0) / (y1 - y0) * (x1 - x0))), "measured"
-    real_error = 1.0 - real_accuracy
-    if fit["a"] <= 0 or real_error <= fit["c"]:
-        return None, "unreachable"
-    return float((fit["a"] / (real_error - fit["c"])) ** (1.0 / fit["b"])), "extrapolated"
-
-
-def scaling_curve(points: list[dict[str, Any]], real_accuracy: float | None,
-                  real_images_per_class: float | None, seed: int) -> dict[str, Any]:
-    """The `scaling` entry of metrics.json from points {images_per_class, accuracies}
-    (per-seed accuracies only; `scaling_evidence` supersedes it with per-image correctness, the
-    real curve, a fit only with residual degrees of freedom and the exchange rate).
-
-    Adds each point's mean and sample std, the fit, the real-equivalent (None without a real
-    arm), and their 95% bootstrap intervals (each point's seeds resampled with replacement,
-    BOOTSTRAP_SAMPLES times, with a seeded generator so that the same accuracies give the same
-    numbers).
-    """
-    points = sorted(points, key=lambda point: point["images_per_class"])
-    sizes = np.asarray([p["images_per_class"] for p in points], dtype=np.float64)
-    accuracies = [np.asarray(p["accuracies"], dtype=np.float64) for p in points]
-    means = np.asarray([a.mean() for a in accuracies])
-    fit = _fit_points(sizes, accuracies)
-    generator = rng(seed, "eval_report", "scaling")
-    fits, equivalents = [], []
-    for _ in range(BOOTSTRAP_SAMPLES):
-        resampled = [a[generator.integers(0, len(a), len(a))] for a in accuracies]
-        sample_fit = _fit_points(sizes, resampled)
-        fits.append([sample_fit[k] for k in ("a", "b", "c")])
-        if real_accuracy is not None:
-            sample_value, _ = real_equivalent_size(
-                sizes, np.asarray([a.mean() for a in resampled]), sample_fit, real_accuracy)
-            equivalents.append(math.inf if sample_value is None else sample_value)
-    fits_array = np.asarray(fits)
-    rows = []
-    for point, seeds in zip(points, accuracies, strict=True):
-        mean, std = mean_std(seeds.tolist())
-        rows.append({"fraction": point.get("fraction"), "n_train": point.get("n_train"),
-                     "images_per_class": round(float(point["images_per_class"]), 3),
-                     "accuracy_mean": mean, "accuracy_std": std,
-                     "accuracies": seeds.tolist()})
-    return {
-        "points": rows,
-        "fit": {key: round(float(fit[key]), 6) for key in ("a", "b", "c")},
-        "fit_interval_95": {key: [round(float(v), 6) for v in
-                                  np.percentile(fits_array[:, column], INTERVAL)]
-                            for column, key in enumerate(("a", "b", "c"))},
-        "real_equivalent": (None if real_accuracy is None else _equivalent(
-            sizes, means, fit, real_accuracy, np.asarray(equivalents), real_images_per_class)),
-        "spread": "classifier seeds only: the generated set is one draw",
-        # The fit above is kept for the report that reads it today; `fit_evidence` says whether
-        # the sizes allow one (≥ 5 sizes: residual dof and goodness of fit). scaling_evidence
-        # supersedes this function.
-        "fit_evidence": fit_with_evidence(sizes, means),
-    }
-
-
-def _equivalent(sizes: np.ndarray, means: np.ndarray, fit: dict[str, float], real_accuracy: float,
-                bootstrap: np.ndarray, real_images_per_class: float | None) -> dict[str, Any]:
-    """The real-equivalent entry: the estimate, how it was found, its bootstrap interval."""
-    value, how = real_equivalent_size(sizes, means, fit, real_accuracy)
-    # "nearest": no interpolation, so an infinite (never reached) resample stays infinite; an
-    # infinite upper bound (None) means more than 2.5% of the resamples never reach the real arm.
-    low, high = np.percentile(bootstrap, INTERVAL, method="nearest")
-    return {"images_per_class": None if value is None else round(value, 3), "how": how,
-            "interval_95": [None if math.isinf(low) else round(float(low), 3),
-                            None if math.isinf(high) else round(float(high), 3)],
-            "unreachable_fraction": round(float(np.mean(np.isinf(bootstrap))), 4),
-            "real_accuracy": real_accuracy,
-            "real_images_per_class": (None if real_images_per_class is None
-                                      else round(real_images_per_class, 3))}
-
-
-def _fit_points(sizes: np.ndarray, accuracies: list[np.ndarray]) -> dict[str, float]:
-    """The power law fitted to every (size, seed) error."""
-    n = np.concatenate([np.full(len(a), size) for size, a in zip(sizes, accuracies, strict=True)])
-    return fit_power_law(n, 1.0 - np.concatenate(accuracies))
-
-
-# ---------------------------------------------------------------------------------------------
-# Scaling as evidence: a fit only with residual degrees of freedom, the real curve beside the
-# synthetic one, and the exchange rate between them with a bootstrap interval.
-# ---------------------------------------------------------------------------------------------
 
 REAL_STREAM = "scaling-real"  # nested_subsets' stream for the real curve's subsets
 N_PARAMETERS = 3  # a, b, c of error = a·N^(-b) + c

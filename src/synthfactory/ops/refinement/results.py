@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from synthfactory.ops.data.real_images import read_split
-from synthfactory.ops.evaluation.arms import HISTORY_JSON
 from synthfactory.ops.refinement.arms import evaluate_classifiers
 from synthfactory.ops.refinement.factorial import loop_comparisons, loop_correctness
 from synthfactory.ops.refinement.plan import LOOP_ARMS, PLAN_JSON
 from synthfactory.ops.refinement.rounds import round_name
 from synthfactory.ops.refinement.summary import refinement_summary
+from synthfactory.ops.training import HISTORY_JSON
 
 
 def refinement_results(rounds: int, require: Callable[..., Path], device: torch.device,

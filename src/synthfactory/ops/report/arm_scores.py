@@ -13,13 +13,17 @@ from typing import Any
 import torch
 
 from synthfactory.ops.data.real_images import read_split
-from synthfactory.ops.evaluation.arms import ARMS, GROUPS, HISTORY_JSON, SCALING_ASSET
+from synthfactory.ops.evaluation.arms import ARMS, GROUPS, SCALING_ASSET
+from synthfactory.ops.evaluation.budgets import EPOCH_PROTOCOLS
+from synthfactory.ops.evaluation.comparisons import ArmCorrectness
 from synthfactory.ops.evaluation.evaluate import (Split, checkpoints, evaluate_classifiers,
                                                   zero_shot_row)
 from synthfactory.ops.evaluation.missing import missing_arms
-from synthfactory.ops.evaluation.scaling import scaling_curve, scaling_to_train
+from synthfactory.ops.evaluation.scaling import scaling_evidence
+from synthfactory.ops.evaluation.verdicts import REAL_REPLICATE, arm_correctness
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.not_built import read_not_built
+from synthfactory.ops.training import HISTORY_JSON
 
 Require = Callable[..., Path]
 # What retrieved_set's summary tells the report about the retrieved arm.
@@ -42,31 +46,53 @@ def not_built_arms(require: Require, arms: list[str]) -> dict[str, str]:
 
 
 def score_arms(require: Require, device: torch.device, arms: list[str], n_classes: int,
-               judge_batch_size: int) -> dict[str, dict[str, Any]]:
+               judge_batch_size: int
+               ) -> tuple[dict[str, dict[str, Any]], dict[str, ArmCorrectness]]:
     """metrics.json's `arms`: each arm's group, test and validation accuracy over its seeds
-    (zero_shot: the CLIP judge, no training); the retrieved arm adds its label precision. Arms
-    recorded as not built (`not_built_arms`) have no row: the report lists them as missing."""
+    (zero_shot: the CLIP judge, no training), its training budget (steps and images seen, from
+    history.json); the retrieved arm adds its label precision. Arms recorded as not built
+    (`not_built_arms`) have no row: the report lists them as missing. Also each measured arm's
+    correctness on the test images, which the intervals and comparisons resample."""
     test, val = real_splits(require("real_images"))
     missing = not_built_arms(require, arms)
     rows: dict[str, dict[str, Any]] = {}
+    correct: dict[str, ArmCorrectness] = {}
     for arm in arms:
         if arm in missing:
             continue
         asset = ARMS[arm].classifier_asset
         if asset is None:  # nothing trained: the CLIP judge itself is the reference
-            rows[arm] = zero_shot_row(require("judge"), test, val, n_classes, device,
-                                      judge_batch_size)
-            continue
-        directory = require(asset)
-        history = json.loads((directory / HISTORY_JSON).read_text())
-        rows[arm] = {"n_train": history["n_train"],
-                     **evaluate_classifiers(checkpoints(directory), test, val, n_classes, device)}
+            scored = zero_shot_row(require("judge"), test, val, n_classes, device,
+                                   judge_batch_size)
+            rows[arm] = scored.row
+        else:
+            directory = require(asset)
+            history = json.loads((directory / HISTORY_JSON).read_text())
+            scored = evaluate_classifiers(checkpoints(directory), test, val, n_classes, device)
+            rows[arm] = {"n_train": history["n_train"], **budget_entry(arm, history),
+                         **scored.row}
+        correct[arm] = arm_correctness(arm, scored.predictions, test.labels)
     group_rows(rows)
     if "retrieved" in rows:
         summary = json.loads((require("retrieved_set") / SUMMARY_JSON).read_text())
         rows["retrieved"]["label_precision"] = summary["label_precision"]
         rows["retrieved"]["retrieval"] = {key: summary[key] for key in RETRIEVAL_FIELDS}
-    return rows
+    return rows, correct
+
+
+def budget_entry(arm: str, history: dict[str, Any]) -> dict[str, Any]:
+    """An arm row's training budget from its history.json: the steps and images seen that its
+    seeds ran (equal across compared arms under `classifiers.budget: equal_steps`), the policy
+    and why (an arm trained by the distillation protocol says so)."""
+    seeds = history.get("seeds", [])
+    budget = history.get("budget") or (
+        {"policy": "epochs", "reason": f"{EPOCH_PROTOCOLS[arm]} fixes its epochs "
+                                       "(distilled_set.eval), so its steps follow its size, not "
+                                       "the compared arms'"} if arm in EPOCH_PROTOCOLS else {})
+    # The distillation protocol's networks record steps but not the images they drew.
+    return {"steps": seeds[0].get("steps") if seeds else None,
+            "images_seen": seeds[0].get("samples_seen") if seeds else None,
+            "budget_policy": budget.get("policy"), "budget_reason": budget.get("reason")}
 
 
 def group_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -77,41 +103,43 @@ def group_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def scaling_metrics(require: Require, device: torch.device, seed: int, fractions: list[float],
-                    arm_rows: dict[str, dict[str, Any]], n_classes: int,
-                    real_images_per_class: float | None,
-                    missing: dict[str, str]) -> dict[str, Any]:
-    """metrics.json's `scaling`: test accuracy per fraction (1.0 from the filtered arm when it
-    was trained), the power-law fit and the real-equivalent; `{"not_built": reason}` when its
-    data (the filtered arm's) could not be made."""
+                    correct: dict[str, ArmCorrectness], arm_rows: dict[str, dict[str, Any]],
+                    n_classes: int, missing: dict[str, str]) -> dict[str, Any]:
+    """metrics.json's `scaling`: accuracy against images per class for nested subsets of the
+    filtered set and of the real train split (1.0 from the filtered / real arm when it was
+    trained), each curve's power-law fit when it has the residual degrees of freedom, and the
+    exchange rate (how many real images per class the filtered set is worth) with its interval
+    (`scaling.scaling_evidence`); `{"not_built": reason}` when the filtered set could not be
+    made."""
     if "filtered" in missing:
         return {"not_built": f"the filtered arm was not built: {missing['filtered']}"}
+    directory = require(SCALING_ASSET)
+    record = read_not_built(directory)
+    if record is not None:
+        return {"not_built": f"{SCALING_ASSET} was not built: {record['reason']}"}
     test, _ = real_splits(require("real_images"))
-    trained: dict[float, dict[str, Any]] = {}
-    own = scaling_to_train(fractions, [*arm_rows, *missing])
-    if own:
-        directory = require(SCALING_ASSET)
-        record = read_not_built(directory)
-        if record is not None:
-            return {"not_built": f"{SCALING_ASSET} was not built: {record['reason']}"}
-        history = json.loads((directory / HISTORY_JSON).read_text())
-        trained = {row["fraction"]: row for row in history["fractions"]}
-    points = []
-    for fraction in fractions:
-        if fraction not in own:  # the filtered arm's classifiers
-            n_train, accuracies = arm_rows["filtered"]["n_train"], arm_rows["filtered"]["accuracies"]
-        else:
-            if fraction not in trained:
-                raise FileNotFoundError(f"{SCALING_ASSET} has no classifiers for fraction "
-                                        f"{fraction:g}: re-materialize {SCALING_ASSET}")
-            n_train = trained[fraction]["n_train"]
-            paths = checkpoints(require(SCALING_ASSET) / f"fraction-{fraction:g}")
-            accuracies = evaluate_classifiers(paths, test, None, n_classes, device)["accuracies"]
-        points.append({"fraction": fraction, "n_train": n_train,
-                       "images_per_class": n_train / n_classes, "accuracies": accuracies})
-    if len({point["n_train"] for point in points}) < 2:  # no curve through one size
-        return {"not_built": f"every fraction {fractions} of the filtered set gives "
-                             f"{points[0]['images_per_class']:g} images per class: raise "
-                             "prompts.images_per_class or loosen filtered_set thresholds"}
-    real = arm_rows.get("real")
-    return scaling_curve(points, None if real is None else real["accuracy_mean"],
-                         real_images_per_class, seed=seed)
+    history = json.loads((directory / HISTORY_JSON).read_text())
+    curves = {}
+    for curve, key, sub in (("filtered", "fractions", ""), ("real", "real_fractions", "real")):
+        trained = {row["fraction"]: row for row in history.get(key, [])}
+        points = []
+        for fraction in fractions:
+            if fraction in trained:
+                paths = checkpoints(directory / sub / f"fraction-{fraction:g}")
+                predictions = evaluate_classifiers(paths, test, None, n_classes,
+                                                   device).predictions
+                size = trained[fraction]["n_train"] / n_classes
+                points.append((size, arm_correctness(
+                    f"{curve}@{fraction:g}", predictions, test.labels,
+                    (REAL_REPLICATE,) if curve == "real" else None)))
+            elif fraction == 1.0 and curve in correct:  # the arm itself
+                arm = correct[curve]
+                points.append((arm_rows[curve]["n_train"] / n_classes, ArmCorrectness(
+                    f"{curve}@1", arm.correct, arm.replicate_ids)))
+        curves[curve] = points
+    if len({size for size, _ in curves["filtered"]}) < 2:  # no curve through one size
+        return {"not_built": f"the fractions {fractions} of the filtered set give fewer than two "
+                             "sizes: raise prompts.images_per_class or loosen filtered_set "
+                             "thresholds"}
+    real = curves["real"] if len({size for size, _ in curves["real"]}) >= 2 else None
+    return scaling_evidence(curves["filtered"], real, seed=seed)

@@ -21,6 +21,8 @@ from synthfactory.ops.evaluation.class_sizes import data_entry
 from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
 from synthfactory.ops.evaluation.distillation_table import distillation_table, not_built_cells
 from synthfactory.ops.evaluation.evaluate import SPREAD
+from synthfactory.ops.evaluation.verdicts import (MULTIPLICITY_NOTE, arm_comparisons,
+                                                  arm_intervals, cell_comparisons)
 from synthfactory.ops.refinement.results import refinement_results
 from synthfactory.ops.report.arm_scores import (group_rows, not_built_arms, real_splits,
                                                 scaling_metrics, score_arms)
@@ -60,7 +62,11 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
     arms = settings.arms
     # Arms recorded as not built are listed with their reason; every other one is measured.
     missing = not_built_arms(require, arms)
-    arm_rows = score_arms(require, device, arms, len(class_names), settings.judge_batch_size)
+    arm_rows, correct = score_arms(require, device, arms, len(class_names),
+                                   settings.judge_batch_size)
+    table_rows, cell_correct = distillation_table(
+        require("classifier_distilled"), require("distilled_set"), settings.cells, test.images,
+        test.labels, device)
     filter_summary = _json(require("filtered_set") / SUMMARY_JSON)
     distill_summary = _json(require("distilled_set") / SUMMARY_JSON)
     generator_info = _json(require("generator") / "generator.json")
@@ -77,6 +83,8 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
                        **{key: recipe[key] for key in RECIPE_FIELDS},
                        "precision": recipe["precision"].describe()},
         "spread": SPREAD,
+        # Equal compute: the steps every compared arm trained, and why (ops/evaluation/budgets.py).
+        "budget": budget_summary(arm_rows),
         "arm_order": arms,  # report order: by group (references, synthetic, combined)
         "arms": arm_rows,
         "filter": {key: value for key, value in filter_summary.items()
@@ -88,9 +96,7 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
                          "not_built": not_built_cells(require("distilled_set"), settings.cells)},
         # Every cell × architecture of the params' table, with the cell's distillation
         # seconds (from its cell.json).
-        "distillation_table": distillation_table(
-            require("classifier_distilled"), require("distilled_set"), settings.cells,
-            test.images, test.labels, device),
+        "distillation_table": table_rows,
         "missing_arms": missing,
         "data": data_entry(real_manifest["counts"]),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
@@ -113,10 +119,17 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
         arm_rows.update(group_rows(loop_arms))
         metrics["arm_order"] = arm_order([*arms, *loop_arms])
     if settings.scaling:
-        metrics["scaling"] = scaling_metrics(
-            require, device, settings.seed, settings.scaling, arm_rows, len(class_names),
-            real_images_per_class=(arm_rows["real"]["n_train"] / len(class_names)
-                                   if "real" in arm_rows else None), missing=missing)
+        metrics["scaling"] = scaling_metrics(require, device, settings.seed, settings.scaling,
+                                             correct, arm_rows, len(class_names), missing)
+    # The verdicts: each arm's 95% interval, and every comparison the report makes as a paired
+    # difference with its interval (ops/evaluation/verdicts.py).
+    for arm, interval in arm_intervals(correct, seed=settings.seed).items():
+        arm_rows[arm].update(ci95=interval["ci95"], ci95_covers=interval["covers"])
+    metrics["comparisons"] = [
+        *arm_comparisons(correct, metrics["arm_order"], seed=settings.seed),
+        *metrics.get("refinement", {}).get("comparisons", []),
+        *cell_comparisons(table_rows, cell_correct, seed=settings.seed)]
+    metrics["comparisons_note"] = MULTIPLICITY_NOTE
     metrics["contamination"], contamination_grid = contamination_in_store(
         require("synthetic_shards"), scores_dir, test.images, test.keys, real_dir,
         require("judge"), require("filtered_set"), class_names, device,
@@ -124,6 +137,20 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
     pictures = set_grids(require, class_names, settings.grid_per_class, "retrieved" in arm_rows)
     pictures[GRID] = contamination_grid
     return metrics, pictures
+
+
+def budget_summary(arm_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json's `budget`: the policy, the steps of the compared arms (equal under
+    equal_steps) and the sentence that says why; arms on another protocol listed apart."""
+    trained = {arm: row for arm, row in arm_rows.items() if row.get("steps") is not None}
+    compared = {arm: row for arm, row in trained.items()
+                if row.get("budget_policy") == "equal_steps"}
+    reason = next((row["budget_reason"] for row in compared.values()), None)
+    return {"policy": "equal_steps" if compared else "epochs",
+            "steps": sorted({row["steps"] for row in compared.values()}),
+            "arms": sorted(compared), "reason": reason,
+            "own_schedule": {arm: row.get("budget_reason") for arm, row in trained.items()
+                             if arm not in compared}}
 
 
 def _json(path: Path) -> dict[str, Any]:

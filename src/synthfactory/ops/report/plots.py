@@ -116,3 +116,37 @@ def confusion_plot(matrix: np.ndarray, class_names: list[str], title: str) -> by
                               fontsize=7, color="white" if rates[row, col] > 0.5 else "black")
     return figure_png(figure)
 
+
+
+VERDICT_COLOURS = {"better": "#2e7d32", "worse": "#c62828", "indistinguishable": "#616161"}
+
+
+def forest_plot(comparisons: list[dict[str, Any]], title: str) -> bytes:
+    """PNG forest plot: each comparison's paired difference (points) with its 95% interval,
+    one row each, a line at zero; colour by verdict. Differences, not bars from zero: a bar
+    chart of accuracies hides every difference of a few tenths of a point."""
+    plt = pyplot()
+    labels = [comparison_label(c) for c in comparisons]
+    differences = [100 * c["difference"] for c in comparisons]
+    lows = [100 * (c["difference"] - c["ci95"][0]) for c in comparisons]
+    highs = [100 * (c["ci95"][1] - c["difference"]) for c in comparisons]
+    colours = [VERDICT_COLOURS.get(c["verdict"], "#616161") for c in comparisons]
+    figure, axis = plt.subplots(figsize=(7.5, 0.45 * len(comparisons) + 1.2))
+    rows = list(range(len(comparisons)))[::-1]
+    for row, difference, low, high, colour in zip(rows, differences, lows, highs, colours,
+                                                  strict=True):
+        axis.errorbar(difference, row, xerr=[[low], [high]], fmt="o", color=colour, capsize=3)
+    axis.axvline(0.0, color="black", linewidth=0.8)
+    axis.set_yticks(rows)
+    axis.set_yticklabels(labels, fontsize=8)
+    axis.set_xlabel("difference in test accuracy (points), 95% paired interval")
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure_png(figure)
+
+
+def comparison_label(comparison: dict[str, Any]) -> str:
+    """`a − b` with the architecture of a distillation comparison when it is not the ConvNet."""
+    architecture = comparison.get("architecture")
+    suffix = f" ({architecture})" if architecture and architecture != "convnet" else ""
+    return f"{comparison['a']} − {comparison['b']}{suffix}"

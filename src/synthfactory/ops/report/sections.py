@@ -36,9 +36,8 @@ def summary_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
             f"{key.replace('_', ' ')} {value}" for key, value in classifier.items()
             if key != "architecture") + "."))
     blocks.append(Figure("accuracy.png", "accuracy per arm"))
-    title = f"synthfactory evaluation: {metrics['dataset']}"
-    return ReportSection(title=title + (f" ({architecture})" if architecture else ""),
-                         blocks=blocks, files={"accuracy.png": accuracy_plot(metrics)})
+    return ReportSection(title="Accuracy per arm", blocks=blocks,
+                         files={"accuracy.png": accuracy_plot(metrics)})
 
 
 def per_class_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:

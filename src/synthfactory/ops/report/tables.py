@@ -45,8 +45,9 @@ def arm_table_csv(metrics: dict[str, Any]) -> str:
 
 
 def arm_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: group | arm | n_train | test accuracy (mean ± std) | Δ vs real | val
-    accuracy | seeds. The group is written on the first arm of each group only."""
+    """Header and rows: group | arm | n_train | test accuracy (mean ± std) | 95% interval |
+    Δ vs real | val accuracy | seeds | steps. The group is written on the first arm of each
+    group only."""
     real = metrics["arms"].get("real", {}).get("accuracy_mean")
     rows, previous = [], None
     for row in arm_table_rows(metrics):
@@ -55,12 +56,19 @@ def arm_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([row["group"] if row["group"] != previous else "", row["arm"],
                      str(row["n_train"]),
                      f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}",
+                     _interval(source.get("ci95")),
                      "" if real is None or row["arm"] == "real"
                      else f"{row['accuracy_mean'] - real:+.4f}",
-                     "" if val is None else f"{val:.4f}", str(row["seeds"])])
+                     "" if val is None else f"{val:.4f}", str(row["seeds"]),
+                     "" if source.get("steps") is None else str(source["steps"])])
         previous = row["group"]
-    return ["group", "arm", "n_train", "test accuracy (mean ± std)", "Δ vs real",
-            "val accuracy", "seeds"], rows
+    return ["group", "arm", "n_train", "test accuracy (mean ± std)", "95% interval",
+            "Δ vs real", "val accuracy", "seeds", "steps"], rows
+
+
+def _interval(ci95: list[float] | None) -> str:
+    """`[lo, hi]` of an accuracy interval, or empty when there is none."""
+    return "" if not ci95 else f"[{ci95[0]:.4f}, {ci95[1]:.4f}]"
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

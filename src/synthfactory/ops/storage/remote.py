@@ -154,6 +154,7 @@ class RemoteMirror:
         return units
 
     def _pull_unit(self, unit: str) -> None:
+        confined(unit, "unit")
         text = self.fs.cat_file(self._commit(unit)).decode()
         local, local_commit = self.cache / unit, self._local_commit(unit)
         if local.exists() and local_commit.exists() and local_commit.read_text() == text:
@@ -161,17 +162,33 @@ class RemoteMirror:
         commit = json.loads(text)
         remote = self._remote(unit)
         if commit["kind"] == "file":
+            if set(commit["files"]) != {""}:
+                raise ValueError(f"the commit record of file unit {unit!r} lists files "
+                                 f"{sorted(commit['files'])}; a file unit lists only ''")
             with atomic_file(local) as temp:
                 self.fs.get_file(remote, str(temp))
                 _verify(temp, commit["files"][""], f"{remote}")
         else:
             with atomic_dir(local) as temp:
                 for name, expected in commit["files"].items():
-                    target = temp / name
+                    target = temp / confined(name, f"file of unit {unit!r}")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self.fs.get_file(f"{remote}/{name}", str(target))
                     _verify(target, expected, f"{remote}/{name}")
         _write_text_atomic(local_commit, text)
+
+
+def confined(name: str, what: str) -> str:
+    """`name` (a unit or a file name from a commit record, which another machine wrote) as a
+    relative POSIX path that stays inside the cache: no absolute path, no `..`, no backslash,
+    no empty part. Anything else is refused, naming it."""
+    parts = name.split("/")
+    if (name.startswith("/") or "\\" in name or ":" in parts[0]
+            or any(part in {"", ".", ".."} for part in parts)):
+        raise ValueError(f"{what} {name!r} in the object store's commit records is not a relative "
+                         "path inside the store (absolute, '..', '.', empty part or backslash): "
+                         "refusing to write outside the cache; remove that commit record")
+    return name
 
 
 def _verify(path: Path, expected: dict[str, Any], source: str) -> None:

@@ -40,11 +40,12 @@ class Placement:
     deterministic: bool = True
 
 
-def training_settings(config: Any, device: torch.device) -> dict[str, Any]:
-    """`train_classifier` keyword arguments (data, seed and device aside) for `config` (the
-    `classifiers` params section, read by attribute): the architecture's recipe with the
-    section's overrides, the precision plan of the device, steps and augmentation. Every
-    classifier asset and benchmark trains through this."""
+def training_settings(config: Any, device: torch.device,
+                      steps: int | None = None) -> dict[str, Any]:
+    """`ClassifierSettings` fields for `config` (the `classifiers` params section, read by
+    attribute): the architecture's recipe with the section's overrides, the precision plan of
+    the device, steps and augmentation; `steps` a shared budget's optimizer steps (None: the
+    epochs decide). Every classifier asset and benchmark trains through this."""
     recipe = recipe_for(config.architecture, learning_rate=config.learning_rate,
                         batch_size=config.batch_size, weight_decay=config.weight_decay,
                         label_smoothing=config.label_smoothing)
@@ -54,7 +55,7 @@ def training_settings(config: Any, device: torch.device) -> dict[str, Any]:
             "momentum": recipe.momentum, "weight_decay": recipe.weight_decay,
             "label_smoothing": recipe.label_smoothing, "width": config.width,
             "architecture": config.architecture, "augmentation": config.augmentation,
-            "flip": config.flip,
+            "flip": config.flip, "steps": steps,
             "precision": precision_plan(config.precision, device.type, bf16_supported=bf16,
                                         channels_last=config.channels_last)}
 
@@ -65,11 +66,12 @@ def classifier_seeds(seed: int, n_seeds: int) -> list[int]:
 
 
 def train_seeds(images: np.ndarray, targets: np.ndarray, n_classes: int, config: Any,
-                placement: Placement, directory: Path, label: str, log: Log
-                ) -> list[dict[str, Any]]:
-    """`config.n_seeds` classifiers on one training set in memory, saved as
-    `seed-<k>.safetensors` in `directory`; their histories."""
-    settings = training_settings(config, placement.device)
+                placement: Placement, directory: Path, label: str, log: Log,
+                steps: int | None = None) -> list[dict[str, Any]]:
+    """`config.n_seeds` classifiers on one training set in memory, `steps` optimizer steps
+    each (None: the epochs decide), saved as `seed-<k>.safetensors` in `directory`; their
+    histories."""
+    settings = training_settings(config, placement.device, steps)
     histories = []
     directory.mkdir(parents=True, exist_ok=True)
     for seed_index, seed in enumerate(classifier_seeds(placement.seed, config.n_seeds)):
@@ -84,12 +86,12 @@ def train_seeds(images: np.ndarray, targets: np.ndarray, n_classes: int, config:
 
 
 def train_shard_set(shard_set: ShardSet, n_classes: int, config: Any, placement: Placement,
-                    directory: Path, label: str, work: Path, log: Log
-                    ) -> tuple[list[dict[str, Any]], bool]:
+                    directory: Path, label: str, work: Path, log: Log,
+                    steps: int | None = None) -> tuple[list[dict[str, Any]], bool]:
     """`config.n_seeds` classifiers on a shard set (loaded, streamed, or with DDP on
     `placement.devices` processes, in the scratch directory `work`); the histories and whether
-    the set was streamed."""
-    settings = training_settings(config, placement.device)
+    the set was streamed. `steps`: as train_seeds."""
+    settings = training_settings(config, placement.device, steps)
     seeds = classifier_seeds(placement.seed, config.n_seeds)
     streamed = placement.devices > 1 or shard_set.decoded_mib > placement.in_memory_mb
     if placement.devices > 1:

@@ -50,6 +50,7 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    steps: int | None = None  # a shared budget's steps (train.ClassifierSettings.steps)
     # The precision plan as plain values (the job file is JSON): see recipes.PrecisionPlan.
     autocast: str | None = None
     channels_last: bool = False

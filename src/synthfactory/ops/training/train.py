@@ -45,6 +45,9 @@ class ClassifierSettings:
     flip: bool = False
     label_smoothing: float = 0.0
     precision: PrecisionPlan | None = None
+    # The optimizer steps of a budget shared by the compared arms (ops/training/budget.py):
+    # set, it replaces max(min_steps, epochs × steps per pass).
+    steps: int | None = None
 
 
 def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | None,
@@ -63,17 +66,18 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     `precision` (see `recipes.precision_plan`) turns on bf16 autocast and channels-last; None is
     float32 in the default layout.
 
-    Steps = max(min_steps, epochs × steps per pass), so a 100-image distilled set still gets
-    enough updates; SGD with momentum and cosine decay. `batch_size` is the global batch: each
-    of a source's `world_size` ranks takes its share. In memory, every pass over the data is a
-    new seeded permutation cut into full batches: the last `n mod batch_size` images of a
-    permutation are left out of that pass (the next permutation shuffles them back in), so a
-    pass is `n // batch_size` steps. A streamed source runs on across passes and leaves nothing
-    out: a pass is `ceil(n / batch_size)` steps. The history counts what ran: steps, steps per
-    pass, passes (images drawn / images a pass uses; more than `epochs` when min_steps decides),
-    images left out per pass, images drawn (`samples_seen`, the cost table's images/s) and the
-    recipe it ran (learning rate, weight decay, label smoothing, precision). Deterministic on CPU
-    for one seed.
+    Steps = `settings.steps` when a budget fixes them (every compared arm trains the same number:
+    ops/training/budget.py), else max(min_steps, epochs × steps per pass), so a 100-image distilled
+    set still gets enough updates; SGD with momentum and cosine decay. `batch_size` is the global
+    batch: each of a source's `world_size` ranks takes its share. In memory, every pass over the
+    data is a new seeded permutation cut into full batches: the last `n mod batch_size` images of a
+    permutation are left out of that pass (the next permutation shuffles them back in), so a pass
+    is `n // batch_size` steps. A streamed source runs on across passes and leaves nothing out: a
+    pass is `ceil(n / batch_size)` steps. The history counts what ran: steps, steps per pass,
+    passes (images drawn / images a pass uses; more than `epochs` when min_steps decides), images
+    left out per pass, images drawn (`samples_seen`, the cost table's images/s) and the recipe it
+    ran (learning rate, weight decay, label smoothing, precision). Deterministic on CPU for one
+    seed.
     """
     source = images if targets is None else InMemorySource(images, targets)
     soft = source.soft
@@ -86,7 +90,11 @@ def train_classifier(images: np.ndarray | TrainingSource, targets: np.ndarray | 
     # InMemorySource drops the partial batch of each permutation; a stream does not.
     left_out = source.n_samples % batch_size if isinstance(source, InMemorySource) else 0
     per_pass = math.ceil((source.n_samples - left_out) / batch_size)
-    total_steps = max(settings.min_steps, settings.epochs * per_pass)
+    total_steps = (settings.steps if settings.steps is not None
+                   else max(settings.min_steps, settings.epochs * per_pass))
+    if total_steps < 1:
+        raise ValueError(f"a classifier needs at least one optimizer step, got {total_steps} "
+                         "(classifiers.epochs/min_steps or the budget's steps)")
     plan = settings.precision or PrecisionPlan(autocast=None, channels_last=False)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     torch.manual_seed(derive_seed(seed, "init"))
