@@ -433,13 +433,13 @@ def _print_arm_table(metrics_path: Path) -> None:
 
     metrics = json.loads(metrics_path.read_text())
     print(f"\naccuracy on {metrics['n_test']} real test images ({metrics['dataset']}):")
-    print(f"{'arm':<10} {'n_train':>8}  {'accuracy':>16}  seeds")
+    print(f"{'arm':<14} {'n_train':>8}  {'accuracy':>16}  seeds")
     for arm in ordered_arms(metrics):  # refined/uniform only with refinement rounds
         row = metrics["arms"][arm]
         spread = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
-        print(f"{arm:<10} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")
+        print(f"{arm:<14} {row['n_train']:>8}  {spread:>16}  {row['seeds']}")
     for arm in sorted(metrics.get("missing_arms") or {}):
-        print(f"{arm:<10} {'-':>8}  {'not built':>16}  -")
+        print(f"{arm:<14} {'-':>8}  {'not built':>16}  -")
     contamination = metrics.get("contamination")
     if contamination:
         print(f"near-copies of real test images: {contamination['count']} of "

@@ -8,7 +8,9 @@ from synthfactory.definitions import build_definitions
 from synthfactory.params import parse_params
 from tests.support import PROJECT_ROOT
 
-LOOP_ASSETS = {"refinement_plan", "refined_shards", "classifier_refined", "classifier_uniform"}
+# One round: the plan, the extra shards, one classifier per arm of the 2×2 (allocation × recipe).
+LOOP_ASSETS = {"refinement_plan", "refined_shards", "classifier_refined",
+               "classifier_targeted_base", "classifier_uniform_plan", "classifier_uniform"}
 
 
 def _graph(name: str) -> tuple[object, set[str]]:

@@ -70,7 +70,8 @@ def test_one_run_cannot_hold_the_graph_and_the_plan_keeps_the_rules(tmp_path: Pa
         "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
         "filtered_set", "retrieved_set", "classifier_real", "classifier_retrieved",
         "classifier_synthetic", "classifier_filtered", "classifier_mixed", "classifier_scaling",
-        "refinement_plan", "refined_shards", "classifier_refined", "classifier_uniform"}
+        "refinement_plan", "refined_shards", "classifier_refined", "classifier_targeted_base",
+        "classifier_uniform_plan", "classifier_uniform"}
     assert shards_run.tags == {"dagster/asset_partition_range_start": "00000",
                                "dagster/asset_partition_range_end": "00002"}
     assert _described(plan[1:]) == [

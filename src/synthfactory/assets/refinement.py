@@ -1,7 +1,10 @@
-"""The closed loop: weak-class refinement rounds and their equal-budget control.
+"""The closed loop: weak-class refinement rounds and their equal-budget controls.
 
-Round r is four assets: `refinement_plan`, `refined_shards`, `classifier_refined` and
-`classifier_uniform` (round 1 has these names; round r > 1 adds `_round<r>`). Dagster's asset
+Round r is six assets: `refinement_plan`, `refined_shards` and one classifier per arm of the 2×2
+at equal image budget (allocation × recipe, ops/refinement/plan.py): `classifier_refined`
+(targeted, the plan's recipe), `classifier_targeted_base` (targeted, base recipe),
+`classifier_uniform_plan` (uniform, the plan's recipe) and `classifier_uniform` (uniform, base
+recipe) (round 1 has these names; round r > 1 adds `_round<r>`). Dagster's asset
 graph cannot hold a cycle between assets, so the rounds are unrolled: round r's plan depends on
 round r-1's `classifier_refined`, and the graph itself says in which order rounds run (one
 `synthfactory run` runs them all; the UI shows each round's plan and results as assets of
@@ -10,7 +13,7 @@ shard count does; raising it adds rounds without renaming the earlier ones.
 
 They sit between the classifiers and `eval_report`, not after it: the plan reads *validation*
 results only (it evaluates the classifiers on the val split itself), `metrics.json` has one
-writer (`eval_report`, which adds `arms.refined`, `arms.uniform` and `refinement`), and DVC
+writer (`eval_report`, which adds the four arms to `arms` and `refinement`), and DVC
 forbids two stages owning one output.
 """
 
@@ -24,8 +27,9 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.prompts import read_prompts
 from synthfactory.ops.data.real_images import read_classes, read_image_shape
 from synthfactory.ops.evaluation.arms import synthetic_arm
-from synthfactory.ops.refinement.plan import (PLAN_JSON, REFINED, UNIFORM, PlanSettings,
-                                                    partition_slice)
+from synthfactory.ops.refinement.plan import (LOOP_ARMS, PLAN_JSON, REFINED, TARGETED_BASE,
+                                              UNIFORM, UNIFORM_PLAN, PlanSettings,
+                                              partition_slice)
 from synthfactory.ops.refinement.rounds import RECORDS, round_name
 from synthfactory.params import Params, ProjectConfig, config_digest
 from synthfactory.publishing import (classifier_budgets, open_configured_generator, path_md,
@@ -36,15 +40,14 @@ from synthfactory.resources.store import ArtifactStore
 
 def refinement_assets(config: ProjectConfig,
                       partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """Every round's four assets (none when `refinement.rounds` is 0)."""
+    """Every round's six assets (none when `refinement.rounds` is 0)."""
     assets = []
     for round_index in range(1, config.params.refinement.rounds + 1):
         adapted = config.params.generator.adapt == "lora"
         with warnings.catch_warnings():  # BackfillPolicy is beta (see generation.py)
             warnings.simplefilter("ignore", dg.BetaWarning)
             assets += [_plan_asset(round_index), _shards_asset(round_index, partitions, adapted),
-                       _classifier_asset(round_index, REFINED), _classifier_asset(round_index,
-                                                                                  UNIFORM)]
+                       *(_classifier_asset(round_index, arm) for arm in LOOP_ARMS)]
     return assets
 
 
@@ -65,8 +68,9 @@ def _plan_asset(round_index: int) -> dg.AssetsDefinition:
         Reads validation results only: the evaluated arm's (the synthetic arm in round 1, the
         previous round's refined arm after) and the real arm's per-class accuracy on the val
         split, the confusion pairs, and the filter's per-class pass rates. Writes `plan.json`
-        (per class: evidence, images, recipe changes, reason) and the prompt records of the
-        refined arm (`refined.jsonl`) and of the equal-budget uniform control (`uniform.jsonl`).
+        (per class: evidence, images, recipe changes, reason) and the prompt records of each arm
+        of the 2×2 (`refined.jsonl`, `targeted_base.jsonl`, `uniform_plan.jsonl`,
+        `uniform.jsonl`).
         """
         from synthfactory.ops.refinement.round_plan import plan_round  # deferred: torch
 
@@ -127,8 +131,9 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
                        runtime: TorchRuntime) -> dg.MaterializeResult:
         """The round's extra images, partitioned like `synthetic_shards` (the same keys).
 
-        Per partition two WebDataset tars: `refined-<key>.tar` (the plan's records) and
-        `uniform-<key>.tar` (the control's), each a near-equal slice of its records, written
+        Per partition one WebDataset tar per arm of the 2×2 (`refined-<key>.tar`,
+        `targeted_base-<key>.tar`, `uniform_plan-<key>.tar`, `uniform-<key>.tar`; each arm's
+        seeds derive from (round, arm)), each a near-equal slice of its records, written
         atomically with a sidecar like the synthetic shards (same generator, sampler and
         bad-image policy), and kept when a rerun finds it finished from the same inputs.
         """
@@ -160,11 +165,20 @@ def _shards_asset(round_index: int, partitions: dg.PartitionsDefinition,
     return refined_shards
 
 
+# What each arm adds to the synthetic arm (the asset descriptions).
+EXTRAS = {
+    REFINED: "the plan's extra images (its allocation, its recipe)",
+    TARGETED_BASE: "as many extra images with the plan's allocation and the base recipe",
+    UNIFORM_PLAN: "as many extra images spread uniformly over classes with the plan's recipe",
+    UNIFORM: "as many extra images spread uniformly over classes with the base recipe (the "
+             "original control)",
+}
+
+
 def _classifier_asset(round_index: int, arm: str) -> dg.AssetsDefinition:
     rounds = [round_name("refined_shards", r) for r in range(1, round_index + 1)]
     name = round_name(f"classifier_{arm}", round_index)
-    what = ("the plan's extra images" if arm == REFINED else
-            "the same number of extra images spread uniformly over classes (the control)")
+    what = EXTRAS[arm]
 
     @dg.asset(name=name, group_name="refinement", kinds={"pytorch", "safetensors"},
               code_version="1", pool="gpu", op_tags=GPU_OP_TAGS,

@@ -9,7 +9,8 @@ from synthfactory.ops.data.prompts import expand_prompts
 from synthfactory.ops.refinement.plan import (ClassRecipe, PlanSettings, allocate,
                                               base_recipes, class_evidence, make_plan,
                                               partition_slice, refined_records,
-                                              uniform_records)
+                                              targeted_base_records, uniform_plan_records,
+                                              uniform_plan_recipes, uniform_records)
 
 NAMES = ["zero", "one", "two", "three"]
 BASE = expand_prompts(NAMES, 6, ["a digit {name}"], [2.0], "", 0)
@@ -107,3 +108,72 @@ def test_records_are_new_images_balanced_and_sliced_without_loss() -> None:
     assert np.bincount([r.class_id for r in uniform]).tolist() == [25, 25, 25, 25]
     assert {r.guidance for r in uniform} == {2.0} and refined[0].class_id == 0
     assert refined_records(plans, BASE, NAMES, round_index=2, seed=0) == refined
+
+
+def _four_arms(plans, settings=PlanSettings(budget=100), round_index=1):
+    base = base_recipes(BASE, 4)
+    at = {"round_index": round_index, "seed": 0}
+    return {"refined": refined_records(plans, BASE, NAMES, **at),
+            "targeted_base": targeted_base_records(plans, BASE, **at),
+            "uniform_plan": uniform_plan_records(plans, settings, base, base, BASE, NAMES, **at),
+            "uniform": uniform_records(BASE, 4, settings.budget, **at)}
+
+
+def _count(records) -> list[int]:
+    return np.bincount([r.class_id for r in records], minlength=4).tolist()
+
+
+def test_the_two_by_two_changes_one_thing_per_pair() -> None:
+    """Guards "a control changes one thing": targeted arms share the plan's allocation, uniform
+    arms the uniform one; plan-recipe arms make every image at the plan's guidance (lowered 2 → 1
+    here), base-recipe arms at the base's; every arm makes the budget, with its own seeds."""
+    plans = _plan(_evidence([0.6, 0.9, 1.0, 0.99], [0.98] * 4))
+    arms = _four_arms(plans)
+    assert _count(arms["refined"]) == _count(arms["targeted_base"]) == [80, 20, 0, 0]
+    assert _count(arms["uniform_plan"]) == _count(arms["uniform"]) == [25, 25, 25, 25]
+    assert {r.guidance for r in arms["refined"]} == {r.guidance for r in arms["uniform_plan"]} \
+        == {1.0}
+    assert {r.guidance for r in arms["targeted_base"]} == {r.guidance for r in arms["uniform"]} \
+        == {2.0}
+    keys = [r.key for records in arms.values() for r in records]
+    seeds = [r.seed for records in arms.values() for r in records]
+    assert len(set(keys)) == len(set(seeds)) == 400  # each arm's own keys and seeds
+    assert [r.key[:3] for r in (a[0] for a in arms.values())] == ["r1-", "tb1", "up1", "u1-"]
+    assert not {r.seed for r in BASE} & set(seeds)
+    assert _four_arms(plans) == arms  # deterministic
+
+
+def test_uniform_plan_keeps_planned_recipes_and_extends_the_plans_change_to_other_classes() -> None:
+    # Class 0 lowered (pass rate high), class 1 spread (middle), class 2 kept (generator misses
+    # it), class 3 not weak. lower_guidance holds most images: class 3 gets it, class 2 keeps
+    # its planned (unchanged) recipe, as the plan decided for it.
+    evidence = _evidence([0.5, 0.8, 0.8, 1.0], [0.98, 0.7, 0.2, 1.0])
+    plans = _plan(evidence)
+    assert [p.images for p in plans] == [56, 22, 22, 0]
+    base = base_recipes(BASE, 4)
+    settings = PlanSettings(budget=100)
+    recipes = uniform_plan_recipes(plans, settings, base, base)
+    assert [recipes[c].guidance for c in range(4)] == [(1.0,), (1.0, 1.5, 2.0), (2.0,), (1.0,)]
+    # A guidance_diversity majority spreads the unplanned class's scales instead.
+    plans = _plan(_evidence([0.6, 0.5, 1.0, 1.0], [0.98, 0.7, 1.0, 1.0]))
+    assert [p.images for p in plans] == [44, 56, 0, 0]
+    recipes = uniform_plan_recipes(plans, settings, base, base)
+    assert recipes[2].guidance == recipes[3].guidance == (1.0, 1.5, 2.0)
+    # Text changes: templates extend to every class, a negative prompt stays where it was put.
+    evidence = _evidence([0.5, 1.0, 1.0, 1.0], [0.3, 1.0, 1.0, 1.0], confused={0: 3})
+    text = PlanSettings(budget=100, text_backend=True, templates=("a photo of {name}",))
+    plans = make_plan(evidence, text, base, base)
+    recipes = uniform_plan_recipes(plans, text, base, base)
+    assert recipes[0].negative_class == 3 and recipes[1].negative_class is None
+    assert all(recipes[c].templates == ("a photo of {name}",) for c in range(4))
+    assert all(recipes[c].guidance == (2.0,) for c in range(4))  # the plan kept guidance
+    records = uniform_plan_records(plans, text, base, base, BASE, NAMES, round_index=1, seed=0)
+    assert {r.text for r in records if r.class_id == 2} == {"a digit two", "a photo of two"}
+
+
+def test_a_plan_without_recipe_changes_makes_uniform_plan_the_base_recipe() -> None:
+    plans = _plan(_evidence([1.0, 0.99, 1.0, 1.0], [1.0] * 4))  # nobody weak
+    arms = _four_arms(plans)
+    assert {r.guidance for records in arms.values() for r in records} == {2.0}
+    assert [(r.class_id, r.text) for r in arms["uniform_plan"]] == \
+        [(r.class_id, r.text) for r in arms["uniform"]]

@@ -92,8 +92,9 @@ def _train_subsets(data: TrainingData, subsets: dict[float, np.ndarray], n_class
 def train_loop_arm(name: str, data: TrainingData, n_classes: int, config: Any,
                    placement: Placement, directory: Path, log: Log,
                    budget: Budget) -> list[dict[str, Any]]:
-    """A closed-loop arm's classifiers (the refined arm or its controls), with the seeds and
-    the steps (`budget`) of every other arm, and `history.json`; the seeds' histories."""
+    """A closed-loop arm's classifiers (one arm of the 2×2: refined, targeted_base, uniform_plan
+    or uniform), with the seeds and the steps (`budget`) of every other arm, and
+    `history.json`; the seeds' histories."""
     histories = train_seeds(data.images, data.targets, n_classes, config, placement, directory,
                             name, log, _steps(budget))
     (directory / HISTORY_JSON).write_text(dumps_json({

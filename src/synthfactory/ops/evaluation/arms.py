@@ -71,7 +71,8 @@ class Arm:
     `upstream`: the assets whose output `load` reads (the generic classifier asset's
     dependencies). `load`: its training data; None when `trained_by` is not `evaluation`.
     `needs`: a condition on the configuration: `clip_judge` (zero_shot), or `refinement`
-    (refined, uniform: added by `refinement.rounds` > 0, never listed in `classifiers.arms`).
+    (refined, targeted_base, uniform_plan, uniform: added by `refinement.rounds` > 0, never
+    listed in `classifiers.arms`).
     `fix`: what to change when the arm's data lacks a class (the arm is then recorded as not
     built with this advice; empty: rebuild its upstream assets with every class).
     """
@@ -208,11 +209,16 @@ _REGISTRY = [
     # evaluation recipe) in assets/distillation.py; `distilled_arm` reads its images.
     Arm("distilled", "synthetic", "a few learned or selected images per class (the first cell "
         "of the distillation table)", trained_by="distillation"),
-    Arm("refined", "synthetic", "extra images aimed at the weak classes (a plan made on "
-        "validation): do they beat the same number spread evenly?", trained_by="refinement",
-        needs="refinement"),
+    # The closed loop's 2×2 at equal image budget (allocation × recipe; ops/refinement/plan.py).
+    Arm("refined", "synthetic", "extra images aimed at the weak classes with the plan's recipe "
+        "(a plan made on validation): do they beat the same number spread evenly?",
+        trained_by="refinement", needs="refinement"),
+    Arm("targeted_base", "synthetic", "the plan's allocation with the base recipe: targeting "
+        "alone", trained_by="refinement", needs="refinement"),
+    Arm("uniform_plan", "synthetic", "as many extra images spread evenly with the plan's recipe: "
+        "the recipe alone", trained_by="refinement", needs="refinement"),
     Arm("uniform", "synthetic", "the equal-budget control: as many extra images spread evenly "
-        "over the classes", trained_by="refinement", needs="refinement"),
+        "over the classes with the base recipe", trained_by="refinement", needs="refinement"),
     Arm("mixed", "combined", "does synthetic data help on top of the real training images?",
         ("real_images", "synthetic_shards", "filtered_set"),
         lambda require: mixed_arm(require("real_images"), require("synthetic_shards"),

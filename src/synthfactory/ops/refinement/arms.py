@@ -20,7 +20,8 @@ from synthfactory.ops.training.train import load_classifier
 
 
 def extra_shards(directory: Path, arm: str) -> list[Path]:
-    """The finished shards of one arm (`refined` or `uniform`) in a `refined_shards` directory."""
+    """The finished shards of one arm (`refined`, `targeted_base`, `uniform_plan`, `uniform`) in
+    a `refined_shards` directory (`uniform-*.tar` does not match `uniform_plan-*.tar`)."""
     return finished_shards(directory, f"{arm}-*.tar")
 
 
@@ -46,20 +47,22 @@ def with_extras(base: TrainingData, round_dirs: Sequence[Path], arm: str) -> Tra
 def evaluate_classifiers(directory: Path, images: np.ndarray, labels: np.ndarray, n_classes: int,
                          device: torch.device) -> dict[str, Any]:
     """Accuracy of every `seed-*.safetensors` in `directory` on (images, labels): per seed, mean
-    ± sample std, per class (mean over seeds) and the confusion matrix summed over seeds."""
+    ± sample std, per class (mean over seeds), the confusion matrix summed over seeds, and the
+    predicted labels (`predictions`: seeds × images, for paired comparisons; not JSON)."""
     checkpoints = sorted(directory.glob("seed-*.safetensors"))
     if not checkpoints:
         raise FileNotFoundError(f"{directory} holds no seed-*.safetensors: materialize "
                                 f"'{directory.name}' first")
-    accuracies, per_class = [], []
+    accuracies, per_class, predictions = [], [], []
     confusion = np.zeros((n_classes, n_classes), np.int64)
     for checkpoint in checkpoints:
         model = load_classifier(checkpoint, device)
         predicted = predict_proba(model, images, device=device).argmax(1)
+        predictions.append(np.asarray(predicted))
         accuracies.append(accuracy(predicted, labels))
         per_class.append(per_class_accuracy(predicted, labels, n_classes))
         confusion += confusion_matrix(predicted, labels, n_classes)
     mean, std = mean_std(accuracies)
     return {"accuracy_mean": mean, "accuracy_std": std, "seeds": len(accuracies),
             "accuracies": accuracies, "per_class_accuracy": mean_per_class(per_class),
-            "confusion": confusion.tolist()}
+            "confusion": confusion.tolist(), "predictions": np.stack(predictions)}

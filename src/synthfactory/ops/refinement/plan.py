@@ -21,9 +21,26 @@ proportional to its gap, and picks recipe changes from a declared list by this r
   `negative_prompt` naming that class: steer the images away from what they are mistaken for.
 
 `more_images` always applies (it is the budget); a class with no applicable change gets only
-that. When no class is weak, the budget is spread uniformly with the current recipe. The
-equal-budget control (`uniform_records`) spends the same number of images uniformly over
-classes with the base recipe: the loop is judged at equal cost.
+that. When no class is weak, the budget is spread uniformly with the current recipe.
+
+The loop is judged at equal cost in a 2×2 (allocation × recipe), every arm adding the same
+number of extra images to the same synthetic set:
+
+| allocation, recipe | the plan's | the base |
+|---|---|---|
+| the plan's (targeted) | `refined` | `targeted_base` |
+| uniform over classes | `uniform_plan` | `uniform` (the original control) |
+
+Targeting is credited only by targeted − uniform at the same recipe, the recipe by plan − base
+at the same allocation. "The plan's recipe" under a uniform allocation
+(`uniform_plan_recipes`): a class the plan gave images keeps its planned recipe; a class it gave
+none gets the plan's recipe changes applied to its own recipe by the rule's transformations (the
+guidance change holding most of the plan's images, and `more_templates` when the plan used it;
+`negative_prompt` names one class's confusion partner and stays where the plan put it). So when
+the plan lowers guidance 2 → 1 for its weak classes, `uniform_plan` makes every image at
+guidance 1, like `refined`: the two differ only in which classes get the images. Keeping the old
+recipe for the classes the plan left alone would give `uniform_plan` fewer images at the new
+recipe than `refined`, and the recipe's own effect would leak into "targeting".
 
 Text changes need a text-to-image backend: the embedded DDPM is class-conditional and has no
 text, so on it the plan uses the guidance changes and more images only.
@@ -41,9 +58,15 @@ from synthfactory.ops.data.prompts import PromptRecord
 from synthfactory.ops.seeds import derive_seed
 
 PLAN_JSON = "plan.json"
-REFINED = "refined"  # the arm that follows the plan
-UNIFORM = "uniform"  # the equal-budget control: same extra images, spread over classes
-ARM_PREFIX = {REFINED: "r", UNIFORM: "u"}
+REFINED = "refined"  # the arm that follows the plan: its allocation and its recipe
+UNIFORM = "uniform"  # the equal-budget control: as many images spread over classes, base recipe
+TARGETED_BASE = "targeted_base"  # the plan's allocation, base recipe
+UNIFORM_PLAN = "uniform_plan"  # uniform allocation, the plan's recipe (`uniform_plan_recipes`)
+# The 2×2 at equal image budget: arm -> (allocation, recipe).
+LOOP_ARMS = {REFINED: ("targeted", "plan"), TARGETED_BASE: ("targeted", "base"),
+             UNIFORM_PLAN: ("uniform", "plan"), UNIFORM: ("uniform", "base")}
+# Sample-key prefixes of each arm's extra images (`r1-000000`, `tb1-…`): distinct per arm.
+ARM_PREFIX = {REFINED: "r", UNIFORM: "u", TARGETED_BASE: "tb", UNIFORM_PLAN: "up"}
 
 
 @dataclass(frozen=True)
@@ -211,10 +234,7 @@ def _recipe_changes(e: ClassEvidence, settings: PlanSettings, current: ClassReci
     rate = "unknown" if e.pass_rate is None else f"{e.pass_rate:.0%}"
     diverse = _diverse_scales(settings, base)
     if e.pass_rate is not None and e.pass_rate >= settings.pass_rate_high:
-        # Never raises a scale: one already below the floor (0 for a guidance-free model) stays.
-        lowered = tuple(sorted({min(g, max(settings.min_guidance,
-                                           round(g * settings.guidance_factor, 4)))
-                                for g in current.guidance}))
+        lowered = _lowered(settings, current)
         if "lower_guidance" in enabled and lowered != tuple(sorted(current.guidance)):
             changes.append("lower_guidance")
             recipe = replace(recipe, guidance=lowered)
@@ -254,6 +274,13 @@ def _recipe_changes(e: ClassEvidence, settings: PlanSettings, current: ClassReci
     return changes, recipe, reasons
 
 
+def _lowered(settings: PlanSettings, current: ClassRecipe) -> tuple[float, ...]:
+    """`lower_guidance`: every scale × `guidance_factor`, floor `min_guidance`; never raises a
+    scale (one already below the floor, 0 for a guidance-free model, stays)."""
+    return tuple(sorted({min(g, max(settings.min_guidance, round(g * settings.guidance_factor, 4)))
+                         for g in current.guidance}))
+
+
 def _diverse_scales(settings: PlanSettings, base: ClassRecipe) -> tuple[float, ...]:
     """`diversity_levels` scales evenly from `min_guidance` to the base's highest (at least +1)."""
     top = max(max(base.guidance), settings.min_guidance + 1.0)
@@ -270,32 +297,24 @@ def _evidence_json(e: ClassEvidence) -> dict[str, Any]:
 def refined_records(plans: Sequence[ClassPlan], base_records: Sequence[PromptRecord],
                     shown_names: Sequence[str], *, round_index: int, seed: int
                     ) -> list[PromptRecord]:
-    """The prompt records the plan asks for, classes interleaved so every shard is balanced.
+    """The prompt records the plan asks for (its allocation, its recipe), classes interleaved so
+    every shard is balanced.
 
     Each image starts from the class's base records (cycled: text, template, negative text)
     and takes the plan's guidance (cycled); with extra templates every other image uses one;
     with a negative class its name is added to the negative text. Seeds derive from (seed,
     "refined_shards", round, "refined", index): new images, never copies of the base set.
     """
-    per_class = {}
-    for plan in plans:
-        own = [r for r in base_records if r.class_id == plan.class_id]
-        recipe = plan.recipe
-        made = []
-        for i in range(plan.images):
-            record = own[i % len(own)]
-            changes: dict[str, Any] = {"guidance": float(recipe.guidance[i % len(recipe.guidance)])}
-            if recipe.templates and i % 2 == 1:
-                template = recipe.templates[(i // 2) % len(recipe.templates)]
-                changes.update(template=template,
-                               text=template.format(name=shown_names[plan.class_id]))
-            if recipe.negative_class is not None:
-                other = shown_names[recipe.negative_class]
-                changes["negative_text"] = (f"{record.negative_text}, {other}"
-                                            if record.negative_text else other)
-            made.append(replace(record, **changes))
-        per_class[plan.class_id] = made
-    return _interleave(per_class, REFINED, round_index, seed)
+    return _recipe_records({p.class_id: (p.images, p.recipe) for p in plans}, base_records,
+                           shown_names, REFINED, round_index, seed)
+
+
+def targeted_base_records(plans: Sequence[ClassPlan], base_records: Sequence[PromptRecord], *,
+                          round_index: int, seed: int) -> list[PromptRecord]:
+    """The plan's allocation with the base recipe: each class's images cycle through its own
+    base records unchanged (as `uniform_records` does), seeds from (…, "targeted_base", index)."""
+    return _base_recipe_records({p.class_id: p.images for p in plans}, base_records,
+                                TARGETED_BASE, round_index, seed)
 
 
 def uniform_records(base_records: Sequence[PromptRecord], n_classes: int, budget: int, *,
@@ -305,12 +324,96 @@ def uniform_records(base_records: Sequence[PromptRecord], n_classes: int, budget
     Each class's images cycle through its own base records (text, template, guidance,
     negative), with new seeds from (seed, "refined_shards", round, "uniform", index).
     """
-    counts = allocate([1.0] * n_classes, budget, tie_offset=round_index - 1)
+    counts = uniform_allocation(n_classes, budget, round_index)
+    return _base_recipe_records(dict(enumerate(counts)), base_records, UNIFORM, round_index, seed)
+
+
+def uniform_plan_records(plans: Sequence[ClassPlan], settings: PlanSettings,
+                         current: dict[int, ClassRecipe], base: dict[int, ClassRecipe],
+                         base_records: Sequence[PromptRecord], shown_names: Sequence[str], *,
+                         round_index: int, seed: int) -> list[PromptRecord]:
+    """Uniform allocation (exactly `uniform_records`' counts) with the plan's recipe made
+    uniform (`uniform_plan_recipes`), images made as `refined_records` makes them; seeds from
+    (…, "uniform_plan", index)."""
+    recipes = uniform_plan_recipes(plans, settings, current, base)
+    counts = uniform_allocation(len(plans), settings.budget, round_index)
+    return _recipe_records({p.class_id: (count, recipes[p.class_id])
+                            for p, count in zip(plans, counts, strict=True)},
+                           base_records, shown_names, UNIFORM_PLAN, round_index, seed)
+
+
+def uniform_allocation(n_classes: int, budget: int, round_index: int) -> list[int]:
+    """The uniform arms' split of the budget (ties rotate per round)."""
+    return allocate([1.0] * n_classes, budget, tie_offset=round_index - 1)
+
+
+def uniform_plan_recipes(plans: Sequence[ClassPlan], settings: PlanSettings,
+                         current: dict[int, ClassRecipe], base: dict[int, ClassRecipe]
+                         ) -> dict[int, ClassRecipe]:
+    """The plan's recipe for every class, for an allocation that gives images to all of them.
+
+    A class the plan gave images keeps its planned recipe (changed or, where the rule kept it,
+    not). A class the plan gave no images (it was not weak, so the rule chose nothing for it)
+    gets the plan's changes applied to its own `current` recipe by the rule's transformations
+    (`current` and `base` as in `make_plan`): the guidance change (`lower_guidance` or
+    `guidance_diversity`) that holds most of the plan's images (ties: `lower_guidance`; a class
+    already at the floor stays there), and `more_templates` when a planned class has it.
+    `negative_prompt` names the class one weak class is confused with and means nothing for
+    another class, so it stays where the plan put it. A plan that changed no recipe leaves every
+    class at `current`.
+    """
+    planned = {p.class_id for p in plans if p.images}
+    held = {name: sum(p.images for p in plans if name in p.changes)
+            for name in ("lower_guidance", "guidance_diversity", "more_templates")}
+    guidance_change = max(("lower_guidance", "guidance_diversity"), key=lambda n: held[n])
+    recipes = {}
+    for p in plans:
+        recipe = current[p.class_id]
+        if p.class_id in planned:
+            recipe = p.recipe
+        else:
+            if held[guidance_change]:
+                recipe = replace(recipe, guidance=(
+                    _lowered(settings, recipe) if guidance_change == "lower_guidance"
+                    else _diverse_scales(settings, base[p.class_id])))
+            if held["more_templates"]:
+                recipe = replace(recipe, templates=tuple(settings.templates))
+        recipes[p.class_id] = recipe
+    return recipes
+
+
+def _recipe_records(counts: dict[int, tuple[int, ClassRecipe]],
+                    base_records: Sequence[PromptRecord], shown_names: Sequence[str], arm: str,
+                    round_index: int, seed: int) -> list[PromptRecord]:
+    """`count` images per class with `recipe`, each starting from the class's base records."""
     per_class = {}
-    for class_id, count in enumerate(counts):
+    for class_id, (count, recipe) in counts.items():
+        own = [r for r in base_records if r.class_id == class_id]
+        made = []
+        for i in range(count):
+            record = own[i % len(own)]
+            changes: dict[str, Any] = {"guidance": float(recipe.guidance[i % len(recipe.guidance)])}
+            if recipe.templates and i % 2 == 1:
+                template = recipe.templates[(i // 2) % len(recipe.templates)]
+                changes.update(template=template,
+                               text=template.format(name=shown_names[class_id]))
+            if recipe.negative_class is not None:
+                other = shown_names[recipe.negative_class]
+                changes["negative_text"] = (f"{record.negative_text}, {other}"
+                                            if record.negative_text else other)
+            made.append(replace(record, **changes))
+        per_class[class_id] = made
+    return _interleave(per_class, arm, round_index, seed)
+
+
+def _base_recipe_records(counts: dict[int, int], base_records: Sequence[PromptRecord], arm: str,
+                         round_index: int, seed: int) -> list[PromptRecord]:
+    """`count` images per class cycling through its own base records unchanged."""
+    per_class = {}
+    for class_id, count in counts.items():
         own = [r for r in base_records if r.class_id == class_id]
         per_class[class_id] = [own[i % len(own)] for i in range(count)]
-    return _interleave(per_class, UNIFORM, round_index, seed)
+    return _interleave(per_class, arm, round_index, seed)
 
 
 def _interleave(per_class: dict[int, list[PromptRecord]], arm: str, round_index: int,

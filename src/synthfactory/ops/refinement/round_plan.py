@@ -15,10 +15,12 @@ import torch
 from synthfactory.ops.data.prompts import (PROMPTS_FILE, PromptRecord, display_name,
                                            load_display_names, read_prompts, write_prompts)
 from synthfactory.ops.data.real_images import read_classes, read_split
-from synthfactory.ops.refinement.plan import (PLAN_JSON, REFINED, UNIFORM, ClassPlan,
-                                                    ClassRecipe, PlanSettings, base_recipes,
-                                                    class_evidence, make_plan, refined_records,
-                                                    uniform_records)
+from synthfactory.ops.refinement.plan import (PLAN_JSON, REFINED, TARGETED_BASE, UNIFORM,
+                                              UNIFORM_PLAN, ClassPlan, ClassRecipe, PlanSettings,
+                                              base_recipes, class_evidence, make_plan,
+                                              refined_records, targeted_base_records,
+                                              uniform_plan_records,
+                                              uniform_records)
 from synthfactory.ops.refinement.arms import evaluate_classifiers
 from synthfactory.ops.refinement.rounds import RECORDS
 from synthfactory.ops.storage import SUMMARY_JSON
@@ -63,15 +65,27 @@ def plan_round(round_index: int, evaluated: str, require: Callable[..., Path],
     plans = make_plan(evidence, settings, current, base)
     table = load_display_names(display_names) if display_names else None
     shown = [display_name(n, table) for n in names]
-    records = {REFINED: refined_records(plans, base_records, shown, round_index=round_index,
-                                        seed=seed),
-               UNIFORM: uniform_records(base_records, len(names), settings.budget,
-                                        round_index=round_index, seed=seed)}
+    at = {"round_index": round_index, "seed": seed}
+    records = {
+        REFINED: refined_records(plans, base_records, shown, **at),
+        TARGETED_BASE: targeted_base_records(plans, base_records, **at),
+        UNIFORM_PLAN: uniform_plan_records(plans, settings, current, base, base_records, shown,
+                                           **at),
+        UNIFORM: uniform_records(base_records, len(names), settings.budget, **at)}
     plan = {"round": round_index, "evaluated_arm": evaluated, "split": "val",
             "n_val": len(val_labels), "budget": settings.budget,
             "val_accuracy": {"evaluated": arm["accuracy_mean"], "real": real["accuracy_mean"]},
-            "classes": [p.to_json() for p in plans]}
+            "classes": [p.to_json() for p in plans],
+            # The 2×2's other cells: what each arm generates per class (records say per image).
+            "arms": {name: _per_class(records[name], names) for name in records}}
     return RoundPlan(plan, plans, records)
+
+
+def _per_class(records: list[PromptRecord], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per class: how many images an arm makes and with which guidance scales."""
+    return {name: {"images": sum(r.class_id == c for r in records),
+                   "guidance": sorted({r.guidance for r in records if r.class_id == c})}
+            for c, name in enumerate(names)}
 
 
 def recipes_of(plan_path: Path) -> dict[int, ClassRecipe]:
