@@ -110,7 +110,10 @@ def test_records_are_new_images_balanced_and_sliced_without_loss() -> None:
     assert refined_records(plans, BASE, NAMES, round_index=2, seed=0) == refined
 
 
-def _four_arms(plans, settings=PlanSettings(budget=100), round_index=1):
+def _four_arms(plans: list, settings: PlanSettings | None = None,
+               round_index: int = 1) -> dict[str, list]:
+    """The four arms' prompt records of a round (budget 100 unless `settings` say otherwise)."""
+    settings = settings or PlanSettings(budget=100)
     base = base_recipes(BASE, 4)
     at = {"round_index": round_index, "seed": 0}
     return {"refined": refined_records(plans, BASE, NAMES, **at),
