@@ -34,7 +34,7 @@ from synthfactory.automation import (
 from synthfactory.executors import build_executor
 from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, expert_keys, parse_expert
 from synthfactory.params import ProjectConfig, load_params
-from synthfactory.publishing import cell_table as table
+from synthfactory.asset_inputs import cell_table as table
 
 PARAMS_ENV = "SYNTHFACTORY_PARAMS"
 RUN_JOB = "synthfactory_run"

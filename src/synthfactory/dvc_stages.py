@@ -6,12 +6,16 @@ outputs of its upstream assets, its `params` the `params.yaml` keys the step rea
 the directory the asset writes. What is read where is found in the source, not listed by hand:
 
 - code files: the asset's module and every `synthfactory` module it imports, transitively,
-  leaving out the imports inside the other assets' functions of the same module;
+  leaving out the imports inside the other assets' functions of the same module and, in the
+  asset's own module, the top-level imports whose names this asset does not reach (its
+  function, the builder that holds it, and the module's functions and constants they name: an
+  asset module holds several assets and imports what each needs at its top);
 - params: every `params.<section>[.<key>...]` the asset's function reads (a whole section when
   it takes the section as one object), the sections named in `params.digest(...)`, `seed` when
   it uses `runtime.seed` or hands the runtime to a helper, `runtime.dtype` when it uses
   `runtime.torch_dtype`, and `runtime.devices|workers|shuffle_buffer|in_memory_mb` when it reads
-  them (they decide whether and how training data streams, and over how many processes).
+  them or hands the runtime to `publishing.placement` (they decide whether and how training
+  data streams, and over how many processes).
 
 `synthfactory dvc-sync` writes the file; `synthfactory dvc-sync --check` (and a test) fail when
 the committed `dvc.yaml` is not what the definitions give.
@@ -122,7 +126,8 @@ def code_files(function: Any, other_asset_functions: set[int]) -> list[Path]:
     module_file = Path(inspect.getsourcefile(function)).resolve()
     tree = ast.parse(module_file.read_text())
     found = {module_file}
-    pending = _imports(tree, skip=other_asset_functions)
+    pending = _imports(tree, skip=other_asset_functions,
+                       used=_names_used(tree, _first_line(function), other_asset_functions))
     seen: set[str] = set()
     while pending:
         module = pending.pop()
@@ -176,6 +181,9 @@ def params_read(function: Any) -> list[str]:
                         keys |= set(Params.model_fields)
             if any(isinstance(arg, ast.Name) and arg.id == "runtime" for arg in child.args):
                 keys.add("seed")  # a helper that takes the runtime derives seeds from it
+                if _attribute_chain(child.func) == ["placement"]:
+                    # publishing.placement: where classifiers train, and how their data streams
+                    keys |= {f"runtime.{key}" for key in RESULT_RUNTIME_KEYS}
     # A whole section covers its keys.
     return sorted(key for key in keys
                   if not any(key.startswith(other + ".") for other in keys if other != key))
@@ -221,12 +229,68 @@ def _function_node(function: Any) -> ast.FunctionDef:
                      f"{inspect.getsourcefile(function)}")
 
 
-def _imports(tree: ast.AST, skip: set[int]) -> set[str]:
-    """synthfactory modules imported anywhere in `tree`, except in functions starting at `skip`."""
+def _names_used(tree: ast.Module, own_line: int, skip: set[int]) -> set[str]:
+    """The names the asset starting at `own_line` reads in its module: those of the top-level
+    definition that holds it (a builder, or the function itself), and, transitively, of every
+    top-level function, class or constant those name — never the other assets' functions
+    (`skip`). What the module's top-level imports must bind to count for this asset."""
+    definitions: dict[str, list[ast.AST]] = {}
+    for statement in tree.body:
+        if isinstance(statement, (ast.FunctionDef, ast.ClassDef)):
+            definitions.setdefault(statement.name, []).append(statement)
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    definitions.setdefault(target.id, []).append(statement)
+    holder = [statement for statement in tree.body
+              if isinstance(statement, ast.FunctionDef)
+              and min([statement.lineno, *(d.lineno for d in statement.decorator_list)])
+              <= own_line <= (statement.end_lineno or statement.lineno)]
+    names: set[str] = set()
+    pending: list[ast.AST] = list(holder)
+    visited: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        for name in _plain_names(node, skip) - names:
+            names.add(name)
+            pending += definitions.get(name, [])
+    return names
+
+
+def _plain_names(node: ast.AST, skip: set[int]) -> set[str]:
+    """The plain names read in `node` (a name, or the root of `a.b.c`), except in functions
+    starting at `skip`."""
+    names: set[str] = set()
+
+    def visit(child: ast.AST) -> None:
+        if isinstance(child, ast.FunctionDef) and any(_starts_at(child, line) for line in skip):
+            return
+        if isinstance(child, ast.Name):
+            names.add(child.id)
+        for grandchild in ast.iter_child_nodes(child):
+            visit(grandchild)
+
+    visit(node)
+    return names
+
+
+def _imports(tree: ast.AST, skip: set[int], used: set[str] | None = None) -> set[str]:
+    """synthfactory modules imported anywhere in `tree`, except in functions starting at `skip`;
+    with `used`, only the imports that bind one of those names."""
     modules: set[str] = set()
+
+    def binds_used(node: ast.Import | ast.ImportFrom) -> bool:
+        bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        return used is None or bool(bound & used)
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.FunctionDef) and any(_starts_at(node, line) for line in skip):
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not binds_used(node):
             return
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
@@ -235,7 +299,8 @@ def _imports(tree: ast.AST, skip: set[int]) -> set[str]:
             # `from synthfactory.ops import shards` names a module; only packages have those.
             package = _module_file(node.module) if node.module.startswith("synthfactory") else None
             if package is not None and package.name == "__init__.py":
-                modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+                modules.update(f"{node.module}.{alias.name}" for alias in node.names
+                               if used is None or (alias.asname or alias.name) in used)
         for child in ast.iter_child_nodes(node):
             visit(child)
 

@@ -86,8 +86,11 @@ def test_stages_list_code_upstream_outputs_and_exact_params() -> None:
         if upstream != "shard_scores":
             assert "src/synthfactory/ops/curation/filters.py" not in stages[upstream]["deps"], \
                 upstream
-    # The judge trains through the streaming loader: its memory and worker settings are inputs.
-    assert stages["judge"]["params"] == ["classifiers.flip", "judge", "runtime.in_memory_mb",
+    # The judge trains through the streaming loader where classifiers train
+    # (publishing.placement): its memory, worker and device settings are inputs; a CLIP judge
+    # names the classes with prompts.display_names.
+    assert stages["judge"]["params"] == ["classifiers.flip", "judge", "prompts.display_names",
+                                         "runtime.devices", "runtime.in_memory_mb",
                                          "runtime.shuffle_buffer", "runtime.workers", "seed"]
     assert document["metrics"] == ["reports/eval/metrics.json"]
     (plot,) = document["plots"]

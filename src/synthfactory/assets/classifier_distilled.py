@@ -11,8 +11,8 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.real_images import read_classes, read_split
 from synthfactory.ops.distillation.partitions import CELLS, cell_of
 from synthfactory.params import Params
-from synthfactory.publishing import (ONE_PER_RUN, cell_table, partition_cells, partition_metadata,
-                                     prune_partitions)
+from synthfactory.asset_inputs import cell_table, partition_cells
+from synthfactory.publishing import ONE_PER_RUN, partition_metadata, prune_partitions
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 

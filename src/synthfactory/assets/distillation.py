@@ -40,9 +40,9 @@ from synthfactory.ops.distillation.cells import parse_cell
 from synthfactory.ops.distillation.export import to_uint8_nhwc
 from synthfactory.ops.distillation.partitions import CELLS, cell_of
 from synthfactory.params import Params
-from synthfactory.publishing import (ONE_PER_RUN, cell_table, class_counts_md, expert_recipe,
-                                     image_grid_md, partition_cells, partition_metadata,
-                                     prune_partitions, source_data)
+from synthfactory.asset_inputs import cell_table, expert_recipe, partition_cells, source_data
+from synthfactory.publishing import (ONE_PER_RUN, class_counts_md, image_grid_md,
+                                     partition_metadata, prune_partitions)
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 

@@ -21,7 +21,8 @@ from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.not_built import read_not_built
 from synthfactory.ops.training.shardsets import ShardSet, real_shard_set
 from synthfactory.params import Params
-from synthfactory.publishing import classifier_budgets, not_built_result, path_md, placement
+from synthfactory.asset_inputs import classifier_budgets
+from synthfactory.publishing import not_built_result, path_md, placement
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 

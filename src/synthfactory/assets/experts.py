@@ -13,8 +13,8 @@ from synthfactory.ops.data.real_images import read_classes
 from synthfactory.ops.distillation.cells import expert_keys
 from synthfactory.ops.distillation.partitions import expert_of
 from synthfactory.params import Params
-from synthfactory.publishing import (ONE_PER_RUN, cell_table, expert_recipe, partition_experts,
-                                     partition_metadata, prune_partitions, source_data)
+from synthfactory.asset_inputs import cell_table, expert_recipe, partition_experts, source_data
+from synthfactory.publishing import ONE_PER_RUN, partition_metadata, prune_partitions
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 

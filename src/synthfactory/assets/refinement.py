@@ -32,8 +32,8 @@ from synthfactory.ops.refinement.plan import (LOOP_ARMS, PLAN_JSON, REFINED, TAR
                                               partition_slice)
 from synthfactory.ops.refinement.rounds import RECORDS, round_name
 from synthfactory.params import Params, ProjectConfig, config_digest
-from synthfactory.publishing import (classifier_budgets, open_configured_generator, path_md,
-                                     placement)
+from synthfactory.asset_inputs import classifier_budgets
+from synthfactory.publishing import open_configured_generator, path_md, placement
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 

@@ -22,7 +22,8 @@ from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
 from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.params import Params
-from synthfactory.publishing import cell_table, png_md
+from synthfactory.asset_inputs import cell_table
+from synthfactory.publishing import png_md
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
