@@ -28,7 +28,7 @@ resolves to its cached snapshot) without copying it. Either way `generator.json`
 backend, source, revision, settings and a content digest of the weights."""
 
 
-@dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="1", pool="gpu",
+@dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="2", pool="gpu",
           op_tags=GPU_OP_TAGS, deps=["real_images"], description=GENERATOR_DESCRIPTION)
 def generator(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
               runtime: TorchRuntime) -> dg.MaterializeResult:
