@@ -73,6 +73,7 @@ def main() -> None:
     from synthfactory.ops.distillation.dsa import DSA
     from synthfactory.ops.distillation.matching import DmSettings, distribution_matching
     from synthfactory.ops.generation.ddpm import DdpmGenerator, save_generator, train_ddpm
+    from synthfactory.ops.generation.generator_build import resolved_ddpm_settings
     from synthfactory.ops.generation.samplers import SamplerSettings
     from synthfactory.ops.seeds import derive_seed
     from synthfactory.ops.tensors import use_deterministic_algorithms
@@ -110,10 +111,13 @@ def main() -> None:
     ddpm = params.generator.ddpm.model_dump()
     if args.train_steps is not None:
         ddpm["train_steps"] = args.train_steps
+    ddpm = resolved_ddpm_settings(ddpm, train_images.shape)  # the ceiling that follows the data
     (unet, scheduler, log), seconds = timed(device, lambda: train_ddpm(
-        train_images, train_labels, n_classes, **ddpm, seed=seed, device=device))
-    report["ddpm_training"] = {"steps": ddpm["train_steps"], "seconds": round(seconds, 2),
-                               "steps_per_second": round(ddpm["train_steps"] / seconds, 1)}
+        train_images, train_labels, n_classes, **ddpm, seed=seed, device=device,
+        val_images=data.images[val], val_labels=data.labels[val]))
+    report["ddpm_training"] = {"steps": log.steps, "ceiling": ddpm["train_steps"],
+                               "stopped_by": log.stopped_by, "seconds": round(seconds, 2),
+                               "steps_per_second": round(log.steps / seconds, 1)}
 
     # The judge and one evaluation classifier (the judge scores the samples below).
     judge_config, classifier_config = params.judge, params.classifiers

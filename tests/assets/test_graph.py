@@ -177,7 +177,7 @@ def test_every_asset_check_ran_and_the_gates_passed(
     root, result = graph_run
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {key.name for check in ASSET_CHECKS for key in check.check_keys}
-    assert len(evaluations) == 11
+    assert len(evaluations) == 13
     for name in ["real_images_integrity", "synthetic_shards_integrity",
                  "synthetic_shards_class_balance", "filtered_set_every_class_kept",
                  "filtered_set_scores_current",
@@ -199,6 +199,17 @@ def test_every_asset_check_ran_and_the_gates_passed(
     floor = evaluations["filtered_set_pass_rate_floor"]
     assert floor.passed and floor.severity == dg.AssetCheckSeverity.WARN
     assert floor.metadata["lowest_pass_rate"].value == pytest.approx(min(rates), abs=1e-4)
+
+    # Soundness: the tiny generator's ceiling (30 steps) came before a second held-out check, so
+    # there is no trend to judge; the tiny classifiers (10 steps) did not fit their sets, and
+    # the soundness check warns so, with each number and its bound.
+    assert evaluations["generator_converged"].passed
+    sound = evaluations["eval_report_soundness"]
+    assert not sound.passed and sound.severity == dg.AssetCheckSeverity.WARN
+    found = sound.metadata["warnings"].value
+    assert any(w["kind"] == "underfit" and w["value"] < w["bound"] for w in found)
+    history = json.loads((root / "data" / "classifier_real" / "history.json").read_text())
+    assert history["control"]["steps"] == 2 * history["seeds"][0]["steps"]
 
     # The accuracy floor: its verdict is what metrics.json says of each floored arm, and its
     # rows cover every configured arm (those without a floor named as such).

@@ -8,7 +8,9 @@ the checks of what it materializes (`--no-checks` skips them). The pass-rate flo
 the report's check without blocking anything (nothing is downstream of the report). An arm
 whose data ran out (a class the filter wiped out, `ipc` above what a class kept) is not a stop
 either: it is recorded as not built, its checks warn, the report is still made and
-`eval_report_arms_built` names it. The computations are in `ops/checks.py` and beside the
+`eval_report_arms_built` names it. Whether the run is sound warns too, with the number that tripped each
+bound: `generator_converged` (the DDPM stopped on its held-out criterion, not at its ceiling
+still improving) and `eval_report_soundness` (every bound of `eval_report.warnings`). The computations are in `ops/checks.py` and beside the
 report sections in `ops/evaluation/`.
 """
 
@@ -26,6 +28,9 @@ from synthfactory.ops.evaluation.arms import configured_arms
 from synthfactory.ops.evaluation.class_sizes import class_sizes_outcome
 from synthfactory.ops.evaluation.contamination import contamination_outcome
 from synthfactory.ops.evaluation.missing import arms_built
+from synthfactory.ops.evaluation.soundness import (generator_outcome, soundness_outcome,
+                                                   soundness_warnings)
+from synthfactory.ops.generation import GENERATOR_JSON
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.shards import read_shard_info
 from synthfactory.params import Params
@@ -183,6 +188,27 @@ def eval_report_contamination(params: Params) -> dg.AssetCheckResult:
     return _result(contamination_outcome(_report_metrics(params)))
 
 
+@dg.asset_check(asset="generator", blocking=False)
+def generator_converged(store: ArtifactStore) -> dg.AssetCheckResult:
+    """The embedded DDPM stopped on its held-out criterion, or at its step ceiling no longer
+    improving by more than `generator.ddpm.min_delta`; warns with the improvement it still made
+    otherwise (its images may be worse than it can draw). A pretrained generator passes."""
+    info = json.loads(store.require("generator", GENERATOR_JSON).read_text())
+    return _result(generator_outcome(info), severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="eval_report", blocking=False)
+def eval_report_soundness(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
+    """The run is sound by every bound of `eval_report.warnings`: the generator converged, the
+    judge recognises enough of every class, every arm fits its training set and agrees over its
+    seeds, and the real arm is not far below its longer-trained control. Warns with each
+    number that tripped a bound (the report opens with the same warnings)."""
+    metrics = _report_metrics(params)
+    warnings = soundness_warnings(store.require, metrics,
+                                  params.eval_report.warnings.model_dump())
+    return _result(soundness_outcome(warnings), severity=dg.AssetCheckSeverity.WARN)
+
+
 def _report_metrics(params: Params) -> dict:
     """The report's metrics.json (a clear error when the report was not made yet)."""
     metrics = Path(params.eval_report.output_dir) / "metrics.json"
@@ -195,4 +221,4 @@ ASSET_CHECKS = [real_images_integrity, synthetic_shards_integrity, synthetic_sha
                 filtered_set_pass_rate_floor, filtered_set_every_class_kept,
                 filtered_set_scores_current, distilled_set_size,
                 eval_report_accuracy_floor, real_images_class_sizes, eval_report_arms_built,
-                eval_report_contamination]
+                eval_report_contamination, generator_converged, eval_report_soundness]

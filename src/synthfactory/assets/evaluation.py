@@ -8,12 +8,13 @@ fractions below 1. `eval_report` (assets/report.py) depends on exactly those (an
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
 from synthfactory.executors import GPU_OP_TAGS, gpu_op_tags
 from synthfactory.ops.data.preflight import TooFewImages, check_every_class
-from synthfactory.ops.data.real_images import read_classes, read_image_shape
+from synthfactory.ops.data.real_images import read_classes, read_image_shape, read_split
 from synthfactory.ops.evaluation.arms import (ARMS, SCALING_ASSET, Arm, TrainingData, check_arms,
                                               filtered_arm, filtered_shard_set, real_arm,
                                               synthetic_shard_set)
@@ -52,7 +53,7 @@ def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
     shard_set_of = SHARD_SETS.get(arm.name)
 
     @dg.asset(name=f"classifier_{arm.name}", group_name="evaluation",
-              kinds={"pytorch", "safetensors"}, code_version="2", pool="gpu",
+              kinds={"pytorch", "safetensors"}, code_version="3", pool="gpu",
               op_tags=gpu_op_tags(devices if shard_set_of else 1),
               deps=sorted({*arm.upstream, "real_images"}),
               description=f"Classifiers trained from scratch on the {arm.name} arm "
@@ -80,7 +81,8 @@ def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
         with store.publish_dir(label) as directory:
             history = train_arm(arm.name, data, len(class_names), params.classifiers,
                                 placement(runtime), directory, label, store.path(".ddp", label),
-                                context.log.info, classifier_budgets(params, store)[arm.name])
+                                context.log.info, classifier_budgets(params, store)[arm.name],
+                                val=_control_val(arm, store))
         return dg.MaterializeResult(metadata={
             "path": path_md(store, label), "n_train": history["n_train"],
             "seeds": params.classifiers.n_seeds, "sources": len(history["sources"]),
@@ -90,6 +92,15 @@ def build_classifier(arm: Arm, devices: int = 1) -> dg.AssetsDefinition:
         })
 
     return classifier
+
+
+def _control_val(arm: Arm, store: ArtifactStore) -> tuple[Any, Any] | None:
+    """The validation split for the real arm's longer-trained control (classifiers.
+    control_steps); None for every other arm."""
+    if arm.name != "real":
+        return None
+    images, labels, _ = read_split(store.require("real_images"), "val")
+    return images, labels
 
 
 def _arm_data(arm: Arm, shard_set_of: Callable[[ArtifactStore], ShardSet] | None,

@@ -28,7 +28,7 @@ resolves to its cached snapshot) without copying it. Either way `generator.json`
 backend, source, revision, settings and a content digest of the weights."""
 
 
-@dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="1", pool="gpu",
+@dg.asset(group_name="generation", kinds={"pytorch", "diffusers"}, code_version="2", pool="gpu",
           op_tags=GPU_OP_TAGS, deps=["real_images"], description=GENERATOR_DESCRIPTION)
 def generator(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
               runtime: TorchRuntime) -> dg.MaterializeResult:
@@ -58,9 +58,20 @@ def generator(context: dg.AssetExecutionContext, params: Params, store: Artifact
             "parameters": built.parameters,
             "train_seconds": round(built.seconds, 1), "final_loss": round(losses[-1][1], 4),
             "loss_curve": dg.MetadataValue.json([[s, round(v, 4)] for s, v in losses]),
+            **_training_metadata(record.get("training") or {}),
         },
         data_version=dg.DataVersion(record["digest"][:16]),
     )
+
+
+def _training_metadata(training: dict[str, Any]) -> dict[str, Any]:
+    """How long the DDPM trained and why it stopped: steps against the ceiling, converged (the
+    held-out criterion stopped it) or not, and the held-out loss curve."""
+    if not training:
+        return {}
+    return {"steps": training["steps"], "ceiling": training["ceiling"],
+            "stopped_by": training["stopped_by"], "converged": training["converged"],
+            "validation_curve": dg.MetadataValue.json(training["validation_curve"])}
 
 
 def build_synthetic_shards(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

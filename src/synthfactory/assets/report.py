@@ -90,7 +90,8 @@ def _settings(params: Params, arms: list[str], runtime: TorchRuntime) -> Any:
         judge_batch_size=params.judge.batch_size, refinement_rounds=params.refinement.rounds,
         scaling=params.eval_report.scaling, grid_per_class=params.eval_report.grid_per_class,
         contamination=params.contamination.model_dump(),
-        params_digest=params.digest(*Params.model_fields), seed=runtime.seed)
+        params_digest=params.digest(*Params.model_fields), seed=runtime.seed,
+        warnings=params.eval_report.warnings.model_dump())
 
 
 def _priced(context: dg.AssetExecutionContext) -> list[str]:

@@ -28,6 +28,9 @@ class ClassifiersParams(Section):
     schedule (ops/evaluation/budgets.py) — so a difference between arms is their data's;
     `epochs`: steps follow each arm's size (max(min_steps, epochs × batches per pass)). The
     distilled arm always follows the distillation protocol's epochs.
+    `control_steps`: the real arm also trains one seed (the first) at this multiple of its
+    steps, measured on the validation split, so the report can say when the recipe's budget is
+    too short for the data (`eval_report.warnings.min_real_vs_control`); 0: no control.
     """
 
     arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS))
@@ -45,6 +48,34 @@ class ClassifiersParams(Section):
     width: int = Field(default=128, gt=0)
     augmentation: bool = True
     flip: bool = False
+    control_steps: float = Field(default=2.0, ge=0.0)
+
+    @field_validator("control_steps")
+    @classmethod
+    def _control_is_longer(cls, factor: float) -> float:
+        if 0.0 < factor <= 1.0:
+            raise ValueError(f"classifiers.control_steps {factor} must be above 1 (a longer "
+                             "schedule than the arm's, e.g. 2.0) or 0 (no control)")
+        return factor
+
+
+class WarningsParams(Section):
+    """The bounds of the report's warnings (ops/evaluation/soundness.py): a run that crosses one
+    is flagged, with the number that tripped it, at the top of the report and in its checks.
+
+    `min_class_pass_rate`: the judge recognises (the filter keeps) at least this share of every
+    class's generated images. `max_seed_std`: an arm's test accuracy varies over its classifier
+    seeds by at most this sample std. `min_train_accuracy`: every seed of every arm fits its
+    own training set at least this well. `min_real_vs_control`: the real arm's validation
+    accuracy is at least this fraction of what the same recipe reaches with
+    `classifiers.control_steps` times the steps. (The generator's own warning, stopped at its
+    ceiling while still improving, uses `generator.ddpm.min_delta`.)
+    """
+
+    min_class_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_seed_std: float = Field(default=0.02, ge=0.0)
+    min_train_accuracy: float = Field(default=0.9, ge=0.0, le=1.0)
+    min_real_vs_control: float = Field(default=0.95, ge=0.0, le=1.0)
 
 
 class EvalReportParams(Section):
@@ -59,6 +90,7 @@ class EvalReportParams(Section):
     # configured arm is missing from the report, and names the arms without a floor (the names
     # must be among classifiers.arms: checked when the definitions are built).
     accuracy_floor: dict[str, float] = {}
+    warnings: WarningsParams = WarningsParams()
 
     @field_validator("scaling")
     @classmethod

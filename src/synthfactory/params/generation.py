@@ -10,12 +10,22 @@ from synthfactory.params.base import Section
 
 
 class DdpmParams(Section):
-    """Training settings of the embedded class-conditional DDPM."""
+    """Training settings of the embedded class-conditional DDPM.
+
+    How long it trains follows the data (ops/generation/ddpm_stopping.py): `train_steps` is a
+    ceiling (null: 6·sqrt(train images × height × width × channels), rounded to 100, between
+    600 and 50,000), and every `eval_every` steps (null: a twentieth of the ceiling, at least
+    25) the EMA model's denoising loss on at most `eval_images` real validation images, at fixed
+    timesteps and noise, is measured; training stops when the last `patience` evaluations
+    lowered the best loss by less than a relative `min_delta` (`patience` 0: to the ceiling).
+    """
 
     widths: list[int] = [32, 64]
-    # At least 20: the one-cycle learning-rate schedule needs a warm-up of 10% (torch divides by
-    # zero at exactly 10 steps).
-    train_steps: int = Field(default=1200, ge=20)
+    train_steps: int | None = Field(default=None, ge=20)
+    eval_every: int | None = Field(default=None, gt=0)
+    patience: int = Field(default=3, ge=0)
+    min_delta: float = Field(default=0.05, ge=0.0, lt=1.0)
+    eval_images: int = Field(default=256, gt=0)
     batch_size: int = Field(default=128, gt=0)
     learning_rate: float = Field(default=3e-3, gt=0.0)
     cfg_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)

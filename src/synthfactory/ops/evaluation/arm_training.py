@@ -13,22 +13,29 @@ from typing import Any
 import numpy as np
 
 from synthfactory.ops.evaluation.arms import TrainingData
+from synthfactory.ops.evaluation.evaluate import checkpoints
 from synthfactory.ops.evaluation.scaling import REAL_STREAM, nested_subsets
 from synthfactory.ops.storage.artifacts import Log
 from synthfactory.ops.storage.atomic import dumps_json
 from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.ops.training.budget import Budget
-from synthfactory.ops.training.classifiers import Placement, train_seeds, train_shard_set
+from synthfactory.ops.training.classifiers import (Placement, classifier_seeds, train_seeds,
+                                                   train_shard_set, training_settings)
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import ClassifierSettings, load_classifier, train_classifier
 from synthfactory.ops.training.shardsets import ShardSet
 
 
 def train_arm(arm: str, data: TrainingData | ShardSet, n_classes: int, config: Any,
               placement: Placement, directory: Path, label: str, work: Path, log: Log,
-              budget: Budget) -> dict[str, Any]:
+              budget: Budget, val: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> dict[str, Any]:
     """`config.n_seeds` classifiers of `arm` (`config`: the `classifiers` params section) on a
     set assembled in memory (one device) or a shard set (loaded, streamed or DDP; `work` is the
     DDP job's scratch directory), trained `budget`'s steps, and `history.json` (with the
-    budget: policy, steps, images seen and why); the history."""
+    budget: policy, steps, images seen and why); the history. With the validation split `val`
+    and `config.control_steps`, also the longer-trained control (`train_control`), recorded as
+    history.json's `control`."""
     steps = _steps(budget)
     if isinstance(data, TrainingData):
         histories = train_seeds(data.images, data.targets, n_classes, config, placement,
@@ -41,8 +48,47 @@ def train_arm(arm: str, data: TrainingData | ShardSet, n_classes: int, config: A
         record = {"n_train": data.n_samples, "sources": [shard.path.name for shard in data.shards],
                   "soft_labels": data.soft, "streamed": streamed, "devices": placement.devices}
     history = {"arm": arm, **record, "budget": _record(budget, histories), "seeds": histories}
+    if val is not None and config.control_steps and histories:
+        history["control"] = train_control(data, n_classes, config, placement, directory,
+                                           histories[0]["steps"], val, log)
     (directory / HISTORY_JSON).write_text(dumps_json(history))
     return history
+
+
+def train_control(data: TrainingData | ShardSet, n_classes: int, config: Any,
+                  placement: Placement, directory: Path, steps: int,
+                  val: tuple[np.ndarray, np.ndarray], log: Log) -> dict[str, Any]:
+    """The cheap control of a recipe's budget: the arm's first seed trained again with
+    `config.control_steps` times its `steps` (in-process on one device, weights not kept), and
+    its validation accuracy beside the arm's seeds' (their mean), measured on `val` (images,
+    labels): an arm far below its own longer-trained copy was stopped before it learned its
+    data (ops/evaluation/soundness.py)."""
+    device = placement.device
+    longer = int(round(config.control_steps * steps))
+    settings = ClassifierSettings(**training_settings(config, device, longer))
+    seed = classifier_seeds(placement.seed, 1)[0]
+    if isinstance(data, TrainingData):
+        model, history = train_classifier(data.images, data.targets, n_classes, settings,
+                                          seed=seed, device=device)
+    else:
+        source = data.source(in_memory_mb=placement.in_memory_mb, seed=0,
+                             workers=placement.workers, shuffle_buffer=placement.shuffle_buffer)
+        model, history = train_classifier(source, None, n_classes, settings, seed=seed,
+                                          device=device)
+    images, labels = val
+    control = _val_accuracy(model, images, labels, device)
+    arm = [_val_accuracy(load_classifier(path, device), images, labels, device)
+           for path in checkpoints(directory)]
+    log(f"control: seed 0 at {longer} steps ({config.control_steps:g}x) reaches validation "
+        f"accuracy {control:.4f}; the arm's seeds {np.mean(arm):.4f}")
+    return {"factor": float(config.control_steps), "steps": longer, "seed_index": 0,
+            "val_accuracy": control, "arm_val_accuracy": float(np.mean(arm)),
+            "arm_val_accuracies": arm, "train_accuracy": history["train_accuracy"],
+            "seconds": history["seconds"], "n_val": len(labels)}
+
+
+def _val_accuracy(model: Any, images: np.ndarray, labels: np.ndarray, device: Any) -> float:
+    return float(np.mean(predict_proba(model, images, device=device).argmax(1) == labels))
 
 
 # The scaling curves' classifiers, under `<curve>/` beside history.json: the filtered set's

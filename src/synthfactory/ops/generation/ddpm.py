@@ -4,6 +4,13 @@ Training follows the usual recipe: predict the noise added at a random timestep,
 label to a "null" class with probability `cfg_dropout` so one network learns both the conditional
 and the unconditional model (classifier-free guidance), and keep an exponential moving average of
 the weights for sampling (on a dataset this small, EMA weights give far cleaner samples).
+
+How long it trains is decided on held-out images (`ddpm_stopping.py`): `train_steps` is a
+ceiling, and the EMA model's validation denoising loss, measured every `eval_every` steps, stops
+it earlier once it no longer improves. The learning rate therefore cannot depend on where
+training ends: a linear warm-up over the first `eval_every` steps, then an inverse-square-root
+decay (`lr · sqrt(warmup / step)`, as EDM2 trains its diffusion models), so the schedule up to
+any step is the same whether the run stops there or goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,8 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from synthfactory.ops.data.prompts import PromptRecord
 from synthfactory.ops.generation import GENERATOR_JSON
+from synthfactory.ops.generation.ddpm_stopping import (eval_cadence, should_stop, validation_loss,
+                                                       validation_set)
 from synthfactory.ops.generation.samplers import DEFAULT, SamplerSettings, build_sampler
 from synthfactory.ops.seeds import derive_seed
 from synthfactory.ops.storage.atomic import dumps_json, sha256_tree
@@ -45,10 +54,15 @@ def build_unet(resolution: int, channels: int, n_classes: int, widths: Sequence[
 
 @dataclass
 class TrainingLog:
-    """Loss every `every` steps, and the wall time of the whole training."""
+    """Loss every `every` steps, the wall time of the whole training, the steps run, the held-out
+    loss curve (step, loss) and why training ended: `criterion` (the held-out loss stopped
+    improving), `ceiling` (it ran `train_steps`) or `fixed` (no held-out images: a fixed length)."""
 
     losses: list[tuple[int, float]]
     seconds: float
+    steps: int = 0
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    stopped_by: str = "fixed"
 
 
 def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths: Sequence[int],
@@ -56,20 +70,35 @@ def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths
                ema_decay: float, num_train_timesteps: int, seed: int, device: torch.device,
                log: Callable[[str], None] | None = None, log_every: int = 100,
                checkpoint_every: int = 0, checkpoint_dir: Path | None = None,
-               ) -> tuple[UNet2DModel, DDPMScheduler, TrainingLog]:
+               val_images: np.ndarray | None = None, val_labels: np.ndarray | None = None,
+               eval_every: int | None = None, patience: int = 0, min_delta: float = 0.0,
+               eval_images: int = 256) -> tuple[UNet2DModel, DDPMScheduler, TrainingLog]:
     """Train the class-conditional DDPM on uint8 images; return its EMA weights and scheduler.
 
+    With held-out `val_images`, the EMA model's denoising loss on them is measured every
+    `eval_every` steps (None: `ddpm_stopping.eval_cadence(train_steps)`), and training stops
+    once `patience` evaluations in a row improve on the best by less than a relative
+    `min_delta` (`ddpm_stopping.py`); `train_steps` is the ceiling. Without them it trains
+    exactly `train_steps` steps.
+
     With `checkpoint_dir` and `checkpoint_every > 0`, the whole training state (weights, EMA,
-    optimizer, learning-rate schedule, RNG, loss log) is saved every `checkpoint_every` steps,
-    and a later call with the same data and settings resumes from it: the result is the same,
-    bit for bit, as an uninterrupted run.
+    optimizer, learning-rate schedule, RNG, loss log, held-out curve) is saved every
+    `checkpoint_every` steps, and a later call with the same data and settings resumes from
+    it: the result is the same, bit for bit, as an uninterrupted run.
     """
     if len(images) == 0:
         raise ValueError("cannot train the generator on an empty training split")
+    eval_every = eval_every or eval_cadence(train_steps)
+    held_out = None if val_images is None else validation_set(
+        val_images, np.asarray(val_labels), num_train_timesteps, eval_images,
+        derive_seed(seed, "generator", "validation"))
     fingerprint = _fingerprint(images, labels, n_classes, seed, widths=list(widths),
                                train_steps=train_steps, batch_size=batch_size,
                                learning_rate=learning_rate, cfg_dropout=cfg_dropout,
-                               ema_decay=ema_decay, num_train_timesteps=num_train_timesteps)
+                               ema_decay=ema_decay, num_train_timesteps=num_train_timesteps,
+                               eval_every=eval_every, patience=patience, min_delta=min_delta,
+                               eval_images=eval_images, schedule="warmup-inverse-sqrt",
+                               held_out=None if held_out is None else _digest(held_out.clean))
     torch_rng = torch.Generator().manual_seed(derive_seed(seed, "generator", "train"))
     torch.manual_seed(derive_seed(seed, "generator", "init"))
     unet = build_unet(images.shape[1], images.shape[3], n_classes, widths).to(device)
@@ -77,20 +106,23 @@ def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths
     scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
                               beta_schedule="squaredcos_cap_v2")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate,
-                                                   total_steps=train_steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_inverse_sqrt(eval_every))
     data = to_model_space(images)
     targets = torch.from_numpy(labels).long()
     losses: list[tuple[int, float]] = []
+    curve: list[tuple[int, float]] = []
     first_step = 0
     resumed = None if checkpoint_dir is None else load_checkpoint(checkpoint_dir, fingerprint)
     if resumed is not None:
         first_step = _restore(resumed, unet, ema, optimizer, schedule, torch_rng)
         losses = [(int(step), float(loss)) for step, loss in resumed.state["losses"]]
+        curve = [(int(step), float(loss)) for step, loss in resumed.state.get("validation", [])]
         if log is not None:
             log(f"generator training: resuming from the checkpoint at step "
                 f"{first_step}/{train_steps} in {checkpoint_dir}")
     started = time.perf_counter()
+    stopped_by = "fixed" if held_out is None else "ceiling"
+    done = first_step
     unet.train()
     for step in range(first_step, train_steps):
         batch = torch.randint(0, len(data), (batch_size,), generator=torch_rng)
@@ -117,11 +149,35 @@ def train_ddpm(images: np.ndarray, labels: np.ndarray, n_classes: int, *, widths
                 log(f"generator training step {step + 1}/{train_steps}: loss {losses[-1][1]:.4f}, "
                     f"{time.perf_counter() - started:.0f}s")
         done = step + 1
+        if held_out is not None and done % eval_every == 0:
+            curve.append((done, validation_loss(ema, scheduler, held_out, device)))
+            if log is not None:
+                log(f"generator validation at step {done}: loss {curve[-1][1]:.5f}")
+            if should_stop(curve, patience, min_delta):
+                stopped_by = "criterion"
+                break
         if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0 \
                 and done < train_steps:
-            save_checkpoint(checkpoint_dir, fingerprint,
-                            _snapshot(done, unet, ema, optimizer, schedule, torch_rng, losses))
-    return ema, scheduler, TrainingLog(losses=losses, seconds=time.perf_counter() - started)
+            save_checkpoint(checkpoint_dir, fingerprint, _snapshot(
+                done, unet, ema, optimizer, schedule, torch_rng, losses, curve))
+    if log is not None and held_out is not None:
+        log(f"generator training stopped at step {done}/{train_steps} by the {stopped_by}")
+    return ema, scheduler, TrainingLog(losses=losses, seconds=time.perf_counter() - started,
+                                       steps=done, validation=curve, stopped_by=stopped_by)
+
+
+def _warmup_inverse_sqrt(warmup: int) -> Callable[[int], float]:
+    """The learning-rate factor after `step` steps: linear warm-up, then 1/sqrt decay."""
+    warmup = max(1, warmup)
+
+    def factor(step: int) -> float:
+        return (step + 1) / warmup if step < warmup else (warmup / (step + 1)) ** 0.5
+
+    return factor
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
 
 
 def _fingerprint(images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int,
@@ -137,14 +193,15 @@ def _fingerprint(images: np.ndarray, labels: np.ndarray, n_classes: int, seed: i
 
 def _snapshot(step: int, unet: UNet2DModel, ema: UNet2DModel, optimizer: torch.optim.Optimizer,
               schedule: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator,
-              losses: list[tuple[int, float]]) -> Checkpoint:
+              losses: list[tuple[int, float]], curve: list[tuple[int, float]]) -> Checkpoint:
     """The training state after `step` steps, as tensors and JSON."""
     tensors = {f"unet/{k}": v for k, v in unet.state_dict().items()}
     tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
     tensors["rng"] = rng.get_state()
     moments, param_groups = optimizer_tensors(optimizer)
     return Checkpoint(step=step, tensors={**tensors, **moments}, state={
-        "losses": [list(pair) for pair in losses], "schedule": schedule.state_dict(),
+        "losses": [list(pair) for pair in losses], "validation": [list(pair) for pair in curve],
+        "schedule": schedule.state_dict(),
         "param_groups": param_groups})
 
 

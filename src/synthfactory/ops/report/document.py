@@ -31,15 +31,16 @@ from synthfactory.ops.report.sections import (confusion_section, distillation_se
                                               per_class_section, summary_section)
 from synthfactory.ops.report.tables import ARMS_CSV, arm_table_csv, markdown_table
 from synthfactory.ops.report.verdicts import verdicts_section
+from synthfactory.ops.report.warnings import warnings_section
 from synthfactory.ops.storage.atomic import dumps_json
 
 # The report, in order. Add a section here; a builder returning None leaves it out.
-SECTIONS: list[SectionBuilder] = [verdicts_section, summary_section, missing_arms_section,
-                                  class_sizes_section, arms_section, scaling_section, per_class_section,
-                                  filtering_section, distillation_section,
-                                  distillation_table_section, refinement_section,
-                                  contamination_section, confusion_section, images_section,
-                                  lineage_section]
+SECTIONS: list[SectionBuilder] = [warnings_section, verdicts_section, summary_section,
+                                  missing_arms_section, class_sizes_section, arms_section,
+                                  scaling_section, per_class_section, filtering_section,
+                                  distillation_section, distillation_table_section,
+                                  refinement_section, contamination_section, confusion_section,
+                                  images_section, lineage_section]
 
 
 def build_sections(metrics: dict[str, Any], grids: dict[str, np.ndarray],

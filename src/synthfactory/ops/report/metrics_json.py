@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from synthfactory.ops.evaluation.class_sizes import data_entry
 from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
 from synthfactory.ops.evaluation.distillation_table import distillation_table, not_built_cells
 from synthfactory.ops.evaluation.evaluate import SPREAD
+from synthfactory.ops.evaluation.soundness import soundness_warnings
 from synthfactory.ops.evaluation.verdicts import (MULTIPLICITY_NOTE, arm_comparisons,
                                                   arm_intervals, cell_comparisons)
 from synthfactory.ops.refinement.results import refinement_results
@@ -50,6 +51,7 @@ class ReportSettings:
     contamination: dict[str, Any]  # the `contamination` section: thresholds, grid pairs
     params_digest: str
     seed: int
+    warnings: dict[str, float] = field(default_factory=dict)  # eval_report.warnings: the bounds
 
 
 def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: ReportSettings,
@@ -134,6 +136,9 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
         require("synthetic_shards"), scores_dir, test.images, test.keys, real_dir,
         require("judge"), require("filtered_set"), class_names, device,
         **settings.contamination)
+    # What makes this run unsound, each with the number that tripped it (the report opens with
+    # them, above the verdicts).
+    metrics["warnings"] = soundness_warnings(require, metrics, settings.warnings)
     pictures = set_grids(require, class_names, settings.grid_per_class, "retrieved" in arm_rows)
     pictures[GRID] = contamination_grid
     return metrics, pictures
