@@ -1,17 +1,17 @@
 """Asset checks: the data-quality gates a user reads next to each asset in the UI.
 
-Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards,
-a distilled set of the wrong size. Every blocking check fails with ERROR severity (a failed
-WARN check blocks nothing, so a warning is declared non-blocking); `synthfactory run` executes
-the checks of what it materializes (`--no-checks` skips them). The pass-rate floor only warns
-(a generator blind spot is worth seeing, not worth stopping for), and the accuracy floor fails
-the report's check without blocking anything (nothing is downstream of the report). An arm
-whose data ran out (a class the filter wiped out, `ipc` above what a class kept) is not a stop
-either: it is recorded as not built, its checks warn, the report is still made and
-`eval_report_arms_built` names it. Whether the run is sound warns too, with the number that tripped each
-bound: `generator_converged` (the DDPM stopped on its held-out criterion, not at its ceiling
-still improving) and `eval_report_soundness` (every bound of `eval_report.warnings`). The computations are in `ops/checks.py` and beside the
-report sections in `ops/evaluation/`.
+Blocking checks stop a run before a bad result flows downstream: corrupt or incomplete shards, a
+distilled set of the wrong size. Every blocking check fails with ERROR severity (a failed WARN
+check blocks nothing, so a warning is declared non-blocking); `synthfactory run` executes the
+checks of what it materializes (`--no-checks` skips them). The pass-rate floor only warns (a
+generator blind spot is worth seeing, not worth stopping for), and the accuracy floor fails the
+report's check without blocking anything (nothing is downstream of the report). An arm whose data
+ran out (a class the filter wiped out, `ipc` above what a class kept) is not a stop either: it is
+recorded as not built, its checks warn, the report is still made and `eval_report_arms_built` names
+it. Whether the run is sound warns too, with the number that tripped each bound:
+`generator_converged` (the DDPM stopped on its held-out criterion, not at its ceiling still
+improving) and `eval_report_soundness` (every bound of `eval_report.warnings`). The computations
+are in `ops/checks.py` and in `ops/evaluation/` (soundness.py).
 """
 
 # No `from __future__ import annotations`: Dagster validates the `context` hint as a type.
