@@ -158,8 +158,8 @@ def labelled_part_ranking(real_dir: Path, settings: RetrievalSettings, *, seed: 
     return Ranking(pool, features_of(pool.images), queries, {
         "query": f"the labelled part's class means in {EMBEDDINGS[settings.embedding]}",
         "embedding": record,
-        "labelled": {"per_class": settings.labelled_per_class if shots is None else None,
-                     "size": len(labelled), "source": source, "excluded_from_pool": True},
+        "labelled": {"per_class": settings.labelled_per_class, "size": len(labelled),
+                     "source": source, "excluded_from_pool": True},
         "test_near_copies": None})
 
 
