@@ -72,6 +72,10 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
     retrieved = metrics["arms"]["retrieved"]
     assert retrieved["n_train"] == 60 and retrieved["retrieval"]["per_class"] == 6
     assert 0.0 <= retrieved["label_precision"]["overall"] <= 1.0
+    # The train-split pool less its labelled part (10 per class), which alone taught the ranking.
+    labelled = retrieved["retrieval"]["labelled"]
+    assert labelled["size"] == 100 and labelled["excluded_from_pool"] is True
+    assert retrieved["retrieval"]["pool_size"] == metrics["arms"]["real"]["n_train"] - 100
     scaling = metrics["scaling"]
     # Three sizes per curve: points with intervals, but no power law (it needs 2 residual
     # degrees of freedom, i.e. 5 sizes), so the exchange rate interpolates the real curve.
@@ -355,7 +359,8 @@ def test_cost_is_recorded_outside_metrics_and_report_md(
 def test_retrieval_reads_a_users_pool_and_measures_its_hidden_labels(
         graph_run: tuple[Path, dg.ExecuteInProcessResult], tmp_path: Path) -> None:
     """retrieval.pool: an image folder whose class folders are hidden labels; loose files have
-    none. Only retrieved_set runs, on a copy of the graph's store."""
+    none; copies of real test images in it are dropped and counted before ranking. Only
+    retrieved_set runs, on a copy of the graph's store."""
     import shutil
 
     from synthfactory.ops.data.real_images import read_split
@@ -363,18 +368,29 @@ def test_retrieval_reads_a_users_pool_and_measures_its_hidden_labels(
 
     root, _ = graph_run
     shutil.copytree(root / "data", tmp_path / "data")
-    images, labels, _ = read_split(tmp_path / "data" / "real_images", "test")
+    images, labels, _ = read_split(tmp_path / "data" / "real_images", "train")
+    test_images, test_labels, _ = read_split(tmp_path / "data" / "real_images", "test")
     pool = tmp_path / "pool"
-    for index in range(40):  # real test digits as a user's photos: 0-29 in class folders
+    for index in range(40):  # real train digits as a user's photos: 0-29 in class folders
         folder = pool / str(labels[index]) if index < 30 else pool
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{index}.png").write_bytes(png_bytes(images[index][:, :, 0]))
+    for index in range(3):  # and three test digits, which must not be trained on
+        folder = pool / str(test_labels[index])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"test{index}.png").write_bytes(png_bytes(test_images[index][:, :, 0]))
     config = parse_params(tiny_params(tmp_path, retrieval={"pool": str(pool), "per_class": 2}))
     defs = build_definitions(config)
     result = dg.materialize([defs.get_assets_def("retrieved_set")], resources=defs.resources,
                             selection=["retrieved_set"])
     assert result.success
     summary = json.loads((tmp_path / "data" / "retrieved_set" / "summary.json").read_text())
+    copies = summary["test_near_copies"]
+    assert copies["checked"] == 43 and copies["dropped"] == 3
+    assert sorted(row["pool_key"].split("/")[-1] for row in copies["listed"]) == [
+        "test0.png", "test1.png", "test2.png"]
+    assert summary["labelled"] is None and summary["query"] == (
+        "mean judge embedding of the class's real training images")
     assert summary["pool"] == str(pool) and summary["pool_size"] == 40
     assert summary["pool_labelled"] == 30 and 0 < summary["n_images"] <= 20
     precision = summary["label_precision"]

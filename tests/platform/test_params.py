@@ -101,3 +101,22 @@ def test_arm_choices_are_checked_against_the_registry(raw: dict, message: str) -
     with pytest.raises(ValueError) as error:
         build_definitions(parse_params(raw))
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"retrieval": {"pool": "photos/", "labelled_per_class": 5}},
+     "labelled_per_class 5 applies to the train-split pool only"),
+    ({"real_images": {"few_shot": 10}, "retrieval": {"labelled_per_class": 20}},
+     "labelled_per_class 20 differs from real_images.few_shot 10"),
+    ({"retrieval": {"embedding": "judge"}}, "embedding"),
+])
+def test_the_retrieval_ranking_cannot_be_set_to_learn_from_the_pool(raw: dict,
+                                                                    message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_the_labelled_part_defaults_to_ten_or_the_few_shots() -> None:
+    assert parse_params({}).params.retrieval.labelled(None) == 10
+    few_shot = parse_params({"real_images": {"few_shot": 4}}).params
+    assert few_shot.retrieval.labelled(few_shot.real_images.few_shot) == 4

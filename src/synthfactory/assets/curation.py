@@ -66,14 +66,28 @@ an arm train on the very images it is measured on."""
 RETRIEVED_SET_DESCRIPTION = """\
 The retrieval baseline: real images taken from an unlabeled pool instead of generated.
 
-The pool is `retrieval.pool` (an image folder or WebDataset shards), or the real train split
-with its labels hidden. Each class takes as many images as the synthetic arm has
-(`retrieval.per_class`, default `prompts.images_per_class`), ranked by cosine similarity in
-the judge's feature space to the class: CLIP's text embedding of the class with the CLIP
-judge, the mean judge embedding of the class's real training images otherwise; an image
-competes only for its most similar class. Writes `retrieved-00000.tar` (labels = the class
-each image was retrieved for) and `summary.json` with the label precision where the pool has
-hidden labels (ops/curation/retrieval.py)."""
+Each class takes as many images as the synthetic arm has (`retrieval.per_class`, default
+`prompts.images_per_class`), ranked by cosine similarity to the class; an image competes only
+for its most similar class. The default pool is the real train split less a labelled part
+(`retrieval.labelled_per_class` per class, seeded; the few-shot shots under few-shot), labels
+hidden: the ranking (`retrieval.embedding`: a ConvNet trained with the judge's recipe on the
+labelled part, or pixels) and its class prototypes learn from the labelled part only, never
+from the pool's labels. An external pool (`retrieval.pool`) is ranked by the judge (CLIP's
+text embedding of the class, or the ConvNet judge's class means), after its near-copies of
+real test images (the `contamination` rule) are dropped and counted. Writes
+`retrieved-00000.tar` (labels = the class each image was retrieved for) and `summary.json`:
+what ranked the pool, the labelled part, the dropped near-copies and the label precision
+where the pool has hidden labels (a measurement, never an input; ops/curation/retrieval.py)."""
+
+
+def judge_fields(config: Any, flip: bool, display_names: str | None) -> dict[str, Any]:
+    """`JudgeSettings` fields from the `judge` section, `classifiers.flip` and
+    `prompts.display_names`: the judge's recipe, which the retrieval ranking's labelled ConvNet
+    trains with too. (The callers read those params themselves, so that dvc-sync sees them.)"""
+    return {"backend": config.backend, "epochs": config.epochs, "width": config.width,
+            "flip": flip, "model": config.model, "revision": config.revision,
+            "local_files_only": config.local_files_only, "templates": config.templates,
+            "batch_size": config.batch_size, "display_names": display_names}
 
 
 @dg.asset(group_name="curation", kinds={"pytorch", "safetensors"}, code_version="1", pool="gpu",
@@ -84,11 +98,8 @@ def judge(context: dg.AssetExecutionContext, params: Params, store: ArtifactStor
     from synthfactory.ops.curation.judge_training import JudgeSettings, make_judge
 
     config = params.judge
-    settings = JudgeSettings(
-        backend=config.backend, epochs=config.epochs, width=config.width,
-        flip=params.classifiers.flip, model=config.model, revision=config.revision,
-        local_files_only=config.local_files_only, templates=config.templates,
-        batch_size=config.batch_size, display_names=params.prompts.display_names)
+    settings = JudgeSettings(**judge_fields(config, params.classifiers.flip,
+                                            params.prompts.display_names))
     made = make_judge(store.require("real_images"), settings, placement(runtime),
                       context.log.info)
     with store.publish_dir("judge") as directory:
@@ -209,18 +220,28 @@ def _pass_rate_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-@dg.asset(group_name="curation", kinds={"pytorch", "webdataset"}, code_version="1", pool="gpu",
+@dg.asset(group_name="curation", kinds={"pytorch", "webdataset"}, code_version="2", pool="gpu",
           op_tags=GPU_OP_TAGS, deps=["real_images", "judge"],
           description=RETRIEVED_SET_DESCRIPTION)
 def retrieved_set(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                   runtime: TorchRuntime) -> dg.MaterializeResult:
-    from synthfactory.ops.curation.retrieved_set import retrieve_set  # deferred: torch
+    # deferred: torch
+    from synthfactory.ops.curation.judge_training import JudgeSettings
+    from synthfactory.ops.curation.retrieved_set import RetrievalSettings, retrieve_set
 
-    real_dir = store.require("real_images")
+    real_dir, config = store.require("real_images"), params.retrieval
     class_names = read_classes(real_dir)
-    per_class = params.retrieval.per_class or params.prompts.images_per_class
-    found = retrieve_set(real_dir, store.require("judge"), params.retrieval.pool, per_class,
-                         runtime.torch_device, params.judge.batch_size)
+    per_class = config.per_class or params.prompts.images_per_class
+    rule = params.contamination
+    settings = RetrievalSettings(
+        pool=config.pool, per_class=per_class, embedding=config.embedding,
+        labelled_per_class=config.labelled(params.real_images.few_shot),
+        judge=JudgeSettings(**judge_fields(params.judge, params.classifiers.flip,
+                                           params.prompts.display_names)),
+        feature_threshold=rule.feature_threshold, pixel_threshold=rule.pixel_threshold,
+        pixel_resolution=rule.pixel_resolution)
+    found = retrieve_set(real_dir, store.require("judge") if config.pool else None, settings,
+                         seed=runtime.seed, device=runtime.torch_device, log=context.log.info)
     with store.publish_dir("retrieved_set") as directory:
         summary = found.write(directory)
     precision = summary["label_precision"]
@@ -231,6 +252,7 @@ def retrieved_set(context: dg.AssetExecutionContext, params: Params, store: Arti
     return dg.MaterializeResult(
         metadata={"path": path_md(store, "retrieved_set"),
                   "pool_size": summary["pool_size"], "n_images": summary["n_images"],
+                  "query": summary["query"],
                   "label_precision": dg.MetadataValue.float(overall) if overall is not None
                   else "no hidden labels",
                   "grid": image_grid_md(found.images, found.found.classes, class_names,

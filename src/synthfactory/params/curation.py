@@ -57,14 +57,40 @@ class FilteredSetParams(Section):
 
 
 class RetrievalParams(Section):
-    """The retrieval baseline (`retrieved_set`, the `retrieved` arm): where its pool is.
+    """The retrieval baseline (`retrieved_set`, the `retrieved` arm): where its pool is and what
+    ranks it.
 
     `pool`: unlabeled real images — an image folder (searched recursively; sub-folders named
     after classes give hidden labels, used only to measure label precision) or WebDataset shards
     (a directory of .tar, a glob or a brace pattern; `.cls`/`.json` labels are hidden likewise).
-    null: the real train split with its labels hidden. `per_class`: images retrieved per class;
-    null: as many as the synthetic arm has (`prompts.images_per_class`).
+    An external pool is ranked in the judge's feature space (the judge never saw its labels),
+    after its near-copies of real test images (the `contamination` rule) are dropped and counted.
+    null: the real train split, split (seeded, per class) into a small labelled part and the
+    pool (the rest, labels hidden): the embedding and the class prototypes that rank the pool
+    learn from the labelled part only, never from the pool's labels. `labelled_per_class`: the
+    size of that part per class; null: `real_images.few_shot` (the K shots) when few-shot is
+    configured, else 10. `embedding`: `labelled_convnet` (a ConvNet trained with the judge's
+    recipe on the labelled part; the default, measured better on validation: docs/results.md)
+    or `pixels` (mean-centred pixels: a space that learned nothing). `per_class`: images
+    retrieved per class; null: as many as the synthetic arm has (`prompts.images_per_class`).
     """
 
     pool: str | None = None
     per_class: int | None = Field(default=None, gt=0)
+    labelled_per_class: int | None = Field(default=None, gt=0)
+    embedding: Literal["labelled_convnet", "pixels"] = "labelled_convnet"
+
+    @model_validator(mode="after")
+    def _labelled_part_needs_the_train_pool(self) -> RetrievalParams:
+        if self.pool is not None and self.labelled_per_class is not None:
+            raise ValueError(f"retrieval.labelled_per_class {self.labelled_per_class} applies to "
+                             "the train-split pool only: with retrieval.pool set the judge ranks "
+                             "the pool; remove labelled_per_class or set pool: null")
+        return self
+
+    def labelled(self, few_shot: int | None) -> int:
+        """Labelled images per class held out of the train-split pool."""
+        return self.labelled_per_class or few_shot or DEFAULT_LABELLED_PER_CLASS
+
+
+DEFAULT_LABELLED_PER_CLASS = 10

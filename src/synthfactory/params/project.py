@@ -53,6 +53,17 @@ class Params(dg.ConfigurableResource):
         return self
 
     @model_validator(mode="after")
+    def _labelled_part_is_the_few_shots(self) -> Params:
+        # Few-shot: the K shots are the only labelled real images, so they are the labelled part
+        # that ranks the train-split pool; another size would learn from labels few-shot hides.
+        few_shot, labelled = self.real_images.few_shot, self.retrieval.labelled_per_class
+        if few_shot is not None and labelled is not None and labelled != few_shot:
+            raise ValueError(f"retrieval.labelled_per_class {labelled} differs from "
+                             f"real_images.few_shot {few_shot}: with few-shot the labelled part "
+                             "is the K shots; remove labelled_per_class")
+        return self
+
+    @model_validator(mode="after")
     def _sources_cover_the_distilled_set(self) -> Params:
         # Known before any work: the filter only removes images, so a class can never keep more
         # than images_per_class (or its top fraction), and the few-shot real set holds

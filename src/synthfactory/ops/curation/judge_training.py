@@ -77,10 +77,8 @@ def make_judge(real_dir: Path, settings: JudgeSettings, placement: Placement,
     source = real.source(in_memory_mb=placement.in_memory_mb, seed=derive_seed(seed, "stream"),
                          workers=placement.workers, shuffle_buffer=placement.shuffle_buffer)
     n_classes = len(read_classes(real_dir))
-    model, history = train_classifier(
-        source, None, n_classes, ClassifierSettings(epochs=settings.epochs, width=settings.width,
-                                                    flip=settings.flip),
-        seed=seed, device=placement.device, log=log)
+    model, history = train_judge_convnet(source, None, n_classes, settings, seed=seed,
+                                         device=placement.device, log=log)
     val_accuracy = float(np.mean(
         predict_proba(model, val_images, device=placement.device).argmax(1) == val_labels))
     return MadeJudge(
@@ -88,6 +86,18 @@ def make_judge(real_dir: Path, settings: JudgeSettings, placement: Placement,
          "history": history},
         f"judge: {val_accuracy:.4f} accuracy on {len(val_labels)} real validation images",
         model=model)
+
+
+def train_judge_convnet(images: Any, labels: np.ndarray | None, n_classes: int,
+                        settings: JudgeSettings, *, seed: int, device: Any,
+                        log: Log | None = None) -> tuple[Any, dict[str, Any]]:
+    """A ConvNet trained with the judge's recipe (`judge.epochs`, `judge.width`, the classifiers'
+    `flip`, the rest `ClassifierSettings`' defaults) on uint8 images and labels, or on a source
+    of batches (`labels` None): the judge, and the retrieval ranking's labelled-part ConvNet."""
+    return train_classifier(images, labels, n_classes,
+                            ClassifierSettings(epochs=settings.epochs, width=settings.width,
+                                               flip=settings.flip),
+                            seed=seed, device=device, log=log)
 
 
 def _clip_judge(real_dir: Path, settings: JudgeSettings, placement: Placement,

@@ -5,16 +5,22 @@ rank the pool by similarity to the class and keep as many images as the syntheti
 labelled with that class. Their reference retrieves from LAION-2B with the CLIP text embedding of
 the class name (after a substring filter on captions) and de-duplicates. Here:
 
-- the class query is the CLIP text embedding the CLIP judge already holds (templates averaged);
-  with the embedded ConvNet judge, which has no text side, it is the mean judge embedding of the
-  class's real training images (a prototype, as in nearest-class-mean retrieval);
-- similarity is the cosine in the judge's feature space;
-- deviation: the pool is small and closed (on the embedded run, the real train split with its
-  labels hidden), so an image is a candidate only for the class it is most similar to — no image
-  is retrieved twice under two labels; there are no captions, so no substring filter.
+- an external pool (`retrieval.pool`) is ranked in the judge's feature space, which never saw
+  its labels: the class query is the CLIP text embedding the CLIP judge holds (templates
+  averaged), or, with the embedded ConvNet judge, the mean judge embedding of the class's real
+  training images (a prototype, as in nearest-class-mean retrieval);
+- the default pool, the real train split with its labels hidden, is first split (seeded, per
+  class: `labelled_split`) into a small labelled part and the pool, the rest. The embedding and
+  the prototypes that rank the pool learn from the labelled part only (a ConvNet trained on it,
+  or mean-centred pixels, which learned nothing), never from the pool's labels; the ConvNet
+  judge, trained on the whole train split, would rank the pool by the very labels it hides;
+- similarity is the cosine in that feature space;
+- deviation: the pool is small and closed, so an image is a candidate only for the class it is
+  most similar to — no image is retrieved twice under two labels; there are no captions, so no
+  substring filter.
 
 Where the pool has hidden labels, the label precision of the retrieved set says how often a
-retrieved image's true class is the class it was retrieved for.
+retrieved image's true class is the class it was retrieved for: a measurement, never an input.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthfactory.ops.data.pool import NO_LABEL
+from synthfactory.ops.seeds import rng
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
@@ -40,6 +47,29 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, n_classes: int) -
         raise ValueError(f"classes {missing[:5]} have no real training image to build a "
                          "retrieval query from")
     return unit_rows(np.stack([unit[labels == label].mean(axis=0) for label in range(n_classes)]))
+
+
+def labelled_split(labels: np.ndarray, per_class: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the labelled part (`per_class` seeded images of each class; all of a smaller
+    class) and of the pool (the rest), each in ascending order: disjoint, together everything."""
+    if per_class <= 0:
+        raise ValueError(f"retrieval.labelled_per_class {per_class} must be positive")
+    labelled = np.zeros(len(labels), bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        order = rng(seed, "retrieved_set", "labelled", int(label)).permutation(len(members))
+        labelled[members[order[:per_class]]] = True
+    return np.flatnonzero(labelled), np.flatnonzero(~labelled)
+
+
+def prototype_accuracy(features: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> float:
+    """How often an image's most similar class query is its class: the ranking as a
+    nearest-class-mean classifier, measured on labelled images it did not learn from."""
+    if len(labels) == 0:
+        return float("nan")
+    predicted = (unit_rows(features) @ unit_rows(queries).T).argmax(axis=1)
+    return float(np.mean(predicted == labels))
 
 
 @dataclass(frozen=True)

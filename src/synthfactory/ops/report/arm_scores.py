@@ -27,7 +27,10 @@ from synthfactory.ops.training import HISTORY_JSON
 
 Require = Callable[..., Path]
 # What retrieved_set's summary tells the report about the retrieved arm.
-RETRIEVAL_FIELDS = ("pool", "query", "per_class", "pool_size", "shortfall")
+# `labelled` (the train-split pool's labelled part) and `test_near_copies` (an external pool's
+# dropped near-copies of test images) are absent from summaries made before they existed.
+RETRIEVAL_FIELDS = ("pool", "query", "per_class", "pool_size", "shortfall", "labelled",
+                    "test_near_copies")
 
 
 def real_splits(real_dir: Path) -> tuple[Split, Split]:
@@ -76,7 +79,7 @@ def score_arms(require: Require, device: torch.device, arms: list[str], n_classe
     if "retrieved" in rows:
         summary = json.loads((require("retrieved_set") / SUMMARY_JSON).read_text())
         rows["retrieved"]["label_precision"] = summary["label_precision"]
-        rows["retrieved"]["retrieval"] = {key: summary[key] for key in RETRIEVAL_FIELDS}
+        rows["retrieved"]["retrieval"] = {key: summary.get(key) for key in RETRIEVAL_FIELDS}
     return rows, correct
 
 

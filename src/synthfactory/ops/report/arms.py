@@ -21,9 +21,18 @@ def arm_notes(arm: str, row: dict[str, Any], real: dict[str, Any] | None) -> str
         pool = retrieval.get("pool", "?")
         text = (f"{retrieval.get('per_class', '?')} per class from {pool}, ranked by "
                 f"{retrieval.get('query', '?')}")
+        labelled = retrieval.get("labelled")
+        if labelled:
+            text += (f"; the labelled part ({labelled['size']} images: {labelled['source']}) "
+                     "is all the ranking learned from, and the pool excludes it")
+        copies = retrieval.get("test_near_copies")
+        if copies:
+            text += (f"; {copies['dropped']} of {copies['checked']} pool images dropped as "
+                     "near-copies of test images")
         if precision is None:
             return text + "; the pool has no hidden labels, so no label precision"
-        return text + f"; label precision {precision['overall']:.3f}"
+        return text + (f"; label precision {precision['overall']:.3f} (measured on the pool's "
+                       "hidden labels, never used)")
     if arm == "mixed" and real is not None:
         return f"{row['n_train'] - real['n_train']} synthetic images added to the real ones"
     if arm == "zero_shot":
