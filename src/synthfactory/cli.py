@@ -85,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dvc_sync_command(args.params, Path(args.output), args.check)
         if args.command == "doctor":
             _use_project_instance()
-            return doctor_command(args.fix)
+            # deferred: dagster, loaded only when the command runs (`--help` stays instant)
+            from synthfactory.runguard import doctor_command
+
+            return doctor_command(_instance, args.fix)
         if args.processes < 1:
             raise ValueError(f"--processes {args.processes}: give 1 (in-process) or more")
         if args.max_runtime is not None and args.max_runtime <= 0:
@@ -400,31 +403,6 @@ def _print_checks(result: PlanResult, selected: Any, checks: bool
               f"{evaluation.asset_key.to_user_string()} failed ({evaluation.severity.value}, "
               f"does not block): {evaluation.description}", file=sys.stderr)
     return blocked, warned
-
-
-def doctor_command(fix: bool) -> int:
-    """List the pool slots held by runs that are no longer alive (and free them with `fix`).
-
-    Exit 0 when there are none (or all were freed), 1 when some are listed but not freed."""
-    # deferred: dagster, loaded only when the command runs (`--help` stays instant)
-    from synthfactory.runguard import free_stale_slots, stale_slots
-
-    with _instance() as instance:
-        if instance.is_ephemeral:
-            raise ValueError("doctor needs the persistent Dagster instance: run from the project "
-                             "root (it has dagster_home/) or set DAGSTER_HOME")
-        stale = stale_slots(instance)
-        if not stale:
-            print(f"no stale pool slots (instance {instance.root_directory})")
-            return 0
-        for slot in stale:
-            print(f"stale slot: {slot.describe()}")
-        if not fix:
-            print(f"{len(stale)} stale slot(s): `synthfactory doctor --fix` frees them")
-            return 1
-        free_stale_slots(instance, stale)
-        print(f"freed {len(stale)} stale slot(s)")
-        return 0
 
 
 def _print_arm_table(metrics_path: Path) -> None:

@@ -44,9 +44,9 @@ def build_executor(config: ExecutorParams) -> dg.ExecutorDefinition:
     if config.kind == "multiprocess":
         return dg.multiprocess_executor.configured({"max_concurrent": config.max_concurrent})
     if config.kind == "ray":
-        # Imported here on purpose: the step-delegating machinery it builds on costs ~0.1 s of
-        # every definitions load, and only Ray runs need it (ray itself is imported later
-        # still, when a run starts on it).
+        # deferred: the step-delegating machinery it builds on costs ~0.1 s of every
+        # definitions load, and only Ray runs need it (ray itself is imported later still,
+        # when a run starts on it)
         from synthfactory.ray_executor import ray_executor
 
         return ray_executor.configured(config.ray.model_dump())

@@ -182,11 +182,11 @@ def visible_gpus(config: Any) -> int:
     if config.executor.kind == "ray":
         import ray
 
-        from synthfactory.ray_executor import connect
+        from synthfactory.ray_executor import connect  # deferred: imports ray (an extra)
 
         connect(config.executor.ray.address)
         return max(1, int(ray.cluster_resources().get("GPU", 0)))
-    from synthfactory.devices import visible_device_ids
+    from synthfactory.devices import visible_device_ids  # deferred: keeps the CLI's load light
 
     count = 0
     if config.runtime.visible_devices is None and not os.environ.get("CUDA_VISIBLE_DEVICES"):

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -235,3 +235,26 @@ class RunGuard:
             self._stop.set()
             thread.join()
             self.release_finished()
+
+
+def doctor_command(open_instance: Callable[[], dg.DagsterInstance], fix: bool) -> int:
+    """List the pool slots held by runs that are no longer alive (and free them with `fix`).
+
+    `synthfactory doctor`: `open_instance` opens the project's Dagster instance. Exit 0 when
+    there are none (or all were freed), 1 when some are listed but not freed."""
+    with open_instance() as instance:
+        if instance.is_ephemeral:
+            raise ValueError("doctor needs the persistent Dagster instance: run from the project "
+                             "root (it has dagster_home/) or set DAGSTER_HOME")
+        stale = stale_slots(instance)
+        if not stale:
+            print(f"no stale pool slots (instance {instance.root_directory})")
+            return 0
+        for slot in stale:
+            print(f"stale slot: {slot.describe()}")
+        if not fix:
+            print(f"{len(stale)} stale slot(s): `synthfactory doctor --fix` frees them")
+            return 1
+        free_stale_slots(instance, stale)
+        print(f"freed {len(stale)} stale slot(s)")
+        return 0
