@@ -71,9 +71,10 @@ def test_distillation_benchmark_starts_its_initial_loss_where_dm_starts(
     assert result["iterations"] == 3  # as run: the length of its loss history
     losses = result["matching_loss_fixed_nets"]
     assert losses["start_images"] == losses["learned"]
-    # >= 0, not > 0: in a process that ran other tests the allocator can reuse resident pages
-    # (the benchmark itself measures in a fresh process per cell).
-    assert result["peak_memory_increase_mib"] >= 0
+    # Not > 0: in a process that ran other tests the allocator can reuse resident pages, and the
+    # resident set can shrink by a page or two while it is measured (-0.2 MiB seen on a loaded
+    # machine); the benchmark itself measures in a fresh process per cell.
+    assert result["peak_memory_increase_mib"] > -1.0
 
 
 def test_gpu_smoke_benchmark_runs_on_cpu(tmp_path: Path, benchmarks_on_path: None,

@@ -77,5 +77,7 @@ def digests(directory: Path, pattern: str = "*") -> dict[str, str]:
 
 
 def finished_looking(directory: Path) -> list[str]:
-    """Names in a directory that are not temporaries (`.tmp-*`): what a reader would trust."""
-    return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".tmp-"))
+    """Names in a directory that are not temporaries (`.tmp-*`) nor the writers' leases
+    (`.locks`): what a reader would trust."""
+    return sorted(p.name for p in directory.iterdir()
+                  if not p.name.startswith(".tmp-") and p.name != ".locks")

@@ -240,7 +240,7 @@ def retrieved_set(context: dg.AssetExecutionContext, params: Params, store: Arti
                                            params.prompts.display_names)),
         feature_threshold=rule.feature_threshold, pixel_threshold=rule.pixel_threshold,
         pixel_resolution=rule.pixel_resolution)
-    found = retrieve_set(real_dir, store.require("judge") if config.pool else None, settings,
+    found = retrieve_set(real_dir, store.require("judge"), settings,
                          seed=runtime.seed, device=runtime.torch_device, log=context.log.info)
     with store.publish_dir("retrieved_set") as directory:
         summary = found.write(directory)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from synthfactory.ops.curation.judge_record import judge_info
 from synthfactory.ops.curation.judge_training import JudgeSettings, train_judge_convnet
 from synthfactory.ops.curation.judges import ClipJudge, load_judge
 from synthfactory.ops.curation.leakage import (copy_match, leakage_reference, nearest_test,
@@ -109,10 +110,15 @@ def retrieve_set(real_dir: Path, judge_dir: Path | None, settings: RetrievalSett
                  seed: int, device: Any, log: Log | None = None) -> RetrievedSet:
     """`settings.per_class` images per class from the pool, by cosine similarity to the class
     in the ranking's feature space; an image competes only for its most similar class. The pool
-    is the train split less its labelled part (`settings.pool` None) or the external pool, less
-    its near-copies of test images (then `judge_dir` is the judge that ranks it)."""
+    is the train split less its labelled part (`settings.pool` None; with a CLIP judge at
+    `judge_dir`, the whole train split, ranked by the class names' text) or the external pool,
+    less its near-copies of test images (then `judge_dir` is the judge that ranks it)."""
     class_names = read_classes(real_dir)
-    if settings.pool is None:
+    if settings.pool is None and judge_dir is not None and judge_info(judge_dir)["kind"] == "clip":
+        # A CLIP judge ranks by the text of the class names: it learned nothing from the pool's
+        # labels, so the whole train split is its pool (as the reference retrieves from LAION).
+        ranking = clip_train_ranking(real_dir, judge_dir, settings, device=device)
+    elif settings.pool is None:
         ranking = labelled_part_ranking(real_dir, settings, seed=seed, device=device, log=log)
     else:
         if judge_dir is None:
@@ -133,6 +139,21 @@ def retrieve_set(real_dir: Path, judge_dir: Path | None, settings: RetrievalSett
     return RetrievedSet(pool, found, summary)
 
 
+def clip_train_ranking(real_dir: Path, judge_dir: Path, settings: RetrievalSettings, *,
+                       device: Any) -> Ranking:
+    """The train split (labels hidden) ranked by a CLIP judge's image embeddings against the text
+    embedding of each class: a zero-shot query that never saw the pool's labels."""
+    judge = load_judge(judge_dir, device, settings.judge.batch_size)
+    if not isinstance(judge, ClipJudge) or judge.class_embeddings is None:
+        raise ValueError(f"{judge_dir} is not a CLIP judge with class text embeddings: rebuild "
+                         "the judge with judge.backend: clip")
+    images, labels, keys = read_split(real_dir, "train")
+    return Ranking(Pool(images, labels, keys), judge.embed(images),
+                   judge.class_embeddings.numpy(), {
+                       "query": "CLIP text embedding of the class", "embedding": {"kind": "judge"},
+                       "labelled": None, "test_near_copies": None})
+
+
 def labelled_part_ranking(real_dir: Path, settings: RetrievalSettings, *, seed: int, device: Any,
                           log: Log | None = None) -> Ranking:
     """The train split's pool (less the labelled part) and its ranking, learned from the
@@ -148,12 +169,16 @@ def labelled_part_ranking(real_dir: Path, settings: RetrievalSettings, *, seed: 
     else:
         labelled, rest = labelled_split(labels, settings.labelled_per_class, seed)
         source = "a seeded per-class split of the train split"
+    if len(rest) == 0:
+        raise ValueError(f"the labelled part takes all {len(labels)} train images, leaving no "
+                         "pool to retrieve from: lower retrieval.labelled_per_class "
+                         f"({settings.labelled_per_class}) or give retrieval.pool")
     features_of, record = _embedding(settings, images[labelled], labels[labelled], n_classes,
                                      seed=seed, device=device, log=log)
     queries = class_prototypes(features_of(images[labelled]), labels[labelled], n_classes)
     val_images, val_labels, _ = read_split(real_dir, "val")
-    record["val_prototype_accuracy"] = prototype_accuracy(features_of(val_images), val_labels,
-                                                          queries)
+    record["val_prototype_accuracy"] = (prototype_accuracy(features_of(val_images), val_labels,
+                                                           queries) if len(val_labels) else None)
     pool = Pool(images[rest], labels[rest], [keys[i] for i in rest])
     return Ranking(pool, features_of(pool.images), queries, {
         "query": f"the labelled part's class means in {EMBEDDINGS[settings.embedding]}",
