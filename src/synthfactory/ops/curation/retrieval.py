@@ -51,15 +51,16 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, n_classes: int) -
 
 def labelled_split(labels: np.ndarray, per_class: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the labelled part (`per_class` seeded images of each class; all of a smaller
-    class) and of the pool (the rest), each in ascending order: disjoint, together everything."""
+    """Indices of the labelled part (`per_class` seeded images of each class, but at most half
+    of a class, at least one, so every class keeps images in the pool) and of the pool (the
+    rest), each in ascending order: disjoint, together everything."""
     if per_class <= 0:
         raise ValueError(f"retrieval.labelled_per_class {per_class} must be positive")
     labelled = np.zeros(len(labels), bool)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         order = rng(seed, "retrieved_set", "labelled", int(label)).permutation(len(members))
-        labelled[members[order[:per_class]]] = True
+        labelled[members[order[:min(per_class, max(1, len(members) // 2))]]] = True
     return np.flatnonzero(labelled), np.flatnonzero(~labelled)
 
 
