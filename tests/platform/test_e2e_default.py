@@ -1,4 +1,5 @@
-"""The whole graph on the shipped params.yaml (about 4 minutes on 2 quiet cores): `make test-e2e`.
+"""The whole graph on the shipped params.yaml (47 min on 2 loaded cores, 2026-12-07; not re-timed on
+quiet ones since the equal-steps budget and the two scaling curves): `make test-e2e`.
 
 Checks the targets the project states on the embedded default (docs/results.md, "Measured results";
 the README's table of the same run).
@@ -29,12 +30,16 @@ def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None
     assert main(["run", "--params", str(params)]) == 0
     metrics = json.loads((tmp_path / "reports" / "eval" / "metrics.json").read_text())
     arms = {arm: row["accuracy_mean"] for arm, row in metrics["arms"].items()}
-    # Issue 13's targets, on accuracy on real test images (judge agreement is reported, never a
-    # target: it rewards less diverse images).
+    # The targets, on accuracy on real test images at equal steps (judge agreement is reported,
+    # never a target: it rewards less diverse images), each as the report's own verdict: no
+    # claim without its paired interval (docs/results.md, "The reviewed report").
     assert arms["real"] >= 0.97
-    assert arms["synthetic"] >= arms["real"] - 0.01  # within 1 point of real
-    assert arms["filtered"] >= arms["synthetic"] - 0.005  # the default filter costs nothing
-    assert arms["mixed"] >= arms["real"] - 0.003
+    verdicts = {(c["a"], c["b"]): c["verdict"] for c in metrics["comparisons"]}
+    assert verdicts["synthetic", "real"] != "worse"  # synthetic alone: not measurably worse
+    assert verdicts["filtered", "synthetic"] != "worse"  # the default filter costs nothing
+    assert verdicts["mixed", "real"] != "worse"  # synthetic on top of real costs nothing
+    steps = {metrics["arms"][arm]["steps"] for arm in ("real", "synthetic", "filtered", "mixed")}
+    assert len(steps) == 1  # equal compute
     assert metrics["arms"]["retrieved"]["label_precision"]["overall"] > 0.9
     scaling = metrics["scaling"]
     # ≥ 5 sizes over ≥ 1.5 orders of magnitude: a fit with residual degrees of freedom, the
