@@ -131,7 +131,8 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
     from synthfactory.console import concise_console, failure_line, step_failures
     from synthfactory.ops.evaluation.missing import missing_arm_lines
     from synthfactory.params import load_params
-    from synthfactory.planning import execute_plan, materialize_plan, plan_runs
+    from synthfactory.planning import (execute_in_processes, execute_plan, materialize_plan,
+                                       plan_runs)
     from synthfactory.runguard import RunGuard
 
     config = load_params(params_path)
@@ -188,14 +189,8 @@ def run_command(params_path: Path, select: str, partitions: str | None, processe
                                  "DAGSTER_HOME")
 
             def execute(run: Any) -> dg.JobExecutionResult:
-                # Step processes rebuild the run's job from the params file (its full path).
-                job = dg.build_reconstructable_job(
-                    "synthfactory.definitions",
-                    "job_for_params" if checks else "job_for_params_without_checks",
-                    reconstructable_args=(str(params_path.resolve()),
-                                          *(key.to_user_string() for key in run.assets)))
-                return dg.execute_job(job, instance, run_config=run_config,
-                                      tags={**guard.tags, **run.tags})
+                return execute_in_processes(run, params_path, instance, run_config,
+                                            checks=checks, tags=guard.tags)
 
             result = execute_plan(plan, execute, on_start=announce)
         seconds = time.perf_counter() - started

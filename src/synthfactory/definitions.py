@@ -134,8 +134,8 @@ def job_for_params(params_path: str, *assets: str) -> dg.JobDefinition:
 
 
 def job_for_params_without_checks(params_path: str, *assets: str) -> dg.JobDefinition:
-    """`job_for_params` without the assets' checks: `synthfactory run --no-checks` with
-    several processes."""
+    """`job_for_params` without the assets' checks: only for `synthfactory run --no-checks`
+    (the user's explicit opt-out, said in the run's summary) with several processes."""
     return _run_job(params_path, assets, checks=False)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import dagster as dg
 
-from synthfactory.planning import PlannedRun, PlanResult
+from synthfactory.planning import PlannedRun, PlanResult, execute_in_processes
 
 
 def split_keys(keys: Sequence[str], ways: int) -> list[tuple[str, ...]]:
@@ -246,14 +246,8 @@ def run_fanned(config: Any, params_path: Path, plan: Sequence[PlannedRun], graph
         print(f"run {number + 1}/{len(fanned)}: {run.describe()}", flush=True)
 
     def execute(run: PlannedRun) -> dg.JobExecutionResult:
-        # Step processes (and Ray workers) rebuild the run's job from the params file.
-        job = dg.build_reconstructable_job(
-            "synthfactory.definitions",
-            "job_for_params" if checks else "job_for_params_without_checks",
-            reconstructable_args=(str(params_path.resolve()),
-                                  *(key.to_user_string() for key in run.assets)))
-        return dg.execute_job(job, instance, run_config=run_config,
-                              tags={**(tags or {}), **run.tags})
+        return execute_in_processes(run, params_path, instance, run_config, checks=checks,
+                                    tags=tags)
 
     return execute_concurrently(
         fanned, execute, announce,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -273,3 +274,16 @@ def materialize_plan(defs: dg.Definitions, selection: Iterable[str | dg.AssetKey
         return execute_plan(plan, lambda run: execute(run, instance), on_start)
     with dg.DagsterInstance.ephemeral() as ephemeral:  # one for all runs, as dg.materialize's
         return execute_plan(plan, lambda run: execute(run, ephemeral), on_start)
+
+
+def execute_in_processes(run: PlannedRun, params_path: Path, instance: dg.DagsterInstance,
+                         run_config: dict[str, Any], *, checks: bool = True,
+                         tags: dict[str, str] | None = None) -> dg.JobExecutionResult:
+    """One planned run whose steps run in processes of their own (the multiprocess executor, or
+    Ray workers): each rebuilds the run's job from the params file (its full path), with the
+    assets' checks unless `checks` is False, tagged with `tags` and the run's own tags."""
+    job = dg.build_reconstructable_job(
+        "synthfactory.definitions", "job_for_params" if checks else "job_for_params_without_checks",
+        reconstructable_args=(str(params_path.resolve()),
+                              *(key.to_user_string() for key in run.assets)))
+    return dg.execute_job(job, instance, run_config=run_config, tags={**(tags or {}), **run.tags})

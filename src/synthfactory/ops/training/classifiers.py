@@ -75,13 +75,8 @@ def train_seeds(images: np.ndarray, targets: np.ndarray, n_classes: int, config:
     histories = []
     directory.mkdir(parents=True, exist_ok=True)
     for seed_index, seed in enumerate(classifier_seeds(placement.seed, config.n_seeds)):
-        model, history = train_classifier(images, targets, n_classes,
-                                          ClassifierSettings(**settings), seed=seed,
-                                          device=placement.device)
-        save_classifier(directory / f"seed-{seed_index}.safetensors", model)
-        histories.append({"seed_index": seed_index, **history})
-        log(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
-            f"{history['train_accuracy']:.3f}")
+        histories.append(_train_seed(images, targets, n_classes, settings, seed_index, seed,
+                                     placement, directory, label, log))
     return histories
 
 
@@ -103,14 +98,22 @@ def train_shard_set(shard_set: ShardSet, n_classes: int, config: Any, placement:
     for seed_index, seed in enumerate(seeds):
         if streamed:
             source = source.with_seed(derive_seed(seed, "stream"))
-        model, history = train_classifier(source, None, n_classes,
-                                          ClassifierSettings(**settings), seed=seed,
-                                          device=placement.device)
-        save_classifier(directory / f"seed-{seed_index}.safetensors", model)
-        histories.append({"seed_index": seed_index, **history})
-        log(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
-            f"{history['train_accuracy']:.3f}")
+        histories.append(_train_seed(source, None, n_classes, settings, seed_index, seed,
+                                     placement, directory, label, log))
     return histories, streamed
+
+
+def _train_seed(data: Any, targets: np.ndarray | None, n_classes: int,
+                settings: dict[str, Any], seed_index: int, seed: int, placement: Placement,
+                directory: Path, label: str, log: Log) -> dict[str, Any]:
+    """One seed's classifier on `data` (arrays with `targets`, or a source with None), saved as
+    `seed-<seed_index>.safetensors`; its history, logged in one line."""
+    model, history = train_classifier(data, targets, n_classes, ClassifierSettings(**settings),
+                                      seed=seed, device=placement.device)
+    save_classifier(directory / f"seed-{seed_index}.safetensors", model)
+    log(f"{label} seed {seed_index}: {history['steps']} steps, train accuracy "
+        f"{history['train_accuracy']:.3f}")
+    return {"seed_index": seed_index, **history}
 
 
 def train_ddp(shard_set: ShardSet, n_classes: int, seeds: list[int], settings: dict[str, Any],
