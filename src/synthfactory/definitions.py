@@ -24,6 +24,7 @@ from synthfactory.assets.evaluation import evaluation_assets
 from synthfactory.assets.experts import expert_trajectories_asset
 from synthfactory.assets.generation import build_synthetic_shards, generator
 from synthfactory.assets.refinement import refinement_assets
+from synthfactory.assets.replicates import replicate_copies
 from synthfactory.assets.report import build_eval_report
 from synthfactory.automation import (
     build_params_sensor,
@@ -33,6 +34,7 @@ from synthfactory.automation import (
 )
 from synthfactory.executors import build_executor
 from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, expert_keys, parse_expert
+from synthfactory.ops.evaluation.arms import replicated_assets
 from synthfactory.params import ProjectConfig, load_params
 from synthfactory.asset_inputs import cell_table as table
 
@@ -49,18 +51,19 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
                       ) -> dg.Definitions:
     """Assets, checks, the rebuild and params sensors, executor and resources for one params file.
 
-    Three partitions definitions: shards (`synthetic_shards`, `shard_scores`, the refinement
-    rounds' `refined_shards`), the cells of the distillation table (`distilled_set`,
-    `classifier_distilled`) and, with an mtt/datm cell, experts (`expert_trajectories`). No job
-    spans them (one run holds one definition): `synthfactory run` plans runs
-    (`synthfactory.planning`), the sensors request backfills. Every asset's data version is
-    DVC's md5 of its output (per partition for partitioned ones). `params_path` is the file the
-    params sensor re-reads on every tick.
+    With `replicates` > 1, the assets of each further replicate are copies keyed
+    `<replicate>/<asset>` (assets/replicates.py). Three partitions definitions: shards
+    (`synthetic_shards`, `shard_scores`, the refinement rounds' `refined_shards`), the cells of
+    the distillation table (`distilled_set`, `classifier_distilled`) and, with an mtt/datm
+    cell, experts (`expert_trajectories`). No job spans them (one run holds one definition):
+    `synthfactory run` plans runs (`synthfactory.planning`), the sensors request backfills.
+    Every asset's data version is DVC's md5 of its output (per partition for partitioned ones).
+    `params_path` is the file the params sensor re-reads on every tick.
     """
     partitions = shard_partitions(config)
     shards = build_synthetic_shards(partitions)
     classifiers = evaluation_assets(config.params, config.runtime.devices)
-    report = build_eval_report(config.params)
+    report = build_eval_report(config.params, config.replicates)
     adapters = []
     if config.params.generator.adapt == "lora":  # shards come from the adapted generator
         adapters = [generator_adapter]
@@ -69,10 +72,13 @@ def build_definitions(config: ProjectConfig, params_path: str | Path = "params.y
     upstream = [real_images, prompts, generator, *adapters, shards, judge,
                 build_shard_scores(partitions), filtered_set, *distillation_assets(config),
                 *retrieval, *classifiers, *refinement_assets(config, partitions)]
+    # `replicates: R`: r1 … r(R-1) re-draw everything random downstream of the generator's
+    # weights (assets/replicates.py); the graph's own assets are r0.
+    upstream += replicate_copies(upstream, config.replicates,
+                                 replicated_assets(config.params.classifiers.arms))
     # The report is the sink: it prices every asset (cost.json) and reads the shards and their
     # scores for the leakage check, so it depends on every other asset (DVC included).
-    report = _with_deps(report, [key.to_user_string() for definition in upstream
-                                 for key in definition.keys])
+    report = _with_deps(report, [key for definition in upstream for key in definition.keys])
     assets = [*upstream, report]
     if config.automation.eager:
         assets = with_eager_automation(assets)
@@ -113,13 +119,15 @@ def distillation_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     return assets
 
 
-def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str]) -> dg.AssetsDefinition:
+def _with_deps(assets_def: dg.AssetsDefinition, deps: list[str] | list[dg.AssetKey]
+               ) -> dg.AssetsDefinition:
     """The same asset with more upstream assets (optional parts of the graph add themselves);
     those it already depends on are left as they are."""
+    keys = [dg.AssetKey.from_user_string(dep) if isinstance(dep, str) else dep for dep in deps]
+
     def merge(spec: dg.AssetSpec) -> dg.AssetSpec:
         declared = {dep.asset_key for dep in spec.deps}
-        return spec.merge_attributes(deps=[name for name in deps
-                                           if dg.AssetKey(name) not in declared])
+        return spec.merge_attributes(deps=[key for key in keys if key not in declared])
 
     (mapped,) = dg.map_asset_specs(merge, [assets_def])
     return mapped

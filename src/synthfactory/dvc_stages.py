@@ -62,6 +62,12 @@ class Stage:
     outs: list[str]
 
 
+def stage_name(asset: str) -> str:
+    """The DVC stage of an asset: its name, with a replicate copy's `r1/prompts` as
+    `r1-prompts` (DVC stage names allow no punctuation but `_` and `-`)."""
+    return asset.replace("/", "-")
+
+
 def output_path(asset: str, store: ArtifactStore, params: Params) -> Path:
     """Where an asset's output lives: `<store root>/<asset>`, the report in its output_dir."""
     if asset == REPORT_ASSET:
@@ -88,7 +94,7 @@ def build_stages(defs: dg.Definitions, config: ProjectConfig, params_file: str =
             if params_file != DEFAULT_PARAMS:
                 cmd = f"synthfactory run --params {params_file} --select key:{name}"
             stages.append(Stage(
-                name=name, cmd=cmd,
+                name=stage_name(name), cmd=cmd,
                 deps=[*(_relative(path, root) for path in code_files(functions[name], others)),
                       *(_relative(_out(up, config, root), root) for up in upstream)],
                 params=params_read(functions[name]),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from synthfactory.assets.checks import (
     ASSET_CHECKS,
@@ -16,6 +18,7 @@ from synthfactory.assets.checks import (
     synthetic_shards_class_balance,
     synthetic_shards_integrity,
 )
+from synthfactory.cli import main
 from synthfactory.definitions import build_definitions
 from synthfactory.ops.storage.shards import (finished_shards, read_samples, read_shard_info,
                                               write_shard)
@@ -40,7 +43,7 @@ def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PlanResul
     root = tmp_path_factory.mktemp("graph")
     # Floors the tiny run meets (real ≥ 0) and cannot meet (synthetic = 1.0): the report's check
     # must tell them apart.
-    result = _run_all(root, eval_report={"accuracy_floor": FLOORS})
+    result = _run_all(root, eval_report={"accuracy_floor": FLOORS}, replicates=2)
     assert result.success
     return root, result
 
@@ -62,6 +65,16 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
         assert row["accuracy_mean"] == pytest.approx(statistics.mean(row["accuracies"]))
         assert row["accuracy_std"] == pytest.approx(statistics.stdev(row["accuracies"]))
         assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
+    # replicates: 2 — the arms trained on generated images pool both replicates' classifiers
+    # (r1 re-drew the prompts' seeds, shards, scores, filter and classifier seeds); the
+    # others are one draw.
+    assert metrics["replicates"]["asked"] == 2 and metrics["replicates"]["missing"] == {}
+    for arm in ("synthetic", "filtered", "mixed"):
+        row = metrics["arms"][arm]
+        assert row["replicates"] == ["r0", "r1"] and row["classifiers"] == 4
+        assert len(row["accuracies"]) == 4 and set(row["n_train_by_replicate"]) == {"r0", "r1"}
+    assert all("replicates" not in metrics["arms"][arm] for arm in ("real", "retrieved"))
+    assert metrics["arms"]["synthetic"]["n_train_by_replicate"] == {"r0": 60, "r1": 60}
     assert metrics["arms"]["distilled"]["n_train"] == 20  # ipc 2 × 10 classes
     for arm in ARMS:  # what choices read: the validation split, never test
         assert 0.0 <= metrics["arms"][arm]["val_accuracy_mean"] <= 1.0
@@ -83,9 +96,11 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
     assert scaling["fit"] is None and "5 sizes" in scaling["no_fit"]
     assert all(p["ci95"][0] <= p["accuracy"] <= p["ci95"][1] for p in scaling["points"])
     assert "test images" in scaling["covers"] and scaling["exchange_rate"]["how"]
-    # 1.0 is the filtered arm itself (same data, same seeds): not trained twice.
+    # 1.0 is the filtered arm itself (same data, same seeds): not trained twice. The curve's
+    # subsets are drawn from replicate r0's filtered set, so its point is r0's seeds.
+    filtered = metrics["arms"]["filtered"]
     assert scaling["points"][-1]["accuracy"] == pytest.approx(
-        metrics["arms"]["filtered"]["accuracy_mean"], abs=1e-6)
+        statistics.mean(filtered["accuracies"][:filtered["seeds"]]), abs=1e-6)
     # Equal compute: every compared arm trained the same steps (the distilled arm follows the
     # distillation protocol), and each arm has a 95% interval.
     steps = {arm: metrics["arms"][arm]["steps"] for arm in ARMS if arm != "distilled"}
@@ -341,12 +356,17 @@ def test_cost_is_recorded_outside_metrics_and_report_md(
                 "classifier_real", "classifier_retrieved", "classifier_synthetic",
                 "classifier_filtered", "classifier_distilled", "classifier_mixed",
                 "classifier_scaling"}
+    # Replicate r1's copies of the assets that hold a draw downstream of the generator.
+    upstream |= {f"r1/{asset}" for asset in ("prompts", "synthetic_shards", "shard_scores",
+                                              "filtered_set", "classifier_synthetic",
+                                              "classifier_filtered", "classifier_mixed")}
     order = [row["asset"] for row in cost["assets"]]
     assert set(order) == upstream | {"eval_report"} and order[-1] == "eval_report"
     assert order.index("synthetic_shards") < order.index("shard_scores") < order.index(
         "filtered_set") < order.index("classifier_filtered")
     rates = {row["asset"]: row["images_per_second"] for row in cost["assets"]}
     assert rates["synthetic_shards"] > 0 and rates["classifier_real"] > 0
+    assert rates["r1/synthetic_shards"] > 0 and rates["r1/classifier_mixed"] > 0
     # The one wall time metrics.json keeps: each distillation cell's (issue 14's table format).
     metrics = json.loads((report / "metrics.json").read_text())
     assert all(row.pop("seconds") > 0 for row in metrics["distillation_table"])
@@ -395,3 +415,45 @@ def test_retrieval_reads_a_users_pool_and_measures_its_hidden_labels(
     assert summary["pool_labelled"] == 30 and 0 < summary["n_images"] <= 20
     precision = summary["label_precision"]
     assert 0 < precision["labelled"] <= summary["n_images"] and 0 <= precision["overall"] <= 1
+
+
+def test_a_replicate_redraws_everything_downstream_of_the_generator(
+        graph_run: tuple[Path, PlanResult]) -> None:
+    """r1 shares the real split, the generator and the judge with r0, and draws its own
+    prompts' seeds, shards, scores, filter and classifiers (under data/r1/)."""
+    root, _ = graph_run
+    data = root / "data"
+    seeds = {replicate: [json.loads(line)["seed"] for line in
+                         (base / "prompts" / "prompts.jsonl").read_text().splitlines()]
+             for replicate, base in (("r0", data), ("r1", data / "r1"))}
+    assert len(seeds["r0"]) == len(seeds["r1"]) and not set(seeds["r0"]) & set(seeds["r1"])
+    shard = "shard-00000.tar"
+    assert ((data / "synthetic_shards" / shard).read_bytes()
+            != (data / "r1" / "synthetic_shards" / shard).read_bytes())
+    for shared in ("real_images", "generator", "judge", "classifier_real"):
+        assert not (data / "r1" / shared).exists()
+    metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
+    by_pair = {(c["a"], c["b"]): c for c in metrics["comparisons"]}
+    # The replicate axis is resampled where an arm has two replicates; filtered and synthetic
+    # of one replicate share its draws (paired), real has none.
+    for pair in (("synthetic", "real"), ("mixed", "real"), ("filtered", "synthetic")):
+        assert "replicates" in by_pair[pair]["covers"], by_pair[pair]
+    assert "replicates" not in by_pair[("retrieved", "real")]["covers"]
+    assert "replicates" in metrics["spread"]
+
+
+def test_a_replicate_is_remade_alone_from_the_cli(graph_run: tuple[Path, PlanResult],
+                                                  tmp_path: Path) -> None:
+    """`synthfactory run --select key:r1/<asset>` re-makes one replicate's asset alone (after a
+    crash lost it), byte for byte, and nothing of r0 runs."""
+    root, _ = graph_run
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params(
+        root, eval_report={"accuracy_floor": FLOORS}, replicates=2)))
+    lost = root / "data" / "r1" / "classifier_mixed"
+    before = {path.name: path.read_bytes() for path in lost.glob("seed-*.safetensors")}
+    r0_mtime = (root / "data" / "classifier_mixed" / "history.json").stat().st_mtime_ns
+    shutil.rmtree(lost)
+    assert main(["run", "--params", str(params_file), "--select", "key:r1/classifier_mixed"]) == 0
+    assert {path.name: path.read_bytes() for path in lost.glob("seed-*.safetensors")} == before
+    assert (root / "data" / "classifier_mixed" / "history.json").stat().st_mtime_ns == r0_mtime

@@ -32,9 +32,19 @@ ASSETS = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "s
           "filtered_set", "retrieved_set", "distilled_set", "classifier_real",
           "classifier_retrieved", "classifier_synthetic", "classifier_filtered",
           "classifier_distilled", "classifier_mixed", "classifier_scaling", "eval_report"]
+# The shipped params.yaml has `replicates: 2`: replicate r1's copies are stages `r1-<asset>`.
+REPLICATED = ["prompts", "synthetic_shards", "shard_scores", "filtered_set",
+              "classifier_synthetic", "classifier_filtered", "classifier_mixed"]
+STAGES = [*ASSETS, *(f"r1-{asset}" for asset in REPLICATED)]
 # What a change of a filtered_set parameter must re-run, and nothing else.
 FILTER_DOWNSTREAM = ["filtered_set", "classifier_filtered", "classifier_mixed", "classifier_scaling",
-                     "distilled_set", "classifier_distilled", "eval_report"]
+                     "distilled_set", "classifier_distilled", "eval_report", "r1-filtered_set",
+                     "r1-classifier_filtered", "r1-classifier_mixed"]
+
+
+def stage_asset(stage: str) -> str:
+    """The asset a stage materializes: `r1-prompts` is `r1/prompts`."""
+    return stage.replace("-", "/", 1) if stage.startswith("r1-") else stage
 REMOTE_UNDER_HOME = Path(".local") / "share" / "synthfactory" / "dvc-remote"
 
 # The tiny graph for a real `dvc repro`: one torch thread (2 threads on a busy 2-core machine are

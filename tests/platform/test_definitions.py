@@ -26,7 +26,11 @@ def test_module_loads_with_the_shipped_params() -> None:
         "real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores",
         "filtered_set", "distilled_set", "retrieved_set", "classifier_real",
         "classifier_retrieved", "classifier_synthetic", "classifier_filtered",
-        "classifier_distilled", "classifier_mixed", "classifier_scaling", "eval_report"]))
+        "classifier_distilled", "classifier_mixed", "classifier_scaling", "eval_report",
+        # the shipped `replicates: 2`: replicate r1's copies
+        *(f"r1/{asset}" for asset in ("prompts", "synthetic_shards", "shard_scores",
+                                      "filtered_set", "classifier_synthetic",
+                                      "classifier_filtered", "classifier_mixed"))]))
     assert out[1] == "False False"  # nothing heavy at import
 
 

@@ -19,7 +19,8 @@ from synthfactory.definitions import build_definitions
 from synthfactory.ops.storage.dvc_hash import dvc_md5
 from synthfactory.params import ProjectConfig, parse_params
 from synthfactory.resources.dvc import DvcError, DvcResource
-from tests.platform.dvc_repo import ASSETS, DVC, ROOT, VENV_BIN, make_repo, ran_stages
+from tests.platform.dvc_repo import (DVC, ROOT, STAGES, VENV_BIN, make_repo, ran_stages,
+                                     stage_asset)
 from tests.support import tiny_params
 
 
@@ -31,7 +32,7 @@ def test_committed_dvc_yaml_matches_the_asset_graph(monkeypatch: pytest.MonkeyPa
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["dvc-sync", "--check"]) == 0, capsys.readouterr().err
-    assert sorted(_dvc_yaml()["stages"]) == sorted(ASSETS)
+    assert sorted(_dvc_yaml()["stages"]) == sorted(STAGES)
 
 
 def test_an_asset_without_its_stage_fails_the_check(monkeypatch: pytest.MonkeyPatch,
@@ -59,14 +60,15 @@ def test_an_asset_without_its_stage_fails_the_check(monkeypatch: pytest.MonkeyPa
 def test_stages_list_code_upstream_outputs_and_exact_params() -> None:
     document = _dvc_yaml()
     stages = document["stages"]
-    defs = build_definitions(parse_params({}))
+    defs = build_definitions(parse_params({"replicates": 2}))  # as the shipped params.yaml
     graph = defs.resolve_asset_graph()
-    for name in ASSETS:
-        stage = stages[name]
+    for stage_name in STAGES:
+        stage, name = stages[stage_name], stage_asset(stage_name)
         assert stage["cmd"] == f"synthfactory run --select key:{name}"
         out = "reports/eval" if name == "eval_report" else f"data/{name}"
         assert stage["outs"] == [out]
-        parents = {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
+        parents = {key.to_user_string()
+                   for key in graph.get(dg.AssetKey.from_user_string(name)).parent_keys}
         assert {d for d in stage["deps"] if d.startswith("data/")} == {f"data/{p}" for p in parents}
         assert all(Path(ROOT, d).is_file() for d in stage["deps"] if d.startswith("src/"))
         assert "src/synthfactory/resources/dvc.py" not in stage["deps"]  # runs after the output
@@ -146,10 +148,11 @@ def test_dvc_reads_the_asset_graph_from_dvc_yaml(tmp_path: Path) -> None:
              for line in dot.splitlines() if "->" in line}
     nodes = {line.strip().strip('";') for line in dot.splitlines()
              if line.strip().startswith('"') and "->" not in line}
-    assert nodes == set(ASSETS)
-    graph = build_definitions(parse_params({})).resolve_asset_graph()
-    assert edges == {(parent.to_user_string(), name) for name in ASSETS
-                     for parent in graph.get(dg.AssetKey(name)).parent_keys}
+    assert nodes == set(STAGES)
+    graph = build_definitions(parse_params({"replicates": 2})).resolve_asset_graph()
+    assert edges == {(parent.to_user_string().replace("/", "-"), name) for name in STAGES
+                     for parent in graph.get(dg.AssetKey.from_user_string(stage_asset(name))
+                                             ).parent_keys}
 
 
 @pytest.mark.e2e
@@ -161,7 +164,7 @@ def test_dvc_repro_builds_the_graph_once(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     seconds, ran = repo.repro()
     print(f"\nfirst dvc repro: {seconds:.1f}s, {len(ran)} stages")
-    assert sorted(ran) == sorted(ASSETS)
+    assert sorted(ran) == sorted(STAGES)
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
     for name, stage in lock["stages"].items():  # our digest is DVC's, for every output
         out = stage["outs"][0]

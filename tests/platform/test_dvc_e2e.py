@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from synthfactory.ops.storage.dvc_hash import dvc_md5
-from tests.platform.dvc_repo import ASSETS, FILTER_DOWNSTREAM, DvcRepo, make_repo, snapshot
+from tests.platform.dvc_repo import STAGES, FILTER_DOWNSTREAM, DvcRepo, make_repo, snapshot
 
 pytestmark = pytest.mark.e2e
 UPSTREAM = ["real_images", "prompts", "generator", "synthetic_shards", "judge", "shard_scores"]
@@ -36,7 +36,7 @@ def test_repro_push_pull_checkout_and_experiments(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     seconds, ran = repo.repro()
     print(f"\nfirst dvc repro: {seconds:.1f}s")
-    assert sorted(ran) == sorted(ASSETS)
+    assert sorted(ran) == sorted(STAGES)
     assert repo.repro()[1] == []
     first = repo.commit("tiny run, top_fraction 0.5")
     first_report = _report(repo)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from synthfactory.dvc_stages import output_path
+from synthfactory.dvc_stages import output_path, stage_name
 from synthfactory.ops.storage.atomic import TEMP_PREFIX
 from synthfactory.ops.storage.dvc_hash import dvc_md5, tree_md5
 from synthfactory.resources.dvc import DvcResource
@@ -67,15 +67,16 @@ def with_dvc_version(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
             if dvc.inside_stage():
                 context.log.info(f"{name}: inside `dvc repro`, which records the output itself")
             else:
-                dvc.commit_stage(name)
+                dvc.commit_stage(stage_name(name))
                 metadata["dvc_committed"] = True
                 if dvc.push:
-                    dvc.push_stage(name)
+                    dvc.push_stage(stage_name(name))
                     metadata["dvc_pushed"] = True
         return dg.MaterializeResult(metadata=metadata, data_version=version,
                                     check_results=result.check_results)
 
-    versioned.__wrapped_asset__ = function  # dvc-sync analyses the asset's own function
+    # dvc-sync analyses the asset's own function (a replicate copy's wraps one too).
+    versioned.__wrapped_asset__ = getattr(function, "__wrapped_asset__", function)
     return dg.multi_asset(
         name=assets_def.op.name, specs=[spec], partitions_def=assets_def.partitions_def,
         backfill_policy=assets_def.backfill_policy, pool=assets_def.op.pool,

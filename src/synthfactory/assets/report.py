@@ -12,12 +12,13 @@ from typing import Any
 import dagster as dg
 
 from synthfactory.executors import GPU_OP_TAGS
-from synthfactory.ops.evaluation.arms import ARMS, SCALING_ASSET, arm_order
+from synthfactory.ops.evaluation.arms import ARMS, SCALING_ASSET, arm_order, replicated_assets
 from synthfactory.ops.evaluation.cost import COST_JSON, AssetCost, cost_summary
 from synthfactory.ops.report.cost import cost_section
 from synthfactory.ops.evaluation.missing import missing_arm_lines
 from synthfactory.ops.report.plots import accuracy_plot
 from synthfactory.ops.report.tables import arm_table_markdown
+from synthfactory.ops.seeds import replicate_ids
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.storage.atomic import atomic_dir, dumps_json, sha256_file
 from synthfactory.ops.training import HISTORY_JSON
@@ -28,8 +29,9 @@ from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
 
 
-def build_eval_report(config: Params) -> dg.AssetsDefinition:
-    """`eval_report`, depending on the classifiers of the configured arms (and scaling)."""
+def build_eval_report(config: Params, replicates: int = 1) -> dg.AssetsDefinition:
+    """`eval_report`, depending on the classifiers of the configured arms (and scaling); it
+    pools the arms of the `replicates` replicates that exist (assets/replicates.py)."""
     arms = arm_order(config.classifiers.arms)
     deps = [asset for arm in arms if (asset := ARMS[arm].classifier_asset) is not None]
     deps += [SCALING_ASSET] if config.eval_report.scaling else []  # both curves: real, filtered
@@ -60,8 +62,12 @@ def build_eval_report(config: Params) -> dg.AssetsDefinition:
         from synthfactory.ops.report.metrics_json import report_metrics  # deferred: torch
 
         started = time.perf_counter()
+        replicated = replicated_assets(arms)
+        replicas = {replicate: store.for_replicate(replicate, replicated).require
+                    for replicate in replicate_ids(replicates)[1:]}
         metrics, pictures = report_metrics(store.require, store.path("shard_scores"),
-                                           _settings(params, arms, runtime), runtime.torch_device)
+                                           _settings(params, arms, runtime), runtime.torch_device,
+                                           replicas)
         for line in missing_arm_lines(metrics["missing_arms"]):
             context.log.warning(f"eval_report: {line}")
         cost = cost_summary(asset_costs(context, _priced(context), store, started),
@@ -139,7 +145,7 @@ def _step_seconds(context: dg.AssetExecutionContext, asset: str) -> float | None
     latest materialization, summed (a cell of the distillation table is a run of its own).
     None when the instance lacks a record of one of them."""
     instance = context.instance
-    key = dg.AssetKey(asset)
+    key = dg.AssetKey.from_user_string(asset)  # a replicate's copy: r1/<asset>
     layer = context.job_def.asset_layer
     definition = layer.get(key).partitions_def if layer.has(key) else None
     if definition is None:
@@ -177,11 +183,12 @@ def _step_seconds(context: dg.AssetExecutionContext, asset: str) -> float | None
 def _images(store: ArtifactStore, asset: str) -> tuple[int | None, str]:
     """(images processed, what they were) for the assets where images/s means something."""
     directory = store.path(asset)
-    if asset == "synthetic_shards":
-        summary = store.path("filtered_set") / SUMMARY_JSON
+    replicate, _, name = asset.rpartition("/")  # a replicate's copy: r1/<asset>, in r1/
+    if name == "synthetic_shards":
+        summary = store.path(replicate, "filtered_set", SUMMARY_JSON)
         if summary.is_file():
             return int(json.loads(summary.read_text())["total"]), "generated"
-    if asset.startswith("classifier_") and (directory / HISTORY_JSON).is_file():
+    if name.startswith("classifier_") and (directory / HISTORY_JSON).is_file():
         history = json.loads((directory / HISTORY_JSON).read_text())
         seeds = history.get("seeds") or [s for row in history.get("fractions", [])
                                          for s in row["seeds"]]

@@ -20,3 +20,20 @@ def derive_seed(global_seed: int, *parts: str | int) -> int:
 def rng(global_seed: int, *parts: str | int) -> np.random.Generator:
     """A numpy generator seeded by `derive_seed`."""
     return np.random.default_rng(derive_seed(global_seed, *parts))
+
+
+def replicate_ids(replicates: int) -> list[str]:
+    """The ids of `replicates` replicates: `r0` (the graph's own assets), `r1`, … (copies)."""
+    if replicates < 1:
+        raise ValueError(f"replicates {replicates} must be at least 1 (1: the graph alone)")
+    return [f"r{index}" for index in range(replicates)]
+
+
+def replicate_seed(global_seed: int, replicate: str) -> int:
+    """The global seed a replicate's assets run with: the seed itself for `r0` (so one
+    replicate is the run it always was), an independent derived seed for `r1`, `r2`, …"""
+    if replicate == "r0":
+        return global_seed
+    if not (replicate.startswith("r") and replicate[1:].isdigit()):
+        raise ValueError(f"replicate id {replicate!r} is not r<index> (r0, r1, …)")
+    return derive_seed(global_seed, "replicate", int(replicate[1:]))

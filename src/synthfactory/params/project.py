@@ -122,6 +122,10 @@ class ProjectConfig:
     automation: AutomationParams = AutomationParams()
     executor: ExecutorParams = ExecutorParams()
     dvc: DvcResource = field(default_factory=DvcResource)
+    # Independent draws of everything random downstream of the generator's weights (sampling
+    # seeds, shards, scores, filter, the classifiers trained on them): r0 is the graph, r1 …
+    # copies of its assets (assets/replicates.py). 1: no copies.
+    replicates: int = 1
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectConfig:
@@ -139,6 +143,10 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
                           "there")
     automation = sections.pop("automation", None) or {}
     executor = sections.pop("executor", None) or {}
+    replicates = sections.pop("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ParamsError(f"{source}: replicates = {replicates!r}: must be an integer >= 1 "
+                          "(1: one draw; 2 or more: independent replicates for the intervals)")
     return ProjectConfig(
         params=_validate(Params, sections, source, prefix=""),
         store=_validate(ArtifactStore, store, source, prefix="store."),
@@ -146,6 +154,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> ProjectCon
         automation=_validate(AutomationParams, automation, source, prefix="automation."),
         executor=_validate(ExecutorParams, executor, source, prefix="executor."),
         dvc=_validate(DvcResource, dvc, source, prefix="dvc."),
+        replicates=replicates,
     )
 
 

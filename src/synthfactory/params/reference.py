@@ -40,6 +40,10 @@ TITLE = "Configuration reference"
 # What each top-level key configures, in the order the shipped params.yaml lists them.
 TOP_LEVEL_ROLE = {
     "seed": "every random choice derives its seed from this one",
+    "replicates": "independent draws of everything random downstream of the generator's "
+                  "weights: r0 is the graph, r1 … copies `r1/<asset>` of prompts, "
+                  "synthetic_shards, shard_scores, filtered_set and the classifiers trained "
+                  "on them, under `<store root>/r1/` (1: no copies; the pydantic default)",
     "store": "the artifact store resource (`ArtifactStore`)",
     "runtime": "the torch runtime resource (`TorchRuntime`); its seed is the top-level `seed`",
     "dvc": "the DVC resource (`DvcResource`); no stage reads it",
@@ -53,11 +57,13 @@ NOT_KEYS = {("runtime", "seed")}
 
 
 def top_level_sections() -> dict[str, Any]:
-    """The top level of params.yaml: key → annotation (a model, or `int` for `seed`).
+    """The top level of params.yaml: key → annotation (a model, or `int` for `seed` and
+    `replicates`).
 
     The asset sections are the fields of `Params`; around them the resources and the platform.
     """
-    return {"seed": int, "store": ArtifactStore, "runtime": TorchRuntime, "dvc": DvcResource,
+    return {"seed": int, "replicates": int, "store": ArtifactStore, "runtime": TorchRuntime,
+            "dvc": DvcResource,
             **{name: field.annotation for name, field in Params.model_fields.items()},
             "automation": AutomationParams, "executor": ExecutorParams}
 

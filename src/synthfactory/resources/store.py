@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from synthfactory.ops.storage.atomic import atomic_dir, atomic_file
 from synthfactory.ops.storage.locks import lease
@@ -36,6 +36,24 @@ class ArtifactStore(dg.ConfigurableResource):
     # an S3-compatible server; credentials come from the usual environment/profile chain.
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
+    # A replicate's view (`for_replicate`): its id and the assets it holds its own copy of.
+    _replicate: str | None = PrivateAttr(default=None)
+    _replicated: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def for_replicate(self, replicate: str, assets: Iterable[str]) -> ArtifactStore:
+        """The store as replicate `replicate` (r1, r2, …) sees it: each of `assets` under
+        `<root>/<replicate>/<asset>` (where the asset copy `<replicate>/<asset>` publishes),
+        every other asset — the real images, the generator, the judge — the shared one."""
+        view = self.model_copy()
+        view._replicate, view._replicated = replicate, frozenset(assets)
+        return view
+
+    def _unit(self, parts: tuple[str, ...]) -> tuple[str, ...]:
+        """The path parts of an artifact under the root, through a replicate's view."""
+        if self._replicate is not None and parts and parts[0] in self._replicated:
+            return (self._replicate, *parts)
+        return parts
+
     @property
     def is_remote(self) -> bool:
         """True when `root` is an object-store URL."""
@@ -55,14 +73,14 @@ class ArtifactStore(dg.ConfigurableResource):
 
     def path(self, *parts: str) -> Path:
         """The local path of an artifact under the root (nothing is created or downloaded)."""
-        return self.local_root.joinpath(*parts)
+        return self.local_root.joinpath(*self._unit(parts))
 
     def require(self, *parts: str) -> Path:
         """The path of an upstream artifact (downloaded first when the root is a URL), or a clear
         error naming the asset to materialize."""
         path = self.path(*parts)
         if self.is_remote:
-            self.mirror().pull("/".join(parts))
+            self.mirror().pull("/".join(self._unit(parts)))
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: materialize the asset {parts[0]!r} "
                                     f"first (store root {self.root!r})")
@@ -73,27 +91,27 @@ class ArtifactStore(dg.ConfigurableResource):
         sorted; with an object-store root only those are downloaded (a filter reads the shards'
         sidecars and scores, never their tars)."""
         if self.is_remote:
-            self.mirror().pull(asset, match=pattern)
+            self.mirror().pull("/".join(self._unit((asset,))), match=pattern)
         return sorted(self.path(asset).glob(pattern))
 
     def push(self, *parts: str) -> None:
         """Upload an artifact that an op wrote in place (a shard) when the root is a URL."""
         if self.is_remote:
-            self.mirror().push("/".join(parts))
+            self.mirror().push("/".join(self._unit(parts)))
 
     def refresh(self, *parts: str) -> Path:
         """The local path of an artifact, downloaded first when the object store has a newer
         commit of it; unlike `require`, a missing artifact is not an error (it may be about to be
         written)."""
         if self.is_remote:
-            self.mirror().pull("/".join(parts))
+            self.mirror().pull("/".join(self._unit(parts)))
         return self.path(*parts)
 
     def lock(self, *parts: str) -> AbstractContextManager[Any]:
         """Hold the writers' lease of an artifact (one partition, say) for a block: two runs of
         the same partition take turns instead of racing. On an object store the lease is an
         object under `_locks/`, shared by every machine; on a local root a file under `.locks/`."""
-        unit = "/".join(parts)
+        unit = "/".join(self._unit(parts))
         if self.is_remote:
             return self.mirror().lease(f"partition/{unit}")
         import fsspec
@@ -105,7 +123,7 @@ class ArtifactStore(dg.ConfigurableResource):
         """Withdraw an artifact from the object store before rewriting it in place (a shard's
         sidecar, as `write_shard` removes it locally), when the root is a URL."""
         if self.is_remote:
-            self.mirror().retract("/".join(parts))
+            self.mirror().retract("/".join(self._unit(parts)))
 
     def leased(self, asset: str, keys: Iterable[str]) -> Iterator[str]:
         """`keys` (an asset's partition keys), each yielded while its lease

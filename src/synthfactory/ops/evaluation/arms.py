@@ -225,6 +225,24 @@ _REGISTRY = [
                                   require("filtered_set"))),
 ]
 ARMS: dict[str, Arm] = {arm.name: arm for arm in _REGISTRY}
+# Replicates (the top-level `replicates: R`): the assets that hold a draw of the randomness
+# downstream of the generator's weights — the prompts' sampling seeds, the shards, their scores,
+# the filter — and, through `replicated_assets`, the classifiers of the arms trained on them.
+# Everything else (the real split, the generator, the judge, retrieval, the distillation cells
+# with their own repeats, the closed loop) is one draw, shared by every replicate.
+REPLICATED_DATA = ("prompts", "synthetic_shards", "shard_scores", "filtered_set")
+
+
+def replicated_assets(arms: list[str] | tuple[str, ...]) -> list[str]:
+    """The assets each replicate makes again: REPLICATED_DATA and the `classifier_<arm>` of every
+    configured arm that `classifier_<arm>` trains from them (synthetic, filtered, mixed)."""
+    classifiers = [asset for arm in arm_order(list(arms))
+                   if (asset := ARMS[arm].classifier_asset) is not None
+                   and ARMS[arm].trained_by == "evaluation"
+                   and set(ARMS[arm].upstream) & set(REPLICATED_DATA)]
+    return [*REPLICATED_DATA, *classifiers]
+
+
 # What `classifiers.arms` is by default: every arm that is cheap on the embedded run (zero_shot
 # needs a CLIP judge; the presets that have one list it).
 DEFAULT_ARMS = ("real", "retrieved", "synthetic", "filtered", "distilled", "mixed")

@@ -17,8 +17,11 @@ from synthfactory.ops.training.predict import predict_proba
 from synthfactory.ops.training.train import load_classifier
 
 # What the spread of every arm covers (the report says it beside the table).
-SPREAD = ("sample standard deviation (ddof 1) over the classifier seeds only: the generated set, "
-          "the filter and the distilled set are each one draw")
+SPREAD = ("sample standard deviation (ddof 1) over an arm's classifiers: its seeds, and for the "
+          "arms trained on generated images the seeds of every replicate (`replicates`: "
+          "independent draws of the prompts' seeds, shards, scores and filter); the distilled "
+          "set and the generator's weights are one draw; the 95% intervals also resample the "
+          "test images")
 
 
 @dataclass(frozen=True)

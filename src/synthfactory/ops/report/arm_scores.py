@@ -6,14 +6,14 @@ name, then path parts; it names the asset to materialize when one is missing).""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from synthfactory.ops.data.real_images import read_split
-from synthfactory.ops.evaluation.arms import ARMS, GROUPS, SCALING_ASSET
+from synthfactory.ops.evaluation.arms import ARMS, GROUPS, SCALING_ASSET, replicated_assets
 from synthfactory.ops.evaluation.budgets import EPOCH_PROTOCOLS
 from synthfactory.ops.evaluation.comparisons import ArmCorrectness
 from synthfactory.ops.evaluation.evaluate import (Split, checkpoints, evaluate_classifiers,
@@ -49,15 +49,22 @@ def not_built_arms(require: Require, arms: list[str]) -> dict[str, str]:
 
 
 def score_arms(require: Require, device: torch.device, arms: list[str], n_classes: int,
-               judge_batch_size: int
+               judge_batch_size: int, replicas: Mapping[str, Require] | None = None
                ) -> tuple[dict[str, dict[str, Any]], dict[str, ArmCorrectness]]:
-    """metrics.json's `arms`: each arm's group, test and validation accuracy over its seeds
-    (zero_shot: the CLIP judge, no training), its training budget (steps and images seen, from
-    history.json); the retrieved arm adds its label precision. Arms recorded as not built
-    (`not_built_arms`) have no row: the report lists them as missing. Also each measured arm's
-    correctness on the test images, which the intervals and comparisons resample."""
+    """metrics.json's `arms`: each arm's group, test and validation accuracy over its
+    classifiers (zero_shot: the CLIP judge, no training), its training budget (steps and
+    images seen, from history.json); the retrieved arm adds its label precision. Arms recorded
+    as not built (`not_built_arms`) have no row: the report lists them as missing. Also each
+    measured arm's correctness on the test images, which the intervals and comparisons
+    resample.
+
+    `replicas`: replicate id (r1, …) → that replicate's `require`. An arm trained on generated
+    images pools the seeds of every replicate whose classifiers exist (r0 is `require`'s) into
+    a (replicates, seeds, test images) array; its row lists the replicates it pooled
+    (`replicates`) and each one's training-set size (`n_train_by_replicate`)."""
     test, val = real_splits(require("real_images"))
     missing = not_built_arms(require, arms)
+    replicated = set(replicated_assets(arms))
     rows: dict[str, dict[str, Any]] = {}
     correct: dict[str, ArmCorrectness] = {}
     for arm in arms:
@@ -68,19 +75,61 @@ def score_arms(require: Require, device: torch.device, arms: list[str], n_classe
             scored = zero_shot_row(require("judge"), test, val, n_classes, device,
                                    judge_batch_size)
             rows[arm] = scored.row
-        else:
-            directory = require(asset)
-            history = json.loads((directory / HISTORY_JSON).read_text())
-            scored = evaluate_classifiers(checkpoints(directory), test, val, n_classes, device)
-            rows[arm] = {"n_train": history["n_train"], **budget_entry(arm, history),
-                         **scored.row}
-        correct[arm] = arm_correctness(arm, scored.predictions, test.labels)
+            correct[arm] = arm_correctness(arm, scored.predictions, test.labels)
+            continue
+        directories = {"r0": require(asset)}
+        if asset in replicated:
+            directories.update(replicate_directories(replicas or {}, asset))
+        histories = {replicate: json.loads((directory / HISTORY_JSON).read_text())
+                     for replicate, directory in directories.items()}
+        per_replicate = [checkpoints(directory) for directory in directories.values()]
+        seeds = min(len(paths) for paths in per_replicate)  # a full seeds × replicates grid
+        scored = evaluate_classifiers([path for paths in per_replicate for path in paths[:seeds]],
+                                      test, val, n_classes, device)
+        history = histories["r0"]
+        rows[arm] = {"n_train": history["n_train"], **budget_entry(arm, history), **scored.row}
+        ids = list(directories)
+        if asset in replicated:  # `accuracies` lists every classifier, replicate by replicate
+            rows[arm].update(seeds=seeds, classifiers=len(ids) * seeds, replicates=ids,
+                             n_train_by_replicate={
+                replicate: record["n_train"] for replicate, record in histories.items()})
+        predictions = scored.predictions.reshape(len(ids), seeds, -1)
+        correct[arm] = arm_correctness(arm, predictions, test.labels,
+                                       ids if asset in replicated else None)
     group_rows(rows)
     if "retrieved" in rows:
         summary = json.loads((require("retrieved_set") / SUMMARY_JSON).read_text())
         rows["retrieved"]["label_precision"] = summary["label_precision"]
         rows["retrieved"]["retrieval"] = {key: summary.get(key) for key in RETRIEVAL_FIELDS}
     return rows, correct
+
+
+def replicate_directories(replicas: Mapping[str, Require], asset: str) -> dict[str, Path]:
+    """replicate id → the directory of `asset` in that replicate, for the replicates that made
+    it (the report aggregates what exists: a replicate not yet materialized, or whose arm was
+    recorded as not built, is left out and `replicate_status` says so)."""
+    found = {}
+    for replicate, replica_require in replicas.items():
+        try:
+            directory = replica_require(asset)
+        except FileNotFoundError:  # not materialized (yet): reported by replicate_status
+            continue
+        if read_not_built(directory) is None:
+            found[replicate] = directory
+    return found
+
+
+def replicate_status(replicas: Mapping[str, Require], arms: list[str],
+                     rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json's `replicates`: how many were asked, which each replicated arm pooled, and
+    those missing (not materialized, or the arm not built in that replicate)."""
+    asked = ["r0", *replicas]
+    pooled = {arm: row["replicates"] for arm, row in rows.items() if "replicates" in row}
+    return {"asked": len(asked), "ids": asked, "pooled": pooled,
+            "missing": {arm: [r for r in asked if r not in ids] for arm, ids in pooled.items()
+                        if len(ids) < len(asked)},
+            "replicated": [asset for asset in replicated_assets(arms)
+                           if not asset.startswith("classifier_")]}
 
 
 def budget_entry(arm: str, history: dict[str, Any]) -> dict[str, Any]:
@@ -135,10 +184,10 @@ def scaling_metrics(require: Require, device: torch.device, seed: int, fractions
                 points.append((size, arm_correctness(
                     f"{curve}@{fraction:g}", predictions, test.labels,
                     (REAL_REPLICATE,) if curve == "real" else None)))
-            elif fraction == 1.0 and curve in correct:  # the arm itself
-                arm = correct[curve]
+            elif fraction == 1.0 and curve in correct:  # the arm itself (its r0: the subsets
+                arm = correct[curve]                   # are drawn from r0's filtered set)
                 points.append((arm_rows[curve]["n_train"] / n_classes, ArmCorrectness(
-                    f"{curve}@1", arm.correct, arm.replicate_ids)))
+                    f"{curve}@1", arm.correct[:1], arm.replicate_ids[:1])))
         curves[curve] = points
     if len({size for size, _ in curves["filtered"]}) < 2:  # no curve through one size
         return {"not_built": f"the fractions {fractions} of the filtered set give fewer than two "

@@ -7,7 +7,7 @@ and the near-copies of test images among the synthetic ones."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ from synthfactory.ops.evaluation.soundness import soundness_warnings
 from synthfactory.ops.evaluation.verdicts import (MULTIPLICITY_NOTE, arm_comparisons,
                                                   arm_intervals, cell_comparisons)
 from synthfactory.ops.refinement.results import refinement_results
-from synthfactory.ops.report.arm_scores import (group_rows, not_built_arms, real_splits,
-                                                scaling_metrics, score_arms)
+from synthfactory.ops.report.arm_scores import (Require, group_rows, not_built_arms,
+                                                real_splits, replicate_status, scaling_metrics,
+                                                score_arms)
 from synthfactory.ops.report.grids import set_grids
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.training.classifiers import training_settings
@@ -55,9 +56,11 @@ class ReportSettings:
 
 
 def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: ReportSettings,
-                   device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                   device: torch.device, replicas: Mapping[str, Require] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """metrics.json's content and the report's image grids, from the store (`require`: the
-    store's, by asset name; `scores_dir`: shard_scores's directory, which may be incomplete)."""
+    store's, by asset name; `scores_dir`: shard_scores's directory, which may be incomplete;
+    `replicas`: replicate id → that replicate's `require`, for the replicates beyond r0)."""
     real_dir = require("real_images")
     class_names = read_classes(real_dir)
     test, _ = real_splits(real_dir)
@@ -65,7 +68,7 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
     # Arms recorded as not built are listed with their reason; every other one is measured.
     missing = not_built_arms(require, arms)
     arm_rows, correct = score_arms(require, device, arms, len(class_names),
-                                   settings.judge_batch_size)
+                                   settings.judge_batch_size, replicas)
     table_rows, cell_correct = distillation_table(
         require("classifier_distilled"), require("distilled_set"), settings.cells, test.images,
         test.labels, device)
@@ -85,6 +88,8 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
                        **{key: recipe[key] for key in RECIPE_FIELDS},
                        "precision": recipe["precision"].describe()},
         "spread": SPREAD,
+        # The independent draws pooled by the arms trained on generated images.
+        "replicates": replicate_status(replicas or {}, arms, arm_rows),
         # Equal compute: the steps every compared arm trained, and why (ops/evaluation/budgets.py).
         "budget": budget_summary(arm_rows),
         "arm_order": arms,  # report order: by group (references, synthetic, combined)

@@ -31,6 +31,17 @@ def summary_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> Re
         blocks.append(Paragraph(f"± is the {metrics['spread']}. Validation accuracy (the real "
                                 "validation split, held out of everything that learns) is what "
                                 "choices read; test accuracy is the final number."))
+    replicates = metrics.get("replicates") or {}
+    if replicates.get("asked", 1) > 1:
+        pooled = ", ".join(f"{arm} ({', '.join(ids)})"
+                           for arm, ids in replicates.get("pooled", {}).items())
+        missing = "; ".join(f"{arm} lacks {', '.join(ids)} (not materialized or not built)"
+                            for arm, ids in replicates.get("missing", {}).items())
+        blocks.append(Paragraph(
+            f"Replicates: {replicates['asked']} independent draws of "
+            f"{', '.join(replicates.get('replicated', []))} and of the classifiers trained on "
+            f"them; pooled: {pooled or 'none'}." + (f" Missing: {missing}." if missing else "")
+            + " The generator's weights, the real split and the judge are shared."))
     if architecture:
         blocks.append(Paragraph(f"Classifier: {architecture}, " + ", ".join(
             f"{key.replace('_', ' ')} {value}" for key, value in classifier.items()

@@ -46,8 +46,8 @@ def arm_table_csv(metrics: dict[str, Any]) -> str:
 
 def arm_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: group | arm | n_train | test accuracy (mean ± std) | 95% interval |
-    Δ vs real | val accuracy | seeds | steps. The group is written on the first arm of each
-    group only."""
+    Δ vs real | val accuracy | seeds (× replicates) | steps. The group is written on the first
+    arm of each group only."""
     real = metrics["arms"].get("real", {}).get("accuracy_mean")
     rows, previous = [], None
     for row in arm_table_rows(metrics):
@@ -59,11 +59,17 @@ def arm_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      _interval(source.get("ci95")),
                      "" if real is None or row["arm"] == "real"
                      else f"{row['accuracy_mean'] - real:+.4f}",
-                     "" if val is None else f"{val:.4f}", str(row["seeds"]),
+                     "" if val is None else f"{val:.4f}", _classifiers(source),
                      "" if source.get("steps") is None else str(source["steps"])])
         previous = row["group"]
     return ["group", "arm", "n_train", "test accuracy (mean ± std)", "95% interval",
-            "Δ vs real", "val accuracy", "seeds", "steps"], rows
+            "Δ vs real", "val accuracy", "seeds (× replicates)", "steps"], rows
+
+
+def _classifiers(row: dict[str, Any]) -> str:
+    """How many classifiers an arm's numbers pool: `3`, or `3 × 2` over two replicates."""
+    replicates = row.get("replicates") or []
+    return f"{row['seeds']} × {len(replicates)}" if len(replicates) > 1 else str(row["seeds"])
 
 
 def _interval(ci95: list[float] | None) -> str:
