@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +27,7 @@ from synthfactory.ops.storage.shards import (finished_shards, read_samples, read
 from synthfactory.params import Params, parse_params
 from synthfactory.planning import PlanResult, materialize_plan
 from synthfactory.resources.store import ArtifactStore
-from tests.support import tiny_params
+from tests.support import PROJECT_ROOT, tiny_params
 
 ARMS = ["real", "retrieved", "synthetic", "filtered", "distilled", "mixed"]
 FLOORS = {"real": 0.0, "synthetic": 1.0}
@@ -65,6 +67,17 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
         assert row["accuracy_mean"] == pytest.approx(statistics.mean(row["accuracies"]))
         assert row["accuracy_std"] == pytest.approx(statistics.stdev(row["accuracies"]))
         assert row["seeds"] == 2 and len(row["per_class_accuracy"]) == 10
+    # What the generator made, against the images it learned from (the real train split):
+    # every metric overall and per class in the judge's space, and the copies among them.
+    quality, memorized = metrics["generation_quality"], metrics["memorization"]
+    assert quality["n_generated"] == 60 and quality["n_real"] == metrics["arms"]["real"]["n_train"]
+    assert quality["encoder"].startswith("judge") and set(quality["per_class"]) == set(
+        metrics["classes"])
+    assert quality["overall"]["fd"] >= 0 and 0 <= quality["overall"]["precision"] <= 1
+    assert memorized["n"] == 60 and 0 <= memorized["rate"] <= 1 and memorized["fpr"] == 0.01
+    assert set(memorized["per_class"]) == set(metrics["classes"])
+    assert memorized["closest_pairs"][0]["similarity"] >= memorized["closest_pairs"][-1][
+        "similarity"] and "train_key" in memorized["closest_pairs"][0]
     # replicates: 2 — the arms trained on generated images pool both replicates' classifiers
     # (r1 re-drew the prompts' seeds, shards, scores, filter and classifier seeds); the
     # others are one draw.
@@ -141,9 +154,10 @@ def test_report_files_and_metadata(graph_run: tuple[Path, PlanResult]) -> None:
     report = root / "reports" / "eval"
     for name in ["report.md", "report.html", "accuracy.png", "grid_kept.png",
                  "grid_rejected.png", "grid_distilled.png", "confusion_real.png",
-                 "scaling.png", "grid_retrieved.png", "cost.json"]:
+                 "scaling.png", "grid_retrieved.png", "cost.json", "memorization.png"]:
         assert (report / name).is_file(), name
     html = (report / "report.html").read_text()
+    assert "What the generator made: quality, diversity, copies" in html
     assert "data:image/png;base64," in html and 'src="http' not in html
     events = {e.asset_key.to_user_string(): e.materialization.metadata
               for e in result.get_asset_materialization_events()}
@@ -457,3 +471,52 @@ def test_a_replicate_is_remade_alone_from_the_cli(graph_run: tuple[Path, PlanRes
     assert main(["run", "--params", str(params_file), "--select", "key:r1/classifier_mixed"]) == 0
     assert {path.name: path.read_bytes() for path in lost.glob("seed-*.safetensors")} == before
     assert (root / "data" / "classifier_mixed" / "history.json").stat().st_mtime_ns == r0_mtime
+
+
+def test_the_guidance_sweep_chooses_on_validation_with_paired_intervals(
+        graph_run: tuple[Path, PlanResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/guidance_sweep.py on the finished tiny store: every recipe scored on the
+    validation split over two replicates, compared with the default by the paired bootstrap,
+    and a choice with the rule that made it."""
+    root, _ = graph_run
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params(root)))
+    monkeypatch.setattr(sys, "argv", ["guidance_sweep.py", "--params", str(params_file),
+                                      "--recipes", "[1.0]", "[3.0]"])
+    runpy.run_path(str(PROJECT_ROOT / "benchmarks" / "guidance_sweep.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index('{\n'):])
+    assert result["split"] == "val" and result["replicates"] == ["r0", "r1"]
+    assert result["default"] == [1.0, 2.0]  # tiny params' mix, appended to the recipes asked
+    assert [row["guidance"] for row in result["rows"]] == [[1.0], [3.0], [1.0, 2.0]]
+    for row in result["rows"][:2]:
+        versus = row["vs_default"]
+        assert versus["verdict"] in {"better", "worse", "indistinguishable"}
+        assert {"replicates", "classifier seeds", "test images"} <= set(versus["covers"])
+    assert result["chosen"] in ([1.0], [3.0], [1.0, 2.0]) and result["rule"]
+
+
+def test_what_predicts_value_sets_every_measure_beside_validation_accuracy(
+        graph_run: tuple[Path, PlanResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/what_predicts_value.py on the tiny store: per setting and per (setting,
+    class) every measure beside the validation accuracy, and their rank correlations."""
+    root, _ = graph_run
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params(root)))
+    monkeypatch.setattr(sys, "argv", ["what_predicts_value.py", "--params", str(params_file),
+                                      "--recipes", "[1.0]", "[3.0]", "--replicates", "1"])
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    runpy.run_path(str(PROJECT_ROOT / "benchmarks" / "what_predicts_value.py"),
+                   run_name="__main__")
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index('{\n'):])
+    assert [row["guidance"] for row in result["rows"]] == [[1.0], [3.0], [1.0, 2.0]]
+    assert len(result["cells"]) == 3 * 10  # settings × classes
+    for row in result["rows"]:
+        assert 0 <= row["val_accuracy"] <= 1 and 0 <= row["judge_agreement"] <= 1
+        assert row["fd"] >= 0 and 0 <= row["memorization"] <= 1
+    for measure, found in result["correlations"].items():
+        assert found["across_settings"]["n"] == 3, measure
+        assert found["across_classes_and_settings"]["n"] <= 30

@@ -102,3 +102,19 @@ def test_gpu_smoke_benchmark_runs_on_cpu(tmp_path: Path, benchmarks_on_path: Non
     assert [row["ipc"] for row in report["dm"]] == [1, 2]
     assert all(row["iterations"] == 2 for row in report["dm"])
     assert report["date"] and "CPU" in report["machine"]
+
+
+def test_rank_correlation_is_exact_for_few_settings_and_says_when_it_cannot(
+        benchmarks_on_path: None) -> None:
+    """Five settings in the same order: ρ = 1 with the exact two-sided p of 2/120 (the two
+    orderings as extreme among 5! permutations); reversed: ρ = −1; a constant side: no ρ."""
+    from what_predicts_value import rank_correlation
+
+    x = np.array([0.1, 0.4, 0.2, 0.9, 0.5])
+    assert rank_correlation(x, x * 3) == {"rho": 1.0, "p": round(2 / 120, 4), "n": 5}
+    assert rank_correlation(x, -x)["rho"] == -1.0
+    assert rank_correlation(x, np.ones(5))["rho"] is None
+    # Many cells: the permutation p of unrelated values is not small.
+    generator = np.random.default_rng(0)
+    unrelated = rank_correlation(generator.normal(size=50), generator.normal(size=50))
+    assert unrelated["n"] == 50 and unrelated["p"] > 0.05

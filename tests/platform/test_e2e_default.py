@@ -21,6 +21,7 @@ ROOT = PROJECT_ROOT
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(3600)  # the whole default graph: far beyond the suite's 600 s per test
 def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["store"] = {"root": str(tmp_path / "data")}
@@ -49,6 +50,12 @@ def test_default_params_meet_the_stated_accuracy_targets(tmp_path: Path) -> None
     assert set(scaling["fit"]) == {"a", "b", "c"} and scaling["gof"]["residual_dof"] >= 2
     assert len(scaling["real_curve"]["points"]) >= 5 and "ci95" in scaling["exchange_rate"]
     assert metrics["missing_arms"] == {}
+    # Replicates (params.yaml: 2): the arms trained on generated images pool both, and their
+    # comparisons resample them.
+    assert metrics["replicates"]["asked"] >= 2 and metrics["replicates"]["missing"] == {}
+    by_pair = {(c["a"], c["b"]): c for c in metrics["comparisons"]}
+    assert all("replicates" in by_pair[pair]["covers"] for pair in
+               (("synthetic", "real"), ("filtered", "synthetic"), ("mixed", "real")))
     # The leakage check states its count on the default run: no generated digit copies a test one.
     assert metrics["contamination"]["count"] == 0
     assert metrics["contamination"]["real_val_baseline"]["count"] == 0

@@ -23,6 +23,7 @@ from synthfactory.ops.report.blocks import Paragraph, ReportSection, SectionBuil
 from synthfactory.ops.report.class_sizes import class_sizes_section
 from synthfactory.ops.report.contamination import contamination_section
 from synthfactory.ops.report.distillation_table import distillation_table_section
+from synthfactory.ops.report.generated_set import generated_set_section
 from synthfactory.ops.report.missing import missing_arms_section
 from synthfactory.ops.report.refinement import refinement_section
 from synthfactory.ops.report.scaling import scaling_section
@@ -39,7 +40,8 @@ SECTIONS: list[SectionBuilder] = [warnings_section, verdicts_section, summary_se
                                   missing_arms_section, class_sizes_section, arms_section,
                                   scaling_section, per_class_section, filtering_section,
                                   distillation_section, distillation_table_section,
-                                  refinement_section, contamination_section, confusion_section,
+                                  refinement_section, generated_set_section,
+                                  contamination_section, confusion_section,
                                   images_section, lineage_section]
 
 

@@ -21,6 +21,7 @@ from synthfactory.ops.evaluation.class_sizes import data_entry
 from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
 from synthfactory.ops.evaluation.distillation_table import distillation_table, not_built_cells
 from synthfactory.ops.evaluation.evaluate import SPREAD
+from synthfactory.ops.evaluation.generated_set import MEMORIZATION_GRID, generated_set_metrics
 from synthfactory.ops.evaluation.soundness import soundness_warnings
 from synthfactory.ops.evaluation.verdicts import (MULTIPLICITY_NOTE, arm_comparisons,
                                                   arm_intervals, cell_comparisons)
@@ -141,11 +142,17 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
         require("synthetic_shards"), scores_dir, test.images, test.keys, real_dir,
         require("judge"), require("filtered_set"), class_names, device,
         **settings.contamination)
+    # What the generator made: fidelity and diversity against its training images, and copies.
+    metrics["generation_quality"], metrics["memorization"], memorization_grid = \
+        generated_set_metrics(require("synthetic_shards"), real_dir, require("judge"),
+                              class_names, device, judge_batch_size=settings.judge_batch_size,
+                              few_shot=settings.few_shot, seed=settings.seed)
     # What makes this run unsound, each with the number that tripped it (the report opens with
     # them, above the verdicts).
     metrics["warnings"] = soundness_warnings(require, metrics, settings.warnings)
     pictures = set_grids(require, class_names, settings.grid_per_class, "retrieved" in arm_rows)
     pictures[GRID] = contamination_grid
+    pictures[MEMORIZATION_GRID] = memorization_grid
     return metrics, pictures
 
 
