@@ -20,6 +20,7 @@ import yaml
 
 from synthfactory.assets.dvc_versions import partition_digests
 from synthfactory.cli import main
+from synthfactory.ops.distillation.export import load_export
 from synthfactory.definitions import build_definitions
 from synthfactory.params import parse_params
 from synthfactory.planning import PlanResult, materialize_plan
@@ -165,6 +166,16 @@ def test_a_rerun_remakes_only_the_changed_cell_and_export_writes_images(
                  "--cell", "datm-ipc1-real", "--format", "imagefolder", str(out)]) == 0
     labels = json.loads((out / "labels.json").read_text())
     assert len(labels) == 10 and len(labels[0]["soft_label"]) == 10  # datm's learned labels
+    # The card says what the set is and how it was measured, and a loader reads it all back.
+    exported = load_export(out)
+    card = exported.card
+    assert card["method"] == "datm" and card["ipc"] == 1 and card["soft_labels"] is True
+    assert card["settings"] and card["budget_fraction"] is not None
+    assert {"epochs", "models", "architecture", "dsa"} <= set(card["evaluation"])
+    # This table run made no report: the card says the accuracy is not measured yet, and where
+    # (tests/assets/test_graph.py exports a cell that the report measured).
+    assert card["measured_on_test"] is None and "run eval_report" in card["measured_note"]
+    assert exported.images.shape == (10, 8, 8, 1) and exported.soft_labels.shape == (10, 10)
     assert main(["export", "distilled_set", "--params", str(root / "params.yaml"),
                  "--cell", "kcenter-ipc1-real", "--format", "npz", str(root / "x")]) == 2
     assert "cell kcenter-ipc1-real is not in" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from synthfactory.assets.checks import (
 )
 from synthfactory.cli import main
 from synthfactory.definitions import build_definitions
+from synthfactory.ops.distillation.export import load_export
 from synthfactory.ops.storage.shards import (finished_shards, read_samples, read_shard_info,
                                               write_shard)
 from synthfactory.params import Params, parse_params
@@ -76,6 +77,8 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
     assert quality["overall"]["fd"] >= 0 and 0 <= quality["overall"]["precision"] <= 1
     assert memorized["n"] == 60 and 0 <= memorized["rate"] <= 1 and memorized["fpr"] == 0.01
     assert set(memorized["per_class"]) == set(metrics["classes"])
+    robust = metrics["contamination"]["edit_robust"]  # near-copies of test images, under edits
+    assert robust["n"] == 60 and robust["expected_by_chance"] == 0.6 and 0 <= robust["count"]
     assert memorized["closest_pairs"][0]["similarity"] >= memorized["closest_pairs"][-1][
         "similarity"] and "train_key" in memorized["closest_pairs"][0]
     # replicates: 2 — the arms trained on generated images pool both replicates' classifiers
@@ -471,6 +474,15 @@ def test_a_replicate_is_remade_alone_from_the_cli(graph_run: tuple[Path, PlanRes
     assert main(["run", "--params", str(params_file), "--select", "key:r1/classifier_mixed"]) == 0
     assert {path.name: path.read_bytes() for path in lost.glob("seed-*.safetensors")} == before
     assert (root / "data" / "classifier_mixed" / "history.json").stat().st_mtime_ns == r0_mtime
+    # The headline cell exported with its card: the report's accuracy of it, with its interval.
+    assert main(["export", "distilled_set", "--params", str(params_file), "--format", "npz",
+                 str(tmp_path / "export")]) == 0
+    exported = load_export(tmp_path / "export")
+    metrics = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
+    row = metrics["distillation_table"][0]
+    assert exported.card["measured_on_test"][0]["accuracy_mean"] == row["accuracy_mean"]
+    assert exported.card["measured_on_test"][0]["ci95"] == row["ci95"]
+    assert exported.images.shape == (20, 8, 8, 1) and exported.soft_labels is None
 
 
 def test_the_guidance_sweep_chooses_on_validation_with_paired_intervals(

@@ -1,19 +1,40 @@
-"""Export a distilled set for other tools: an image folder or one `.npz`.
+"""Export a distilled set for other tools: an image folder or one `.npz`, with its card.
 
 The float32 learned images are the source of truth; exports are uint8 (the model space
 x ∈ [-1, 1] ↔ uint8 = round((x + 1) · 127.5), values outside [-1, 1] clipped) and say how many
 pixels were clipped, so a user knows what the rounding lost.
+
+Beside the images, `card.json` says what the set is and how it was measured — method, its
+settings, source, the share of the reference implementation's budget that ran, soft labels or
+not, the exact evaluation config, and the accuracy it reached with its interval (the report's
+row, when the report exists) — so that a released set reproduces; `load_export` reads the set
+and its card back.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 FORMATS = ("imagefolder", "npz")
+CARD_JSON = "card.json"
+
+
+@dataclass(frozen=True)
+class ExportedSet:
+    """A set `export_distilled` wrote, read back: uint8 N×H×W×C images, labels, soft labels
+    (or None), class names and the card."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    soft_labels: np.ndarray | None
+    class_names: list[str]
+    card: dict[str, Any]
 
 
 def to_uint8_nhwc(images: np.ndarray) -> np.ndarray:
@@ -24,8 +45,9 @@ def to_uint8_nhwc(images: np.ndarray) -> np.ndarray:
 
 def export_distilled(images: np.ndarray, labels: np.ndarray, class_names: list[str],
                      directory: Path, fmt: str, soft_labels: np.ndarray | None = None,
-                     info: dict | None = None) -> dict:
-    """Write `directory` as `imagefolder` (PNG class folders + labels.json) or `npz`.
+                     info: dict | None = None, card: dict[str, Any] | None = None) -> dict:
+    """Write `directory` as `imagefolder` (PNG class folders + labels.json) or `npz`, and
+    `card.json` (`card`: what the set is and how it was measured; see the module docstring).
 
     Class folders are numbered (`000_<name>`-free: the folder is the class index) so that any
     class name — spaces, slashes, unicode — is data in labels.json, never a path.
@@ -61,4 +83,31 @@ def export_distilled(images: np.ndarray, labels: np.ndarray, class_names: list[s
         summary["files"] = ["labels.json"] + [entry["file"] for entry in entries]
     (directory / "export.json").write_text(json.dumps({k: v for k, v in summary.items()
                                                        if k != "files"}, indent=1))
+    (directory / CARD_JSON).write_text(json.dumps({
+        **(card or {}), "format": fmt, "count": summary["count"], "classes": class_names,
+        "normalisation": summary["normalisation"],
+        "pixels_clipped_fraction": summary["pixels_clipped_fraction"]}, indent=1))
     return summary
+
+
+def load_export(directory: Path) -> ExportedSet:
+    """A set `export_distilled` wrote (either format), with its card."""
+    card_path = directory / CARD_JSON
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {CARD_JSON}: not a set exported by "
+                                "`synthfactory export distilled_set`")
+    card = json.loads(card_path.read_text())
+    if card["format"] == "npz":
+        with np.load(directory / "distilled.npz") as arrays:
+            soft = arrays["soft_labels"] if "soft_labels" in arrays else None
+            return ExportedSet(arrays["images"], arrays["labels"], soft, card["classes"], card)
+    entries = json.loads((directory / "labels.json").read_text())
+    images = []
+    for entry in entries:
+        pixel = np.asarray(Image.open(directory / entry["file"]), dtype=np.uint8)
+        images.append(pixel[:, :, None] if pixel.ndim == 2 else pixel)
+    soft_rows = [entry.get("soft_label") for entry in entries]
+    soft = (np.asarray(soft_rows, np.float32) if soft_rows and all(r is not None for r in soft_rows)
+            else None)
+    return ExportedSet(np.stack(images), np.array([entry["label"] for entry in entries]), soft,
+                       card["classes"], card)

@@ -33,6 +33,14 @@ def contamination_section(metrics: dict[str, Any],
                 f"{name} {count}" for name, count in entry["per_class"].items() if count)
             + "." + ("" if kept is None else f" The filtered set keeps {kept} of them "
                      "(filtered_set.drop_test_near_duplicates removes them).")))
+    robust = entry.get("edit_robust")
+    if robust:
+        blocks.append(Paragraph(
+            f"Under small edits (a shift, a crop, blur, noise, contrast, a flip: the copy "
+            f"detector), {robust['count']} of {robust['n']} synthetic images are near-copies "
+            f"of a test image (similarity ≥ {robust['threshold']:.4f}, the threshold at which "
+            f"{robust['fpr']:.0%} of real validation images would be called copies of their "
+            f"nearest test image: about {robust['expected_by_chance']} by chance)."))
     blocks.append(Paragraph(
         f"Calibration: {baseline['count']} of {baseline['n']} real validation images (independent "
         "of the test images) pass the same rule; more than none means the thresholds are loose "

@@ -23,6 +23,7 @@ from synthfactory.ops.evaluation.distillation_table import distillation_table, n
 from synthfactory.ops.evaluation.evaluate import SPREAD
 from synthfactory.ops.evaluation.generated_set import MEMORIZATION_GRID, generated_set_metrics
 from synthfactory.ops.evaluation.soundness import soundness_warnings
+from synthfactory.ops.evaluation.comparisons import arm_interval
 from synthfactory.ops.evaluation.verdicts import (MULTIPLICITY_NOTE, arm_comparisons,
                                                   arm_intervals, cell_comparisons)
 from synthfactory.ops.refinement.results import refinement_results
@@ -133,6 +134,8 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
     # difference with its interval (ops/evaluation/verdicts.py).
     for arm, interval in arm_intervals(correct, seed=settings.seed).items():
         arm_rows[arm].update(ci95=interval["ci95"], ci95_covers=interval["covers"])
+    for row, cell_correctness in zip(table_rows, cell_correct, strict=True):
+        row["ci95"] = arm_interval(cell_correctness, seed=settings.seed)["ci95"]
     metrics["comparisons"] = [
         *arm_comparisons(correct, metrics["arm_order"], seed=settings.seed),
         *metrics.get("refinement", {}).get("comparisons", []),
@@ -143,10 +146,11 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
         require("judge"), require("filtered_set"), class_names, device,
         **settings.contamination)
     # What the generator made: fidelity and diversity against its training images, and copies.
-    metrics["generation_quality"], metrics["memorization"], memorization_grid = \
-        generated_set_metrics(require("synthetic_shards"), real_dir, require("judge"),
-                              class_names, device, judge_batch_size=settings.judge_batch_size,
-                              few_shot=settings.few_shot, seed=settings.seed)
+    (metrics["generation_quality"], metrics["memorization"], memorization_grid,
+     metrics["contamination"]["edit_robust"]) = generated_set_metrics(
+        require("synthetic_shards"), real_dir, require("judge"), class_names, device,
+        test.images, judge_batch_size=settings.judge_batch_size, few_shot=settings.few_shot,
+        seed=settings.seed)
     # What makes this run unsound, each with the number that tripped it (the report opens with
     # them, above the verdicts).
     metrics["warnings"] = soundness_warnings(require, metrics, settings.warnings)
