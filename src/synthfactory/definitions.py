@@ -149,7 +149,8 @@ def job_for_params_without_checks(params_path: str, *assets: str) -> dg.JobDefin
 
 def _run_job(params_path: str, assets: tuple[str, ...], checks: bool) -> dg.JobDefinition:
     defs = build_definitions(load_params(params_path), params_path)
-    selection = dg.AssetSelection.assets(*assets)
+    # Names as `to_user_string` spells them: a replicate's copy is `r1/prompts` (two parts).
+    selection = dg.AssetSelection.assets(*(dg.AssetKey.from_user_string(a) for a in assets))
     job = dg.define_asset_job(RUN_JOB, selection=selection if checks
                               else selection.without_checks())
     return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job],

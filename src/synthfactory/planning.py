@@ -256,7 +256,7 @@ def materialize_plan(defs: dg.Definitions, selection: Iterable[str | dg.AssetKey
     `tags` are added to every run's tags (the time limit, the invocation)."""
     graph = defs.resolve_asset_graph()
     keys = (graph.get_all_asset_keys() if selection is None
-            else {dg.AssetKey.from_coercible(key) if isinstance(key, str) else key
+            else {dg.AssetKey.from_user_string(key) if isinstance(key, str) else key
                   for key in selection})
     plan = plan_runs(graph, keys, partitions)
     job = dg.Definitions(assets=list(defs.assets),

@@ -46,6 +46,16 @@ def test_cli_backfills_a_range_then_one_shard_with_two_processes(
     assert ("'00007' is not a partition of the selected assets; synthetic_shards: "
             "00000...00002") in capsys.readouterr().err
 
+    # A replicate's copy through the same path: its step process rebuilds the job from the
+    # params file and names the asset `r1/synthetic_shards` (two key parts).
+    raw = yaml.safe_load(tiny_params_file.read_text())
+    tiny_params_file.write_text(yaml.safe_dump({**raw, "replicates": 2}))
+    assert main([*args, "--select", "key:r1/prompts"]) == 0
+    assert main([*args, "--select", "key:r1/synthetic_shards", "--partitions", "00000",
+                 "--processes", "2"]) == 0
+    replica = tiny_params_file.parent / "data" / "r1" / "synthetic_shards" / "shard-00000.tar"
+    assert sha256_file(replica) != sha256_file(shards_dir / "shard-00000.tar")
+
 
 def test_dagster_cli_backfills_a_partition_range_and_reruns_one_shard(
         tiny_params_file: Path, _test_dagster_home: Path) -> None:
