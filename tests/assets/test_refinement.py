@@ -38,6 +38,11 @@ def test_two_rounds_run_in_order_and_the_report_names_the_result(loop_run: Path)
     for arm in ARMS:
         assert metrics["arms"][arm]["n_train"] == synthetic + 2 * BUDGET
         assert "val_accuracy_mean" in metrics["arms"][arm]
+        # Equal compute within the 2×2, and each arm's own interval.
+        low, high = metrics["arms"][arm]["ci95"]
+        assert low <= metrics["arms"][arm]["accuracy_mean"] <= high
+    assert len({metrics["arms"][arm]["steps"] for arm in ARMS}) == 1
+    assert metrics["arms"]["refined"]["steps"] is not None
     loop = metrics["refinement"]
     assert set(loop["cells"]) == set(ARMS)
     assert loop["cells"]["targeted_base"]["allocation"] == "targeted"

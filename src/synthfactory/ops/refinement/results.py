@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from synthfactory.ops.data.real_images import read_split
+from synthfactory.ops.evaluation.comparisons import arm_interval
 from synthfactory.ops.refinement.arms import evaluate_classifiers
 from synthfactory.ops.refinement.factorial import loop_comparisons, loop_correctness
 from synthfactory.ops.refinement.plan import LOOP_ARMS, PLAN_JSON
@@ -40,10 +41,17 @@ def refinement_results(rounds: int, require: Callable[..., Path], device: torch.
             predictions[arm] = row.pop("predictions")
             val = evaluate_classifiers(directory, val_images, val_labels, len(names), device)
             history = json.loads((directory / HISTORY_JSON).read_text())
-            rows.append({"n_train": history["n_train"], **row,
+            seeds = history.get("seeds") or [{}]
+            # The 2×2's arms train the same steps (the compared arms'): each row says how many.
+            rows.append({"n_train": history["n_train"], "steps": seeds[0].get("steps"),
+                         "images_seen": seeds[0].get("samples_seen"), **row,
                          "val_accuracy_mean": val["accuracy_mean"],
                          "val_accuracy_std": val["accuracy_std"],
                          "val_accuracies": val["accuracies"]})
-        comparisons.append(loop_comparisons(loop_correctness(predictions, test_labels)))
+        correctness = loop_correctness(predictions, test_labels)
+        comparisons.append(loop_comparisons(correctness))
+        for arm, arm_correctness in correctness.items():  # each arm's own 95% interval
+            interval = arm_interval(arm_correctness)
+            results[arm][-1].update(ci95=interval["ci95"], ci95_covers=interval["covers"])
     summary = refinement_summary(plans, results, comparisons, base_per_class, names)
     return {arm: rows[-1] for arm, rows in results.items()}, summary
