@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -263,7 +262,7 @@ def export_command(params_path: Path, cell: str | None, repeat: int, fmt: str,
     from synthfactory.ops.data.real_images import read_classes
     from synthfactory.ops.distillation.cells import parse_cell
     from synthfactory.ops.distillation.cellstore import cell_dir, read_cell, read_cell_record
-    from synthfactory.ops.distillation.export import export_distilled
+    from synthfactory.ops.distillation.export import export_card, export_distilled
     from synthfactory.params import load_params
 
     config = load_params(params_path)
@@ -284,44 +283,19 @@ def export_command(params_path: Path, cell: str | None, repeat: int, fmt: str,
                                read_classes(store.require("real_images")), directory, fmt,
                                soft_labels=chosen.soft_labels,
                                info={"cell": key, "repeat": repeat},
-                               card=export_card(config, key, repeat, read_cell_record(source),
-                                                chosen.soft_labels is not None))
+                               card=export_card(
+                                   key, repeat, read_cell_record(source),
+                                   chosen.soft_labels is not None, evaluation={
+                                       "architecture": distilled.architecture,
+                                       "cross_architectures": list(distilled.cross_architectures),
+                                       "models": distilled.eval_models,
+                                       "dsa": distilled.dsa.model_dump(),
+                                       **distilled.eval.model_dump()},
+                                   metrics_path=Path(config.params.eval_report.output_dir)
+                                   / METRICS_JSON))
     print(f"exported {key} repeat {repeat}: {summary['count']} images as {fmt} to {directory} "
           f"({summary['pixels_clipped_fraction']:.1%} of pixels clipped to [0, 255])")
     return 0
-
-
-def export_card(config: ProjectConfig, key: str, repeat: int, record: dict[str, Any] | None,
-                soft_labels: bool) -> dict[str, Any]:
-    """The card of an exported cell: what cell.json records of it, the evaluation config that
-    measured it and, when the report exists, its accuracy there with the interval."""
-    from synthfactory.ops.distillation.cells import parse_cell  # deferred: numpy
-
-    distilled = config.params.distilled_set
-    metrics_path = Path(config.params.eval_report.output_dir) / METRICS_JSON
-    measured = None
-    if metrics_path.is_file():
-        cell = parse_cell(key)
-        measured = [{field: row.get(field) for field in ("architecture", "accuracy_mean",
-                                                          "accuracy_std", "ci95", "n_models",
-                                                          "repeats")}
-                    for row in json.loads(metrics_path.read_text()).get("distillation_table", [])
-                    if (row["method"], row["ipc"], row["source"])
-                    == (cell.method, cell.ipc, cell.source)]
-    record = record or {}
-    return {"cell": key, "repeat": repeat, "method": record.get("method"),
-            "ipc": record.get("ipc"), "source": record.get("source"),
-            "settings": record.get("settings"), "budget_fraction": record.get("budget_fraction"),
-            "soft_labels": soft_labels,
-            "evaluation": {"architecture": distilled.architecture,
-                           "cross_architectures": list(distilled.cross_architectures),
-                           "models": distilled.eval_models, "dsa": distilled.dsa.model_dump(),
-                           **distilled.eval.model_dump()},
-            "measured_on_test": measured or None,
-            "measured_note": ("the report's accuracy of this cell's evaluation networks on the "
-                              "real test split (mean ± std over repeats × networks, 95% "
-                              "interval)" if measured else
-                              f"no report at {metrics_path}: run eval_report to measure it")}
 
 
 def dvc_sync_command(params_file: str, output: Path, check: bool) -> int:

@@ -156,7 +156,8 @@ def test_ipc_is_accepted_exactly_when_the_prompts_can_cover_it(
         parse_params({**raw, "prompts": {"images_per_class": needed - 1}})
 
 
-WRONG_TYPES = st.one_of(st.text(min_size=1, max_size=5).filter(lambda t: not t.strip().lstrip("-")
+# pydantic's lax mode reads "+1", " 2" and "-3" as integers: signed digit strings are not wrong.
+WRONG_TYPES = st.one_of(st.text(min_size=1, max_size=5).filter(lambda t: not t.strip().lstrip("+-")
                                                                .isdigit()),
                         st.lists(st.integers(), min_size=1, max_size=2),
                         st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2))

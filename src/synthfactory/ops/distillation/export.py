@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from synthfactory.ops.distillation.cells import parse_cell
+
 FORMATS = ("imagefolder", "npz")
 CARD_JSON = "card.json"
 
@@ -111,3 +113,29 @@ def load_export(directory: Path) -> ExportedSet:
             else None)
     return ExportedSet(np.stack(images), np.array([entry["label"] for entry in entries]), soft,
                        card["classes"], card)
+
+
+def export_card(key: str, repeat: int, record: dict[str, Any] | None, soft_labels: bool, *,
+                evaluation: dict[str, Any], metrics_path: Path) -> dict[str, Any]:
+    """The card of an exported cell: what its cell.json records (`record`), the evaluation
+    config that measures it and, when the report at `metrics_path` exists, that cell's rows of
+    its distillation table (accuracy with the 95% interval)."""
+    measured = None
+    if metrics_path.is_file():
+        cell = parse_cell(key)
+        measured = [{field: row.get(field) for field in ("architecture", "accuracy_mean",
+                                                          "accuracy_std", "ci95", "n_models",
+                                                          "repeats")}
+                    for row in json.loads(metrics_path.read_text()).get("distillation_table", [])
+                    if (row["method"], row["ipc"], row["source"])
+                    == (cell.method, cell.ipc, cell.source)]
+    record = record or {}
+    return {"cell": key, "repeat": repeat, "method": record.get("method"),
+            "ipc": record.get("ipc"), "source": record.get("source"),
+            "settings": record.get("settings"), "budget_fraction": record.get("budget_fraction"),
+            "soft_labels": soft_labels, "evaluation": evaluation,
+            "measured_on_test": measured or None,
+            "measured_note": ("the report's accuracy of this cell's evaluation networks on the "
+                              "real test split (mean ± std over repeats × networks, 95% "
+                              "interval)" if measured else
+                              f"no report at {metrics_path}: run eval_report to measure it")}
