@@ -171,7 +171,7 @@ def test_dvc_repro_builds_the_graph_once(tmp_path: Path) -> None:
         assert out["md5"] == dvc_md5(repo.path / out["path"]), name
     csv = (repo.path / "reports" / "eval" / "arms.csv").read_text().splitlines()
     arms = json.loads((repo.path / "reports" / "eval" / "metrics.json").read_text())["arms"]
-    assert csv[0] == "arm,n_train,accuracy_mean,accuracy_std,seeds" and len(csv) == 1 + len(arms)
+    assert csv[0] == "arm,n_train,accuracy_mean,accuracy_std,seeds,group" and len(csv) == 1 + len(arms)
     seconds, ran = repo.repro()
     print(f"second dvc repro: {seconds:.1f}s, {ran} stages")
     assert ran == []
