@@ -118,3 +118,51 @@ def test_rank_correlation_is_exact_for_few_settings_and_says_when_it_cannot(
     generator = np.random.default_rng(0)
     unrelated = rank_correlation(generator.normal(size=50), generator.normal(size=50))
     assert unrelated["n"] == 50 and unrelated["p"] > 0.05
+
+
+def test_beyond_digits_renders_folders_the_imagefolder_source_reads(
+        tmp_path: Path, benchmarks_on_path: None) -> None:
+    """Each rendered folder holds every digit once, one sub-folder per class, at its size and
+    channels; the params it runs change only real_images, the store and the report's directory,
+    and they parse; the imagefolder source reads the folder back at that size."""
+    from beyond_digits import FOLDERS, folder_params, write_folder
+
+    from synthfactory.ops.data.imagefolder import load_imagefolder
+    from synthfactory.params import parse_params
+
+    shipped = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    folder = FOLDERS["colour16-textured"]
+    assert write_folder(folder, tmp_path / "images") == 1797
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [str(k) for k in range(10)]
+    params = folder_params(shipped, folder, tmp_path / "images", tmp_path, threads=1)
+    changed = {key for key in shipped if params[key] != shipped[key]}
+    assert changed == {"real_images", "store", "eval_report", "runtime"}
+    assert parse_params(params).params.real_images.resolution == 16
+    dataset = load_imagefolder(str(tmp_path / "images"), 16, 3)
+    images = dataset.images
+    assert images.shape == (1797, 16, 16, 3) and not dataset.skipped
+    # Coloured: the three channels differ (not a grey image stored as RGB).
+    assert np.abs(images[..., 0].astype(int) - images[..., 1]).mean() > 5
+
+
+def test_beyond_digits_criteria_fail_on_their_bad_cases(benchmarks_on_path: None) -> None:
+    """The three criteria read the numbers they name: a synthetic arm 10 points under real
+    fails unless a warning names why; a seed spread above the bound fails without its warning;
+    a real arm below 0.95 of its control fails."""
+    from beyond_digits import criteria
+
+    def arm(mean: float, std: float = 0.001) -> dict:
+        return {"accuracy_mean": mean, "accuracy_std": std}
+
+    metrics = {"arms": {"real": arm(0.97), "synthetic": arm(0.87, std=0.05)}, "warnings": []}
+    control = {"val_accuracy": 0.98, "arm_val_accuracy": 0.90, "steps": 480}
+    bad = criteria(metrics, control, spread_bound=0.02)
+    assert bad["real_vs_control"]["holds"] is False and bad["real_vs_control"]["ratio"] < 0.95
+    assert bad["synthetic_within_5_points"] == {"difference_points": -10.0, "holds": False,
+                                                "warned": False}
+    assert bad["seed_spread_warned"]["without_warning"] == ["synthetic"]
+    metrics["warnings"] = [{"kind": "class_pass_rate", "subject": "3"},
+                           {"kind": "seed_spread", "subject": "synthetic"}]
+    warned = criteria(metrics, {**control, "arm_val_accuracy": 0.97}, spread_bound=0.02)
+    assert all(warned[name]["holds"] for name in
+               ("real_vs_control", "synthetic_within_5_points", "seed_spread_warned"))
