@@ -16,7 +16,7 @@ so the wall-time ratio approaches the step ratio only when the shards are large.
 machine's tiny DDPM the shipped shard (250 images × 25 steps) is ~2 s of work against ~9 s of
 fixed cost; the defaults here (25 images × 1000 steps) give each shard ~4× that work, still
 seconds where a text-to-image shard on a GPU takes minutes.
-On a GPU machine, run it with the GPUs declared by Ray or leased for real (`make bench-gpu`).
+On a machine with two GPUs, `runtime.visible_devices: [0, 1]` leases the real devices 0 and 1.
 """
 
 from __future__ import annotations

@@ -101,3 +101,18 @@ def test_report_names_the_architecture_the_spread_the_questions_and_the_scaling(
     assert "<h2>Cost</h2>" in page and "GPU-hours" in page and "0.0035" in page
     assert "12.5" not in markdown and "## Cost" in markdown
     assert cost["total_seconds"] == 14.5 and cost["assets"][1]["images_per_second"] == 300.0
+
+
+def test_what_the_intervals_leave_out_names_the_comparisons_it_applies_to() -> None:
+    """With replicates, only the one-draw arms (distilled, retrieved) leave the replicates out:
+    the report says so for those comparisons, not for every verdict; an item that applies to
+    every comparison is said once, without a list."""
+    from synthfactory.ops.report.verdicts import not_covered_text
+
+    weights = "the generator's weights (shared by every replicate)"
+    one_draw = "replicates: one draw of everything upstream of the classifiers"
+    comparisons = [{"a": "synthetic", "b": "real", "not_covered": [weights]},
+                   {"a": "distilled", "b": "real", "not_covered": [one_draw, weights]},
+                   {"a": "retrieved", "b": "real", "not_covered": [one_draw, weights]}]
+    text = not_covered_text(comparisons)
+    assert text == (f"{one_draw} (for distilled − real, retrieved − real); {weights}")

@@ -21,6 +21,19 @@ def verdict_rows(comparisons: list[dict[str, Any]]) -> list[list[str]]:
              ", ".join(c.get("covers", [])) or "nothing"] for c in comparisons]
 
 
+def not_covered_text(comparisons: list[dict[str, Any]]) -> str:
+    """What the intervals leave out, each item naming the comparisons it applies to when it
+    does not apply to all of them (with replicates, only the arms that are one draw: e.g. the
+    distilled set, the retrieved set)."""
+    applies: dict[str, list[str]] = {}
+    for comparison in comparisons:
+        for item in comparison.get("not_covered", []):
+            applies.setdefault(item, []).append(comparison_label(comparison))
+    return "; ".join(item if len(labels) == len(comparisons) else
+                     f"{item} (for {', '.join(labels)})"
+                     for item, labels in sorted(applies.items()))
+
+
 def verdicts_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> ReportSection:
     """The page's first section: its title, the verdicts and the forest plot; what the
     intervals cover and do not, and the equal-compute budget they rest on."""
@@ -42,10 +55,9 @@ def verdicts_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]) -> R
         Table(["comparison", "difference (pt)", "95% interval", "verdict", "covers"],
               verdict_rows(comparisons)),
         Figure(FOREST_PNG, "paired differences with their 95% intervals")]
-    not_covered = sorted({item for c in comparisons for item in c.get("not_covered", [])})
+    not_covered = not_covered_text(comparisons)
     if not_covered:
-        blocks.append(Paragraph("Not covered by these intervals: " + "; ".join(not_covered)
-                                + "."))
+        blocks.append(Paragraph(f"Not covered by these intervals: {not_covered}."))
     budget = metrics.get("budget", {})
     if budget.get("reason"):
         blocks.append(Paragraph(f"Equal compute: {budget['reason']}."))
