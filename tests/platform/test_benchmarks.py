@@ -166,3 +166,27 @@ def test_beyond_digits_criteria_fail_on_their_bad_cases(benchmarks_on_path: None
     warned = criteria(metrics, {**control, "arm_val_accuracy": 0.97}, spread_bound=0.02)
     assert all(warned[name]["holds"] for name in
                ("real_vs_control", "synthetic_within_5_points", "seed_spread_warned"))
+
+
+def test_classifier_rate_trains_on_train_and_scores_validation(tmp_path: Path,
+                                                               benchmarks_on_path: None) -> None:
+    """A rate row trains on the store's train split (24 of 40 images) and scores its validation
+    split (8), saying the steps and image shape it ran; a separable set is learned."""
+    from classifier_rate import rate_row
+
+    from synthfactory.ops.data.images import RealDataset
+    from synthfactory.ops.data.real_images import write_real_images
+
+    generator = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 20)
+    images = np.zeros((40, 8, 8, 1), np.uint8)
+    images[labels == 1, :, 4:] = 255  # class 1: right half lit; class 0: dark
+    images = np.clip(images + generator.integers(0, 30, images.shape), 0, 255).astype(np.uint8)
+    dataset = RealDataset(images, labels, ["dark", "right"], ["x"] * 40)
+    order = generator.permutation(40)
+    write_real_images(tmp_path, dataset, {"train": order[:24], "val": order[24:32],
+                                          "test": order[32:]}, shard_size=100, info={})
+    row = rate_row(tmp_path, rate=0.05, steps=30, seeds=2)
+    assert row["n_train"] == 24 and row["n_val"] == 8 and row["steps"] == 30
+    assert row["image_shape"] == [8, 8, 1] and len(row["val_accuracy"]) == 2
+    assert row["val_mean"] == 1.0  # a separable two-class set: the recipe learns it
