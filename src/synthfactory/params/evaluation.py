@@ -68,14 +68,17 @@ class WarningsParams(Section):
     seeds by at most this sample std. `min_train_accuracy`: every seed of every arm fits its
     own training set at least this well. `min_real_vs_control`: the real arm's validation
     accuracy is at least this fraction of what the same recipe reaches with
-    `classifiers.control_steps` times the steps. (The generator's own warning, stopped at its
-    ceiling while still improving, uses `generator.ddpm.min_delta`.)
+    `classifiers.control_steps` times the steps. `max_synthetic_gap`: the synthetic and
+    filtered arms' test accuracy is at most this far below the real arm's (the generated set
+    stands in for the real one). (The generator's own warning, stopped at its ceiling while
+    still improving, uses `generator.ddpm.min_delta`.)
     """
 
     min_class_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0)
     max_seed_std: float = Field(default=0.02, ge=0.0)
     min_train_accuracy: float = Field(default=0.9, ge=0.0, le=1.0)
     min_real_vs_control: float = Field(default=0.95, ge=0.0, le=1.0)
+    max_synthetic_gap: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class EvalReportParams(Section):

@@ -162,3 +162,22 @@ def test_the_default_bounds_are_the_params_defaults() -> None:
     from synthfactory.ops.evaluation.soundness import DEFAULT_BOUNDS
 
     assert DEFAULT_BOUNDS == BOUNDS
+
+
+def test_a_generated_set_far_below_real_trips_the_gap_warning_naming_its_classes() -> None:
+    """The beyond-digits coloured folder: synthetic 6.6 points under real. The warning names
+    the gap, its bound and the classes that lose most; a 1-point gap and the distilled arm
+    (100 images, expected lower) do not trip it."""
+    from synthfactory.ops.evaluation.soundness import synthetic_gap_warnings
+
+    real = {"accuracy_mean": 0.966, "per_class_accuracy": [0.98, 0.97, 0.95]}
+    rows = {"real": real,
+            "synthetic": {"accuracy_mean": 0.900, "per_class_accuracy": [0.97, 0.80, 0.93]},
+            "filtered": {"accuracy_mean": 0.956, "per_class_accuracy": [0.97, 0.95, 0.95]},
+            "distilled": {"accuracy_mean": 0.870, "per_class_accuracy": [0.9, 0.8, 0.9]}}
+    [found] = synthetic_gap_warnings(rows, ["zero", "one", "two"], BOUNDS["max_synthetic_gap"])
+    assert (found["kind"], found["subject"], found["value"], found["bound"]) == (
+        "synthetic_below_real", "synthetic", 0.066, 0.05)
+    assert "6.6 points below real" in found["message"]
+    assert "loses most on one (0.80 vs 0.97), two (0.93 vs 0.95)" in found["message"]
+    assert synthetic_gap_warnings({"synthetic": rows["synthetic"]}, [], 0.05) == []  # no real

@@ -15,7 +15,10 @@ it crossed (`bound`), with a sentence that says what it means and what to change
   (history.json `train_accuracy`): the recipe did not fit the data;
 - `real_below_control`: the real arm's validation accuracy is below `min_real_vs_control` times
   that of the same recipe trained `classifiers.control_steps` times as long on one seed
-  (classifier_real's history.json `control`): the shared step budget is too short.
+  (classifier_real's history.json `control`): the shared step budget is too short;
+- `synthetic_below_real`: the synthetic or filtered arm's test accuracy is more than
+  `max_synthetic_gap` below the real arm's; the message names the classes that lose most
+  against real (per-class accuracy), where the generated set does not stand in for the real one.
 
 Everything here is a pure function of what the assets recorded; `soundness_warnings` reads those
 records from the store.
@@ -28,6 +31,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from synthfactory.ops.checks import CheckOutcome
 from synthfactory.ops.evaluation.arms import ARMS
 from synthfactory.ops.storage import SUMMARY_JSON
@@ -36,10 +41,12 @@ from synthfactory.ops.training import HISTORY_JSON
 Warning = dict[str, Any]
 Require = Callable[..., Path]
 KINDS = ("generator_unconverged", "class_pass_rate", "seed_spread", "underfit",
-         "real_below_control")
+         "real_below_control", "synthetic_below_real")
 # The bounds when a caller gives none (params.yaml's eval_report.warnings has the same).
 DEFAULT_BOUNDS = {"min_class_pass_rate": 0.5, "max_seed_std": 0.02, "min_train_accuracy": 0.9,
-                  "min_real_vs_control": 0.95}
+                  "min_real_vs_control": 0.95, "max_synthetic_gap": 0.05}
+# The arms trained on the generated set alone: the distilled set (100 images) is not one.
+GENERATED_ARMS = ("synthetic", "filtered")
 
 
 def warning(kind: str, subject: str, value: float, bound: float, message: str) -> Warning:
@@ -116,10 +123,42 @@ def control_warnings(control: Mapping[str, Any] | None, bound: float) -> list[Wa
                     "this data; raise classifiers.epochs / min_steps")]
 
 
+def synthetic_gap_warnings(arm_rows: Mapping[str, Mapping[str, Any]], class_names: list[str],
+                           bound: float) -> list[Warning]:
+    """The synthetic and filtered arms more than `bound` below the real arm's test accuracy,
+    each naming its three classes furthest below real's."""
+    real = arm_rows.get("real")
+    if real is None:
+        return []
+    found = []
+    for arm in GENERATED_ARMS:
+        row = arm_rows.get(arm)
+        if row is None:
+            continue
+        gap = float(real["accuracy_mean"]) - float(row["accuracy_mean"])
+        if gap <= bound:
+            continue
+        losses = np.asarray(real.get("per_class_accuracy") or [], float) - np.asarray(
+            row.get("per_class_accuracy") or [], float)
+        worst = [f"{class_names[k] if k < len(class_names) else k} "
+                 f"({row['per_class_accuracy'][k]:.2f} vs {real['per_class_accuracy'][k]:.2f})"
+                 for k in np.argsort(-losses)[:3]] if losses.size else []
+        found.append(warning(
+            "synthetic_below_real", arm, gap, bound,
+            f"the {arm} arm is {100 * gap:.1f} points below real (bound {100 * bound:g}): the "
+            "generated set does not stand in for these real images"
+            + (f"; it loses most on {', '.join(worst)}" if worst else "")
+            + ". See what the generator made (coverage, precision, the closest pairs) and the "
+            "per-class pass rates; more generator training, another guidance mix or real "
+            "images of those classes are the levers"))
+    return found
+
+
 def evaluate_soundness(generator_info: Mapping[str, Any], per_class: Mapping[str, Any],
                        arm_rows: Mapping[str, Mapping[str, Any]],
                        histories: Mapping[str, Mapping[str, Any]],
-                       bounds: Mapping[str, float]) -> list[Warning]:
+                       bounds: Mapping[str, float], class_names: list[str] | None = None
+                       ) -> list[Warning]:
     """Every warning of a run, from its records (`bounds`: eval_report.warnings; a bound not
     given is DEFAULT_BOUNDS')."""
     bounds = {**DEFAULT_BOUNDS, **bounds}
@@ -128,7 +167,9 @@ def evaluate_soundness(generator_info: Mapping[str, Any], per_class: Mapping[str
             *seed_spread_warnings(arm_rows, bounds["max_seed_std"]),
             *fit_warnings(histories, bounds["min_train_accuracy"]),
             *control_warnings((histories.get("real") or {}).get("control"),
-                              bounds["min_real_vs_control"])]
+                              bounds["min_real_vs_control"]),
+            *synthetic_gap_warnings(arm_rows, list(class_names or []),
+                                    bounds["max_synthetic_gap"])]
 
 
 def soundness_warnings(require: Require, metrics: Mapping[str, Any],
@@ -144,7 +185,7 @@ def soundness_warnings(require: Require, metrics: Mapping[str, Any],
         if path is not None and path.is_file():
             histories[arm] = json.loads(path.read_text())
     return evaluate_soundness(generator_info, summary["per_class"], metrics["arms"], histories,
-                              bounds)
+                              bounds, class_names=list(metrics.get("classes") or []))
 
 
 def soundness_outcome(warnings: list[Warning]) -> CheckOutcome:

@@ -15,7 +15,8 @@ KIND_NAMES = {"generator_unconverged": "generator did not converge",
               "class_pass_rate": "judge recognises few of a class",
               "seed_spread": "seeds disagree",
               "underfit": "arm did not fit its training set",
-              "real_below_control": "real arm below its longer-trained control"}
+              "real_below_control": "real arm below its longer-trained control",
+              "synthetic_below_real": "generated set far below real"}
 
 
 def warnings_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]
