@@ -201,8 +201,9 @@ def generator_converged(store: ArtifactStore) -> dg.AssetCheckResult:
 def eval_report_soundness(params: Params, store: ArtifactStore) -> dg.AssetCheckResult:
     """The run is sound by every bound of `eval_report.warnings`: the generator converged, the
     judge recognises enough of every class, every arm fits its training set and agrees over its
-    seeds, and the real arm is not far below its longer-trained control. Warns with each
-    number that tripped a bound (the report opens with the same warnings)."""
+    seeds, the real arm is not far below its longer-trained control, and the synthetic and
+    filtered arms are not far below real. Warns with each number that tripped a bound (the
+    report opens with the same warnings)."""
     metrics = _report_metrics(params)
     warnings = soundness_warnings(store.require, metrics,
                                   params.eval_report.warnings.model_dump())
