@@ -16,6 +16,8 @@ so the wall-time ratio approaches the step ratio only when the shards are large.
 machine's tiny DDPM the shipped shard (250 images × 25 steps) is ~2 s of work against ~9 s of
 fixed cost; the defaults here (25 images × 1000 steps) give each shard ~4× that work, still
 seconds where a text-to-image shard on a GPU takes minutes.
+The machine is shared: one timing of a ratio moves by ±0.1 from run to run, so each setting is
+timed `--repeats` times (interleaved) and the JSON gives each repeat, the median and the range.
 On a machine with two GPUs, `runtime.visible_devices: [0, 1]` leases the real devices 0 and 1.
 """
 
@@ -25,10 +27,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import yaml
@@ -93,10 +97,24 @@ def ratios(one: tuple[float, float], two: tuple[float, float]) -> dict[str, floa
             "two_step_s": round(two[1], 1), "step_speedup": round(one[1] / two[1], 2)}
 
 
+def summary(timings: list[dict[str, float]]) -> dict[str, Any]:
+    """Each repeat's timings, and the median and range of the two ratios over the repeats."""
+    out: dict[str, Any] = {"repeats": timings}
+    for ratio in ("speedup", "step_speedup"):
+        values = [timing[ratio] for timing in timings]
+        out[ratio] = {"median": round(statistics.median(values), 2), "min": min(values),
+                      "max": max(values)}
+    return out
+
+
 def main() -> None:
     """Time both settings and print their ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1000, help="sampling steps per image")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="times each setting is timed (the JSON gives each and the median)")
+    parser.add_argument("--settings", nargs="+", choices=["multiprocess", "ray"],
+                        default=["multiprocess", "ray"], help="which settings to time")
     args = parser.parse_args()
     os.chdir(ROOT)
     work = Path(tempfile.mkdtemp(prefix="fan-out-bench-"))
@@ -114,20 +132,27 @@ def main() -> None:
     local = bench_params(work, args.steps, runtime={
         "device": "auto", "threads": 1, "visible_devices": [0, 1],
         "lease_dir": str(work / "leases")})
-    one = timed(work / "mp1", upstream, local, 1, home)
-    two = timed(work / "mp2", upstream, local, 2, home)
-    report["multiprocess"] = ratios(one, two)
-    cluster = LocalRayCluster([(1, 0), (2, 2)])
+    cluster = LocalRayCluster([(1, 0), (2, 2)]) if "ray" in args.settings else None
+    runs: dict[str, list[dict[str, float]]] = {setting: [] for setting in args.settings}
     try:
-        cluster.start()
-        on_ray = bench_params(work, args.steps, runtime={"device": "auto", "threads": 1},
-                              executor={"kind": "ray", "ray": {"address": cluster.address,
-                                                               "working_dir": str(ROOT)}})
-        one = timed(work / "ray1", upstream, on_ray, 1, home)
-        two = timed(work / "ray2", upstream, on_ray, 2, home)
+        settings = {"multiprocess": local}
+        if cluster is not None:
+            cluster.start()
+            settings["ray"] = bench_params(
+                work, args.steps, runtime={"device": "auto", "threads": 1},
+                executor={"kind": "ray", "ray": {"address": cluster.address,
+                                                 "working_dir": str(ROOT)}})
+        # Repeats interleave the settings, so a slow spell of the shared machine falls on both.
+        for repeat in range(args.repeats):
+            for setting in args.settings:
+                one = timed(work / f"{setting}-{repeat}-1", upstream, settings[setting], 1, home)
+                two = timed(work / f"{setting}-{repeat}-2", upstream, settings[setting], 2, home)
+                runs[setting].append(ratios(one, two))
     finally:
-        cluster.stop()
-    report["ray"] = ratios(one, two)
+        if cluster is not None:
+            cluster.stop()
+    for setting, timings in runs.items():
+        report[setting] = summary(timings)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["cpu_count"] = os.cpu_count()
     print(json.dumps(report, indent=2))

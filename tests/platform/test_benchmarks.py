@@ -120,6 +120,20 @@ def test_rank_correlation_is_exact_for_few_settings_and_says_when_it_cannot(
     assert unrelated["n"] == 50 and unrelated["p"] > 0.05
 
 
+def test_fan_out_summary_keeps_every_repeat_and_gives_the_median_and_range(
+        benchmarks_on_path: None) -> None:
+    """A shared machine moves one ratio by ±0.1: the fan-out benchmark reports the median and
+    the range of the repeats, and keeps each repeat's timings beside them."""
+    from fan_out import ratios, summary
+
+    timings = [ratios((97.0, 87.0), (two, step)) for two, step in
+               ((65.9, 52.7), (60.9, 49.1), (58.0, 47.0))]
+    result = summary(timings)
+    assert result["repeats"] == timings
+    assert result["speedup"] == {"median": 1.59, "min": 1.47, "max": 1.67}
+    assert result["step_speedup"] == {"median": 1.77, "min": 1.65, "max": 1.85}
+
+
 def test_beyond_digits_renders_folders_the_imagefolder_source_reads(
         tmp_path: Path, benchmarks_on_path: None) -> None:
     """Each rendered folder holds every digit once, one sub-folder per class, at its size and
