@@ -208,6 +208,36 @@ def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: P
     assert history["soft_labels"] is True
 
 
+def test_the_whole_dataset_row_and_dd_ranking_reach_the_report(tmp_path: Path) -> None:
+    """A table with random, dm and the whole real source through the whole graph: the whole
+    cell holds every real train image, its networks train by the same protocol, and the dm row
+    carries IOR / HLR / LRS against those two rows; the report prints them and the protocol."""
+    table = {"methods": ["dm", "random", "whole"], "ipcs": [1], "sources": ["real"],
+             "eval_models": 2, "eval": {"epochs": 2, "width": 16}}
+    assert _run_all(tmp_path, distilled_set=table).success
+    metrics = json.loads((tmp_path / "reports" / "eval" / "metrics.json").read_text())
+    rows = {row["method"]: row for row in metrics["distillation_table"]}
+    train_images = sum(metrics["data"]["class_counts"]["train"].values())
+    assert rows["whole"]["ipc"] == 0 and rows["whole"]["n_images"] == train_images
+    assert rows["whole"]["repeats"] == 1 and rows["whole"]["n_models"] == 2
+    assert rows["dm"]["protocol"] == rows["whole"]["protocol"] == {
+        "epochs": [2], "networks_per_repeat": 2, "learning_rates": [0.01],
+        "learning_rate_source": ["eval.learning_rate"]}
+    scores = rows["dm"]["dd_ranking"]
+    assert scores["ior"] == pytest.approx(rows["dm"]["accuracy_mean"]
+                                          - rows["random"]["accuracy_mean"])
+    assert scores["hlr"] == pytest.approx(rows["whole"]["accuracy_mean"]
+                                          - rows["dm"]["accuracy_mean"])
+    assert 0.0 <= scores["lrs"] <= 1.0 and scores["missing"] == []
+    # The whole set is compared with nothing: only dm against random gets a verdict.
+    assert [c["a"] for c in metrics["comparisons"] if c["kind"] == "distillation"] == [
+        "dm-ipc1-real"]
+    report = (tmp_path / "reports" / "eval" / "report.md").read_text()
+    assert f"The whole real source ({train_images} images), same protocol" in report
+    assert "DD-Ranking (hard-label mode" in report and "| dm-ipc1-real | convnet |" in report
+    assert "Protocol: 2 epochs, 2 networks per distilled repeat" in report
+
+
 def test_every_asset_check_ran_and_the_gates_passed(
         graph_run: tuple[Path, PlanResult]) -> None:
     root, result = graph_run

@@ -146,7 +146,7 @@ def distilled_set_size(params: Params, store: ArtifactStore) -> dg.AssetCheckRes
     table = cells(list(config.methods), list(config.ipcs), list(config.sources))
     n_classes = len(read_classes(store.require("real_images")))
     outcome = checks.distilled_cells(store.require("distilled_set"), n_classes,
-                                     [(cell.key, cell.ipc) for cell in table])
+                                     [(cell.key, cell.ipc or None) for cell in table])
     if outcome.passed and outcome.details["not_built"]:
         return _result(checks.CheckOutcome(False, outcome.description, outcome.details),
                        severity=dg.AssetCheckSeverity.WARN)

@@ -107,7 +107,8 @@ def _cell_settings(params: Params, runtime: TorchRuntime) -> Any:
                                mtt=config.mtt.model_dump(), architecture=config.architecture,
                                width=config.eval.width, gm_init=config.gm_init.model_dump()),
         dsa=config.dsa.model_dump(), labels=config.labels, repeats=config.repeats,
-        seed=runtime.seed, judge_batch_size=params.judge.batch_size,
+        random_draws=config.random_draws or config.repeats, seed=runtime.seed,
+        judge_batch_size=params.judge.batch_size,
         n_experts=params.expert_trajectories.experts,
         experts=params.expert_trajectories.model_dump(), expert_recipe=expert_recipe(params))
 
@@ -133,4 +134,4 @@ def _cell_metadata(store: ArtifactStore, class_names: list[str], row: dict[str, 
             "distill_seconds": record.get("seconds"), "seconds": round(row["seconds"], 1),
             "per_class": class_counts_md(first.labels, class_names),
             "grid": image_grid_md(pixels, first.labels, class_names, f"{cell.key}, repeat 0",
-                                  per_class=min(cell.ipc, 10))}
+                                  per_class=min(cell.ipc or 10, 10))}

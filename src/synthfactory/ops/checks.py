@@ -255,10 +255,11 @@ def distilled_size(directory: Path, n_classes: int, ipc: int) -> CheckOutcome:
     return distilled_size_of(finished_shards(directory), n_classes, ipc)
 
 
-def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, int]]
+def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, int | None]]
                     ) -> CheckOutcome:
     """Every finished cell `(key, ipc)` holds `ipc` images of every class in each repeat's
-    intact shard, and so does the headline shard (the first cell's, at the top) once the first
+    intact shard (ipc None, the whole-source cell: at least one of every class), and so does
+    the headline shard (the first cell's, at the top) once the first
     cell is finished. A cell not made yet is listed, not failed: a run may make one cell (a
     backfill gives each its own); so is a cell recorded as not built (its data could not make
     it), with its reason, which leads the description. No finished or recorded cell fails.
@@ -311,10 +312,17 @@ def distilled_cells(directory: Path, n_classes: int, cells: Sequence[tuple[str, 
         "not_built": not_built, "problems": problems})
 
 
-def distilled_size_of(shards: Sequence[Path], n_classes: int, ipc: int) -> CheckOutcome:
-    """The shards hold exactly `ipc` images of every class."""
+def distilled_size_of(shards: Sequence[Path], n_classes: int, ipc: int | None) -> CheckOutcome:
+    """The shards hold exactly `ipc` images of every class (None: at least one of each, the
+    whole-source cell)."""
     labels = [sample.label for sample in read_samples(shards, decode=False)]
     counts = Counter(labels)
+    if ipc is None:
+        absent = [index for index in range(n_classes) if not counts.get(index)]
+        return CheckOutcome(not absent, f"{len(labels)} images, every class present" if not absent
+                            else f"{len(labels)} images; classes without an image: {absent}",
+                            {"n_images": len(labels), "expected": None,
+                             "classes_off": {index: 0 for index in absent}})
     wrong = {index: counts.get(index, 0) for index in range(n_classes)
              if counts.get(index, 0) != ipc}
     expected = n_classes * ipc

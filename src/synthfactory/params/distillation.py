@@ -14,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from synthfactory.params.base import Section
 
 # Dagster config cannot hold lists of Literals: the list keys are str, checked by validators.
-METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init")
+METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init", "whole")
 SOURCES = ("filtered", "synthetic", "real")
 ARCHITECTURES = ("convnet", "resnet18", "resnet50", "vgg11")
 Architecture = Literal["convnet", "resnet18", "resnet50", "vgg11"]
@@ -101,9 +101,12 @@ class EvalParams(Section):
 class DistilledSetParams(Section):
     """A table of distilled sets: one cell per method × ipc × source (`<method>-ipc<N>-<source>`).
 
-    The first cell (first source, method and ipc) is the headline: the `distilled` arm of the
-    report and the images of its grid. Each cell is distilled `repeats` times (other seeds) and
-    each result trains `eval_models` fresh networks: mean ± sample std over all of them.
+    The method `whole` adds one cell per source (`whole-<source>`): every image of the source,
+    evaluated by the same protocol (the whole-dataset row; DD-Ranking's HLR needs it). The
+    first cell (first source, method and ipc) is the headline: the `distilled` arm of the
+    report and the images of its grid, so `whole` cannot be the first method. Each cell is
+    distilled `repeats` times (other seeds; the whole source once) and each result trains
+    `eval_models` fresh networks: mean ± sample std over all of them.
     """
 
     methods: list[str] = ["dm"]
@@ -111,6 +114,9 @@ class DistilledSetParams(Section):
     sources: list[str] = ["filtered"]
     labels: Literal["hard", "soft"] = "hard"
     repeats: int = Field(default=1, gt=0)
+    # The random cells' draws (null: `repeats`): a random subset is cheap to draw and its
+    # draw-to-draw spread is what a learned method must beat, so tables draw it more often.
+    random_draws: int | None = Field(default=None, gt=0)
     eval_models: int = Field(default=5, gt=0)
     # Architectures that also train on every cell's images (a cross-architecture table).
     cross_architectures: list[str] = []
@@ -153,6 +159,15 @@ class DistilledSetParams(Section):
         if unknown:
             raise ValueError(f"{', '.join(map(repr, unknown))} not one of {', '.join(known)}")
         return values
+
+    @field_validator("methods")
+    @classmethod
+    def _headline_distils(cls, methods: list[str]) -> list[str]:
+        if methods[0] == "whole":
+            raise ValueError("the first method is the headline (the distilled arm): 'whole' is "
+                             "the whole source, not a distilled set; list it after another "
+                             "method, e.g. [random, dm, whole]")
+        return methods
 
     @field_validator("ipcs")
     @classmethod

@@ -197,3 +197,111 @@ def test_dd_ranking_scores_by_hand() -> None:
         dd_ranking_scores(90.0, 70.0, 98.0)
     with pytest.raises(ValueError, match="equal lengths"):
         dd_ranking_scores([0.9, 0.8], [0.7, 0.7, 0.7], 0.98)
+
+
+def test_the_whole_source_is_one_cell_per_source_and_never_the_headline() -> None:
+    """`whole` has no ipc: one `whole-<source>` cell per source at its place in the table; a key
+    with an ipc is not a whole cell; the params refuse it as the first (headline) method."""
+    from synthfactory.ops.distillation.cells import cells
+    from synthfactory.params import parse_params
+    from tests.support import tiny_params
+
+    table = cells(["random", "dm", "whole"], [1, 10], ["real", "filtered"])
+    assert [cell.key for cell in table] == [
+        "random-ipc1-real", "random-ipc10-real", "dm-ipc1-real", "dm-ipc10-real", "whole-real",
+        "random-ipc1-filtered", "random-ipc10-filtered", "dm-ipc1-filtered",
+        "dm-ipc10-filtered", "whole-filtered"]
+    assert parse_cell("whole-real") == Cell("whole", 0, "real")
+    assert parse_cell(Cell("whole", 0, "real").key) == Cell("whole", 0, "real")
+    for bad in ("whole-ipc10-real", "whole-cifar"):
+        with pytest.raises(ValueError, match="whole-<source>"):
+            parse_cell(bad)
+    with pytest.raises(ValueError, match="list it after another method"):
+        parse_params(tiny_params(Path("unused"), distilled_set={"methods": ["whole", "dm"]}))
+
+
+def test_the_whole_cell_holds_every_source_image_as_the_protocol_trains_on_them() -> None:
+    images = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4, 1)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    whole = distill(Cell("whole", 0, "real"), images, labels, [f"k{i}" for i in range(6)], 3,
+                    seed=0, device=CPU, dsa=DEFAULT_DSA,
+                    settings=MethodSettings(dm={}, dc={}, mtt={}))
+    assert whole.images.shape == (6, 1, 4, 4) and whole.labels.tolist() == labels.tolist()
+    assert whole.origins == [f"k{i}" for i in range(6)] and whole.soft_labels is None
+    assert whole.images.min() == -1.0 and budget_fraction("whole", 0, {}, {}) is None
+
+
+def _row(method: str, ipc: int, accuracy: float, source: str = "real") -> dict:
+    return {"method": method, "ipc": ipc, "source": source, "architecture": "convnet",
+            "accuracy_mean": accuracy}
+
+
+def test_dd_ranking_rows_score_each_cell_against_random_and_the_whole_real_set() -> None:
+    """IOR against the random cell of the same ipc and source, HLR against `whole-real`, LRS
+    from both (the values `dd_ranking_scores` gives); what is missing is named, not zeroed."""
+    from synthfactory.ops.evaluation.distillation_table import with_dd_ranking
+
+    rows = [_row("random", 10, 0.70), _row("dm", 10, 0.90), _row("dm", 1, 0.60),
+            _row("whole", 0, 0.98), _row("dm", 10, 0.85, "filtered")]
+    ranked = with_dd_ranking(rows, "hard")
+    assert ranked[0]["dd_ranking"] is None and ranked[3]["dd_ranking"] is None
+    dm10 = ranked[1]["dd_ranking"]
+    expected = dd_ranking_scores(0.90, 0.70, 0.98)
+    assert (dm10["ior"], dm10["hlr"], dm10["lrs"]) == pytest.approx(
+        (expected.ior, expected.hlr, expected.lrs))
+    assert dm10["random"] == "random-ipc10-real" and dm10["whole"] == "whole-real"
+    assert dm10["missing"] == [] and "2505.13300" in dm10["definition"]
+    # no random cell at ipc 1 (nor for the filtered source): no IOR, no LRS, and why
+    for row in (ranked[2], ranked[4]):
+        assert row["dd_ranking"]["ior"] is None and row["dd_ranking"]["lrs"] is None
+        assert "add random to distilled_set.methods" in row["dd_ranking"]["missing"][0]
+    assert ranked[2]["dd_ranking"]["hlr"] is None
+    # without the whole real set: IOR alone
+    partial = with_dd_ranking(rows[:2], "hard")[1]["dd_ranking"]
+    assert partial["ior"] == pytest.approx(0.20) and partial["hlr"] is None
+    assert "add whole to distilled_set.methods" in partial["missing"][0]
+    # soft labels: IOR from the soft-label accuracies, HLR needs a hard-label control
+    soft = with_dd_ranking(rows, "soft")[1]["dd_ranking"]
+    assert soft["mode"] == "soft" and soft["ior"] == pytest.approx(0.20)
+    assert soft["hlr"] is None and "hard-label control" in soft["missing"][0]
+    assert with_dd_ranking(rows, "hard")[1] == {**rows[1], "dd_ranking": dm10}  # rows kept
+
+
+def test_the_report_names_the_protocol_the_table_used() -> None:
+    from synthfactory.ops.report.distillation_table import dd_ranking_table, protocol_line
+
+    def protocol(epochs: int, networks: int, source: str = "eval.learning_rate") -> dict:
+        return {"epochs": [epochs], "networks_per_repeat": networks,
+                "learning_rates": [0.01], "learning_rate_source": [source]}
+
+    fast = [{**_row("dm", 10, 0.9), "protocol": protocol(300, 5)},
+            {**_row("mtt", 10, 0.9), "protocol": protocol(300, 5, "learned_lr")}]
+    line = protocol_line(fast)
+    assert line.startswith("Protocol: 300 epochs, 5 networks per distilled repeat, "
+                           "learning rate 0.01 (learned step size: mtt-ipc10-real)")
+    assert "not the reference protocol" in line
+    assert protocol_line([{**_row("dm", 10, 0.9), "protocol": protocol(1000, 20)}]).endswith(
+        "— the reference protocol.")
+    assert dd_ranking_table(fast) is None  # no scores, no table
+
+
+def test_the_reference_config_runs_every_method_at_its_reference_budget() -> None:
+    """configs/digits-distillation-reference.yaml: every ratio of each learned method's budget
+    to the reference's is 1 (the experts as buffer.py trains them), the reference evaluation
+    protocol, 3 repeats, 5 random draws and the whole real set."""
+    from synthfactory.params import load_params
+    from tests.support import PROJECT_ROOT
+
+    params = load_params(PROJECT_ROOT / "configs" / "digits-distillation-reference.yaml").params
+    table = params.distilled_set
+    assert (table.eval.epochs, table.eval_models, table.repeats, table.random_draws) == (
+        1000, 20, 3, 5)
+    assert table.methods[-1] == "whole" and table.eval.use_learned_lr
+    experts = params.expert_trajectories
+    dm = budget_fraction("dm", 10, table.dm.model_dump(), {})
+    mtt = budget_fraction("mtt", 10, table.mtt.model_dump(),
+                          {"iterations": table.mtt.iterations, "experts": experts.experts,
+                           "expert_epochs": experts.epochs})
+    assert dm["fraction"] == 1.0 and set(mtt["ratios"].values()) == {1.0}
+    # dc: null iterations and loops are the reference's (matching.dc_loops)
+    assert table.dc.iterations is None and dc_loops(10, None, None) == (10, 50)

@@ -38,7 +38,7 @@ def budget_fraction(method: str, ipc: int, settings: dict[str, Any], history: di
     """The reference budget share of one distillation of `method` at `ipc`: `fraction` (the
     headline ratio, named by `basis`), `ran`, `reference` and every `ratios` entry. `settings`
     are the method's params as they ran, `history` the distillation's (what was counted)."""
-    if method in ("random", "herding", "kcenter"):
+    if method in ("random", "herding", "kcenter", "whole"):  # nothing learned: no budget
         return None
     iterations = history.get("iterations", settings.get("iterations"))
     if method == "dm":

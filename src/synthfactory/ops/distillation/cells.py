@@ -1,20 +1,26 @@
-"""Distillation cells: one (method, ipc, source) combination, named `<method>-ipc<N>-<source>`."""
+"""Distillation cells: one (method, ipc, source) combination, named `<method>-ipc<N>-<source>`.
+
+`whole` is the one cell without an ipc: every image of its source, evaluated by the same protocol
+as the distilled sets (the whole-dataset row, the upper bound of DD-Ranking's HLR), named
+`whole-<source>`: one per source, whatever `ipcs` holds."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init")
+METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init", "whole")
+WHOLE = "whole"
 LEARNED = ("dm", "dc", "mtt", "datm", "gm_init")
 TRAJECTORY_METHODS = ("mtt", "datm")
 SOURCES = ("filtered", "synthetic", "real")
 _CELL = re.compile(r"^(?P<method>[a-z][a-z_]*)-ipc(?P<ipc>[1-9][0-9]*)-(?P<source>[a-z]+)$")
+_WHOLE_CELL = re.compile(r"^whole-(?P<source>[a-z]+)$")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of the distillation table."""
+    """One cell of the distillation table (`ipc` 0 for the `whole` cell: every image)."""
 
     method: str
     ipc: int
@@ -22,7 +28,9 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """The partition key, e.g. `dm-ipc10-real`."""
+        """The partition key, e.g. `dm-ipc10-real`, or `whole-real`."""
+        if self.method == WHOLE:
+            return f"{WHOLE}-{self.source}"
         return f"{self.method}-ipc{self.ipc}-{self.source}"
 
     @property
@@ -32,19 +40,25 @@ class Cell:
 
 
 def parse_cell(key: str) -> Cell:
-    """`dm-ipc10-real` → Cell('dm', 10, 'real'); a bad key names the right form."""
+    """`dm-ipc10-real` → Cell('dm', 10, 'real'), `whole-real` → Cell('whole', 0, 'real'); a
+    bad key names the right form."""
+    whole = _WHOLE_CELL.match(key)
+    if whole is not None and whole["source"] in SOURCES:
+        return Cell(WHOLE, 0, whole["source"])
     match = _CELL.match(key)
-    if (match is None or match["method"] not in METHODS or match["source"] not in SOURCES):
+    if (match is None or match["method"] not in METHODS or match["method"] == WHOLE
+            or match["source"] not in SOURCES):
         raise ValueError(f"cell {key!r} is not <method>-ipc<N>-<source> with method in "
                          f"{', '.join(METHODS)} and source in {', '.join(SOURCES)} "
-                         "(e.g. dm-ipc10-real)")
+                         "(e.g. dm-ipc10-real), or whole-<source>")
     return Cell(match["method"], int(match["ipc"]), match["source"])
 
 
 def cells(methods: list[str], ipcs: list[int], sources: list[str]) -> list[Cell]:
-    """Every combination, sources outermost, then methods, then ipc (the table's order)."""
-    return [Cell(method, ipc, source) for source in sources for method in methods
-            for ipc in ipcs]
+    """Every combination, sources outermost, then methods, then ipc (the table's order); the
+    `whole` method gives one cell per source (it has no ipc)."""
+    return [Cell(method, 0 if method == WHOLE else ipc, source) for source in sources
+            for method in methods for ipc in ([ipcs[0]] if method == WHOLE else ipcs)]
 
 
 def trajectory_sources(table: list[Cell]) -> list[str]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from synthfactory.ops.data.preflight import TooFewImages
+from synthfactory.ops.distillation.cells import METHODS
 from synthfactory.ops.seeds import rng
-
-METHODS = ("random", "herding", "kcenter", "dm", "dc", "mtt", "datm", "gm_init")
 
 
 def check_method(method: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from synthfactory.ops.curation.judge_record import judge_info
 from synthfactory.ops.curation.judges import load_judge
 from synthfactory.ops.data.preflight import TooFewImages, check_every_class
-from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, Cell
+from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, WHOLE, Cell
 from synthfactory.ops.distillation.cellstore import (cell_dir, cell_is_current, read_cell,
                                                      read_cell_record, write_cell)
 from synthfactory.ops.distillation.coresets import class_members
@@ -48,7 +48,8 @@ SOURCE_FIX = {"filtered": "loosen filtered_set thresholds or raise prompts.image
 @dataclass(frozen=True)
 class CellSettings:
     """What the params fix of the cells (the `distilled_set` section, as plain values): each
-    method's settings, DSA (`strategy`, `fill`), labels (`hard` or `soft`), repeats; the seed,
+    method's settings, DSA (`strategy`, `fill`), labels (`hard` or `soft`), repeats (and the
+    random cells' draws); the seed,
     the judge's batch size, and the experts a trajectory cell matches: how many, the
     `expert_trajectories` settings its digest records, and the recipe of `expert_digest`."""
 
@@ -56,6 +57,7 @@ class CellSettings:
     dsa: dict[str, Any]
     labels: str
     repeats: int
+    random_draws: int
     seed: int
     judge_batch_size: int
     n_experts: int
@@ -80,7 +82,8 @@ def distil_cells(store: Artifacts, table: list[Cell], chosen: list[Cell],
             data = sources[cell.source]
             check_every_class(data.labels, class_names, f"the {cell.source} set",
                               SOURCE_FIX[cell.source])
-            class_members(data.labels, cell.ipc)  # every class holds at least ipc images
+            if cell.method != WHOLE:  # every class holds at least ipc images
+                class_members(data.labels, cell.ipc)
         except TooFewImages as error:
             with store.publish_dir(ASSET, CELLS, cell.key) as temp:
                 write_not_built(temp, f"{ASSET} {cell.key}", str(error))
@@ -89,7 +92,7 @@ def distil_cells(store: Artifacts, table: list[Cell], chosen: list[Cell],
                    "built": False, "not_built_reason": str(error),
                    "seconds": round(time.perf_counter() - cell_started, 1)}
             if cell == table[0]:
-                publish_headline(store, table, settings.labels, settings.repeats)
+                publish_headline(store, table, settings.labels, repeat_count(table[0], settings))
             continue
         needs_judge = _needs_judge(cell, settings)
         digest = _cell_digest(store, cell, data, settings, needs_judge)
@@ -112,12 +115,12 @@ def distil_cells(store: Artifacts, table: list[Cell], chosen: list[Cell],
                     # random_convnet).
                     "settings": _method_config(cell, settings.methods),
                     "seconds": round(seconds, 3)})
-            log(f"{cell.key}: {settings.repeats} repeat(s) in {seconds:.1f}s")
+            log(f"{cell.key}: {len(repeats)} repeat(s) in {seconds:.1f}s")
             kept = False
         yield {"key": cell.key, "path": str(directory), "built": True, "kept": kept,
                "seconds": time.perf_counter() - cell_started}
         if cell == table[0]:
-            publish_headline(store, table, settings.labels, settings.repeats)
+            publish_headline(store, table, settings.labels, repeat_count(table[0], settings))
 
 
 def _method_config(cell: Cell, methods: MethodSettings) -> dict[str, Any]:
@@ -140,7 +143,7 @@ def _cell_digest(store: Artifacts, cell: Cell, data: Any, settings: CellSettings
     return inputs_digest({
         "cell": cell.key, "data": data_digest(data),
         "method": _method_config(cell, settings.methods), "dsa": settings.dsa,
-        "labels": settings.labels, "repeats": settings.repeats,
+        "labels": settings.labels, "repeats": repeat_count(cell, settings),
         "architecture": settings.methods.architecture, "width": settings.methods.width,
         "seed": settings.seed,
         "judge": judge_info(store.require("judge"))["digest"] if needs_judge else None,
@@ -158,17 +161,26 @@ def _distil_repeats(store: Artifacts, cell: Cell, data: Any, n_classes: int, jud
                                          settings.seed))
                     if cell.method in TRAJECTORY_METHODS else None)
     repeats = []
-    for repeat in range(settings.repeats):
+    for repeat in range(repeat_count(cell, settings)):
         result = distill(cell, data.images, data.labels, data.keys, n_classes,
                          seed=derive_seed(settings.seed, ASSET, cell.key, repeat),
                          device=device, dsa=DSA(**settings.dsa), settings=settings.methods,
                          features=features,
                          judge_embed=judge.embed_tensor if judge is not None else None,
                          trajectories=trajectories, log=log)
-        if settings.labels == "soft" and result.soft_labels is None:
+        # The whole source keeps its hard labels: it is HLR's hard-label upper bound.
+        if settings.labels == "soft" and result.soft_labels is None and cell.method != WHOLE:
             result.soft_labels = judge.predict_proba(to_uint8_nhwc(result.images))
         repeats.append(result)
     return repeats
+
+
+def repeat_count(cell: Cell, settings: CellSettings) -> int:
+    """How many sets a cell distils: `random_draws` for random, one for the whole source
+    (repeating it would only copy it; its networks still draw), else `repeats`."""
+    if cell.method == WHOLE:
+        return 1
+    return settings.random_draws if cell.method == "random" else settings.repeats
 
 
 def publish_headline(store: Artifacts, table: list[Cell], labels: str, repeats: int) -> None:

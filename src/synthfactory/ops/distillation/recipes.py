@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, Cell
+from synthfactory.ops.distillation.cells import TRAJECTORY_METHODS, WHOLE, Cell
 from synthfactory.ops.distillation.coresets import select_herding, select_kcenter, select_random
 from synthfactory.ops.distillation.dsa import DSA
 from synthfactory.ops.distillation.matching import (DcSettings, DmSettings, GmInitSettings,
@@ -78,6 +78,9 @@ def distill(cell: Cell, images: np.ndarray, labels: np.ndarray, keys: list[str],
     # What every learned method's settings share; the rest is each method's params section.
     common = {"dsa": dsa, "architecture": settings.architecture, "width": settings.width}
     run = {"seed": seed, "device": device, "log": log}
+    if method == WHOLE:  # the whole-dataset row: every image, as the protocol trains on them
+        return DistilledRepeat(to_model_space(images).numpy(), labels.astype(np.int64),
+                               origins=list(keys))
     if method in ("random", "herding", "kcenter"):
         if method == "random":
             chosen = select_random(labels, ipc, seed)

@@ -2,8 +2,11 @@
 is `ops/report/distillation_table.py`).
 
 Rows are `{method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models, repeats,
-seconds}`: mean ± sample std (ddof 1) over every network of the cell (repeats × eval_models),
-the randomness of distillation seeds and of network initialisation and batches together.
+n_images, protocol, seconds}`: mean ± sample std (ddof 1) over every network of the cell
+(repeats × eval_models), the randomness of distillation seeds and of network initialisation and
+batches together; `protocol` is how those networks trained, read from their own histories
+(epochs, networks per repeat, learning rates and where each came from). `with_dd_ranking` adds
+each row's DD-Ranking scores.
 `seconds` is the cell's distillation wall time (all repeats, from its cell.json), beside the
 accuracy as distillation papers report cost; it is the one field of metrics.json that differs
 between two runs of the same params.
@@ -18,11 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthfactory.ops.distillation.cells import parse_cell
+from synthfactory.ops.distillation.cells import WHOLE, Cell, parse_cell
 from synthfactory.ops.distillation.cellstore import CELL_JSON, cell_dir
+from synthfactory.ops.distillation.ranking import DEFAULT_WEIGHT, PAPER, dd_ranking_scores
 from synthfactory.ops.evaluation.comparisons import ArmCorrectness
 from synthfactory.ops.evaluation.metrics import accuracy, mean_std
 from synthfactory.ops.storage.not_built import read_not_built
+from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.ops.training.predict import predict_proba
 from synthfactory.ops.training.train import load_classifier
 
@@ -46,6 +51,7 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
                                         "materialize distilled_set and classifier_distilled "
                                         f"partition {key}")
         record = json.loads(cell_record.read_text())
+        trained = json.loads((networks / HISTORY_JSON).read_text())["architectures"]
         for architecture_dir in sorted(p for p in networks.iterdir() if p.is_dir()):
             accuracies = []
             by_repeat: dict[str, list[np.ndarray]] = {}
@@ -62,8 +68,72 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
             rows.append({"method": cell.method, "ipc": cell.ipc, "source": cell.source,
                          "architecture": architecture_dir.name, "accuracy_mean": mean,
                          "accuracy_std": std, "n_models": len(accuracies),
-                         "repeats": len(record["repeats"]), "seconds": record["seconds"]})
+                         "repeats": len(record["repeats"]),
+                         "n_images": record["repeats"][0]["n_images"],
+                         "protocol": _protocol(trained[architecture_dir.name]),
+                         "seconds": record["seconds"]})
     return rows, correct
+
+
+def _protocol(networks: list[dict[str, Any]]) -> dict[str, Any]:
+    """How a cell's networks trained, from their histories: epochs, networks per repeat, the
+    learning rates and their source (`eval.learning_rate`, or a trajectory cell's
+    `learned_lr`)."""
+    per_repeat: dict[int, int] = {}
+    for network in networks:
+        per_repeat[network["repeat"]] = per_repeat.get(network["repeat"], 0) + 1
+    return {"epochs": sorted({network["epochs"] for network in networks}),
+            "networks_per_repeat": max(per_repeat.values()),
+            "learning_rates": sorted({round(network["learning_rate"], 8)
+                                      for network in networks}),
+            "learning_rate_source": sorted({network["learning_rate_source"]
+                                            for network in networks})}
+
+
+def with_dd_ranking(rows: list[dict[str, Any]], labels: str) -> list[dict[str, Any]]:
+    """Each row with `dd_ranking` (ops/distillation/ranking.py's definitions): IOR against the
+    random cell of the same ipc, source and architecture; HLR against the `whole-real` row of
+    the same architecture (the full real train set, hard labels, the same protocol); LRS when
+    both exist. From the cells' mean accuracies (a row's networks are not paired with the random
+    draws' or the whole set's, so the package's per-run averaging has nothing to pair; IOR and
+    HLR are the same either way, LRS differs by its curvature only). With soft labels (`labels`
+    "soft") IOR compares the soft-label accuracies; HLR needs the cell's hard-label control,
+    which this protocol does not train, so HLR and LRS are None and `missing` says why. The
+    random and whole rows themselves get None."""
+    random = {(r["ipc"], r["source"], r["architecture"]): r for r in rows
+              if r["method"] == "random"}
+    whole = {r["architecture"]: r for r in rows if r["method"] == WHOLE and r["source"] == "real"}
+    ranked = []
+    for row in rows:
+        if row["method"] in ("random", WHOLE):
+            ranked.append({**row, "dd_ranking": None})
+            continue
+        baseline = random.get((row["ipc"], row["source"], row["architecture"]))
+        upper = whole.get(row["architecture"]) if labels == "hard" else None
+        scores: dict[str, Any] = {"ior": None, "hlr": None, "lrs": None, "mode": labels,
+                                  "weight": DEFAULT_WEIGHT, "definition": PAPER,
+                                  "random": _key(baseline), "whole": _key(upper), "missing": []}
+        if baseline is None:
+            scores["missing"].append(f"no random-ipc{row['ipc']}-{row['source']} cell (IOR): "
+                                     "add random to distilled_set.methods")
+        if labels != "hard":
+            scores["missing"].append("soft labels: HLR needs the cell's hard-label control, "
+                                     "which this protocol does not train")
+        elif upper is None:
+            scores["missing"].append("no whole-real cell (HLR): add whole to "
+                                     "distilled_set.methods and real to its sources")
+        if baseline is not None and upper is not None:
+            full = dd_ranking_scores(row["accuracy_mean"], baseline["accuracy_mean"],
+                                     upper["accuracy_mean"])
+            scores |= {"ior": full.ior, "hlr": full.hlr, "lrs": full.lrs}
+        elif baseline is not None:
+            scores["ior"] = row["accuracy_mean"] - baseline["accuracy_mean"]
+        ranked.append({**row, "dd_ranking": scores})
+    return ranked
+
+
+def _key(row: dict[str, Any] | None) -> str | None:
+    return None if row is None else Cell(row["method"], row["ipc"], row["source"]).key
 
 
 def _cell_correctness(key: str, by_repeat: dict[str, list[np.ndarray]],

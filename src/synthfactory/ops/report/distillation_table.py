@@ -18,8 +18,10 @@ PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
 
 def table_by_ipc(rows: list[dict[str, Any]], architecture: str, source: str
                  ) -> tuple[list[str], list[list[str]]]:
-    """Rows method, columns IPC: `mean ± std` for one architecture and source."""
-    chosen = [r for r in rows if r["architecture"] == architecture and r["source"] == source]
+    """Rows method, columns IPC: `mean ± std` for one architecture and source (the whole
+    source, which has no IPC, is `whole_source_line`'s)."""
+    chosen = [r for r in rows if r["architecture"] == architecture and r["source"] == source
+              and r["method"] != "whole"]
     ipcs = sorted({r["ipc"] for r in chosen})
     methods = list(dict.fromkeys(r["method"] for r in chosen))
     cells = {(r["method"], r["ipc"]): r for r in chosen}
@@ -28,6 +30,50 @@ def table_by_ipc(rows: list[dict[str, Any]], architecture: str, source: str
                        if (method, ipc) in cells else "" for ipc in ipcs)]
             for method in methods]
     return ["method", *(f"IPC {ipc}" for ipc in ipcs)], body
+
+
+def whole_source_line(rows: list[dict[str, Any]], architecture: str, source: str) -> str | None:
+    """The whole-dataset row of one source and architecture as a sentence, or None."""
+    for row in rows:
+        if (row["method"], row["source"], row["architecture"]) == ("whole", source, architecture):
+            return (f"The whole {source} source ({row['n_images']} images), same protocol: "
+                    f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} "
+                    f"({row['n_models']} networks).")
+    return None
+
+
+def protocol_line(rows: list[dict[str, Any]]) -> str:
+    """Which evaluation protocol the table used, read from the networks' histories, beside the
+    reference's (1000 epochs, 20 networks)."""
+    epochs = sorted({e for row in rows for e in row["protocol"]["epochs"]})
+    networks = sorted({row["protocol"]["networks_per_repeat"] for row in rows})
+    learned = [f"{row['method']}-ipc{row['ipc']}-{row['source']}" for row in rows
+               if "learned_lr" in row["protocol"]["learning_rate_source"]]
+    rates = sorted({r for row in rows if "learned_lr" not in row["protocol"]["learning_rate_source"]
+                    for r in row["protocol"]["learning_rates"]})
+    reference = epochs == [1000] and networks == [20]
+    return (f"Protocol: {'/'.join(map(str, epochs))} epochs, {'/'.join(map(str, networks))} "
+            f"networks per distilled repeat, learning rate {'/'.join(f'{r:g}' for r in rates)}"
+            + (f" (learned step size: {', '.join(dict.fromkeys(learned))})" if learned else "")
+            + (" — the reference protocol." if reference else
+               " — not the reference protocol (1000 epochs, 20 networks; "
+               "configs/digits-distillation-reference.yaml runs it)."))
+
+
+def dd_ranking_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
+    """Cells × DD-Ranking scores in points (IOR, HLR; LRS × 100, as the paper prints them)."""
+    scored = [r for r in rows if r.get("dd_ranking")]
+    if not scored:
+        return None
+
+    def points(value: float | None) -> str:
+        return "—" if value is None else f"{100 * value:+.2f}"
+
+    body = [[f"{r['method']}-ipc{r['ipc']}-{r['source']}", r["architecture"],
+             points(r["dd_ranking"]["ior"]), points(r["dd_ranking"]["hlr"]),
+             "—" if r["dd_ranking"]["lrs"] is None else f"{100 * r['dd_ranking']['lrs']:.2f}",
+             "; ".join(r["dd_ranking"]["missing"])] for r in scored]
+    return ["cell", "architecture", "IOR (pts)", "HLR (pts)", "LRS (×100)", "missing"], body
 
 
 def cross_architecture_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -57,10 +103,22 @@ def distillation_table_section(metrics: dict[str, Any],
                                                         for key, reason in not_built.items()]))
     if not rows:
         return ReportSection("Distillation table", blocks)
+    blocks.append(Paragraph(protocol_line(rows)))
     first = rows[0]["architecture"]
     for source in dict.fromkeys(r["source"] for r in rows):
         blocks += [Paragraph(f"Source {source}, {first}:"), Table(*table_by_ipc(rows, first,
                                                                                   source))]
+        whole = whole_source_line(rows, first, source)
+        if whole is not None:
+            blocks.append(Paragraph(whole))
+    ranking = dd_ranking_table(rows)
+    if ranking is not None:
+        mode = next(r["dd_ranking"]["mode"] for r in rows if r.get("dd_ranking"))
+        blocks += [Paragraph(
+            f"DD-Ranking ({mode}-label mode; Li et al. 2025, arXiv 2505.13300, ddranking 0.2.0's "
+            "definitions): IOR = accuracy − the random cell's of the same IPC and source, HLR = "
+            "the whole real set's accuracy − accuracy, LRS their rescaled combination "
+            "(weight 0.5), from the rows' mean accuracies."), Table(*ranking)]
     if len({r["architecture"] for r in rows}) > 1:
         blocks += [Paragraph("Across architectures:"), Table(*cross_architecture_table(rows))]
     blocks += [Paragraph("For scale, not comparable (MNIST, 28 px, DC paper's ConvNet), "

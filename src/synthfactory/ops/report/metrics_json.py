@@ -19,7 +19,8 @@ from synthfactory.ops.data.real_images import MANIFEST_JSON, read_classes
 from synthfactory.ops.evaluation.arms import arm_order
 from synthfactory.ops.evaluation.class_sizes import data_entry
 from synthfactory.ops.evaluation.contamination import GRID, contamination_in_store
-from synthfactory.ops.evaluation.distillation_table import distillation_table, not_built_cells
+from synthfactory.ops.evaluation.distillation_table import (distillation_table, not_built_cells,
+                                                             with_dd_ranking)
 from synthfactory.ops.evaluation.evaluate import SPREAD
 from synthfactory.ops.evaluation.generated_set import MEMORIZATION_GRID, generated_set_metrics
 from synthfactory.ops.evaluation.soundness import soundness_warnings
@@ -104,8 +105,9 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
                             if key not in {"seconds"}},
                          "not_built": not_built_cells(require("distilled_set"), settings.cells)},
         # Every cell × architecture of the params' table, with the cell's distillation
-        # seconds (from its cell.json).
-        "distillation_table": table_rows,
+        # seconds (from its cell.json), how its networks trained (from their histories)
+        # and its DD-Ranking scores (IOR against random, HLR against the whole real set).
+        "distillation_table": with_dd_ranking(table_rows, distill_summary.get("labels", "hard")),
         "missing_arms": missing,
         "data": data_entry(real_manifest["counts"]),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
