@@ -105,9 +105,9 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
                             if key not in {"seconds"}},
                          "not_built": not_built_cells(require("distilled_set"), settings.cells)},
         # Every cell × architecture of the params' table, with the cell's distillation
-        # seconds (from its cell.json), how its networks trained (from their histories)
-        # and its DD-Ranking scores (IOR against random, HLR against the whole real set).
-        "distillation_table": with_dd_ranking(table_rows, distill_summary.get("labels", "hard")),
+        # seconds (from its cell.json) and how its networks trained (from their histories);
+        # its interval and DD-Ranking scores are added below.
+        "distillation_table": table_rows,
         "missing_arms": missing,
         "data": data_entry(real_manifest["counts"]),
         "judge": {"kind": judge_info["kind"], "val_accuracy": judge_info["val_accuracy"]},
@@ -138,6 +138,9 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
         arm_rows[arm].update(ci95=interval["ci95"], ci95_covers=interval["covers"])
     for row, cell_correctness in zip(table_rows, cell_correct, strict=True):
         row["ci95"] = arm_interval(cell_correctness, seed=settings.seed)["ci95"]
+    # Each cell's DD-Ranking scores: IOR against random, HLR against the whole real set.
+    metrics["distillation_table"] = with_dd_ranking(table_rows,
+                                                    distill_summary.get("labels", "hard"))
     metrics["comparisons"] = [
         *arm_comparisons(correct, metrics["arm_order"], seed=settings.seed),
         *metrics.get("refinement", {}).get("comparisons", []),
