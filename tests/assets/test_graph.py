@@ -198,7 +198,12 @@ def test_filtered_manifest_explains_every_sample(graph_run: tuple[Path, PlanResu
 
 
 def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: Path) -> None:
-    result = _run_all(tmp_path, distilled_set={"methods": ["herding"], "labels": "soft", "ipcs": [2]})
+    """Soft labels from the judge reach the distilled arm; every soft-label set also trains its
+    hard-label control, and DD-Ranking's soft-label mode scores HLR from it (the whole source
+    keeps its hard labels)."""
+    result = _run_all(tmp_path, distilled_set={"methods": ["herding", "random", "whole"],
+                                               "labels": "soft", "ipcs": [2],
+                                               "sources": ["real"], "eval_models": 2})
     assert result.success
     shards = finished_shards(tmp_path / "data" / "distilled_set")
     samples = list(read_samples(shards))
@@ -206,6 +211,23 @@ def test_soft_labels_and_selection_methods_flow_to_the_distilled_arm(tmp_path: P
     assert all(abs(sum(s.meta["soft_label"]) - 1.0) < 1e-3 for s in samples)
     history = json.loads((tmp_path / "data" / "classifier_distilled" / "history.json").read_text())
     assert history["soft_labels"] is True
+    cells = tmp_path / "data" / "classifier_distilled" / "cells"
+    herding = json.loads((cells / "herding-ipc2-real" / "history.json").read_text())
+    assert [row["labels"] for row in herding["architectures"]["convnet"]] == ["soft", "soft"]
+    assert [row["labels"] for row in herding["hard_label_control"]["convnet"]] == [
+        "hard control"] * 2
+    assert "hard_label_control" not in json.loads(
+        (cells / "whole-real" / "history.json").read_text())
+    metrics = json.loads((tmp_path / "reports" / "eval" / "metrics.json").read_text())
+    rows = {row["method"]: row for row in metrics["distillation_table"]}
+    control = rows["herding"]["hard_label_control"]
+    assert control["n_models"] == 2 and rows["whole"]["hard_label_control"] is None
+    scores = rows["herding"]["dd_ranking"]
+    assert scores["mode"] == "soft" and scores["missing"] == []
+    assert scores["ior"] == pytest.approx(rows["herding"]["accuracy_mean"]
+                                          - rows["random"]["accuracy_mean"])
+    assert scores["hlr"] == pytest.approx(rows["whole"]["accuracy_mean"]
+                                          - control["accuracy_mean"])
 
 
 def test_the_whole_dataset_row_and_dd_ranking_reach_the_report(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ DESCRIPTION = """\
 Evaluation networks of each cell (one partition per cell), by the DD protocol:
 `eval_models` fresh networks per distilled repeat, trained on its float32 images with
 DSA (`cells/<cell>/<architecture>/r<repeat>-m<k>.safetensors`, validation accuracy in
-`cells/<cell>/history.json`), for the ConvNet and each of `cross_architectures`. The
+`cells/<cell>/history.json`), for the ConvNet and each of `cross_architectures`; a set
+with soft labels also trains its hard-label control (`<architecture>/hard/`). The
 headline cell's ConvNets are also `seed-<i>.safetensors`: the `distilled` arm of the
 report. Test accuracy only in eval_report. A cell recorded as not built has only the
 record (passed on); when it is the headline cell, this asset records the `distilled`
@@ -29,7 +30,7 @@ arm as not built (top-level `not_built.json`) and the report lists it as missing
 
 def classifier_distilled_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="classifier_distilled", group_name="distillation",
-              kinds={"pytorch", "safetensors"}, code_version="3", pool="gpu",
+              kinds={"pytorch", "safetensors"}, code_version="4", pool="gpu",
               op_tags=GPU_OP_TAGS, deps=["distilled_set", "real_images"],
               partitions_def=partitions, backfill_policy=ONE_PER_RUN, description=DESCRIPTION)
     def classifier_distilled(context: dg.AssetExecutionContext, params: Params,

@@ -232,8 +232,8 @@ def test_the_whole_cell_holds_every_source_image_as_the_protocol_trains_on_them(
 
 
 def _row(method: str, ipc: int, accuracy: float, source: str = "real") -> dict:
-    return {"method": method, "ipc": ipc, "source": source, "architecture": "convnet",
-            "accuracy_mean": accuracy}
+    return {"cell": Cell(method, ipc, source).key, "method": method, "ipc": ipc,
+            "source": source, "architecture": "convnet", "accuracy_mean": accuracy}
 
 
 def test_dd_ranking_rows_score_each_cell_against_random_and_the_whole_real_set() -> None:
@@ -251,20 +251,26 @@ def test_dd_ranking_rows_score_each_cell_against_random_and_the_whole_real_set()
         (expected.ior, expected.hlr, expected.lrs))
     assert dm10["random"] == "random-ipc10-real" and dm10["whole"] == "whole-real"
     assert dm10["missing"] == [] and "2505.13300" in dm10["definition"]
-    # no random cell at ipc 1 (nor for the filtered source): no IOR, no LRS, and why
+    # no random cell at ipc 1 (nor for the filtered source): no IOR, no LRS, and why; HLR alone
     for row in (ranked[2], ranked[4]):
         assert row["dd_ranking"]["ior"] is None and row["dd_ranking"]["lrs"] is None
         assert "add random to distilled_set.methods" in row["dd_ranking"]["missing"][0]
-    assert ranked[2]["dd_ranking"]["hlr"] is None
+    assert ranked[2]["dd_ranking"]["hlr"] == pytest.approx(0.98 - 0.60)
     # without the whole real set: IOR alone
     partial = with_dd_ranking(rows[:2], "hard")[1]["dd_ranking"]
     assert partial["ior"] == pytest.approx(0.20) and partial["hlr"] is None
     assert "add whole to distilled_set.methods" in partial["missing"][0]
-    # soft labels: IOR from the soft-label accuracies, HLR needs a hard-label control
-    soft = with_dd_ranking(rows, "soft")[1]["dd_ranking"]
-    assert soft["mode"] == "soft" and soft["ior"] == pytest.approx(0.20)
-    assert soft["hlr"] is None and "hard-label control" in soft["missing"][0]
     assert with_dd_ranking(rows, "hard")[1] == {**rows[1], "dd_ranking": dm10}  # rows kept
+    # soft labels: IOR from the soft-label accuracies, HLR from the hard-label control
+    soft_rows = [rows[0], {**rows[1], "hard_label_control": {"accuracy_mean": 0.86}}, rows[3]]
+    soft = with_dd_ranking(soft_rows, "soft")[1]["dd_ranking"]
+    expected = dd_ranking_scores(0.90, 0.70, 0.98, distilled_hard=0.86)
+    assert soft["mode"] == "soft" and (soft["ior"], soft["hlr"], soft["lrs"]) == pytest.approx(
+        (expected.ior, expected.hlr, expected.lrs)) and soft["missing"] == []
+    # a soft row without its control: IOR only, and why
+    lacking = with_dd_ranking(rows, "soft")[1]["dd_ranking"]
+    assert lacking["ior"] == pytest.approx(0.20) and lacking["hlr"] is None
+    assert "without the hard-label control" in lacking["missing"][0]
 
 
 def test_the_report_names_the_protocol_the_table_used() -> None:

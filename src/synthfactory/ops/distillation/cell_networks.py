@@ -1,6 +1,7 @@
 """The evaluation networks of the distillation table's cells (`classifier_distilled`), by the
 DD protocol: `eval_models` fresh networks per distilled repeat, for the table's architecture
-and each cross-architecture, each cell published on its own under `cells/<cell>/`; and, when
+and each cross-architecture (a soft-label set also trains its hard-label control), each cell
+published on its own under `cells/<cell>/`; and, when
 the run makes the headline cell (the table's first), the `distilled` arm's classifiers at the
 top of the asset's directory (or its record as not built).
 """
@@ -30,6 +31,8 @@ from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.ops.training.train import save_classifier
 
 ASSET = "classifier_distilled"
+# The sub-directory of an architecture's networks holding a soft-label set's hard-label control.
+HARD_CONTROL = "hard"
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,14 @@ def train_cell_networks(store: Artifacts, table: list[Cell], chosen: list[Cell],
             continue
         repeats = read_cell(distilled)
         with store.publish_dir(ASSET, CELLS, cell.key) as directory:
-            history = {architecture: _train_architecture(
-                directory, cell, architecture, repeats, n_classes, (val_data, val_labels),
-                settings, device) for architecture in settings.architectures}
+            history, controls = {}, {}
+            for architecture in settings.architectures:
+                history[architecture], controls[architecture] = _train_architecture(
+                    directory, cell, architecture, repeats, n_classes, (val_data, val_labels),
+                    settings, device)
             (directory / HISTORY_JSON).write_text(dumps_json(
-                {"cell": cell.key, "architectures": history}))
+                {"cell": cell.key, "architectures": history,
+                 **({"hard_label_control": controls} if any(controls.values()) else {})}))
         means = {}  # validation accuracy per architecture (choices read val; test: the report)
         for architecture, rows in history.items():
             accuracies = [row["val_accuracy"] for row in rows if row["val_accuracy"] is not None]
@@ -106,25 +112,38 @@ def train_cell_networks(store: Artifacts, table: list[Cell], chosen: list[Cell],
 
 def _train_architecture(directory: Any, cell: Cell, architecture: str, repeats: list[Any],
                         n_classes: int, val: tuple[Any, np.ndarray], settings: NetworkSettings,
-                        device: Any) -> list[dict[str, Any]]:
-    """`eval_models` networks of one architecture per repeat, saved under `<architecture>/`;
-    their rows (repeat, model, validation accuracy, training history)."""
+                        device: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`eval_models` networks of one architecture per repeat, saved under `<architecture>/`,
+    and their rows (repeat, model, validation accuracy, training history); for a set with soft
+    labels also its hard-label control under `<architecture>/hard/` and its rows (else none).
+
+    The control is DD-Ranking's: the same images with their hard labels, each network with
+    the same seed (initialisation, batches, DSA draws) as its soft-label twin, so the pair
+    differs in the labels alone."""
     val_data, val_labels = val
     (directory / architecture).mkdir()
-    rows = []
+    rows, controls = [], []
     for r, repeat in enumerate(repeats):
-        for k in range(settings.eval_models):
-            net, trained = train_network(
-                repeat.images, repeat.targets, n_classes,
-                seed=derive_seed(settings.seed, ASSET, cell.key, architecture, r, k),
-                device=device, architecture=architecture, width=settings.width,
-                epochs=settings.epochs, learning_rate=settings.learning_rate,
-                batch_size=settings.batch_size, dsa=DSA(**settings.dsa),
-                learned_lr=repeat.learned_lr if settings.use_learned_lr else None)
-            save_classifier(directory / architecture / f"r{r}-m{k}.safetensors", net)
-            rows.append({"repeat": r, "model": k, "val_accuracy": accuracy(
-                net, val_data, val_labels) if val_data is not None else None, **trained})
-    return rows
+        label_sets = [("soft" if repeat.soft_labels is not None else "hard", repeat.targets,
+                       directory / architecture)]
+        if repeat.soft_labels is not None:
+            (directory / architecture / HARD_CONTROL).mkdir(exist_ok=True)
+            label_sets.append(("hard control", repeat.labels,
+                               directory / architecture / HARD_CONTROL))
+        for label_mode, targets, place in label_sets:
+            for k in range(settings.eval_models):
+                net, trained = train_network(
+                    repeat.images, targets, n_classes,
+                    seed=derive_seed(settings.seed, ASSET, cell.key, architecture, r, k),
+                    device=device, architecture=architecture, width=settings.width,
+                    epochs=settings.epochs, learning_rate=settings.learning_rate,
+                    batch_size=settings.batch_size, dsa=DSA(**settings.dsa),
+                    learned_lr=repeat.learned_lr if settings.use_learned_lr else None)
+                save_classifier(place / f"r{r}-m{k}.safetensors", net)
+                row = {"repeat": r, "model": k, "labels": label_mode, "val_accuracy": accuracy(
+                    net, val_data, val_labels) if val_data is not None else None, **trained}
+                (rows if place == directory / architecture else controls).append(row)
+    return rows, controls
 
 
 def publish_headline_seeds(store: Artifacts, cell: Cell, architecture: str,

@@ -1,12 +1,13 @@
 """The distillation table: test accuracy of every cell's evaluation networks (the report's part
 is `ops/report/distillation_table.py`).
 
-Rows are `{method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models, repeats,
-n_images, protocol, seconds}`: mean ± sample std (ddof 1) over every network of the cell
-(repeats × eval_models), the randomness of distillation seeds and of network initialisation and
-batches together; `protocol` is how those networks trained, read from their own histories
-(epochs, networks per repeat, learning rates and where each came from). `with_dd_ranking` adds
-each row's DD-Ranking scores.
+Rows are `{cell, method, ipc, source, architecture, accuracy_mean, accuracy_std, n_models,
+repeats, n_images, protocol, hard_label_control, seconds}`: mean ± sample std (ddof 1) over
+every network of the cell (repeats × eval_models), the randomness of distillation seeds and of
+network initialisation and batches together; `protocol` is how those networks trained, read
+from their own histories (epochs, networks per repeat, learning rates and where each came
+from); `hard_label_control` the same for a soft-label set's networks on its hard labels.
+`with_dd_ranking` adds each row's DD-Ranking scores.
 `seconds` is the cell's distillation wall time (all repeats, from its cell.json), beside the
 accuracy as distillation papers report cost; it is the one field of metrics.json that differs
 between two runs of the same params.
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthfactory.ops.distillation.cells import WHOLE, Cell, parse_cell
+from synthfactory.ops.distillation.cell_networks import HARD_CONTROL
+from synthfactory.ops.distillation.cells import WHOLE, parse_cell
 from synthfactory.ops.distillation.cellstore import CELL_JSON, cell_dir
 from synthfactory.ops.distillation.ranking import DEFAULT_WEIGHT, PAPER, dd_ranking_scores
 from synthfactory.ops.evaluation.comparisons import ArmCorrectness
@@ -64,15 +66,31 @@ def distillation_table(classifier_dir: Path, distilled_dir: Path, cells: list[st
                 raise FileNotFoundError(f"{architecture_dir} has no evaluation networks: "
                                         "materialize classifier_distilled")
             correct.append(_cell_correctness(key, by_repeat, test_labels))
+            control = [accuracy(predict_proba(load_classifier(checkpoint, device), test_images,
+                                              device=device).argmax(1), test_labels)
+                       for checkpoint in sorted((architecture_dir / HARD_CONTROL)
+                                                .glob("r*-m*.safetensors"))]
             mean, std = mean_std(accuracies)
-            rows.append({"method": cell.method, "ipc": cell.ipc, "source": cell.source,
+            rows.append({"cell": key, "method": cell.method, "ipc": cell.ipc,
+                         "source": cell.source,
                          "architecture": architecture_dir.name, "accuracy_mean": mean,
                          "accuracy_std": std, "n_models": len(accuracies),
                          "repeats": len(record["repeats"]),
                          "n_images": record["repeats"][0]["n_images"],
                          "protocol": _protocol(trained[architecture_dir.name]),
+                         # a soft-label set's networks on its hard labels (DD-Ranking's HLR)
+                         "hard_label_control": _control(control),
                          "seconds": record["seconds"]})
     return rows, correct
+
+
+def _control(accuracies: list[float]) -> dict[str, Any] | None:
+    """A soft-label set's hard-label control: mean ± sample std over its networks (None: the
+    set has hard labels, so no control was trained)."""
+    if not accuracies:
+        return None
+    mean, std = mean_std(accuracies)
+    return {"accuracy_mean": mean, "accuracy_std": std, "n_models": len(accuracies)}
 
 
 def _protocol(networks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,9 +115,10 @@ def with_dd_ranking(rows: list[dict[str, Any]], labels: str) -> list[dict[str, A
     both exist. From the cells' mean accuracies (a row's networks are not paired with the random
     draws' or the whole set's, so the package's per-run averaging has nothing to pair; IOR and
     HLR are the same either way, LRS differs by its curvature only). With soft labels (`labels`
-    "soft") IOR compares the soft-label accuracies; HLR needs the cell's hard-label control,
-    which this protocol does not train, so HLR and LRS are None and `missing` says why. The
-    random and whole rows themselves get None."""
+    "soft") IOR compares the soft-label accuracies (the random cell's soft labels come from the
+    same judge) and HLR uses the cell's hard-label control (`hard_label_control`: the same
+    images and network seeds, hard labels), as ddranking's soft-label mode does. The random
+    and whole rows themselves get None."""
     random = {(r["ipc"], r["source"], r["architecture"]): r for r in rows
               if r["method"] == "random"}
     whole = {r["architecture"]: r for r in rows if r["method"] == WHOLE and r["source"] == "real"}
@@ -109,31 +128,37 @@ def with_dd_ranking(rows: list[dict[str, Any]], labels: str) -> list[dict[str, A
             ranked.append({**row, "dd_ranking": None})
             continue
         baseline = random.get((row["ipc"], row["source"], row["architecture"]))
-        upper = whole.get(row["architecture"]) if labels == "hard" else None
+        upper = whole.get(row["architecture"])
+        hard = (row["accuracy_mean"] if labels == "hard" else
+                (row.get("hard_label_control") or {}).get("accuracy_mean"))
         scores: dict[str, Any] = {"ior": None, "hlr": None, "lrs": None, "mode": labels,
                                   "weight": DEFAULT_WEIGHT, "definition": PAPER,
                                   "random": _key(baseline), "whole": _key(upper), "missing": []}
         if baseline is None:
             scores["missing"].append(f"no random-ipc{row['ipc']}-{row['source']} cell (IOR): "
                                      "add random to distilled_set.methods")
-        if labels != "hard":
-            scores["missing"].append("soft labels: HLR needs the cell's hard-label control, "
-                                     "which this protocol does not train")
-        elif upper is None:
+        if upper is None:
             scores["missing"].append("no whole-real cell (HLR): add whole to "
                                      "distilled_set.methods and real to its sources")
-        if baseline is not None and upper is not None:
+        if hard is None:
+            scores["missing"].append("soft labels without the hard-label control (HLR): "
+                                     "re-make classifier_distilled for this cell")
+        if baseline is not None and upper is not None and hard is not None:
             full = dd_ranking_scores(row["accuracy_mean"], baseline["accuracy_mean"],
-                                     upper["accuracy_mean"])
+                                     upper["accuracy_mean"],
+                                     distilled_hard=None if labels == "hard" else hard)
             scores |= {"ior": full.ior, "hlr": full.hlr, "lrs": full.lrs}
-        elif baseline is not None:
-            scores["ior"] = row["accuracy_mean"] - baseline["accuracy_mean"]
+        else:
+            if baseline is not None:
+                scores["ior"] = row["accuracy_mean"] - baseline["accuracy_mean"]
+            if upper is not None and hard is not None:
+                scores["hlr"] = upper["accuracy_mean"] - hard
         ranked.append({**row, "dd_ranking": scores})
     return ranked
 
 
 def _key(row: dict[str, Any] | None) -> str | None:
-    return None if row is None else Cell(row["method"], row["ipc"], row["source"]).key
+    return None if row is None else row["cell"]
 
 
 def _cell_correctness(key: str, by_repeat: dict[str, list[np.ndarray]],

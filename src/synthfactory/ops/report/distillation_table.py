@@ -47,7 +47,7 @@ def protocol_line(rows: list[dict[str, Any]]) -> str:
     reference's (1000 epochs, 20 networks)."""
     epochs = sorted({e for row in rows for e in row["protocol"]["epochs"]})
     networks = sorted({row["protocol"]["networks_per_repeat"] for row in rows})
-    learned = [f"{row['method']}-ipc{row['ipc']}-{row['source']}" for row in rows
+    learned = [row["cell"] for row in rows
                if "learned_lr" in row["protocol"]["learning_rate_source"]]
     rates = sorted({r for row in rows if "learned_lr" not in row["protocol"]["learning_rate_source"]
                     for r in row["protocol"]["learning_rates"]})
@@ -61,7 +61,8 @@ def protocol_line(rows: list[dict[str, Any]]) -> str:
 
 
 def dd_ranking_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
-    """Cells × DD-Ranking scores in points (IOR, HLR; LRS × 100, as the paper prints them)."""
+    """Cells × DD-Ranking scores in points (IOR, HLR; LRS × 100, as the paper prints them),
+    with each soft-label set's hard-label control accuracy when the table has one."""
     scored = [r for r in rows if r.get("dd_ranking")]
     if not scored:
         return None
@@ -69,18 +70,22 @@ def dd_ranking_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[s
     def points(value: float | None) -> str:
         return "—" if value is None else f"{100 * value:+.2f}"
 
-    body = [[f"{r['method']}-ipc{r['ipc']}-{r['source']}", r["architecture"],
+    controls = any(r.get("hard_label_control") for r in scored)
+    body = [[r["cell"], r["architecture"],
+             *([f"{r['hard_label_control']['accuracy_mean']:.4f}" if r.get("hard_label_control")
+                else "—"] if controls else []),
              points(r["dd_ranking"]["ior"]), points(r["dd_ranking"]["hlr"]),
              "—" if r["dd_ranking"]["lrs"] is None else f"{100 * r['dd_ranking']['lrs']:.2f}",
              "; ".join(r["dd_ranking"]["missing"])] for r in scored]
-    return ["cell", "architecture", "IOR (pts)", "HLR (pts)", "LRS (×100)", "missing"], body
+    return ["cell", "architecture", *(["hard-label control"] if controls else []), "IOR (pts)",
+            "HLR (pts)", "LRS (×100)", "missing"], body
 
 
 def cross_architecture_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Rows cell, columns architecture (only when more than one architecture was trained)."""
     architectures = list(dict.fromkeys(r["architecture"] for r in rows))
-    keys = list(dict.fromkeys(f"{r['method']}-ipc{r['ipc']}-{r['source']}" for r in rows))
-    index = {(f"{r['method']}-ipc{r['ipc']}-{r['source']}", r["architecture"]): r for r in rows}
+    keys = list(dict.fromkeys(r["cell"] for r in rows))
+    index = {(r["cell"], r["architecture"]): r for r in rows}
     body = [[key, *(f"{index[key, a]['accuracy_mean']:.4f} ± {index[key, a]['accuracy_std']:.4f}"
                     if (key, a) in index else "" for a in architectures)] for key in keys]
     return ["cell", *architectures], body
@@ -117,8 +122,11 @@ def distillation_table_section(metrics: dict[str, Any],
         blocks += [Paragraph(
             f"DD-Ranking ({mode}-label mode; Li et al. 2025, arXiv 2505.13300, ddranking 0.2.0's "
             "definitions): IOR = accuracy − the random cell's of the same IPC and source, HLR = "
-            "the whole real set's accuracy − accuracy, LRS their rescaled combination "
-            "(weight 0.5), from the rows' mean accuracies."), Table(*ranking)]
+            "the whole real set's accuracy − accuracy"
+            + (" (soft labels: the hard-label control's accuracy, the same images and network "
+               "seeds trained on hard labels)" if mode == "soft" else "")
+            + ", LRS their rescaled combination (weight 0.5), from the rows' mean "
+            "accuracies."), Table(*ranking)]
     if len({r["architecture"] for r in rows}) > 1:
         blocks += [Paragraph("Across architectures:"), Table(*cross_architecture_table(rows))]
     blocks += [Paragraph("For scale, not comparable (MNIST, 28 px, DC paper's ConvNet), "
