@@ -284,7 +284,8 @@ def test_the_report_names_the_protocol_the_table_used() -> None:
             {**_row("mtt", 10, 0.9), "protocol": protocol(300, 5, "learned_lr")}]
     line = protocol_line(fast)
     assert line.startswith("Protocol: 300 epochs, 5 networks per distilled repeat, "
-                           "learning rate 0.01 (learned step size: mtt-ipc10-real)")
+                           "learning rate 0.01, the learned step size for mtt-ipc10-real")
+    assert "learning rate" not in protocol_line(fast[1:])  # every cell at its learned rate
     assert "not the reference protocol" in line
     assert protocol_line([{**_row("dm", 10, 0.9), "protocol": protocol(1000, 20)}]).endswith(
         "— the reference protocol.")

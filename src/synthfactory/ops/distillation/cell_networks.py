@@ -142,7 +142,7 @@ def _train_architecture(directory: Any, cell: Cell, architecture: str, repeats: 
                 save_classifier(place / f"r{r}-m{k}.safetensors", net)
                 row = {"repeat": r, "model": k, "labels": label_mode, "val_accuracy": accuracy(
                     net, val_data, val_labels) if val_data is not None else None, **trained}
-                (rows if place == directory / architecture else controls).append(row)
+                (controls if label_mode == "hard control" else rows).append(row)
     return rows, controls
 
 

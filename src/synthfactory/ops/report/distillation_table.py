@@ -52,9 +52,11 @@ def protocol_line(rows: list[dict[str, Any]]) -> str:
     rates = sorted({r for row in rows if "learned_lr" not in row["protocol"]["learning_rate_source"]
                     for r in row["protocol"]["learning_rates"]})
     reference = epochs == [1000] and networks == [20]
+    rate = [f"learning rate {'/'.join(f'{r:g}' for r in rates)}"] if rates else []
+    step = ([f"the learned step size for {', '.join(dict.fromkeys(learned))}"] if learned
+            else [])
     return (f"Protocol: {'/'.join(map(str, epochs))} epochs, {'/'.join(map(str, networks))} "
-            f"networks per distilled repeat, learning rate {'/'.join(f'{r:g}' for r in rates)}"
-            + (f" (learned step size: {', '.join(dict.fromkeys(learned))})" if learned else "")
+            f"networks per distilled repeat, " + ", ".join(rate + step)
             + (" — the reference protocol." if reference else
                " — not the reference protocol (1000 epochs, 20 networks; "
                "configs/digits-distillation-reference.yaml runs it)."))
