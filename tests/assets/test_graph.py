@@ -258,6 +258,9 @@ def test_the_whole_dataset_row_and_dd_ranking_reach_the_report(tmp_path: Path) -
     assert f"The whole real source ({train_images} images), same protocol" in report
     assert "DD-Ranking (hard-label mode" in report and "| dm-ipc1-real | convnet |" in report
     assert "Protocol: 2 epochs, 2 networks per distilled repeat" in report
+    low, high = rows["dm"]["ci95"]  # each cell with its interval in the per-source table
+    assert (f"| dm | {rows['dm']['accuracy_mean']:.4f} ± {rows['dm']['accuracy_std']:.4f} "
+            f"[{low:.4f}, {high:.4f}] |") in report
 
 
 def test_every_asset_check_ran_and_the_gates_passed(

@@ -18,18 +18,23 @@ PUBLISHED_MNIST = {"random": (64.9, 95.1, 97.9), "herding": (89.2, 93.7, 94.8),
 
 def table_by_ipc(rows: list[dict[str, Any]], architecture: str, source: str
                  ) -> tuple[list[str], list[list[str]]]:
-    """Rows method, columns IPC: `mean ± std` for one architecture and source (the whole
-    source, which has no IPC, is `whole_source_line`'s)."""
+    """Rows method, columns IPC: `mean ± std [95% interval]` for one architecture and source
+    (the whole source, which has no IPC, is `whole_source_line`'s)."""
     chosen = [r for r in rows if r["architecture"] == architecture and r["source"] == source
               and r["method"] != "whole"]
     ipcs = sorted({r["ipc"] for r in chosen})
     methods = list(dict.fromkeys(r["method"] for r in chosen))
     cells = {(r["method"], r["ipc"]): r for r in chosen}
-    body = [[method, *(f"{cells[method, ipc]['accuracy_mean']:.4f} ± "
-                       f"{cells[method, ipc]['accuracy_std']:.4f}"
-                       if (method, ipc) in cells else "" for ipc in ipcs)]
+    body = [[method, *(_accuracy(cells[method, ipc]) if (method, ipc) in cells else ""
+                       for ipc in ipcs)]
             for method in methods]
     return ["method", *(f"IPC {ipc}" for ipc in ipcs)], body
+
+
+def _accuracy(row: dict[str, Any]) -> str:
+    """`mean ± std`, and the 95% interval when the row has one."""
+    interval = (f" [{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}]" if row.get("ci95") else "")
+    return f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}{interval}"
 
 
 def whole_source_line(rows: list[dict[str, Any]], architecture: str, source: str) -> str | None:
@@ -37,8 +42,7 @@ def whole_source_line(rows: list[dict[str, Any]], architecture: str, source: str
     for row in rows:
         if (row["method"], row["source"], row["architecture"]) == ("whole", source, architecture):
             return (f"The whole {source} source ({row['n_images']} images), same protocol: "
-                    f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} "
-                    f"({row['n_models']} networks).")
+                    f"{_accuracy(row)} ({row['n_models']} networks).")
     return None
 
 
@@ -104,7 +108,8 @@ def distillation_table_section(metrics: dict[str, Any],
     blocks: list[Any] = [Paragraph(
         "Accuracy on the real test images of networks trained only on each distilled set (DD "
         "protocol: fresh networks with DSA; mean ± sample std over repeats × evaluation "
-        "networks).")]
+        "networks, [95% interval] over repeats × networks × test images; each learned cell's "
+        "verdict against random is in the verdict table).")]
     if not_built:  # cells the data could not make: absent from the tables below
         blocks.append(Table(["cell not built", "why"], [[key, reason]
                                                         for key, reason in not_built.items()]))
