@@ -1,5 +1,5 @@
-"""Generation quality metrics: FD against a direct scipy formula, KID and prdc on known cases,
-and nulls with reasons where a class has too few images."""
+"""Generation quality metrics: FD against a direct scipy formula, KID against torchmetrics' and
+on known cases, prdc on known cases, and nulls with reasons where a class has too few images."""
 
 from __future__ import annotations
 
@@ -47,6 +47,33 @@ def test_kid_of_identical_sets_is_about_zero_and_of_shifted_sets_is_not(features
     assert abs(same) < 0.02 * shifted
     again = kernel_inception_distance(real, real + 1.0, subsets=20, subset_size=100)
     assert again[0] == shifted  # seeded subsets
+
+
+@pytest.mark.parametrize("kernels_once", [True, False])
+def test_kid_equals_torchmetrics_kernel_inception_distance(features: tuple, kernels_once: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of summing the kernels (built once, or per subset for sets too large for that)
+    give torchmetrics' KID from the same seeded subsets: it stays the reference."""
+    import torch
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from synthfactory.ops.evaluation import quality
+
+    if not kernels_once:
+        monkeypatch.setattr(quality, "KID_KERNEL_ELEMENTS", 0)
+    real, generated = features
+    for subsets, size in ((30, 150), (7, 200)):  # 200: every generated row in every subset
+        metric = KernelInceptionDistance(feature=quality._GivenFeatures(real.shape[1]),
+                                         subsets=subsets, subset_size=size)
+        metric.update(torch.from_numpy(real), real=True)
+        metric.update(torch.from_numpy(generated), real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(3)
+            mean, std = (float(value) for value in metric.compute())
+        ours = kernel_inception_distance(real, generated, subsets=subsets, subset_size=size,
+                                         seed=3)
+        assert ours == pytest.approx((mean, std), rel=1e-9, abs=1e-12)
+        assert abs(mean) > 1e-4  # a real difference, not two zeros
 
 
 def test_prdc_recovers_identical_and_disjoint_sets(features: tuple) -> None:
