@@ -14,6 +14,7 @@ import dagster as dg
 from synthfactory.ops.distillation.cells import Cell, cells
 from synthfactory.ops.evaluation.arms import TrainingData, filtered_arm, real_arm, synthetic_arm
 from synthfactory.ops.evaluation.budgets import compared_budgets, planned_sizes
+from synthfactory.ops.training.architectures import default_width
 from synthfactory.ops.training.recipes import recipe_for
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
@@ -60,6 +61,14 @@ def partition_cells(context: dg.AssetExecutionContext, table: list[Cell]) -> lis
     return [by_key[key] for key in context.partition_keys]
 
 
+def distillation_width(params: Params) -> int:
+    """The ConvNet width of distillation, its experts and its evaluation networks:
+    `distilled_set.eval.width`, else the classifiers' (`classifiers.width`, else the one the
+    resolution gives every classifier: `architectures.default_width`)."""
+    width = params.distilled_set.eval.width or params.classifiers.width
+    return width if width is not None else default_width(params.real_images.resolution)
+
+
 def expert_recipe(params: Params) -> dict[str, Any]:
     """What every expert's bytes depend on besides its data, seed and index
     (`ops.distillation.partitions.expert_digest`): the expert_trajectories settings but the
@@ -67,7 +76,7 @@ def expert_recipe(params: Params) -> dict[str, Any]:
     distill = params.distilled_set
     return {"expert_trajectories": params.expert_trajectories.model_dump(exclude={"experts"}),
             "dsa": distill.dsa.model_dump(), "architecture": distill.architecture,
-            "width": distill.eval.width}
+            "width": distillation_width(params)}
 
 
 def partition_experts(context: dg.AssetExecutionContext, wanted: list[str]) -> list[str]:

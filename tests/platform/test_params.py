@@ -120,3 +120,30 @@ def test_the_labelled_part_defaults_to_ten_or_the_few_shots() -> None:
     assert parse_params({}).params.retrieval.labelled(None) == 10
     few_shot = parse_params({"real_images": {"few_shot": 4}}).params
     assert few_shot.retrieval.labelled(few_shot.real_images.few_shot) == 4
+
+
+@pytest.mark.parametrize("raw, width", [
+    # the shipped choice: both null, the resolution decides (64 below 32 px, 128 from 32 px)
+    ({"classifiers": {"width": None}, "distilled_set": {"eval": {"width": None}}}, 64),
+    ({"real_images": {"resolution": 32}, "classifiers": {"width": None},
+      "distilled_set": {"eval": {"width": None}}}, 128),
+    # null distillation width: the classifiers' own
+    ({"classifiers": {"width": 96}, "distilled_set": {"eval": {"width": None}}}, 96),
+    # a set width is kept (the model's default is the reference's 128)
+    ({"classifiers": {"width": None}}, 128),
+    ({"classifiers": {"width": 96}, "distilled_set": {"eval": {"width": 32}}}, 32),
+])
+def test_the_distillation_width_follows_the_classifiers_when_unset(raw: dict, width: int) -> None:
+    """The distilled arm trains the same network as the arms it is compared with, unless the
+    params fix its width (the distillation configs' reference 128)."""
+    from synthfactory.asset_inputs import distillation_width
+
+    assert distillation_width(parse_params(raw).params) == width
+
+
+def test_the_shipped_params_train_every_arm_at_the_width_the_resolution_gives() -> None:
+    from synthfactory.asset_inputs import distillation_width
+
+    shipped = load_params(ROOT / "params.yaml").params
+    assert shipped.classifiers.width is None and shipped.distilled_set.eval.width is None
+    assert distillation_width(shipped) == 64  # the digits' 8 px

@@ -11,7 +11,7 @@ from synthfactory.executors import GPU_OP_TAGS
 from synthfactory.ops.data.real_images import read_classes, read_split
 from synthfactory.ops.distillation.partitions import CELLS, cell_of
 from synthfactory.params import Params
-from synthfactory.asset_inputs import cell_table, partition_cells
+from synthfactory.asset_inputs import cell_table, distillation_width, partition_cells
 from synthfactory.publishing import ONE_PER_RUN, partition_metadata, prune_partitions
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -66,7 +66,7 @@ def _network_settings(params: Params, runtime: TorchRuntime) -> Any:
     config = params.distilled_set
     return NetworkSettings(architecture=config.architecture,
                            cross_architectures=list(config.cross_architectures),
-                           eval_models=config.eval_models, width=config.eval.width,
+                           eval_models=config.eval_models, width=distillation_width(params),
                            epochs=config.eval.epochs, learning_rate=config.eval.learning_rate,
                            batch_size=config.eval.batch_size, dsa=config.dsa.model_dump(),
                            seed=runtime.seed, use_learned_lr=config.eval.use_learned_lr)

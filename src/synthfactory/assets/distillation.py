@@ -40,7 +40,8 @@ from synthfactory.ops.distillation.cells import parse_cell
 from synthfactory.ops.distillation.export import to_uint8_nhwc
 from synthfactory.ops.distillation.partitions import CELLS, cell_of
 from synthfactory.params import Params
-from synthfactory.asset_inputs import cell_table, expert_recipe, partition_cells, source_data
+from synthfactory.asset_inputs import (cell_table, distillation_width, expert_recipe,
+                                       partition_cells, source_data)
 from synthfactory.publishing import (ONE_PER_RUN, class_counts_md, image_grid_md,
                                      partition_metadata, prune_partitions)
 from synthfactory.resources.runtime import TorchRuntime
@@ -105,7 +106,7 @@ def _cell_settings(params: Params, runtime: TorchRuntime) -> Any:
     return CellSettings(
         methods=MethodSettings(dm=config.dm.model_dump(), dc=config.dc.model_dump(),
                                mtt=config.mtt.model_dump(), architecture=config.architecture,
-                               width=config.eval.width, gm_init=config.gm_init.model_dump()),
+                               width=distillation_width(params), gm_init=config.gm_init.model_dump()),
         dsa=config.dsa.model_dump(), labels=config.labels, repeats=config.repeats,
         random_draws=config.random_draws or config.repeats, seed=runtime.seed,
         judge_batch_size=params.judge.batch_size,

@@ -13,7 +13,8 @@ from synthfactory.ops.data.real_images import read_classes
 from synthfactory.ops.distillation.cells import expert_keys
 from synthfactory.ops.distillation.partitions import expert_of
 from synthfactory.params import Params
-from synthfactory.asset_inputs import cell_table, expert_recipe, partition_experts, source_data
+from synthfactory.asset_inputs import (cell_table, distillation_width, expert_recipe,
+                                       partition_experts, source_data)
 from synthfactory.publishing import ONE_PER_RUN, partition_metadata, prune_partitions
 from synthfactory.resources.runtime import TorchRuntime
 from synthfactory.resources.store import ArtifactStore
@@ -58,7 +59,7 @@ def _expert_settings(params: Params, runtime: TorchRuntime) -> Any:
     return ExpertSettings(epochs=config.epochs, learning_rate=config.learning_rate,
                           momentum=config.momentum, batch_size=config.batch_size,
                           dsa=distill.dsa.model_dump(), architecture=distill.architecture,
-                          width=distill.eval.width, seed=runtime.seed,
+                          width=distillation_width(params), seed=runtime.seed,
                           recipe=expert_recipe(params))
 
 

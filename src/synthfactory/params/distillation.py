@@ -87,12 +87,18 @@ class MttParams(Section):
 class EvalParams(Section):
     """The DD evaluation protocol: fresh networks trained on the distilled set with DSA
     (reference: 1000 epochs, lr 0.01 — a trajectory cell's learned step size for mtt —, batch
-    256, momentum 0.9, wd 5e-4, lr ÷10 at half)."""
+    256, momentum 0.9, wd 5e-4, lr ÷10 at half).
+
+    `width` is the ConvNet's for distillation, experts and evaluation (the reference's 128);
+    null takes the classifiers' (`classifiers.width`, itself following the resolution when
+    null), so that the distilled arm of the report trains the same network as the arms it is
+    compared with (the shipped params.yaml; the distillation configs keep 128).
+    """
 
     epochs: int = Field(default=300, gt=0)
     learning_rate: float = Field(default=0.01, gt=0.0)
     batch_size: int = Field(default=256, gt=0)
-    width: int = Field(default=128, gt=0)
+    width: int | None = Field(default=128, gt=0)
     # mtt and datm cells train at their learned step size (mtt-distillation's lr_net = syn_lr);
     # false: every cell at learning_rate (the control).
     use_learned_lr: bool = True

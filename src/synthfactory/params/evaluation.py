@@ -18,7 +18,9 @@ class ClassifiersParams(Section):
     """Training of the evaluation classifiers: which arms, one architecture, `n_seeds` seeds.
 
     `arms`: the rows of the report (ops/evaluation/arms.py lists them and what each answers).
-    `architecture`: the DD ConvNet (default; `width` is its width), or the standard ResNet-18,
+    `architecture`: the DD ConvNet (default; `width` is its width, null following the images'
+    resolution: 64 below 32 px, the reference's 128 from 32 px — chosen on the validation
+    splits of 8- and 16-px folders, docs/results.md), or the standard ResNet-18,
     ResNet-50 or VGG-11 of the synthetic-data and cross-architecture literature. Each has a
     training recipe (ops/training/recipes.py); `learning_rate`, `batch_size`, `weight_decay` and
     `label_smoothing` override it when set (a batch size alone scales the learning rate).
@@ -45,7 +47,7 @@ class ClassifiersParams(Section):
     label_smoothing: float | None = Field(default=None, ge=0.0, lt=1.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool | None = None
-    width: int = Field(default=128, gt=0)
+    width: int | None = Field(default=None, gt=0)
     augmentation: bool = True
     flip: bool = False
     control_steps: float = Field(default=2.0, ge=0.0)

@@ -1,5 +1,6 @@
 """The classifier architectures: the standard parameter counts, both ResNet stems, small images,
-and a save/load round trip that rebuilds the same architecture from the file alone."""
+the ConvNet's width following the resolution, and a save/load round trip that rebuilds the same
+architecture from the file alone."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthfactory.ops.training.architectures import (ARCHITECTURES, build_model,
+from synthfactory.ops.training.architectures import (ARCHITECTURES, build_model, default_width,
                                                      model_from_config, parameter_count)
 from synthfactory.ops.training.predict import predict_proba
-from synthfactory.ops.training.train import load_classifier, save_classifier
+from synthfactory.ops.training.train import (ClassifierSettings, load_classifier,
+                                             save_classifier, train_classifier)
 
 CPU = torch.device("cpu")
 
@@ -80,3 +82,26 @@ def test_a_config_without_architecture_is_a_convnet() -> None:
 def test_unknown_architecture_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="'resnet19' is not one of convnet, resnet18"):
         build_model("resnet19", channels=3, n_classes=10, resolution=32)
+
+
+@pytest.mark.parametrize(("resolution", "width"), [(8, 64), (16, 64), (32, 128), (64, 128)])
+def test_a_convnet_without_a_width_takes_the_resolutions_and_records_it(
+        resolution: int, width: int, tmp_path: Path) -> None:
+    """`width=None` (classifiers.width: null) is 64 below 32 px and the reference's 128 from
+    32 px; the chosen width is in the config, so the saved model rebuilds without the rule."""
+    assert default_width(resolution) == width
+    model = build_model("convnet", channels=1, n_classes=3, resolution=resolution, width=None)
+    assert model.config["width"] == width
+    assert model.features[0].out_channels == width
+    path = tmp_path / "model.safetensors"
+    save_classifier(path, model)
+    assert load_classifier(path, CPU).config["width"] == width
+
+
+def test_a_classifier_trained_without_a_width_follows_the_resolution() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(40) % 4
+    model, _ = train_classifier(images, labels, 4, ClassifierSettings(width=None, steps=2),
+                                seed=0, device=CPU)
+    assert model.config["width"] == 64

@@ -6,6 +6,8 @@ torchvision, so the standard definitions live in the project:
 - `convnet`: the dataset-distillation ConvNet (Zhao et al.): `depth` blocks of conv3×3 →
   instance norm → ReLU → 2×2 average pool, then one linear layer. The depth follows the
   resolution (ConvNet-3 at 32 px, ConvNet-4 at 64 px); the last feature map stays ≥ 2×2.
+  Its width is 128 (the reference's) unless given; `width=None` follows the resolution too
+  (`default_width`: 64 below 32 px), which `classifiers.width: null` asks for.
 - `resnet18`, `resnet50`: He et al. with batch norm. Images of at most 64 px get the widely used
   CIFAR stem (one 3×3 conv, stride 1, no max-pool: 11,173,962 parameters for ResNet-18 at 10
   classes), larger ones the ImageNet stem (7×7 conv, stride 2, 3×3 max-pool). Weights are
@@ -31,6 +33,10 @@ ARCHITECTURES = ("convnet", "resnet18", "resnet50", "vgg11")
 Norm = Literal["batch", "instance"]
 # The largest images that get the CIFAR stem (3×3 conv, no max-pool) in the ResNets.
 CIFAR_STEM_MAX_RESOLUTION = 64
+# The reference ConvNet's width, defined for 28–32 px inputs (MNIST, CIFAR), and the width that
+# smaller images get from `default_width`.
+REFERENCE_WIDTH = 128
+SMALL_IMAGE_WIDTH = 64
 VGG11_LAYERS: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512,
                                        "M")
 
@@ -40,6 +46,19 @@ def default_depth(resolution: int) -> int:
     if resolution < 4 or resolution & (resolution - 1):
         raise ValueError(f"resolution {resolution} must be a power of two >= 4 for the ConvNet")
     return max(2, int(math.log2(resolution)) - 2)
+
+
+def default_width(resolution: int) -> int:
+    """ConvNet width for a resolution: the reference's 128 from 32 px, 64 below.
+
+    Chosen on validation splits (`benchmarks/classifier_rate.py --widths`, docs/results.md):
+    at 8 and 16 px, on the digits and the grey and colour folders of
+    `benchmarks/beyond_digits.py`, real and synthetic training sets, width 64 was
+    indistinguishable from 128 (paired over 5 seeds × validation images, never below it by
+    more than 0.2 points) at 1/3–1/4 of the step time; 32 was worse on colour. No folder above
+    16 px was measured, so from 32 px the width stays the reference's.
+    """
+    return REFERENCE_WIDTH if resolution >= 32 else SMALL_IMAGE_WIDTH
 
 
 def _norm(kind: Norm, channels: int) -> nn.Module:
@@ -52,10 +71,11 @@ def _norm(kind: Norm, channels: int) -> nn.Module:
 class ConvNet(nn.Module):
     """conv-norm-relu-pool blocks and a linear head; `embed` gives the flattened features."""
 
-    def __init__(self, channels: int, n_classes: int, resolution: int, width: int = 128,
-                 depth: int | None = None) -> None:
+    def __init__(self, channels: int, n_classes: int, resolution: int,
+                 width: int | None = REFERENCE_WIDTH, depth: int | None = None) -> None:
         super().__init__()
         depth = default_depth(resolution) if depth is None else depth
+        width = default_width(resolution) if width is None else width
         if resolution >> depth < 1:
             raise ValueError(f"depth {depth} pools a {resolution}px image below 1px")
         blocks: list[nn.Module] = []
@@ -214,11 +234,12 @@ def _initialise(model: nn.Module) -> None:
 
 
 def build_model(architecture: str = "convnet", *, channels: int, n_classes: int,
-                resolution: int, width: int = 128, depth: int | None = None,
+                resolution: int, width: int | None = REFERENCE_WIDTH, depth: int | None = None,
                 norm: Norm = "batch") -> nn.Module:
     """A fresh model of `architecture` for images of `channels` × `resolution`².
 
-    `width` and `depth` are the ConvNet's (the standard architectures have fixed widths);
+    `width` and `depth` are the ConvNet's, None following the resolution (`default_width`,
+    `default_depth`; the standard architectures have fixed widths);
     `norm` is the ResNets' and VGG's. The returned model's `config` rebuilds it.
     """
     if architecture not in ARCHITECTURES:
@@ -231,7 +252,7 @@ def build_model(architecture: str = "convnet", *, channels: int, n_classes: int,
                               "n_classes": n_classes, "resolution": resolution}
     if architecture == "convnet":
         model = ConvNet(channels, n_classes, resolution, width=width, depth=depth)
-        config |= {"width": width, "depth": model.config["depth"]}
+        config |= {"width": model.config["width"], "depth": model.config["depth"]}
     elif architecture == "vgg11":
         model = VGG(channels, n_classes, resolution, norm=norm)
         config["norm"] = norm

@@ -43,7 +43,7 @@ class Recipe:
     min_steps: int = 300
     batch_size: int = 128
     learning_rate: float = 0.01
-    width: int = 128
+    width: int | None = 128  # None: follows the resolution (architectures.default_width)
     architecture: str = "convnet"
     augmentation: bool = True
     flip: bool = False

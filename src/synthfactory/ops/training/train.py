@@ -29,7 +29,8 @@ class ClassifierSettings:
     """The recipe of `train_classifier` (data, seed and device aside): see its docstring.
 
     `architecture` is one of `architectures.ARCHITECTURES`; `width` and `depth` are the
-    ConvNet's; `precision` None trains in float32 in the default layout.
+    ConvNet's (None: follow the resolution, `architectures.default_width`/`default_depth`);
+    `precision` None trains in float32 in the default layout.
     """
 
     epochs: int = 30
@@ -38,7 +39,7 @@ class ClassifierSettings:
     learning_rate: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    width: int = 128
+    width: int | None = 128
     depth: int | None = None
     architecture: str = "convnet"
     augmentation: bool = True
