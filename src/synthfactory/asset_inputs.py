@@ -14,7 +14,6 @@ import dagster as dg
 from synthfactory.ops.distillation.cells import Cell, cells
 from synthfactory.ops.evaluation.arms import TrainingData, filtered_arm, real_arm, synthetic_arm
 from synthfactory.ops.evaluation.budgets import compared_budgets, planned_sizes
-from synthfactory.ops.training.architectures import default_width
 from synthfactory.ops.training.recipes import recipe_for
 from synthfactory.params import Params
 from synthfactory.resources.store import ArtifactStore
@@ -65,6 +64,8 @@ def distillation_width(params: Params) -> int:
     """The ConvNet width of distillation, its experts and its evaluation networks:
     `distilled_set.eval.width`, else the classifiers' (`classifiers.width`, else the one the
     resolution gives every classifier: `architectures.default_width`)."""
+    from synthfactory.ops.training.architectures import default_width  # deferred: torch
+
     width = params.distilled_set.eval.width or params.classifiers.width
     return width if width is not None else default_width(params.real_images.resolution)
 

@@ -131,6 +131,7 @@ def test_metrics_json_has_the_documented_shape(graph_run: tuple[Path, PlanResult
                and c["ci95"][0] <= c["difference"] <= c["ci95"][1]
                for c in metrics["comparisons"])
     assert metrics["classifier"]["architecture"] == "convnet" and "ddof 1" in metrics["spread"]
+    assert metrics["classifier"]["width"] == 16  # the tiny params' classifiers.width
     assert metrics["distillation"]["method"] == "dm" and metrics["distillation"]["ipc"] == 2
     [row] = metrics["distillation_table"]
     assert {key: row[key] for key in ("method", "ipc", "source", "architecture", "n_models")} == {

@@ -9,6 +9,7 @@ bench-gpu`'s script working on machines without a GPU.
 from __future__ import annotations
 
 import json
+import shutil
 import mmap
 import runpy
 import sys
@@ -200,7 +201,18 @@ def test_classifier_rate_trains_on_train_and_scores_validation(tmp_path: Path,
     order = generator.permutation(40)
     write_real_images(tmp_path, dataset, {"train": order[:24], "val": order[24:32],
                                           "test": order[32:]}, shard_size=100, info={})
-    row = rate_row(tmp_path, rate=0.05, steps=30, seeds=2)
+    row, correct = rate_row(tmp_path, rate=0.05, width=16, steps=30, seeds=2)
     assert row["n_train"] == 24 and row["n_val"] == 8 and row["steps"] == 30
     assert row["image_shape"] == [8, 8, 1] and len(row["val_accuracy"]) == 2
+    assert row["width"] == 16 and row["trained_on"] == "real train split"
     assert row["val_mean"] == 1.0  # a separable two-class set: the recipe learns it
+    assert correct.shape == (1, 2, 8) and correct.accuracy == 1.0  # seeds × validation images
+    # --train-shards: the same split's shards copied elsewhere train the same classifiers
+    shards = tmp_path / "train-shards"
+    shards.mkdir()
+    for path in tmp_path.glob("train-0*"):
+        shutil.copy(path, shards / path.name)
+    from_shards, _ = rate_row(tmp_path, rate=0.05, width=16, steps=30, seeds=2,
+                              train_shards=shards)
+    assert from_shards["trained_on"] == str(shards) and from_shards["n_train"] == 24
+    assert from_shards["val_accuracy"] == row["val_accuracy"]

@@ -41,7 +41,7 @@ def build_eval_report(config: Params, replicates: int = 1) -> dg.AssetsDefinitio
     deps += ["retrieved_set"] if "retrieved" in arms else []
 
     @dg.asset(name="eval_report", group_name="evaluation", kinds={"html", "json"},
-              code_version="3", pool="gpu", op_tags=GPU_OP_TAGS, deps=deps)
+              code_version="4", pool="gpu", op_tags=GPU_OP_TAGS, deps=deps)
     def eval_report(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                     runtime: TorchRuntime) -> dg.MaterializeResult:
         """The answer: accuracy of every arm on the real test split, mean ± sample std over

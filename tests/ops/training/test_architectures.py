@@ -105,3 +105,16 @@ def test_a_classifier_trained_without_a_width_follows_the_resolution() -> None:
     model, _ = train_classifier(images, labels, 4, ClassifierSettings(width=None, steps=2),
                                 seed=0, device=CPU)
     assert model.config["width"] == 64
+
+
+def test_the_report_names_the_width_every_arm_trained_at() -> None:
+    """metrics.json's `classifier.width`: the set width, else the resolution's; none for the
+    architectures whose width is fixed."""
+    from types import SimpleNamespace
+
+    from synthfactory.ops.report.metrics_json import convnet_width
+
+    assert convnet_width(SimpleNamespace(architecture="convnet", width=None), 8) == {"width": 64}
+    assert convnet_width(SimpleNamespace(architecture="convnet", width=None), 32) == {"width": 128}
+    assert convnet_width(SimpleNamespace(architecture="convnet", width=96), 8) == {"width": 96}
+    assert convnet_width(SimpleNamespace(architecture="resnet18", width=None), 8) == {}

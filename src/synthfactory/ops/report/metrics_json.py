@@ -33,9 +33,18 @@ from synthfactory.ops.report.arm_scores import (Require, group_rows, not_built_a
                                                 score_arms)
 from synthfactory.ops.report.grids import set_grids
 from synthfactory.ops.storage import SUMMARY_JSON
+from synthfactory.ops.training.architectures import default_width
 from synthfactory.ops.training.classifiers import training_settings
 
 # The recipe fields of the classifiers that metrics.json records.
+def convnet_width(classifiers: Any, resolution: int) -> dict[str, int]:
+    """The ConvNet's width every arm trained at (null: the one the resolution gives), so the
+    report names it; the other architectures have fixed widths."""
+    if classifiers.architecture != "convnet":
+        return {}
+    return {"width": classifiers.width or default_width(resolution)}
+
+
 RECIPE_FIELDS = ("batch_size", "learning_rate", "weight_decay", "label_smoothing", "epochs",
                  "min_steps")
 
@@ -88,6 +97,7 @@ def report_metrics(require: Callable[..., Path], scores_dir: Path, settings: Rep
         "n_val": sum(real_manifest["counts"]["val"].values()),
         "few_shot": settings.few_shot,
         "classifier": {"architecture": settings.classifiers.architecture,
+                       **convnet_width(settings.classifiers, real_manifest["resolution"]),
                        **{key: recipe[key] for key in RECIPE_FIELDS},
                        "precision": recipe["precision"].describe()},
         "spread": SPREAD,
