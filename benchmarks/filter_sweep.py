@@ -3,7 +3,9 @@
 For each `filtered_set` setting (the shipped grid, or `--settings` as JSON objects), re-run the
 filters on the store's synthetic images with its judge, train `classifiers.n_seeds` classifiers
 on the kept images with the classifier assets' own recipe and seeds, and score them on the REAL
-VALIDATION split — never test: this is a choice, and only eval_report reads test.
+VALIDATION split — never test: this is a choice, and only eval_report reads test. Every setting
+is compared with the params file's own `filtered_set` (the grid's row that equals it), paired
+over seeds and validation images (`vs_params`: difference, 95% interval, verdict).
 
     python benchmarks/filter_sweep.py --params params.yaml [--settings '{"threshold": 0.1}' ...]
 
@@ -36,6 +38,21 @@ GRID: list[dict[str, Any]] = [
 ]
 
 
+def compare_with_params_setting(rows: list[dict[str, Any]], correct: list[Any]) -> None:
+    """Add `vs_params` (difference, 95% interval, verdict) to every row but the one whose
+    setting equals the params file's, paired with it over seeds and validation images
+    (`correct`: each row's `ArmCorrectness`); nothing when no row is the params' setting."""
+    from synthfactory.ops.evaluation.comparisons import compare
+
+    reference = next((index for index, row in enumerate(rows) if row["is_params_setting"]), None)
+    if reference is None:
+        return
+    for index, row in enumerate(rows):
+        if index != reference:
+            found = compare(correct[index], correct[reference])
+            row["vs_params"] = {key: found[key] for key in ("difference", "ci95", "verdict")}
+
+
 def main() -> None:
     """Filter with every setting, train on each kept set, report validation accuracy."""
     import torch
@@ -45,6 +62,7 @@ def main() -> None:
     from synthfactory.ops.curation.judges import load_judge
     from synthfactory.ops.data.real_images import read_classes, read_split
     from synthfactory.ops.evaluation.arms import synthetic_arm
+    from synthfactory.ops.evaluation.comparisons import ArmCorrectness
     from synthfactory.ops.evaluation.metrics import mean_std
     from synthfactory.ops.seeds import derive_seed
     from synthfactory.ops.training.predict import predict_proba
@@ -71,27 +89,33 @@ def main() -> None:
     probs = judge.predict_proba(data.images)
     base = params.filtered_set.model_dump(exclude={"min_pass_rate"})
     settings_kwargs = training_settings(params.classifiers, device)
-    rows = []
+    rows, correct = [], []
+    shipped = FilterSettings(**base)
     for override in grid:
         settings = FilterSettings(**{**base, **override})
         records, summary = filter_samples(data.keys, data.labels, probs, features, data.images,
                                           settings, class_names)
         kept = np.array([record["keep"] for record in records])
         started = time.perf_counter()
-        accuracies = []
+        accuracies, predictions = [], []
         for seed_index in range(params.classifiers.n_seeds):
             model, _ = train_classifier(
                 data.images[kept], data.labels[kept], len(class_names),
                 ClassifierSettings(**settings_kwargs),
                 seed=derive_seed(seed, "classifiers", seed_index), device=device)
             predicted = predict_proba(model, val_images, device=device).argmax(1)
+            predictions.append(predicted)
             accuracies.append(float(np.mean(predicted == val_labels)))
         mean, std = mean_std(accuracies)
         rows.append({"setting": override, "kept": int(kept.sum()),
                      "val_accuracy_mean": round(mean, 4), "val_accuracy_std": round(std, 4),
                      "val_accuracies": [round(a, 4) for a in accuracies],
+                     "is_params_setting": settings == shipped,
                      "train_seconds": round(time.perf_counter() - started, 1)})
+        correct.append(ArmCorrectness.from_predictions(json.dumps(override),
+                                                       np.stack(predictions), val_labels))
         print(json.dumps(rows[-1]), flush=True)
+    compare_with_params_setting(rows, correct)
     print(json.dumps({"benchmark": "filter_sweep", "split": "val", "n_val": len(val_labels),
                       "synthetic": len(data.images), "seeds": params.classifiers.n_seeds,
                       "base": base, "device": str(device), "rows": rows}, indent=2))

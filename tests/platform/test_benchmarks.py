@@ -183,6 +183,28 @@ def test_beyond_digits_criteria_fail_on_their_bad_cases(benchmarks_on_path: None
                ("real_vs_control", "synthetic_within_5_points", "seed_spread_warned"))
 
 
+def test_filter_sweep_pairs_every_setting_with_the_params_one(benchmarks_on_path: None) -> None:
+    """The row equal to the params' filter is the reference; a setting right on 12 more of 40
+    images for both seeds is `better` by 0.3, the reference row gets no comparison."""
+    from filter_sweep import compare_with_params_setting
+
+    from synthfactory.ops.evaluation.comparisons import ArmCorrectness
+
+    labels = np.zeros(40, dtype=np.int64)
+    shipped = np.array([[0] * 24 + [1] * 16] * 2)  # 24 of 40 right, both seeds
+    better = np.array([[0] * 36 + [1] * 4] * 2)    # 36 of 40
+    rows = [{"is_params_setting": False}, {"is_params_setting": True}]
+    correct = [ArmCorrectness.from_predictions("better", better, labels),
+               ArmCorrectness.from_predictions("shipped", shipped, labels)]
+    compare_with_params_setting(rows, correct)
+    assert "vs_params" not in rows[1]
+    assert rows[0]["vs_params"]["difference"] == pytest.approx(0.3)
+    assert rows[0]["vs_params"]["verdict"] == "better"
+    unmatched = [{"is_params_setting": False}]
+    compare_with_params_setting(unmatched, correct[:1])
+    assert unmatched == [{"is_params_setting": False}]
+
+
 def test_classifier_rate_trains_on_train_and_scores_validation(tmp_path: Path,
                                                                benchmarks_on_path: None) -> None:
     """A rate row trains on the store's train split (24 of 40 images) and scores its validation
