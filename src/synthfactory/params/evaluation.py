@@ -72,8 +72,9 @@ class WarningsParams(Section):
     accuracy is at least this fraction of what the same recipe reaches with
     `classifiers.control_steps` times the steps. `max_synthetic_gap`: the synthetic and
     filtered arms' test accuracy is at most this far below the real arm's (the generated set
-    stands in for the real one). (The generator's own warning, stopped at its ceiling while
-    still improving, uses `generator.ddpm.min_delta`.)
+    stands in for the real one). `min_retrieval_precision`: the retrieved arm's images carry
+    their class's (hidden) label at least this often. (The generator's own warning, stopped
+    at its ceiling while still improving, uses `generator.ddpm.min_delta`.)
     """
 
     min_class_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -81,6 +82,7 @@ class WarningsParams(Section):
     min_train_accuracy: float = Field(default=0.9, ge=0.0, le=1.0)
     min_real_vs_control: float = Field(default=0.95, ge=0.0, le=1.0)
     max_synthetic_gap: float = Field(default=0.05, ge=0.0, le=1.0)
+    min_retrieval_precision: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
 class EvalReportParams(Section):

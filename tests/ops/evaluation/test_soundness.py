@@ -181,3 +181,27 @@ def test_a_generated_set_far_below_real_trips_the_gap_warning_naming_its_classes
     assert "6.6 points below real" in found["message"]
     assert "loses most on one (0.80 vs 0.97), two (0.93 vs 0.95)" in found["message"]
     assert synthetic_gap_warnings({"synthetic": rows["synthetic"]}, [], 0.05) == []  # no real
+
+
+def test_a_retrieval_baseline_on_mislabelled_images_trips_the_weak_retrieval_warning() -> None:
+    """The beyond-digits coloured folder: the retrieved images carry the right label for 0.56
+    of them. The warning names the precision, its bound and the worst classes; the digits'
+    0.95, a run without a retrieved arm and one whose precision was not measured do not."""
+    from synthfactory.ops.evaluation.soundness import evaluate_soundness, retrieval_warnings
+
+    weak = {"retrieved": {"label_precision": {
+        "overall": 0.56, "per_class": {"zero": 0.77, "one": 0.44, "two": 0.9, "three": 0.37}}}}
+    [found] = retrieval_warnings(weak, BOUNDS["min_retrieval_precision"])
+    assert (found["kind"], found["subject"], found["value"], found["bound"]) == (
+        "weak_retrieval", "retrieved", 0.56, 0.8)
+    assert "worst three (0.37), one (0.44), zero (0.77)" in found["message"]
+    assert retrieval_warnings({"retrieved": {"label_precision": {"overall": 0.95}}}, 0.8) == []
+    assert retrieval_warnings({"real": {}}, 0.8) == []
+    assert retrieval_warnings({"retrieved": {"label_precision": None}}, 0.8) == []
+    # the report's list carries it
+    warnings = evaluate_soundness({}, {}, weak, {}, {})
+    assert [w["kind"] for w in warnings] == ["weak_retrieval"]
+    section = warnings_section({"warnings": warnings}, {})
+    assert section is not None
+    assert "retrieval baseline mislabels its images" in json.dumps(
+        [getattr(block, "rows", None) for block in section.blocks])

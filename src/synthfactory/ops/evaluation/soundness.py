@@ -18,7 +18,11 @@ it crossed (`bound`), with a sentence that says what it means and what to change
   (classifier_real's history.json `control`): the shared step budget is too short;
 - `synthetic_below_real`: the synthetic or filtered arm's test accuracy is more than
   `max_synthetic_gap` below the real arm's; the message names the classes that lose most
-  against real (per-class accuracy), where the generated set does not stand in for the real one.
+  against real (per-class accuracy), where the generated set does not stand in for the real one;
+- `weak_retrieval`: the retrieved arm's label precision (the share of the retrieved images whose
+  hidden label is the class they were retrieved for) is below `min_retrieval_precision`; the
+  message names the classes retrieved worst. The baseline then trains on mislabelled images,
+  so a generated arm beating it says little about generation.
 
 Everything here is a pure function of what the assets recorded; `soundness_warnings` reads those
 records from the store.
@@ -41,10 +45,11 @@ from synthfactory.ops.training import HISTORY_JSON
 Warning = dict[str, Any]
 Require = Callable[..., Path]
 KINDS = ("generator_unconverged", "class_pass_rate", "seed_spread", "underfit",
-         "real_below_control", "synthetic_below_real")
+         "real_below_control", "synthetic_below_real", "weak_retrieval")
 # The bounds when a caller gives none (params.yaml's eval_report.warnings has the same).
 DEFAULT_BOUNDS = {"min_class_pass_rate": 0.5, "max_seed_std": 0.02, "min_train_accuracy": 0.9,
-                  "min_real_vs_control": 0.95, "max_synthetic_gap": 0.05}
+                  "min_real_vs_control": 0.95, "max_synthetic_gap": 0.05,
+                  "min_retrieval_precision": 0.8}
 # The arms trained on the generated set alone: the distilled set (100 images) is not one.
 GENERATED_ARMS = ("synthetic", "filtered")
 
@@ -154,6 +159,26 @@ def synthetic_gap_warnings(arm_rows: Mapping[str, Mapping[str, Any]], class_name
     return found
 
 
+def retrieval_warnings(arm_rows: Mapping[str, Mapping[str, Any]], bound: float) -> list[Warning]:
+    """The retrieved arm's label precision below `bound`, naming its three worst classes (no
+    retrieved arm, or none measured: nothing to say)."""
+    precision = (arm_rows.get("retrieved") or {}).get("label_precision") or {}
+    overall = precision.get("overall")
+    if overall is None or overall >= bound:
+        return []
+    per_class = precision.get("per_class") or {}
+    worst = sorted(per_class, key=lambda name: per_class[name])[:3]
+    return [warning(
+        "weak_retrieval", "retrieved", overall, bound,
+        f"the retrieved arm's images carry the right label for {overall:.2f} of them (bound "
+        f"{bound:g}); worst "
+        + ", ".join(f"{name} ({per_class[name]:.2f})" for name in worst)
+        + ": the ranking learned from the labelled part does not find these classes in the "
+        "pool, so the retrieved arm trains on mislabelled images and a generated arm above it "
+        "says little about generation. More labelled images per class "
+        "(retrieval.labelled_per_class) or another retrieval.embedding are the levers")]
+
+
 def evaluate_soundness(generator_info: Mapping[str, Any], per_class: Mapping[str, Any],
                        arm_rows: Mapping[str, Mapping[str, Any]],
                        histories: Mapping[str, Mapping[str, Any]],
@@ -169,7 +194,8 @@ def evaluate_soundness(generator_info: Mapping[str, Any], per_class: Mapping[str
             *control_warnings((histories.get("real") or {}).get("control"),
                               bounds["min_real_vs_control"]),
             *synthetic_gap_warnings(arm_rows, list(class_names or []),
-                                    bounds["max_synthetic_gap"])]
+                                    bounds["max_synthetic_gap"]),
+            *retrieval_warnings(arm_rows, bounds["min_retrieval_precision"])]
 
 
 def soundness_warnings(require: Require, metrics: Mapping[str, Any],

@@ -16,7 +16,8 @@ KIND_NAMES = {"generator_unconverged": "generator did not converge",
               "seed_spread": "seeds disagree",
               "underfit": "arm did not fit its training set",
               "real_below_control": "real arm below its longer-trained control",
-              "synthetic_below_real": "generated set far below real"}
+              "synthetic_below_real": "generated set far below real",
+              "weak_retrieval": "retrieval baseline mislabels its images"}
 
 
 def warnings_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]
