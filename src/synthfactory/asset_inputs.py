@@ -63,11 +63,11 @@ def partition_cells(context: dg.AssetExecutionContext, table: list[Cell]) -> lis
 def distillation_width(params: Params) -> int:
     """The ConvNet width of distillation, its experts and its evaluation networks:
     `distilled_set.eval.width`, else the classifiers' (`classifiers.width`, else the one the
-    resolution gives every classifier: `architectures.default_width`)."""
-    from synthfactory.ops.training.architectures import default_width  # deferred: torch
+    resolution gives every classifier: `architectures.resolved_width`)."""
+    from synthfactory.ops.training.architectures import resolved_width  # deferred: torch
 
-    width = params.distilled_set.eval.width or params.classifiers.width
-    return width if width is not None else default_width(params.real_images.resolution)
+    return resolved_width(params.distilled_set.eval.width or params.classifiers.width,
+                          params.real_images.resolution)
 
 
 def expert_recipe(params: Params) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from synthfactory.ops.report.arm_scores import (Require, group_rows, not_built_a
                                                 score_arms)
 from synthfactory.ops.report.grids import set_grids
 from synthfactory.ops.storage import SUMMARY_JSON
-from synthfactory.ops.training.architectures import default_width
+from synthfactory.ops.training.architectures import resolved_width
 from synthfactory.ops.training.classifiers import training_settings
 
 # The recipe fields of the classifiers that metrics.json records.
@@ -42,7 +42,7 @@ def convnet_width(classifiers: Any, resolution: int) -> dict[str, int]:
     report names it; the other architectures have fixed widths."""
     if classifiers.architecture != "convnet":
         return {}
-    return {"width": classifiers.width or default_width(resolution)}
+    return {"width": resolved_width(classifiers.width, resolution)}
 
 
 RECIPE_FIELDS = ("batch_size", "learning_rate", "weight_decay", "label_smoothing", "epochs",

@@ -61,6 +61,12 @@ def default_width(resolution: int) -> int:
     return REFERENCE_WIDTH if resolution >= 32 else SMALL_IMAGE_WIDTH
 
 
+def resolved_width(width: int | None, resolution: int) -> int:
+    """A ConvNet width as set, or the resolution's (`default_width`) when None: the one rule
+    the classifiers, the distilled arm and the report's recipe line all read."""
+    return default_width(resolution) if width is None else width
+
+
 def _norm(kind: Norm, channels: int) -> nn.Module:
     """Batch norm, or instance norm with affine weights (GroupNorm with a group per channel)."""
     if kind == "batch":
@@ -75,7 +81,7 @@ class ConvNet(nn.Module):
                  width: int | None = REFERENCE_WIDTH, depth: int | None = None) -> None:
         super().__init__()
         depth = default_depth(resolution) if depth is None else depth
-        width = default_width(resolution) if width is None else width
+        width = resolved_width(width, resolution)
         if resolution >> depth < 1:
             raise ValueError(f"depth {depth} pools a {resolution}px image below 1px")
         blocks: list[nn.Module] = []
