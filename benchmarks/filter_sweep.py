@@ -2,7 +2,9 @@
 
 For each `filtered_set` setting (the shipped grid, or `--settings` as JSON objects), re-run the
 filters on the store's synthetic images with its judge, train `classifiers.n_seeds` classifiers
-on the kept images with the classifier assets' own recipe and seeds, and score them on the REAL
+on the kept images with the classifier assets' own recipe, seeds and steps (the finished run's
+`classifier_filtered` budget: every setting trains as many steps as the arms it informs, however
+many images it keeps), and score them on the REAL
 VALIDATION split — never test: this is a choice, and only eval_report reads test. Every setting
 is compared with the params file's own `filtered_set` (the grid's row that equals it), paired
 over seeds and validation images (`vs_params`: difference, 95% interval, verdict).
@@ -10,7 +12,8 @@ over seeds and validation images (`vs_params`: difference, 95% interval, verdict
     python benchmarks/filter_sweep.py --params params.yaml [--settings '{"threshold": 0.1}' ...]
 
 Reads the store of a finished run (`synthfactory run` first): synthetic_shards, judge,
-real_images. Each setting overrides the params file's `filtered_set` keys it names.
+real_images, classifier_filtered (its steps). Each setting overrides the params file's
+`filtered_set` keys it names.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def main() -> None:
     from synthfactory.ops.evaluation.comparisons import ArmCorrectness
     from synthfactory.ops.evaluation.metrics import mean_std
     from synthfactory.ops.seeds import derive_seed
+    from synthfactory.ops.training import HISTORY_JSON
     from synthfactory.ops.training.predict import predict_proba
     from synthfactory.ops.training.train import ClassifierSettings, train_classifier
     from synthfactory.params import load_params
@@ -88,7 +92,11 @@ def main() -> None:
     features = judge.embed(data.images)
     probs = judge.predict_proba(data.images)
     base = params.filtered_set.model_dump(exclude={"min_pass_rate"})
-    settings_kwargs = training_settings(params.classifiers, device)
+    # The filtered arm's steps in the run: with the default equal_steps budget every setting
+    # trains what the compared arms train (epochs alone would give a small kept set min_steps).
+    steps = json.loads((store / "classifier_filtered" / HISTORY_JSON).read_text()
+                       )["seeds"][0]["steps"]
+    settings_kwargs = training_settings(params.classifiers, device, steps=steps)
     rows, correct = [], []
     shipped = FilterSettings(**base)
     for override in grid:
@@ -118,6 +126,7 @@ def main() -> None:
     compare_with_params_setting(rows, correct)
     print(json.dumps({"benchmark": "filter_sweep", "split": "val", "n_val": len(val_labels),
                       "synthetic": len(data.images), "seeds": params.classifiers.n_seeds,
+                      "steps": steps,
                       "base": base, "device": str(device), "rows": rows}, indent=2))
 
 

@@ -9,9 +9,15 @@ spaces are not comparable.
 
 - Fréchet distance (FD; Heusel et al. 2017, "GANs trained by a two time-scale update rule
   converge to a local Nash equilibrium", the FID formula) between Gaussians fitted to the two
-  sets: ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½). Computed by torchmetrics'
-  `FrechetInceptionDistance` with an identity feature extractor (the features are given, so no
-  Inception network is loaded), in float64.
+  sets: ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½), with torchmetrics'
+  `FrechetInceptionDistance`'s means and unbiased covariances, in float64 (a test holds the two
+  equal to 1e-7 relative, rank-deficient covariances included). Deviation, for speed only:
+  torchmetrics takes Tr (Σ_r Σ_g)^½ from the general eigenvalues of the non-symmetric Σ_r Σ_g
+  (the digits' judge has 512 dimensions: 1.7 s on this 2-core machine, and a report computes
+  it for every class and all images); here from those of the similar, symmetric
+  Σ_r^½ Σ_g Σ_r^½ (the same eigenvalues; two symmetric eigendecompositions: 0.24 s), whose
+  round-off negatives are set to 0 where torchmetrics' complex square roots make them imaginary
+  and drops them with `.real`.
 - KID (Bińkowski et al. 2018, "Demystifying MMD GANs"): the unbiased MMD² with the cubic
   polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over random subsets, as torchmetrics'
   `KernelInceptionDistance` computes it (the same formula, the same seeded `torch.randperm`
@@ -53,17 +59,6 @@ METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage",
            "real_diversity")
 
 
-class _GivenFeatures(torch.nn.Module):
-    """An identity "feature extractor" for torchmetrics: the inputs already are the features."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.num_features = dim
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
-
-
 def _as_features(features: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(features, dtype=np.float64)
     if array.ndim != 2:
@@ -75,18 +70,24 @@ def _as_features(features: np.ndarray, name: str) -> np.ndarray:
 
 
 def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N×D each, N ≥ 2), computed
-    by torchmetrics' FID with the features given; raises ValueError when a set has < 2 rows."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
+    """Fréchet distance between Gaussians fitted to two feature sets (N×D each, N ≥ 2), equal
+    to torchmetrics' FID with the features given (see the module docstring); raises ValueError
+    when a set has < 2 rows."""
     real, generated = _as_features(real, "real"), _as_features(generated, "generated")
     if len(real) < 2 or len(generated) < 2:
         raise ValueError(f"FD needs at least 2 images per set (a covariance), got {len(real)} "
                          f"real and {len(generated)} generated")
-    metric = FrechetInceptionDistance(feature=_GivenFeatures(real.shape[1]))
-    metric.update(torch.from_numpy(real), real=True)
-    metric.update(torch.from_numpy(generated), real=False)
-    return float(metric.compute())
+    real_t, generated_t = torch.from_numpy(real), torch.from_numpy(generated)
+    dims = real_t.shape[1]  # torch.cov of one dimension is 0-d: keep it D×D
+    sigma_real = torch.cov(real_t.T).reshape(dims, dims)
+    sigma_generated = torch.cov(generated_t.T).reshape(dims, dims)
+    # Tr (Σ_r Σ_g)^½ = Σ √λ over the eigenvalues of Σ_r^½ Σ_g Σ_r^½ (similar to Σ_r Σ_g).
+    values, vectors = torch.linalg.eigh(sigma_real)
+    root_real = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    product = root_real @ sigma_generated @ root_real
+    trace_root = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
+    means = (real_t.mean(0) - generated_t.mean(0)).square().sum()
+    return float(means + sigma_real.trace() + sigma_generated.trace() - 2 * trace_root)
 
 
 def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
