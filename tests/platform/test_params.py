@@ -147,3 +147,14 @@ def test_the_shipped_params_train_every_arm_at_the_width_the_resolution_gives() 
     shipped = load_params(ROOT / "params.yaml").params
     assert shipped.classifiers.width is None and shipped.distilled_set.eval.width is None
     assert distillation_width(shipped) == 64  # the digits' 8 px
+
+
+def test_the_distillation_vocabulary_of_the_params_is_the_ops_one() -> None:
+    """params import nothing from ops, so `distilled_set`'s methods and sources are spelled
+    twice; a method added to one list and not the other would be refused, or accepted and then
+    fail deep in a run."""
+    from synthfactory.ops.distillation import cells
+    from synthfactory.params import distillation
+
+    assert distillation.METHODS == cells.METHODS
+    assert distillation.SOURCES == cells.SOURCES
