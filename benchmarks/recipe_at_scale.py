@@ -43,15 +43,15 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from beyond_digits import FOLDERS, Folder  # this script's folder is on sys.path when it runs
 
-from benchmarks.beyond_digits import FOLDERS, Folder  # noqa: E402
-from synthfactory.ops.data.real_images import read_classes, read_split  # noqa: E402
-from synthfactory.ops.evaluation.comparisons import ArmCorrectness, arm_interval  # noqa: E402
-from synthfactory.ops.evaluation.evaluate import checkpoints  # noqa: E402
-from synthfactory.ops.training.predict import predict_proba  # noqa: E402
-from synthfactory.ops.training.train import load_classifier  # noqa: E402
+from synthfactory.ops.data.real_images import read_classes, read_split
+from synthfactory.ops.evaluation.comparisons import ArmCorrectness, arm_interval
+from synthfactory.ops.evaluation.evaluate import checkpoints
+from synthfactory.ops.training.predict import predict_proba
+from synthfactory.ops.training.train import load_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEST_FRACTION = 0.3
 SELECTION = "key:prompts or key:real_images or key:classifier_real"

@@ -238,3 +238,32 @@ def test_classifier_rate_trains_on_train_and_scores_validation(tmp_path: Path,
                               train_shards=shards)
     assert from_shards["trained_on"] == str(shards) and from_shards["n_train"] == 24
     assert from_shards["val_accuracy"] == row["val_accuracy"]
+
+
+def test_recipe_at_scale_keeps_every_digit_on_one_side(tmp_path: Path,
+                                                       benchmarks_on_path: None) -> None:
+    """The larger folders draw only training originals, the test folder only test originals
+    (no digit on both sides, every class on both); each original is drawn `copies` times with
+    fresh distortions; the params point real_images at both folders and parse."""
+    from beyond_digits import FOLDERS
+    from recipe_at_scale import render, size_params, split_originals
+    from sklearn.datasets import load_digits
+
+    from synthfactory.ops.data.imagefolder import load_imagefolder
+    from synthfactory.params import parse_params
+
+    train, test = split_originals()
+    assert not set(train) & set(test) and len(train) + len(test) == 1797
+    labels = load_digits().target
+    assert set(labels[train]) == set(labels[test]) == set(range(10))
+    folder = FOLDERS["grey16-elastic"]
+    few = np.concatenate([train[labels[train] == k][:2] for k in range(10)])
+    assert render(folder, few, 3, tmp_path / "train", seed=1) == 60
+    images = load_imagefolder(str(tmp_path / "train"), 16, 1).images
+    assert images.shape == (60, 16, 16, 1)
+    assert len({image.tobytes() for image in images}) == 60  # three different draws of each
+    shipped = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = size_params(shipped, folder, tmp_path / "train", tmp_path / "test", tmp_path, 1)
+    assert {key for key in shipped if params[key] != shipped[key]} == {"real_images", "store",
+                                                                       "runtime"}
+    assert parse_params(params).params.real_images.test_root == str(tmp_path / "test")
