@@ -66,9 +66,9 @@ def main() -> None:
     from synthfactory.ops.data.real_images import read_classes, read_split
     from synthfactory.ops.evaluation.arms import synthetic_arm
     from synthfactory.ops.evaluation.comparisons import ArmCorrectness
+    from synthfactory.ops.evaluation.evaluate import trained_steps
     from synthfactory.ops.evaluation.metrics import mean_std
     from synthfactory.ops.seeds import derive_seed
-    from synthfactory.ops.training import HISTORY_JSON
     from synthfactory.ops.training.predict import predict_proba
     from synthfactory.ops.training.train import ClassifierSettings, train_classifier
     from synthfactory.params import load_params
@@ -94,8 +94,7 @@ def main() -> None:
     base = params.filtered_set.model_dump(exclude={"min_pass_rate"})
     # The filtered arm's steps in the run: with the default equal_steps budget every setting
     # trains what the compared arms train (epochs alone would give a small kept set min_steps).
-    steps = json.loads((store / "classifier_filtered" / HISTORY_JSON).read_text()
-                       )["seeds"][0]["steps"]
+    steps = trained_steps(store / "classifier_filtered")
     settings_kwargs = training_settings(params.classifiers, device, steps=steps)
     rows, correct = [], []
     shipped = FilterSettings(**base)

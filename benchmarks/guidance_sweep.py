@@ -69,15 +69,13 @@ def read_store(config: Any) -> Store:
     """The real splits and the compared arms' steps of the finished run in `config`'s store."""
     from synthfactory.ops.data.real_images import read_classes, read_split
     from synthfactory.ops.evaluation.arms import real_arm
-    from synthfactory.ops.training import HISTORY_JSON
+    from synthfactory.ops.evaluation.evaluate import trained_steps
 
     store = Path(config.store.root)
     val_images, val_labels, _ = read_split(store / "real_images", "val")
     train = real_arm(store / "real_images")  # what the generator learned from
-    steps = json.loads((store / "classifier_synthetic" / HISTORY_JSON).read_text()
-                       )["seeds"][0]["steps"]
     return Store(read_classes(store / "real_images"), val_images, val_labels, train.images,
-                 train.labels, steps)
+                 train.labels, trained_steps(store / "classifier_synthetic"))
 
 
 def sweep(config: Any, recipes: list[list[float]], replicates: int, device: Any,

@@ -3,6 +3,7 @@ on the validation split (what choices read), and the CLIP judge's zero-shot refe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from synthfactory.ops.curation.judges import ClipJudge, load_judge
 from synthfactory.ops.evaluation.metrics import (accuracy, confusion_matrix, mean_per_class,
                                                  mean_std, per_class_accuracy)
+from synthfactory.ops.training import HISTORY_JSON
 from synthfactory.ops.training.predict import predict_proba
 from synthfactory.ops.training.train import load_classifier
 
@@ -41,6 +43,15 @@ def checkpoints(directory: Path) -> list[Path]:
         raise FileNotFoundError(f"{directory} holds no seed-<k>.safetensors: materialize "
                                 f"'{directory.name}' first")
     return found
+
+
+def trained_steps(directory: Path) -> int:
+    """The optimizer steps a finished classifier asset's seeds ran (its history.json; every
+    seed of an arm runs the same): what a sweep trains to be equal in compute with it."""
+    history = directory / HISTORY_JSON
+    if not history.is_file():
+        raise FileNotFoundError(f"{history} is missing: materialize '{directory.name}' first")
+    return int(json.loads(history.read_text())["seeds"][0]["steps"])
 
 
 def score_predictions(predictions: list[np.ndarray], test: Split, n_classes: int
