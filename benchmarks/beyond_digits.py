@@ -172,6 +172,22 @@ def criteria(metrics: dict[str, Any], control: dict[str, Any] | None,
     return out
 
 
+def run_cli(params_file: Path, work: Path, *select: str) -> tuple[int, float]:
+    """`synthfactory run --params FILE [--select ...]` in `work`, as a user runs it, with an
+    instance of its own (`work/dagster_home`) and its output in `work/run.log`; the exit code
+    and the seconds."""
+    home = work / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "dagster_home" / "dagster.yaml").read_text())
+    command = [str(Path(sys.executable).parent / "synthfactory"), "run", "--params",
+               str(params_file), *(("--select", *select) if select else ())]
+    started = time.perf_counter()
+    with (work / "run.log").open("w") as log:
+        completed = subprocess.run(command, cwd=work, env={**os.environ, "DAGSTER_HOME": str(home)},
+                                   stdout=log, stderr=subprocess.STDOUT, check=False)
+    return completed.returncode, time.perf_counter() - started
+
+
 def run_folder(folder: Folder, shipped: dict[str, Any], work: Path,
                threads: int | None) -> dict[str, Any]:
     """Render the folder, run the shipped params on it through the CLI, summarise the run."""
@@ -179,19 +195,10 @@ def run_folder(folder: Folder, shipped: dict[str, Any], work: Path,
     n_images = write_folder(folder, images)
     params_file = work / "params.yaml"
     params_file.write_text(yaml.safe_dump(folder_params(shipped, folder, images, work, threads)))
-    home = work / "dagster_home"
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text((ROOT / "dagster_home" / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    started = time.perf_counter()
-    with (work / "run.log").open("w") as log:
-        completed = subprocess.run([str(Path(sys.executable).parent / "synthfactory"), "run",
-                                    "--params", str(params_file)], cwd=work, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, check=False)
-    seconds = time.perf_counter() - started
+    exit_code, seconds = run_cli(params_file, work)
     metrics_file = work / "reports" / "metrics.json"
     if not metrics_file.is_file():
-        raise RuntimeError(f"{folder.name}: synthfactory run exited {completed.returncode} "
+        raise RuntimeError(f"{folder.name}: synthfactory run exited {exit_code} "
                            f"without a report; see {work / 'run.log'}")
     metrics = json.loads(metrics_file.read_text())
     generator = json.loads((work / "data" / "generator" / "generator.json").read_text())
@@ -199,7 +206,7 @@ def run_folder(folder: Folder, shipped: dict[str, Any], work: Path,
     control = json.loads((work / "data" / "classifier_real" / "history.json").read_text()).get(
         "control")
     return {"folder": folder.name, "resolution": folder.resolution, "channels": folder.channels,
-            "images": n_images, "exit_code": completed.returncode, "seconds": round(seconds, 1),
+            "images": n_images, "exit_code": exit_code, "seconds": round(seconds, 1),
             "generator": {key: training.get(key) for key in
                           ("steps", "ceiling", "stopped_by", "converged", "best_validation_loss")},
             "arms": arm_rows(metrics),

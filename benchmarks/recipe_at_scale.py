@@ -15,10 +15,11 @@ Per size it prints the real arm's steps (the recipe's: `classifiers.epochs` over
 least `min_steps`), its validation accuracy and that of its control (the same recipe trained
 `control_steps` = 2× as long; the report's `real_below_control` bound is 0.95), its training
 accuracy, its test accuracy with the report's 95% interval (bootstrap over seeds and test
-images), and the seconds. What the validation split means here: it is carved from the training
-folder, so above 1k it holds other distortions of training originals — it measures the fit
-(what the control's ratio asks: is the budget long enough?), not generalisation; the test
-folder measures generalisation.
+images), each larger size against the smallest (paired over seeds and the same test images:
+difference, interval, verdict), and the seconds. What the validation split means here: it is
+carved from the training folder, so above 1k it holds other distortions of training originals
+— it measures the fit (what the control's ratio asks: is the budget long enough?), not
+generalisation; the test folder measures generalisation.
 
     python benchmarks/recipe_at_scale.py [--folder colour16-textured] [--sizes 1000 10000 50000]
                                          [--work DIR] [--threads N]
@@ -30,9 +31,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +41,10 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from beyond_digits import FOLDERS, Folder  # this script's folder is on sys.path when it runs
+from beyond_digits import FOLDERS, Folder, run_cli  # this script's folder is on sys.path when it runs
 
 from synthfactory.ops.data.real_images import read_classes, read_split
-from synthfactory.ops.evaluation.comparisons import ArmCorrectness, arm_interval
+from synthfactory.ops.evaluation.comparisons import ArmCorrectness, arm_interval, compare
 from synthfactory.ops.evaluation.evaluate import checkpoints
 from synthfactory.ops.training.predict import predict_proba
 from synthfactory.ops.training.train import load_classifier
@@ -91,43 +89,51 @@ def size_params(shipped: dict[str, Any], folder: Folder, train: Path, test: Path
     return params
 
 
-def test_row(store: Path) -> dict[str, Any]:
-    """The real arm's seeds on the test folder: mean accuracy and the report's 95% interval."""
+def test_correctness(store: Path, name: str) -> ArmCorrectness:
+    """Which test-folder images each seed of the store's real arm gets right (the test folder is
+    the same for every size, read in the same order: sizes pair image by image)."""
     images, labels, _ = read_split(store / "real_images", "test")
     device = torch.device("cpu")
     predictions = np.stack([
         predict_proba(load_classifier(path, device), images, device=device).argmax(1)
         for path in checkpoints(store / "classifier_real")])
-    interval = arm_interval(ArmCorrectness.from_predictions("real", predictions, labels))
-    return {"n_test": len(labels), "accuracy": interval["accuracy"], "ci95": interval["ci95"],
-            "seeds": [round(float(np.mean(p == labels)), 4) for p in predictions]}
+    return ArmCorrectness.from_predictions(name, predictions, labels)
+
+
+def test_row(correct: ArmCorrectness) -> dict[str, Any]:
+    """The real arm's test accuracy, the report's 95% interval and each seed's accuracy."""
+    interval = arm_interval(correct)
+    seeds = np.asarray(correct.correct)[0]
+    return {"n_test": seeds.shape[1], "accuracy": interval["accuracy"], "ci95": interval["ci95"],
+            "seeds": [round(float(seed.mean()), 4) for seed in seeds]}
+
+
+def with_smallest(rows: list[dict[str, Any]], correct: list[ArmCorrectness]) -> None:
+    """Each larger size's test accuracy against the smallest's, paired over seeds and the same
+    test images (`vs_smallest`: difference, 95% interval, verdict)."""
+    for row, arm in zip(rows[1:], correct[1:], strict=True):
+        found = compare(arm, correct[0])
+        row["test"]["vs_smallest"] = {key: found[key] for key in ("difference", "ci95", "verdict")}
 
 
 def run_size(folder: Folder, size: int, shipped: dict[str, Any], work: Path, test: Path,
-             threads: int | None) -> dict[str, Any]:
-    """Render a training folder of about `size` images, run the real arm on it, summarise."""
+             threads: int | None) -> tuple[dict[str, Any], ArmCorrectness]:
+    """Render a training folder of about `size` images, run the real arm on it, summarise; the
+    summary and the arm's test correctness."""
     train_originals, _ = split_originals()
     copies = max(1, math.ceil(size / len(train_originals)))
     images = render(folder, train_originals, copies, work / "train", seed=1 + size)
     params_file = work / "params.yaml"
     params_file.write_text(yaml.safe_dump(
         size_params(shipped, folder, work / "train", test, work, threads)))
-    home = work / "dagster_home"
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text((ROOT / "dagster_home" / "dagster.yaml").read_text())
-    started = time.perf_counter()
-    with (work / "run.log").open("w") as log:
-        completed = subprocess.run(
-            [str(Path(sys.executable).parent / "synthfactory"), "run", "--params",
-             str(params_file), "--select", SELECTION], cwd=work, stdout=log,
-            stderr=subprocess.STDOUT, env={**os.environ, "DAGSTER_HOME": str(home)}, check=False)
-    seconds = time.perf_counter() - started
-    if completed.returncode != 0:
-        raise RuntimeError(f"{folder.name} at {size}: synthfactory run exited "
-                           f"{completed.returncode}; see {work / 'run.log'}")
+    exit_code, seconds = run_cli(params_file, work, SELECTION)
+    if exit_code != 0:
+        raise RuntimeError(f"{folder.name} at {size}: synthfactory run exited {exit_code}; "
+                           f"see {work / 'run.log'}")
     store = work / "data"
     history = json.loads((store / "classifier_real" / "history.json").read_text())
     control = history["control"]
+    correct = test_correctness(store, f"n{size}")
     return {"training_images": images, "originals": len(train_originals), "copies": copies,
             "classes": len(read_classes(store / "real_images")),
             "n_train": history["n_train"], "steps": history["budget"]["steps"],
@@ -139,7 +145,7 @@ def run_size(folder: Folder, size: int, shipped: dict[str, Any], work: Path, tes
                         "val_accuracy": round(control["val_accuracy"], 4),
                         "real_vs_control": round(control["arm_val_accuracy"]
                                                  / control["val_accuracy"], 4)},
-            "test": test_row(store), "seconds": round(seconds, 1)}
+            "test": test_row(correct), "seconds": round(seconds, 1)}, correct
 
 
 def main() -> None:
@@ -161,11 +167,12 @@ def main() -> None:
     test = work / "test"
     if not test.is_dir():
         render(folder, test_originals, 1, test, seed=0)
-    rows = [run_size(folder, size, shipped, work / f"n{size}", test, args.threads)
-            for size in args.sizes]
+    rows, correct = zip(*(run_size(folder, size, shipped, work / f"n{size}", test, args.threads)
+                          for size in args.sizes), strict=True)
+    with_smallest(list(rows), list(correct))
     print(json.dumps({"benchmark": "recipe_at_scale", "folder": folder.name,
                       "params": str(args.params), "cpu_count": os.cpu_count(),
-                      "test_images": len(test_originals), "sizes": rows}, indent=2))
+                      "test_images": len(test_originals), "sizes": list(rows)}, indent=2))
 
 
 if __name__ == "__main__":

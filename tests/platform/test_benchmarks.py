@@ -267,3 +267,25 @@ def test_recipe_at_scale_keeps_every_digit_on_one_side(tmp_path: Path,
     assert {key for key in shipped if params[key] != shipped[key]} == {"real_images", "store",
                                                                        "runtime"}
     assert parse_params(params).params.real_images.test_root == str(tmp_path / "test")
+
+
+def test_recipe_at_scale_pairs_each_size_with_the_smallest(benchmarks_on_path: None) -> None:
+    """A larger size right on 60 more of the same 200 test images is `better` than the
+    smallest; the smallest gets no comparison of its own."""
+    from recipe_at_scale import test_row, with_smallest
+
+    from synthfactory.ops.evaluation.comparisons import ArmCorrectness
+
+    labels = np.arange(200) % 10
+    wrong = labels.copy()
+    wrong[:80] = (wrong[:80] + 1) % 10  # the small folder misses 80, the large one 20
+    small = ArmCorrectness.from_predictions("n1000", np.stack([wrong] * 3), labels)
+    better = labels.copy()
+    better[:20] = (better[:20] + 1) % 10
+    large = ArmCorrectness.from_predictions("n50000", np.stack([better] * 3), labels)
+    rows = [{"test": test_row(small)}, {"test": test_row(large)}]
+    assert rows[0]["test"]["seeds"] == [0.6] * 3 and rows[0]["test"]["n_test"] == 200
+    with_smallest(rows, [small, large])
+    assert "vs_smallest" not in rows[0]["test"]
+    found = rows[1]["test"]["vs_smallest"]
+    assert found["verdict"] == "better" and abs(found["difference"] - 0.3) < 1e-9
