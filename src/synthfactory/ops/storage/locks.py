@@ -10,8 +10,8 @@ writer creates it:
 
 While held, a heartbeat thread pushes the expiry forward, so a long write keeps its lease, and a
 crashed writer's lease expires `ttl` seconds after its last heartbeat. The next writer then breaks
-it. On a local disk breaking is atomic: the expired lease is renamed to a unique name (only one
-renamer succeeds) and checked to be the very file that was judged expired before it is removed.
+it. On a local disk breakers take turns through an O_EXCL guard file, and the lease is removed
+only if it is still the very file (inode, mtime, size) that was judged expired.
 A lease that is empty or unreadable (a writer killed between creating and writing it) counts as
 expired once it is older than `ttl`. A writer that cannot get the lease within `wait` seconds
 fails with `LeaseTimeout`, naming the holder and what to do.
@@ -36,6 +36,8 @@ from typing import Any
 DEFAULT_TTL_S = 120.0
 # How long a writer waits for another writer of the same unit before failing.
 DEFAULT_WAIT_S = 3600.0
+# A breakers' guard older than this was left by a breaker that died while breaking.
+GUARD_STALE_S = 30.0
 
 
 class LeaseTimeout(TimeoutError):
@@ -119,29 +121,50 @@ class _LocalLeaseFile:
         os.replace(temp, self.path)
 
     def remove_if(self, seen: _Seen, token: str | None) -> bool:
-        """Atomically remove the lease if it is still the one seen (`seen.identity`, or the same
-        `token`): rename it to a unique name (of two removers only one rename succeeds), check
-        the renamed file, then delete it. A lease replaced meanwhile is put back (a hard link
-        cannot overwrite a newer lease). True when this call removed it."""
-        taken = f"{self.path}.broken-{uuid.uuid4().hex}"
-        try:
-            os.rename(self.path, taken)
-        except FileNotFoundError:
-            return False  # released or broken by someone else meanwhile
-        stat = os.stat(taken)
-        with open(taken, "rb") as handle:
-            record = _parse(handle.read())
-        same = ((stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size) == seen.identity
-                or (token is not None and record is not None and record.get("token") == token))
-        if not same:  # a new holder's lease, created after ours was judged: give it back
-            try:
-                os.link(taken, self.path)
-            except FileExistsError:
-                pass  # yet another writer holds the path now; the displaced one sees it on renewal
-            os.unlink(taken)
+        """Remove the lease if it is still the very file seen (`seen.identity`: inode, mtime and
+        size; a renewal or a new holder's lease is another file). Breakers take turns through
+        a guard file created with O_EXCL (`<lease>.breaking`), so the check and the removal
+        cannot interleave with another breaker's: without it, two writers that both judged the
+        same dead lease could each remove "it", the second removing the lease a third writer
+        had created in between, and two writers held it at once (seen in the tests, 2026-12-07,
+        with an earlier rename-check-put-back scheme). Creators need no guard: O_EXCL cannot
+        create over a lease that exists. `token` is unused here (a local lease has an
+        identity). True when this call removed it; False when another breaker is at work or
+        the lease changed."""
+        guard = f"{self.path}.breaking"
+        if not self._take_guard(guard):
             return False
-        os.unlink(taken)
-        return True
+        try:
+            current = self.read()
+            if current is None or current.identity != seen.identity:
+                return False  # released, broken or renewed meanwhile: nothing to break
+            os.unlink(self.path)
+            return True
+        finally:
+            os.unlink(guard)
+
+    @staticmethod
+    def _take_guard(guard: str) -> bool:
+        """Create the breakers' guard exclusively; a guard older than `GUARD_STALE_S` (a breaker
+        killed while breaking, which takes microseconds) is removed first, by one remover (a
+        rename to a unique name). False when another breaker holds it."""
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            pass
+        try:
+            stale = time.time() - os.stat(guard).st_mtime > GUARD_STALE_S
+        except FileNotFoundError:
+            return False  # its breaker just finished: the caller tries again
+        if stale:
+            try:
+                taken = f"{guard}.stale-{uuid.uuid4().hex}"
+                os.rename(guard, taken)
+                os.unlink(taken)
+            except FileNotFoundError:
+                pass
+        return False
 
 
 class _RemoteLeaseFile:
@@ -226,10 +249,11 @@ def lease(fs: Any, path: str, *, ttl: float = DEFAULT_TTL_S,
         seen = handle.read()
         if seen is None:
             continue  # released meanwhile: try again at once
-        if seen.expired(ttl, time.time()):
-            # The holder stopped renewing (it crashed) or never wrote its record: break exactly
-            # that lease; whoever then creates the path first holds it.
-            handle.remove_if(seen, seen.record.get("token") if seen.record else None)
+        # The holder stopped renewing (it crashed) or never wrote its record: break exactly
+        # that lease; whoever then creates the path first holds it. A break that did not happen
+        # (another writer is breaking it, or it changed) waits like a live holder.
+        if seen.expired(ttl, time.time()) and handle.remove_if(
+                seen, seen.record.get("token") if seen.record else None):
             continue
         if time.monotonic() >= deadline:
             raise LeaseTimeout(_describe(seen, path, ttl, wait))
