@@ -24,12 +24,14 @@ Source `digits` is scikit-learn's bundled 8×8 digits; `imagefolder` reads
 size and mode, resized to the configured resolution. With `test_root`, the user's own test
 set is the test split. Validation (`val_fraction` of each class's train images) is carved
 from train and held out of everything that learns: every choice reads it, and only
-`eval_report` reads test. Unreadable files are skipped and counted. With `few_shot: K`, K
+`eval_report` reads test. Unreadable files are skipped and counted. Exact copies (identical
+pixels) stay on one side of every split, a copy of a `test_root` image is left out of
+training, and copies under two classes are reported as label conflicts. With `few_shot: K`, K
 seeded train images per class form the subset that the generator, the judge and the real
 classifier learn from. Writes shards, `classes.json` and `manifest.json`."""
 
 
-@dg.asset(group_name="data", kinds={"webdataset"}, code_version="1",
+@dg.asset(group_name="data", kinds={"webdataset"}, code_version="2",
           description=REAL_IMAGES_DESCRIPTION)
 def real_images(context: dg.AssetExecutionContext, params: Params, store: ArtifactStore,
                 runtime: TorchRuntime) -> dg.MaterializeResult:
@@ -56,6 +58,8 @@ def real_images(context: dg.AssetExecutionContext, params: Params, store: Artifa
             "n_classes": split.n_classes,
             "skipped": dict(manifest["skipped"]),
             "converted": dict(manifest["converted"]),
+            "duplicate_copies": manifest["duplicates"]["copies"],
+            "label_conflicts": manifest["duplicates"]["label_conflicts"],
             "per_class": dg.MetadataValue.md(_counts_table(manifest["counts"])),
             "shards": len(manifest["shards"]),
             "n_few_shot": 0 if split.few_shot is None else len(split.few_shot),

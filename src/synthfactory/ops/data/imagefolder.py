@@ -23,12 +23,20 @@ def imagefolder_classes(root: Path) -> list[str]:
     return classes
 
 
+def is_hidden(path: Path, folder: Path) -> bool:
+    """Whether a file under a class folder is hidden: its name or a folder on the way starts
+    with '.' (`.DS_Store`, macOS `._photo.jpg` forks, `.ipynb_checkpoints/` copies). Hidden
+    files are never read, as hidden class folders are not."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def load_imagefolder(root: str, resolution: int, channels: int,
                      class_names: list[str] | None = None) -> RealDataset:
     """Every readable image under `<root>/<class>/`, resized; unreadable files are counted, skipped.
 
     `class_names` picks (and orders) the class folders; by default every sub-folder, sorted.
-    Skipped, counted per reason: files without an image extension, empty files, files no decoder
+    Skipped, counted per reason: hidden files (`is_hidden`), files without an image extension,
+    empty files, files no decoder
     recognises, corrupt or truncated images, and images over `PIL.Image.MAX_IMAGE_PIXELS` pixels
     (decompression bombs: checked from the header, before decoding). Images in other modes (CMYK,
     16-bit, alpha, palette) are converted and counted per mode in `converted`. A class left with
@@ -44,9 +52,10 @@ def load_imagefolder(root: str, resolution: int, channels: int,
     collected = ImageCollector()
     for label, name in enumerate(class_names):
         skipped_before = Counter(collected.skipped)
-        found = sum(collected.add(_read_image(path, resolution, channels), label,
+        folder = root_path / name
+        found = sum(collected.add(read_image_file(path, folder, resolution, channels), label,
                                   path.relative_to(root_path).as_posix())
-                    for path in sorted(p for p in (root_path / name).rglob("*") if p.is_file()))
+                    for path in sorted(p for p in folder.rglob("*") if p.is_file()))
         if found == 0:
             class_skipped = collected.skipped - skipped_before
             why = ", ".join(f"{count} {reason}" for reason, count in sorted(class_skipped.items()))
@@ -56,9 +65,12 @@ def load_imagefolder(root: str, resolution: int, channels: int,
     return collected.dataset(class_names)
 
 
-def _read_image(path: Path, resolution: int,
-                channels: int) -> Decoded:
-    """(reason, None) for a file to skip, else (None, (resized image, source mode))."""
+def read_image_file(path: Path, folder: Path, resolution: int, channels: int) -> Decoded:
+    """(reason, None) for a file under `folder` to skip (hidden, not an image, empty, or what
+    `decode_image` refuses), else (None, (resized image, source mode)): how every image
+    folder is read (the real images and the retrieval pool)."""
+    if is_hidden(path, folder):
+        return "hidden file (its name or a folder on its path starts with '.')", None
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return "not an image file", None
     if path.stat().st_size == 0:

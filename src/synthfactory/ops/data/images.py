@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Modes stored as they are; any other mode (CMYK, 16-bit, alpha, palette, ...) is converted.
 NATIVE_MODES = {"L", "RGB"}
@@ -84,7 +84,8 @@ def decode_image(source: Path | IO[bytes], resolution: int,
     """Decode an image file or stream: (reason, None) to skip it, else (None, (image, mode)).
 
     Reasons: `too large` (over `PIL.Image.MAX_IMAGE_PIXELS`, checked from the header before
-    decoding), `unrecognised image format`, `corrupt image`.
+    decoding), `unrecognised image format`, `corrupt image`. An EXIF orientation is applied
+    (the image is stored upright).
     """
     try:
         with Image.open(source) as image:
@@ -92,6 +93,9 @@ def decode_image(source: Path | IO[bytes], resolution: int,
             if width * height > Image.MAX_IMAGE_PIXELS:
                 return "too large", None
             image.load()
+            # Cameras and phones store how the picture is turned in EXIF instead of turning the
+            # pixels: apply it, so the image is upright as every viewer shows it.
+            ImageOps.exif_transpose(image, in_place=True)
             return None, (to_square(image, resolution, channels), image.mode)
     except Image.DecompressionBombError:
         return "too large", None

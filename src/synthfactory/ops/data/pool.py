@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthfactory.ops.data.imagefolder import IMAGE_EXTENSIONS
+from synthfactory.ops.data.imagefolder import read_image_file
 from synthfactory.ops.data.images import decode_image
 from synthfactory.ops.data.webdataset import (WEBDATASET_IMAGE_EXTENSIONS, _tar_samples,
                                               _webdataset_label, resolve_shards)
@@ -59,11 +59,7 @@ def _load_folder(root: Path, resolution: int, channels: int, class_names: list[s
     images, labels, keys, skipped = [], [], [], Counter()
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = file.relative_to(root)
-        if file.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped["not an image file"] += 1
-            continue
-        reason, decoded = (("empty file", None) if file.stat().st_size == 0
-                           else decode_image(file, resolution, channels))
+        reason, decoded = read_image_file(file, root, resolution, channels)
         if decoded is None:
             skipped[str(reason)] += 1
             continue

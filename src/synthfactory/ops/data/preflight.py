@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthfactory.ops.data.imagefolder import IMAGE_EXTENSIONS
+from synthfactory.ops.data.imagefolder import IMAGE_EXTENSIONS, is_hidden
 from synthfactory.ops.data.splits import carve_validation, stratified_split
 from synthfactory.ops.data.webdataset import resolve_shards, webdataset_label_counts
 
@@ -85,8 +85,8 @@ def check_class_count(class_names: Sequence[str], where: str) -> None:
 def source_counts(source: str, root: str | None, class_names: Sequence[str]) -> dict[str, int]:
     """Images per class of an image folder or WebDataset, counted without decoding any image.
 
-    An image folder counts the non-empty files with an image extension under each class folder;
-    a WebDataset the samples with an image and a label (only the small label members are read).
+    An image folder counts the non-empty, non-hidden files with an image extension under each
+    class folder; a WebDataset the samples with an image and a label (only the small label members are read).
     Both are upper bounds of what decodes. `digits` is not counted (its classes are fixed and
     large): an empty dict.
     """
@@ -95,6 +95,7 @@ def source_counts(source: str, root: str | None, class_names: Sequence[str]) -> 
         for name in class_names:
             folder = Path(str(root)) / name
             counts[name] = sum(1 for path in folder.rglob("*") if path.is_file()
+                               and not is_hidden(path, folder)
                                and path.suffix.lower() in IMAGE_EXTENSIONS
                                and path.stat().st_size > 0) if folder.is_dir() else 0
         return counts
@@ -197,7 +198,7 @@ def preflight_pool(pool: str) -> int:
     path = Path(pool)
     fix = "point retrieval.pool at unlabeled images, or remove retrieved from classifiers.arms"
     if path.is_dir() and not any(path.glob("*.tar")):
-        found = sum(1 for file in path.rglob("*") if file.is_file()
+        found = sum(1 for file in path.rglob("*") if file.is_file() and not is_hidden(file, path)
                     and file.suffix.lower() in IMAGE_EXTENSIONS and file.stat().st_size > 0)
         if not found:
             raise ValueError(f"retrieval.pool {pool!r} holds no image file: {fix}")

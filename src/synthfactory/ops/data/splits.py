@@ -13,8 +13,8 @@ import numpy as np
 from synthfactory.ops.seeds import rng
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a per-class random split: about `test_fraction` of each class goes to test.
 
     The rule: a class of n images puts round(n × test_fraction) in test, but at least one
@@ -23,29 +23,38 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
     cannot be measured at all (its accuracy is "no test images"), while one train image
     teaches a classifier little, and the synthetic arms learn a class from its name, not from
     its real train images. (Before, round(0.3) = 0 left such a class untested.)
+
+    `groups` (a group id per image, e.g. `duplicates.duplicate_groups`: identical copies) keeps
+    every group on one side: whole groups go to test until the class's count is reached (the
+    last may overshoot it), so no copy of a test image is trained on. Without copies the split
+    is the one without `groups`.
     """
     train, test = [], []
+    placed: dict[int, bool] = {}
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         members = members[rng(seed, "real_images", "split", int(label)).permutation(len(members))]
         n_test = max(int(round(len(members) * test_fraction)), 1)
         if len(members) >= 2:
             n_test = min(n_test, len(members) - 1)
-        test.extend(members[:n_test].tolist())
-        train.extend(members[n_test:].tolist())
+        in_test, in_train = _take(members, n_test, groups, placed)
+        test.extend(in_test)
+        train.extend(in_train)
     return np.asarray(sorted(train), dtype=np.int64), np.asarray(sorted(test), dtype=np.int64)
 
 
-def carve_validation(labels: np.ndarray, train: np.ndarray, val_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def carve_validation(labels: np.ndarray, train: np.ndarray, val_fraction: float, seed: int,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split train indices into (train, val): about `val_fraction` of each class's train images.
 
     Stratified and seeded like the test split (its own stream). A class with two or more train
-    images keeps at least one in each part; a class with one keeps it in train.
+    images keeps at least one in each part; a class with one keeps it in train. `groups`
+    keeps each group of copies on one side, as in `stratified_split`.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"real_images.val_fraction = {val_fraction}: must be in (0, 1), e.g. 0.1")
     kept, val = [], []
+    placed: dict[int, bool] = {}
     for label in np.unique(labels[train]):
         members = train[labels[train] == label]
         members = members[rng(seed, "real_images", "val", int(label)).permutation(len(members))]
@@ -54,9 +63,45 @@ def carve_validation(labels: np.ndarray, train: np.ndarray, val_fraction: float,
             n_val = min(max(n_val, 1), len(members) - 1)
         else:
             n_val = 0
-        val.extend(members[:n_val].tolist())
-        kept.extend(members[n_val:].tolist())
+        in_val, in_kept = _take(members, n_val, groups, placed)
+        val.extend(in_val)
+        kept.extend(in_kept)
     return np.asarray(sorted(kept), dtype=np.int64), np.asarray(sorted(val), dtype=np.int64)
+
+
+def _take(members: np.ndarray, n_taken: int, groups: np.ndarray | None,
+          placed: dict[int, bool]) -> tuple[list[int], list[int]]:
+    """(taken, left) of one class's shuffled `members`: the first `n_taken`, or with `groups`
+    whole groups in the order of their first member until `taken` holds `n_taken`.
+
+    `placed` (group → taken), shared across classes, keeps a group that another class already
+    placed (identical images under two labels) on its side. Once `n_taken` is reached the rest
+    is left, and a class that could be split keeps at least one group on each side.
+    """
+    if groups is None:
+        return members[:n_taken].tolist(), members[n_taken:].tolist()
+    by_group: dict[int, list[int]] = {}
+    for member in members.tolist():
+        by_group.setdefault(int(groups[member]), []).append(member)
+    taken: list[int] = []
+    left: list[int] = []
+    own: list[int] = []  # the groups this class placed, in order
+    for group, images in by_group.items():
+        if group in placed:
+            (taken if placed[group] else left).extend(images)
+    for group, images in by_group.items():
+        if group in placed:
+            continue
+        placed[group] = len(taken) < n_taken
+        (taken if placed[group] else left).extend(images)
+        own.append(group)
+    if n_taken < len(members) and not left and len(own) >= 2:
+        # One large group overshot: give the class's last group back to the other side.
+        last = own[-1]
+        placed[last] = False
+        taken = [m for m in taken if int(groups[m]) != last]
+        left = by_group[last]
+    return taken, left
 
 
 def few_shot_subset(labels: np.ndarray, train: np.ndarray, per_class: int,
