@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import torch
 import yaml
 
 from synthfactory.assets.checks import (
@@ -23,6 +24,7 @@ from synthfactory.assets.checks import (
 from synthfactory.cli import main
 from synthfactory.definitions import build_definitions
 from synthfactory.ops.distillation.export import load_export
+from synthfactory.ops.training.train import load_classifier
 from synthfactory.ops.storage.shards import (finished_shards, read_samples, read_shard_info,
                                               write_shard)
 from synthfactory.params import Params, parse_params
@@ -588,3 +590,16 @@ def test_what_predicts_value_sets_every_measure_beside_validation_accuracy(
     for measure, found in result["correlations"].items():
         assert found["across_settings"]["n"] == 3, measure
         assert found["across_classes_and_settings"]["n"] <= 30
+
+
+def test_a_resolution_that_is_not_a_power_of_two_runs_end_to_end(tmp_path: Path) -> None:
+    """A folder read at 12 px (as one read at MNIST's 28 or at 48 px): every asset and check
+    runs — the generator's UNet, the ConvNets (their pools round down: 12 → 6 → 3), the
+    distillation and the report — and the classifiers record the depth they took."""
+    result = _run_all(tmp_path, real_images={"resolution": 12})
+    assert result.success
+    metrics = json.loads((tmp_path / "reports" / "eval" / "metrics.json").read_text())
+    assert set(ARMS) <= set(metrics["arms"])
+    weights = tmp_path / "data" / "classifier_real" / "seed-0.safetensors"
+    model = load_classifier(weights, torch.device("cpu"))
+    assert model.config["resolution"] == 12 and model.config["depth"] == 2

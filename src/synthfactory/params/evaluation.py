@@ -19,7 +19,7 @@ class ClassifiersParams(Section):
 
     `arms`: the rows of the report (ops/evaluation/arms.py lists them and what each answers).
     `architecture`: the DD ConvNet (default; `width` is its width, null following the images'
-    resolution: 64 below 32 px, the reference's 128 from 32 px — chosen on the validation
+    resolution: 64 up to 16 px, the reference's 128 above — chosen on the validation
     splits of 8- and 16-px folders, docs/results.md), or the standard ResNet-18,
     ResNet-50 or VGG-11 of the synthetic-data and cross-architecture literature. Each has a
     training recipe (ops/training/recipes.py); `learning_rate`, `batch_size`, `weight_decay` and

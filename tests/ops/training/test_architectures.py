@@ -84,11 +84,13 @@ def test_unknown_architecture_names_the_known_ones() -> None:
         build_model("resnet19", channels=3, n_classes=10, resolution=32)
 
 
-@pytest.mark.parametrize(("resolution", "width"), [(8, 64), (16, 64), (32, 128), (64, 128)])
+@pytest.mark.parametrize(("resolution", "width"),
+                         [(8, 64), (16, 64), (28, 128), (32, 128), (64, 128)])
 def test_a_convnet_without_a_width_takes_the_resolutions_and_records_it(
         resolution: int, width: int, tmp_path: Path) -> None:
-    """`width=None` (classifiers.width: null) is 64 below 32 px and the reference's 128 from
-    32 px; the chosen width is in the config, so the saved model rebuilds without the rule."""
+    """`width=None` (classifiers.width: null) is 64 up to 16 px and the reference's 128 above
+    (MNIST's 28 px included); the chosen width is in the config, so the saved model rebuilds
+    without the rule."""
     assert default_width(resolution) == width
     model = build_model("convnet", channels=1, n_classes=3, resolution=resolution, width=None)
     assert model.config["width"] == width
@@ -96,6 +98,21 @@ def test_a_convnet_without_a_width_takes_the_resolutions_and_records_it(
     path = tmp_path / "model.safetensors"
     save_classifier(path, model)
     assert load_classifier(path, CPU).config["width"] == width
+
+
+@pytest.mark.parametrize(("resolution", "depth", "last_map"),
+                         [(8, 2, 2), (12, 2, 3), (28, 3, 3), (32, 3, 4), (48, 4, 3), (64, 4, 4),
+                          (96, 5, 3), (128, 5, 4)])
+def test_the_convnet_takes_any_resolution_as_the_reference_does(resolution: int, depth: int,
+                                                                last_map: int) -> None:
+    """ConvNet-3 at MNIST's 28 px (28 → 14 → 7 → 3, the reference's pools round down) and at
+    32 px; resolutions that are not powers of two (a folder read at 48 or 96 px) work too."""
+    model = build_model("convnet", channels=1, n_classes=4, resolution=resolution, width=8)
+    assert model.config["depth"] == depth
+    features = model.embed(torch.zeros(2, 1, resolution, resolution))
+    assert features.shape == (2, 8 * last_map * last_map) == (2, model.embedding_dim)
+    with pytest.raises(ValueError, match="resolution 3 is below the ConvNet's smallest, 4 px"):
+        build_model("convnet", channels=1, n_classes=4, resolution=3)
 
 
 def test_a_classifier_trained_without_a_width_follows_the_resolution() -> None:

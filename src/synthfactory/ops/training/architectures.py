@@ -5,9 +5,10 @@ torchvision, so the standard definitions live in the project:
 
 - `convnet`: the dataset-distillation ConvNet (Zhao et al.): `depth` blocks of conv3×3 →
   instance norm → ReLU → 2×2 average pool, then one linear layer. The depth follows the
-  resolution (ConvNet-3 at 32 px, ConvNet-4 at 64 px); the last feature map stays ≥ 2×2.
-  Its width is 128 (the reference's) unless given; `width=None` follows the resolution too
-  (`default_width`: 64 below 32 px), which `classifiers.width: null` asks for.
+  resolution (ConvNet-3 at 28 and 32 px, ConvNet-4 at 64 px; any resolution, as in the
+  reference, whose pools round down). Its width is 128 (the reference's) unless given;
+  `width=None` follows the resolution too (`default_width`: 64 up to 16 px), which
+  `classifiers.width: null` asks for.
 - `resnet18`, `resnet50`: He et al. with batch norm. Images of at most 64 px get the widely used
   CIFAR stem (one 3×3 conv, stride 1, no max-pool: 11,173,962 parameters for ResNet-18 at 10
   classes), larger ones the ImageNet stem (7×7 conv, stride 2, 3×3 max-pool). Weights are
@@ -42,23 +43,30 @@ VGG11_LAYERS: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 51
 
 
 def default_depth(resolution: int) -> int:
-    """ConvNet blocks for a resolution: log2(resolution) − 2, at least 2 (8 px → 2, 32 → 3)."""
-    if resolution < 4 or resolution & (resolution - 1):
-        raise ValueError(f"resolution {resolution} must be a power of two >= 4 for the ConvNet")
-    return max(2, int(math.log2(resolution)) - 2)
+    """ConvNet blocks for a resolution: round(log2(resolution)) − 2, at least 2 (8 px → 2, the
+    reference's ConvNet-3 at 28 px (MNIST) and 32 px (CIFAR), 64 → 4, 128 → 5).
+
+    Any resolution from 4 px works: each block's average pool halves the map, rounding down as
+    the reference's does (28 → 14 → 7 → 3), so a folder read at 28, 48 or 96 px needs no
+    resizing to a power of two.
+    """
+    if resolution < 4:
+        raise ValueError(f"resolution {resolution} is below the ConvNet's smallest, 4 px")
+    return max(2, round(math.log2(resolution)) - 2)
 
 
 def default_width(resolution: int) -> int:
-    """ConvNet width for a resolution: the reference's 128 from 32 px, 64 below.
+    """ConvNet width for a resolution: 64 up to 16 px, the reference's 128 above.
 
     Chosen on validation splits (`benchmarks/classifier_rate.py --widths`, docs/results.md):
     at 8 and 16 px, on the digits and the grey and colour folders of
     `benchmarks/beyond_digits.py`, real and synthetic training sets, width 64 was
     indistinguishable from 128 (paired over 5 seeds × validation images, never below it by
     more than 0.2 points) at 1/3–1/4 of the step time; 32 was worse on colour. No folder above
-    16 px was measured, so from 32 px the width stays the reference's.
+    16 px was measured, so above 16 px (the reference's 28-px MNIST included) the width stays
+    the reference's.
     """
-    return REFERENCE_WIDTH if resolution >= 32 else SMALL_IMAGE_WIDTH
+    return SMALL_IMAGE_WIDTH if resolution <= 16 else REFERENCE_WIDTH
 
 
 def resolved_width(width: int | None, resolution: int) -> int:
