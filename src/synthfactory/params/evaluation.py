@@ -73,7 +73,10 @@ class WarningsParams(Section):
     `classifiers.control_steps` times the steps. `max_synthetic_gap`: the synthetic and
     filtered arms' test accuracy is at most this far below the real arm's (the generated set
     stands in for the real one). `min_retrieval_precision`: the retrieved arm's images carry
-    their class's (hidden) label at least this often. (The generator's own warning, stopped
+    their class's (hidden) label at least this often. `max_skipped_share`: at most this share
+    of the real image files is skipped as unusable (corrupt, unsupported, empty; hidden files
+    are not counted). Identical real images under two classes are always warned. (The
+    generator's own warning, stopped
     at its ceiling while still improving, uses `generator.ddpm.min_delta`.)
     """
 
@@ -83,6 +86,7 @@ class WarningsParams(Section):
     min_real_vs_control: float = Field(default=0.95, ge=0.0, le=1.0)
     max_synthetic_gap: float = Field(default=0.05, ge=0.0, le=1.0)
     min_retrieval_precision: float = Field(default=0.8, ge=0.0, le=1.0)
+    max_skipped_share: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class EvalReportParams(Section):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from synthfactory.ops.data.duplicates import duplicate_groups, summarise_duplicates
@@ -181,3 +182,59 @@ def test_hidden_files_are_not_read_as_images(tmp_path: Path) -> None:
     assert data.skipped == {"hidden file (its name or a folder on its path starts with '.')": 3}
     assert source_counts("imagefolder", str(tmp_path), ["cat"]) == {"cat": 2}
     assert preflight_pool(str(tmp_path)) == 2
+
+
+def test_unusable_files_and_label_conflicts_reach_the_reports_warnings(tmp_path: Path) -> None:
+    """A folder of phone photos half in HEIC (which Pillow cannot decode) and one image filed
+    under two classes: the report's first section says both, with the numbers; a clean folder
+    says nothing."""
+    from synthfactory.ops.evaluation.soundness import DEFAULT_BOUNDS, real_data_warnings
+
+    bound = DEFAULT_BOUNDS["max_skipped_share"]
+    root = tmp_path / "images"
+    for label, name in enumerate(["cat", "dog"]):
+        for index in range(10):
+            _write(root / name, f"{index:02d}.jpg", 20 * index + label)
+        for index in range(4):
+            (root / name / f"IMG_{index:04d}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    clean = split_real_images(_settings(root), lambda _: None).write(tmp_path / "clean")
+    skipped = clean["skipped"]
+    assert skipped == {"HEIC image (Pillow cannot decode it: convert the files to JPEG or PNG)": 8}
+    [found] = real_data_warnings(clean, bound)
+    assert (found["kind"], found["value"], found["bound"]) == ("skipped_images", 0.2857, 0.05)
+    assert "8 of 28 real image files (29%, bound 5%)" in found["message"]
+    assert "8 HEIC image" in found["message"]
+
+    _write(root / "dog", "same-as-cat.jpg", 0)  # cat/00.jpg filed under dog as well
+    for path in root.rglob("*.HEIC"):
+        path.unlink()
+    manifest = split_real_images(_settings(root), lambda _: None).write(tmp_path / "conflict")
+    [found] = real_data_warnings(manifest, bound)
+    assert (found["kind"], found["value"]) == ("label_conflicts", 1)
+    assert "cat/00.jpg, dog/same-as-cat.jpg in cat, dog" in found["message"]
+    (root / "dog" / "same-as-cat.jpg").unlink()
+    (root / "cat" / ".DS_Store").write_bytes(b"Bud1")  # hidden files are not lost images
+    manifest = split_real_images(_settings(root), lambda _: None).write(tmp_path / "ok")
+    assert real_data_warnings(manifest, bound) == []
+    from synthfactory.ops.report.document import render_markdown
+    from synthfactory.ops.report.warnings import warnings_section
+
+    section = warnings_section({"warnings": [found]}, {})
+    assert section is not None
+    assert "| identical real images under two classes | real_images | 1 | 0 |" in render_markdown(
+        [section])
+
+
+def test_a_class_of_heic_photos_is_refused_before_any_work_naming_the_format(
+        tmp_path: Path) -> None:
+    from synthfactory.ops.data.preflight import preflight_counts
+
+    for name in ("cat", "dog"):
+        for index in range(6):
+            _write(tmp_path / name, f"{index}.png", index)
+    for index in range(6):
+        (tmp_path / "dog" / f"{index}.png").unlink()
+        (tmp_path / "dog" / f"IMG_{index}.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(ValueError, match=r"'dog': 0 train.*; 6 file\(s\) under the class "
+                                         r"folders are HEIC images, which Pillow cannot decode"):
+        preflight_counts("imagefolder", str(tmp_path), None, ["cat", "dog"], 0.3, 0.1, 0)

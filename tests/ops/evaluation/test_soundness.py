@@ -127,6 +127,9 @@ def test_a_sound_tiny_run_has_no_warning(digits: dict[str, np.ndarray], tmp_path
         "stopped_by": "criterion", "converged": True, "recent_improvement": 0.004,
         "min_delta": 0.01, "ceiling": 1600, "steps": 640, "patience": 3}}))
     (store / "filtered_set").mkdir()
+    (store / "real_images").mkdir()  # every file read, no copies under two classes
+    (store / "real_images" / "manifest.json").write_text(json.dumps({
+        "skipped": {}, "counts": {"train": {"0": 100}}, "duplicates": {"label_conflicts": 0}}))
     summary = _judged(digits, digits["val"])  # a generator that draws every class
     (store / "filtered_set" / "summary.json").write_text(json.dumps(summary))
     metrics = {"arms": {"real": _row(store / "classifier_real", digits)}}

@@ -8,7 +8,13 @@ from pathlib import Path
 from synthfactory.ops.data.images import Decoded, ImageCollector, RealDataset, decode_image
 from synthfactory.ops.data.prompts import check_class_names
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Raster formats Pillow decodes (`.jfif`/`.jpe` are JPEG as browsers save it; `.pgm`/`.ppm`
+# hold classic face and texture sets; `.mpo` is a camera's multi-picture JPEG).
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".webp",
+                    ".tif", ".tiff", ".avif", ".pgm", ".ppm", ".pbm", ".pnm", ".tga", ".jp2",
+                    ".j2k", ".qoi", ".mpo"}
+# Images Pillow cannot decode without a plugin: named as such instead of "not an image file".
+UNDECODABLE_EXTENSIONS = {".heic": "HEIC", ".heif": "HEIF"}
 
 
 def imagefolder_classes(root: Path) -> list[str]:
@@ -71,7 +77,11 @@ def read_image_file(path: Path, folder: Path, resolution: int, channels: int) ->
     folder is read (the real images and the retrieval pool)."""
     if is_hidden(path, folder):
         return "hidden file (its name or a folder on its path starts with '.')", None
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+    suffix = path.suffix.lower()
+    if suffix in UNDECODABLE_EXTENSIONS:
+        return (f"{UNDECODABLE_EXTENSIONS[suffix]} image (Pillow cannot decode it: convert the "
+                "files to JPEG or PNG)"), None
+    if suffix not in IMAGE_EXTENSIONS:
         return "not an image file", None
     if path.stat().st_size == 0:
         return "empty file", None

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthfactory.ops.data.imagefolder import IMAGE_EXTENSIONS, is_hidden
+from synthfactory.ops.data.imagefolder import IMAGE_EXTENSIONS, UNDECODABLE_EXTENSIONS, is_hidden
 from synthfactory.ops.data.splits import carve_validation, stratified_split
 from synthfactory.ops.data.webdataset import resolve_shards, webdataset_label_counts
 
@@ -146,11 +146,12 @@ def minimum_images(test_fraction: float, val_fraction: float, seed: int,
 
 
 def check_split_counts(counts: Counts, where: str, minimum_total: int,
-                       train_needed: int = 1) -> None:
+                       train_needed: int = 1, hint: str = "") -> None:
     """Refuse when a class has fewer images in a split than `minimums(train_needed)`; one line.
 
     `where` names the data ("real_images.root 'photos'"); `minimum_total` is how many images a
-    class needs before the split (from `minimum_images`), stated in the fix.
+    class needs before the split (from `minimum_images`), stated in the fix; `hint`, when
+    given, ends the message (e.g. files in a format that cannot be read).
     """
     required = minimums(train_needed)
     short = {name: {split: counts[split].get(name, 0) for split in required}
@@ -169,7 +170,7 @@ def check_split_counts(counts: Counts, where: str, minimum_total: int,
                      f"splits ({shown}{more}): every class needs at least {need} image{why} "
                      f"({minimum_total} images per class before the split, with these "
                      "test_fraction and val_fraction): add images to those classes or remove "
-                     "them")
+                     f"them{hint}")
 
 
 def preflight_counts(source: str, root: str | None, test_root: str | None,
@@ -187,8 +188,31 @@ def preflight_counts(source: str, root: str | None, test_root: str | None,
     counts = split_counts(totals, test_fraction, val_fraction, seed, tests)
     check_split_counts(counts, describe_source(source, root, test_root),
                        minimum_images(test_fraction, val_fraction, seed, tests is not None,
-                                      train_needed), train_needed)
+                                      train_needed), train_needed,
+                       hint=_undecodable_hint(source, [root, test_root], class_names))
     return counts
+
+
+def _undecodable_hint(source: str, roots: Sequence[str | None],
+                      class_names: Sequence[str]) -> str:
+    """'; N files are HEIC ...' when class folders hold images Pillow cannot decode (a folder
+    of iPhone photos), else ''."""
+    if source != "imagefolder":
+        return ""
+    found: Counter[str] = Counter()
+    for root in filter(None, roots):
+        for name in class_names:
+            folder = Path(str(root)) / name
+            if folder.is_dir():
+                found.update(UNDECODABLE_EXTENSIONS[path.suffix.lower()]
+                             for path in folder.rglob("*")
+                             if path.suffix.lower() in UNDECODABLE_EXTENSIONS
+                             and not is_hidden(path, folder))
+    if not found:
+        return ""
+    kinds = "/".join(sorted(found))
+    return (f"; {sum(found.values())} file(s) under the class folders are {kinds} images, which "
+            "Pillow cannot decode: convert them to JPEG or PNG")
 
 
 def preflight_pool(pool: str) -> int:

@@ -22,7 +22,14 @@ it crossed (`bound`), with a sentence that says what it means and what to change
 - `weak_retrieval`: the retrieved arm's label precision (the share of the retrieved images whose
   hidden label is the class they were retrieved for) is below `min_retrieval_precision`; the
   message names the classes retrieved worst. The baseline then trains on mislabelled images,
-  so a generated arm beating it says little about generation.
+  so a generated arm beating it says little about generation;
+- `skipped_images`: more than `max_skipped_share` of the real image files could not be used
+  (corrupt, unsupported format such as HEIC, empty; hidden files are not counted), so every arm
+  is measured on part of the user's data; the message names the main reasons
+  (real_images' manifest);
+- `label_conflicts`: identical real images carry two or more classes (ops/data/duplicates.py);
+  no classifier can get both right, so the real arm's ceiling is below 100% for reasons of the
+  labels, not of the data; the message names an example.
 
 Everything here is a pure function of what the assets recorded; `soundness_warnings` reads those
 records from the store.
@@ -38,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from synthfactory.ops.checks import CheckOutcome
+from synthfactory.ops.data.real_images import MANIFEST_JSON
 from synthfactory.ops.evaluation.arms import ARMS
 from synthfactory.ops.storage import SUMMARY_JSON
 from synthfactory.ops.training import HISTORY_JSON
@@ -45,11 +53,14 @@ from synthfactory.ops.training import HISTORY_JSON
 Warning = dict[str, Any]
 Require = Callable[..., Path]
 KINDS = ("generator_unconverged", "class_pass_rate", "seed_spread", "underfit",
-         "real_below_control", "synthetic_below_real", "weak_retrieval")
+         "real_below_control", "synthetic_below_real", "weak_retrieval", "skipped_images",
+         "label_conflicts")
 # The bounds when a caller gives none (params.yaml's eval_report.warnings has the same).
 DEFAULT_BOUNDS = {"min_class_pass_rate": 0.5, "max_seed_std": 0.02, "min_train_accuracy": 0.9,
                   "min_real_vs_control": 0.95, "max_synthetic_gap": 0.05,
-                  "min_retrieval_precision": 0.8}
+                  "min_retrieval_precision": 0.8, "max_skipped_share": 0.05}
+# Skip reasons that are not lost images: hidden files (`.DS_Store`, macOS `._x.jpg` forks).
+NOT_IMAGES = ("hidden file",)
 # The arms trained on the generated set alone: the distilled set (100 images) is not one.
 GENERATED_ARMS = ("synthetic", "filtered")
 
@@ -179,15 +190,50 @@ def retrieval_warnings(arm_rows: Mapping[str, Mapping[str, Any]], bound: float) 
         "(retrieval.labelled_per_class) or another retrieval.embedding are the levers")]
 
 
+def real_data_warnings(manifest: Mapping[str, Any], bound: float) -> list[Warning]:
+    """The real images' own problems, from real_images' manifest: a share of the files above
+    `bound` skipped (naming the main reasons), and identical images under two classes."""
+    found = []
+    skipped = {reason: int(count) for reason, count in (manifest.get("skipped") or {}).items()
+               if not reason.startswith(NOT_IMAGES)}
+    used = sum(sum(per_class.values()) for per_class in (manifest.get("counts") or {}).values())
+    lost = sum(skipped.values())
+    share = lost / max(lost + used, 1)
+    if share > bound:
+        reasons = sorted(skipped.items(), key=lambda item: -item[1])[:3]
+        found.append(warning(
+            "skipped_images", "real_images", share, bound,
+            f"{lost} of {lost + used} real image files ({share:.0%}, bound {bound:.0%}) could "
+            "not be used (" + ", ".join(f"{count} {reason}" for reason, count in reasons)
+            + "): every arm is measured on the rest of the data; convert or repair those files "
+            "(real_images' manifest lists the counts)"))
+    duplicates = manifest.get("duplicates") or {}
+    conflicts = int(duplicates.get("label_conflicts") or 0)
+    if conflicts:
+        example = next((e for e in duplicates.get("examples", []) if len(e["classes"]) > 1),
+                       None)
+        shown = ("" if example is None else f" (e.g. {', '.join(example['sources'][:2])} in "
+                 f"{', '.join(example['classes'])})")
+        found.append(warning(
+            "label_conflicts", "real_images", conflicts, 0,
+            f"{conflicts} group(s) of identical images are labelled with two or more "
+            f"classes{shown}: "
+            "no classifier can get both labels right, so every arm's accuracy has a ceiling "
+            "below 100% that is the labels', not the data's; fix the labels or remove the "
+            "copies (real_images' manifest lists them)"))
+    return found
+
+
 def evaluate_soundness(generator_info: Mapping[str, Any], per_class: Mapping[str, Any],
                        arm_rows: Mapping[str, Mapping[str, Any]],
                        histories: Mapping[str, Mapping[str, Any]],
-                       bounds: Mapping[str, float], class_names: list[str] | None = None
-                       ) -> list[Warning]:
+                       bounds: Mapping[str, float], class_names: list[str] | None = None,
+                       real_manifest: Mapping[str, Any] | None = None) -> list[Warning]:
     """Every warning of a run, from its records (`bounds`: eval_report.warnings; a bound not
-    given is DEFAULT_BOUNDS')."""
+    given is DEFAULT_BOUNDS'); the real images' own first."""
     bounds = {**DEFAULT_BOUNDS, **bounds}
-    return [*generator_warnings(generator_info.get("training")),
+    return [*real_data_warnings(real_manifest or {}, bounds["max_skipped_share"]),
+            *generator_warnings(generator_info.get("training")),
             *pass_rate_warnings(per_class, bounds["min_class_pass_rate"]),
             *seed_spread_warnings(arm_rows, bounds["max_seed_std"]),
             *fit_warnings(histories, bounds["min_train_accuracy"]),
@@ -200,8 +246,10 @@ def evaluate_soundness(generator_info: Mapping[str, Any], per_class: Mapping[str
 
 def soundness_warnings(require: Require, metrics: Mapping[str, Any],
                        bounds: Mapping[str, float]) -> list[Warning]:
-    """metrics.json's `warnings`: `evaluate_soundness` over the store's records (generator.json,
-    filtered_set's summary, each measured arm's history.json) and the report's arm rows."""
+    """metrics.json's `warnings`: `evaluate_soundness` over the store's records (real_images'
+    manifest, generator.json, filtered_set's summary, each measured arm's history.json) and the
+    report's arm rows."""
+    real_manifest = json.loads((require("real_images") / MANIFEST_JSON).read_text())
     generator_info = json.loads((require("generator") / "generator.json").read_text())
     summary = json.loads((require("filtered_set") / SUMMARY_JSON).read_text())
     histories = {}
@@ -211,7 +259,8 @@ def soundness_warnings(require: Require, metrics: Mapping[str, Any],
         if path is not None and path.is_file():
             histories[arm] = json.loads(path.read_text())
     return evaluate_soundness(generator_info, summary["per_class"], metrics["arms"], histories,
-                              bounds, class_names=list(metrics.get("classes") or []))
+                              bounds, class_names=list(metrics.get("classes") or []),
+                              real_manifest=real_manifest)
 
 
 def soundness_outcome(warnings: list[Warning]) -> CheckOutcome:

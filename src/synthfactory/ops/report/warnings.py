@@ -17,7 +17,9 @@ KIND_NAMES = {"generator_unconverged": "generator did not converge",
               "underfit": "arm did not fit its training set",
               "real_below_control": "real arm below its longer-trained control",
               "synthetic_below_real": "generated set far below real",
-              "weak_retrieval": "retrieval baseline mislabels its images"}
+              "weak_retrieval": "retrieval baseline mislabels its images",
+              "skipped_images": "real image files could not be used",
+              "label_conflicts": "identical real images under two classes"}
 
 
 def warnings_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]
@@ -31,8 +33,9 @@ def warnings_section(metrics: dict[str, Any], grids: dict[str, np.ndarray]
     return ReportSection(f"Warnings: this run may not be sound ({len(warnings)})", [
         Paragraph("Each line below crossed a bound of eval_report.warnings (the generator's: "
                   "generator.ddpm.min_delta). Read the verdicts and the tables after them with "
-                  "these in mind: an arm that did not fit or whose seeds disagree does not "
-                  "measure its data, and a generator that did not converge or cannot draw a "
+                  "these in mind: real images that could not be read or carry conflicting "
+                  "labels limit every arm, an arm that did not fit or whose seeds disagree does "
+                  "not measure its data, and a generator that did not converge or cannot draw a "
                   "class makes every synthetic arm worse than it has to be."),
         Table(["warning", "subject", "value", "bound"], rows),
         *[Paragraph(f"{w['subject']}: {w['message']}") for w in warnings]])
