@@ -74,10 +74,10 @@ class WarningsParams(Section):
     filtered arms' test accuracy is at most this far below the real arm's (the generated set
     stands in for the real one). `min_retrieval_precision`: the retrieved arm's images carry
     their class's (hidden) label at least this often. `max_skipped_share`: at most this share
-    of the real image files is skipped as unusable (corrupt, unsupported, empty; hidden files
-    are not counted). Identical real images under two classes are always warned. (The
-    generator's own warning, stopped
-    at its ceiling while still improving, uses `generator.ddpm.min_delta`.)
+    of the real image files is skipped as unusable (corrupt, HEIC or camera RAW, empty; hidden
+    files and files without an image extension are not counted). Identical real images under
+    two classes are always warned. (The generator's own warning, stopped at its ceiling while
+    still improving, uses `generator.ddpm.min_delta`.)
     """
 
     min_class_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0)

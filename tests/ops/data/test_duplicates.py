@@ -213,9 +213,17 @@ def test_unusable_files_and_label_conflicts_reach_the_reports_warnings(tmp_path:
     assert (found["kind"], found["value"]) == ("label_conflicts", 1)
     assert "cat/00.jpg, dog/same-as-cat.jpg in cat, dog" in found["message"]
     (root / "dog" / "same-as-cat.jpg").unlink()
-    (root / "cat" / ".DS_Store").write_bytes(b"Bud1")  # hidden files are not lost images
+    (root / "cat" / ".DS_Store").write_bytes(b"Bud1")  # hidden files are not lost images,
+    for name in ("cat", "dog"):  # nor are notes beside the images
+        (root / name / "labels.csv").write_text("file,label\n")
     manifest = split_real_images(_settings(root), lambda _: None).write(tmp_path / "ok")
+    assert manifest["skipped"]["not an image file"] == 2
     assert real_data_warnings(manifest, bound) == []
+    for index in range(2):  # but a camera's RAW files are images that could not be read
+        (root / "dog" / f"DSC_{index}.NEF").write_bytes(b"MM\x00*raw")
+    manifest = split_real_images(_settings(root), lambda _: None).write(tmp_path / "raw")
+    [raw] = real_data_warnings(manifest, bound)
+    assert "2 camera RAW image (Pillow cannot decode it" in raw["message"]
     from synthfactory.ops.report.document import render_markdown
     from synthfactory.ops.report.warnings import warnings_section
 

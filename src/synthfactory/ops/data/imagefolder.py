@@ -13,8 +13,11 @@ from synthfactory.ops.data.prompts import check_class_names
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".webp",
                     ".tif", ".tiff", ".avif", ".pgm", ".ppm", ".pbm", ".pnm", ".tga", ".jp2",
                     ".j2k", ".qoi", ".mpo"}
-# Images Pillow cannot decode without a plugin: named as such instead of "not an image file".
-UNDECODABLE_EXTENSIONS = {".heic": "HEIC", ".heif": "HEIF"}
+# Images Pillow cannot decode without a plugin: named as such instead of "not an image file"
+# (and counted as lost images by the report's `skipped_images` warning; other files are not).
+UNDECODABLE_EXTENSIONS = {".heic": "HEIC", ".heif": "HEIF", **{
+    raw: "camera RAW" for raw in (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf",
+                                  ".rw2")}}
 
 
 def imagefolder_classes(root: Path) -> list[str]:

@@ -24,7 +24,8 @@ it crossed (`bound`), with a sentence that says what it means and what to change
   message names the classes retrieved worst. The baseline then trains on mislabelled images,
   so a generated arm beating it says little about generation;
 - `skipped_images`: more than `max_skipped_share` of the real image files could not be used
-  (corrupt, unsupported format such as HEIC, empty; hidden files are not counted), so every arm
+  (corrupt, an image format that cannot be decoded such as HEIC, empty; hidden files and files
+  without an image extension are not counted), so every arm
   is measured on part of the user's data; the message names the main reasons
   (real_images' manifest);
 - `label_conflicts`: identical real images carry two or more classes (ops/data/duplicates.py);
@@ -59,8 +60,10 @@ KINDS = ("generator_unconverged", "class_pass_rate", "seed_spread", "underfit",
 DEFAULT_BOUNDS = {"min_class_pass_rate": 0.5, "max_seed_std": 0.02, "min_train_accuracy": 0.9,
                   "min_real_vs_control": 0.95, "max_synthetic_gap": 0.05,
                   "min_retrieval_precision": 0.8, "max_skipped_share": 0.05}
-# Skip reasons that are not lost images: hidden files (`.DS_Store`, macOS `._x.jpg` forks).
-NOT_IMAGES = ("hidden file",)
+# Skip reasons that are not lost images: hidden files (`.DS_Store`, macOS `._x.jpg` forks) and
+# files without an image extension (notes, label CSVs); an image format that cannot be decoded
+# (HEIC, camera RAW) has its own reason and counts.
+NOT_IMAGES = ("hidden file", "not an image file")
 # The arms trained on the generated set alone: the distilled set (100 images) is not one.
 GENERATED_ARMS = ("synthetic", "filtered")
 
